@@ -1,0 +1,13 @@
+// Runs every test file with node:test. Files run in parallel (each has its own database);
+// pass file paths or globs to run a subset: npm test -- test/unit/seal.test.ts
+import { spawnSync } from 'node:child_process';
+
+const args = process.argv.slice(2);
+const files = args.length > 0 ? args : ['test/**/*.test.ts'];
+const concurrency = process.env.STEPGATE_TEST_CONCURRENCY ?? '4';
+const result = spawnSync(
+  process.execPath,
+  ['--disable-warning=ExperimentalWarning', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=120000', ...files],
+  { stdio: 'inherit' },
+);
+process.exit(result.status ?? 1);

@@ -1,0 +1,82 @@
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
+import cookieParser from 'cookie-parser';
+import type { Gateway } from './gateway.ts';
+import { ApiRegistry, buildOpenApi } from './http/api-registry.ts';
+import { errorHandler, notFound } from './http/error-handler.ts';
+import { healthRouter } from './http/health-router.ts';
+import { locals, requestId } from './http/request-context.ts';
+import { loadSession } from './http/session.ts';
+import { authRouter } from './http/auth-router.ts';
+import { adminRouter } from './http/admin-router.ts';
+import { pagesRouter } from './http/pages-router.ts';
+
+export const VERSION = '0.1.0';
+
+function accessLog(gw: Gateway) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // The route template, not the raw path, keeps label cardinality bounded.
+      const route = (req.route as { path?: string } | undefined)?.path;
+      const routeLabel = route === undefined ? 'unmatched' : `${req.baseUrl}${route}`;
+      gw.metrics.httpDuration.observe({ method: req.method, route: routeLabel, status: `${Math.floor(res.statusCode / 100)}xx` }, seconds);
+      gw.logger.info(
+        { requestId: locals(res).requestId, method: req.method, route: routeLabel, status: res.statusCode, ms: Math.round(seconds * 1000) },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+/** The express app. The middleware list reads as the request pipeline. */
+export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
+  const app = express();
+  const api = new ApiRegistry();
+  const limit = gw.config.http.bodyLimitBytes;
+
+  app.disable('x-powered-by');
+  app.set('trust proxy', gw.config.http.trustProxyHops);
+  app.set('query parser', 'simple');
+
+  app.use(requestId);
+  app.use(accessLog(gw));
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:'],
+          formAction: ["'self'"],
+          frameAncestors: ["'none'"],
+          objectSrc: ["'none'"],
+          baseUri: ["'none'"],
+          upgradeInsecureRequests: gw.config.mode === 'production' ? [] : null,
+        },
+      },
+      strictTransportSecurity: gw.config.mode === 'production',
+    }),
+  );
+  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
+  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));
+  app.use(cookieParser());
+  app.use(loadSession(gw));
+
+  app.use(healthRouter(gw, api));
+  app.use(authRouter(gw, api));
+  app.use(adminRouter(gw, api));
+  app.use(pagesRouter(gw));
+
+  const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+
+  app.use(notFound);
+  app.use(errorHandler(gw.logger));
+  return { app, api };
+}

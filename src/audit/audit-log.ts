@@ -1,0 +1,155 @@
+import { createHash } from 'node:crypto';
+import type { DialectName, Executor, Tx } from '../store/database.ts';
+import type { Clock } from '../clock.ts';
+
+/**
+ * The tamper-evident audit log. Each row stores the SHA-256 of its canonical form, which
+ * includes the previous row's hash, so editing, deleting or reordering any row breaks the
+ * chain from there on (`stepgate audit verify`).
+ *
+ * Appends are serialised by locking the chain head (`meta.audit_head`): `FOR UPDATE` on
+ * PostgreSQL, the database write lock (BEGIN IMMEDIATE) on SQLite.
+ */
+export const GENESIS_HASH = '0'.repeat(64);
+
+export interface AuditEvent {
+  /** `<entity>.<past-tense-verb>`, e.g. `login.succeeded`, `user.created`. */
+  type: string;
+  actor?: string | null;
+  subject?: string | null;
+  ip?: string | null;
+  requestId?: string | null;
+  /** Event details. Never codes, passwords, seeds or whole tokens. */
+  data?: Record<string, unknown>;
+}
+
+export interface AuditRow {
+  seq: number;
+  at: number;
+  type: string;
+  actor: string | null;
+  subject: string | null;
+  ip: string | null;
+  request_id: string | null;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** Deterministic JSON: object keys sorted, no whitespace. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+}
+
+export function rowHash(row: Omit<AuditRow, 'hash'>): string {
+  const canonical = canonicalJson({
+    seq: row.seq,
+    at: row.at,
+    type: row.type,
+    actor: row.actor,
+    subject: row.subject,
+    ip: row.ip,
+    request_id: row.request_id,
+    data: row.data,
+    prev_hash: row.prev_hash,
+  });
+  return createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+interface Head {
+  seq: number;
+  hash: string;
+}
+
+function parseHead(value: string): Head {
+  if (value === '0') return { seq: 0, hash: GENESIS_HASH };
+  const parsed = JSON.parse(value) as Head;
+  return parsed;
+}
+
+export class AuditLog {
+  readonly #dialect: DialectName;
+  readonly #clock: Clock;
+
+  constructor(dialect: DialectName, clock: Clock) {
+    this.#dialect = dialect;
+    this.#clock = clock;
+  }
+
+  /** Appends inside the caller's transaction when given one, so the event commits with the change. */
+  async append(executor: Executor, event: AuditEvent): Promise<AuditRow> {
+    if (executor.isTransaction) return this.#appendIn(executor as Tx, event);
+    return executor.transaction().execute((tx) => this.#appendIn(tx, event));
+  }
+
+  async #appendIn(tx: Tx, event: AuditEvent): Promise<AuditRow> {
+    const headRow = await tx
+      .selectFrom('meta')
+      .select('value')
+      .where('key', '=', 'audit_head')
+      .$if(this.#dialect === 'postgres', (q) => q.forUpdate())
+      .executeTakeFirstOrThrow();
+    const head = parseHead(headRow.value);
+    const base = {
+      seq: head.seq + 1,
+      at: this.#clock.now().getTime(),
+      type: event.type,
+      actor: event.actor ?? null,
+      subject: event.subject ?? null,
+      ip: event.ip ?? null,
+      request_id: event.requestId ?? null,
+      data: canonicalJson(event.data ?? {}),
+      prev_hash: head.hash,
+    };
+    const row: AuditRow = { ...base, hash: rowHash(base) };
+    await tx.insertInto('audit_log').values(row).execute();
+    await tx
+      .updateTable('meta')
+      .set({ value: JSON.stringify({ seq: row.seq, hash: row.hash }) })
+      .where('key', '=', 'audit_head')
+      .execute();
+    return row;
+  }
+}
+
+export type ChainResult =
+  | { ok: true; rows: number; headHash: string }
+  | { ok: false; rows: number; brokenSeq: number; reason: 'hash_mismatch' | 'prev_hash_mismatch' | 'sequence_gap' | 'head_mismatch' };
+
+/** Walks the whole chain in pages; reports the first broken row. */
+export async function verifyAuditChain(executor: Executor, pageSize = 1000): Promise<ChainResult> {
+  let prevHash = GENESIS_HASH;
+  let expectedSeq = 1;
+  let rows = 0;
+  for (;;) {
+    const page = await executor
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('seq', '>=', expectedSeq)
+      .orderBy('seq')
+      .limit(pageSize)
+      .execute();
+    for (const row of page) {
+      if (row.seq !== expectedSeq) return { ok: false, rows, brokenSeq: expectedSeq, reason: 'sequence_gap' };
+      if (row.prev_hash !== prevHash) return { ok: false, rows, brokenSeq: row.seq, reason: 'prev_hash_mismatch' };
+      const { hash, ...rest } = row;
+      if (rowHash(rest) !== hash) return { ok: false, rows, brokenSeq: row.seq, reason: 'hash_mismatch' };
+      prevHash = hash;
+      expectedSeq += 1;
+      rows += 1;
+    }
+    if (page.length < pageSize) break;
+  }
+  const headRow = await executor.selectFrom('meta').select('value').where('key', '=', 'audit_head').executeTakeFirst();
+  const head = parseHead(headRow?.value ?? '0');
+  // A deleted tail leaves a valid prefix; the head still names the last row written.
+  if (head.seq !== rows || head.hash !== prevHash) {
+    return { ok: false, rows, brokenSeq: Math.min(head.seq, rows + 1), reason: 'head_mismatch' };
+  }
+  return { ok: true, rows, headHash: prevHash };
+}

@@ -1,0 +1,73 @@
+import { createServer, type Server } from 'node:http';
+import { createApp } from '../app.ts';
+import { createGateway, type Gateway } from '../gateway.ts';
+import { firstRunSetupLink } from '../flows/admin-setup.ts';
+import type { Config } from '../config/schema.ts';
+import type { Command } from './command.ts';
+
+export interface RunningServer {
+  gateway: Gateway;
+  server: Server;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the gateway's HTTP server with the configured timeouts. Used by `serve` and by tests. */
+export async function startServer(config: Config, gateway?: Gateway): Promise<RunningServer> {
+  const gw = gateway ?? (await createGateway(config));
+  const { app } = createApp(gw);
+  const server = createServer(app);
+  server.requestTimeout = config.http.requestTimeoutSeconds * 1000;
+  server.headersTimeout = config.http.headersTimeoutSeconds * 1000;
+  server.keepAliveTimeout = config.http.keepAliveTimeoutSeconds * 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.http.port, config.http.host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
+  let stopping: Promise<void> | undefined;
+  return {
+    gateway: gw,
+    server,
+    url: `http://127.0.0.1:${port}`,
+    stop() {
+      stopping ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const grace = setTimeout(() => server.closeAllConnections(), config.http.shutdownGraceSeconds * 1000);
+        await closed;
+        clearTimeout(grace);
+        await gw.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+export const serveCommand: Command = {
+  name: ['serve'],
+  summary: 'Run the gateway (applies migrations first).',
+  usage: 'stepgate serve [--config FILE]',
+  options: {},
+  async run(args) {
+    const config = args.config();
+    const running = await startServer(config);
+    const { logger } = running.gateway;
+    logger.info({ port: config.http.port, database: running.gateway.store.location, mode: config.mode }, 'stepgate listening');
+    const link = await firstRunSetupLink(running.gateway);
+    if (link !== undefined) {
+      // Printed to the operator's terminal, not to the log stream: it is a one-time secret.
+      args.err(`\n  No administrator exists yet. Open this one-time set-up link (valid ${Math.round(config.admin.setupLinkSeconds / 60)} min):\n\n    ${link}\n`);
+    }
+    await new Promise<void>((resolve) => {
+      const shutdown = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        void running.stop().then(resolve);
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+    return 0;
+  },
+};

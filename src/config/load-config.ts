@@ -1,0 +1,130 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { type Config, configSchema } from './schema.ts';
+
+/** A configuration problem: printed as one line naming the key, then exit 2. */
+export class ConfigError extends Error {
+  readonly key: string;
+  constructor(key: string, reason: string) {
+    super(`config: ${key}: ${reason}`);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/default.yaml', import.meta.url));
+
+/** Environment variables that are part of the public contract, and where each goes. */
+const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
+  STEPGATE_MODE: { path: ['mode'], type: 'string' },
+  STEPGATE_HTTP_PORT: { path: ['http', 'port'], type: 'int' },
+  STEPGATE_HTTP_HOST: { path: ['http', 'host'], type: 'string' },
+  STEPGATE_PUBLIC_URL: { path: ['http', 'publicUrl'], type: 'string' },
+  STEPGATE_DATA_DIR: { path: ['dataDir'], type: 'string' },
+  STEPGATE_DATABASE_URL: { path: ['database', 'url'], type: 'string' },
+  STEPGATE_DATABASE_SCHEMA: { path: ['database', 'schema'], type: 'string' },
+  STEPGATE_MASTER_KEY: { path: ['secrets', 'masterKey'], type: 'string' },
+  STEPGATE_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
+};
+
+type Tree = Record<string, unknown>;
+
+function isTree(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function mergeInto(target: Tree, source: Tree): Tree {
+  const out: Tree = { ...target };
+  for (const [k, v] of Object.entries(source)) {
+    const existing = out[k];
+    out[k] = isTree(existing) && isTree(v) ? mergeInto(existing, v) : v;
+  }
+  return out;
+}
+
+function readYaml(file: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, `cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, `invalid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (!isTree(parsed)) throw new ConfigError(file, 'must be a YAML mapping');
+  return parsed;
+}
+
+function envOverrides(env: NodeJS.ProcessEnv): Tree {
+  let out: Tree = {};
+  for (const [name, spec] of Object.entries(ENV_KEYS)) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    let value: unknown = raw;
+    if (spec.type === 'int') {
+      if (!/^\d+$/.test(raw)) throw new ConfigError(spec.path.join('.'), `${name} must be an integer`);
+      value = Number(raw);
+    }
+    let branch: unknown = value;
+    for (const key of [...spec.path].reverse()) branch = { [key]: branch };
+    out = mergeInto(out, branch as Tree);
+  }
+  return out;
+}
+
+function firstIssue(error: z.ZodError): ConfigError {
+  const issue = error.issues[0];
+  if (issue === undefined) return new ConfigError('(root)', 'invalid');
+  const path = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') {
+    const key = [...path, issue.keys[0] ?? '?'].join('.');
+    return new ConfigError(key, 'unknown key');
+  }
+  return new ConfigError(path.join('.') || '(root)', issue.message);
+}
+
+/** Cross-field rules: production refuses the development conveniences. */
+function checkMode(config: Config): void {
+  if (config.mode !== 'production') return;
+  if (config.secrets.masterKey === '') {
+    throw new ConfigError(
+      'secrets.masterKey',
+      'production mode requires STEPGATE_MASTER_KEY (a generated development key is refused)',
+    );
+  }
+  if (!config.http.publicUrl.startsWith('https://')) {
+    throw new ConfigError('http.publicUrl', 'production mode requires an https:// public URL');
+  }
+}
+
+export interface LoadConfigOptions {
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  /** Programmatic overrides (tests), merged last. */
+  overrides?: Tree;
+}
+
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  let tree = readYaml(DEFAULT_CONFIG_FILE);
+  if (options.file !== undefined) tree = mergeInto(tree, readYaml(options.file));
+  tree = mergeInto(tree, envOverrides(options.env ?? process.env));
+  if (options.overrides !== undefined) tree = mergeInto(tree, options.overrides);
+  const result = configSchema.safeParse(tree);
+  if (!result.success) throw firstIssue(result.error);
+  const config = result.data;
+  if (config.secrets.masterKey !== '') {
+    const key = Buffer.from(config.secrets.masterKey, 'base64');
+    if (key.length !== 32 || key.toString('base64') !== config.secrets.masterKey.trim()) {
+      throw new ConfigError('secrets.masterKey', 'must be the base64 of exactly 32 bytes');
+    }
+  }
+  checkMode(config);
+  return config;
+}

@@ -1,0 +1,65 @@
+import { z } from 'zod';
+
+/**
+ * The configuration schema. Defaults and their reasons are documented in
+ * config/default.yaml, which is loaded first; the schema enforces types and bounds.
+ */
+const positiveInt = z.number().int().positive();
+
+export const configSchema = z.strictObject({
+  mode: z.enum(['development', 'production']),
+  http: z.strictObject({
+    port: z.number().int().min(0).max(65535),
+    host: z.string().min(1),
+    publicUrl: z.url({ protocol: /^https?$/ }),
+    trustProxyHops: z.number().int().min(0).max(10),
+    bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024),
+    requestTimeoutSeconds: positiveInt,
+    headersTimeoutSeconds: positiveInt,
+    keepAliveTimeoutSeconds: positiveInt,
+    shutdownGraceSeconds: z.number().int().min(0),
+  }),
+  dataDir: z.string().min(1),
+  database: z.strictObject({
+    url: z.union([z.literal(''), z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')]),
+    schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
+    poolMax: z.number().int().min(1).max(200),
+    sqliteBusyTimeoutMs: z.number().int().min(0),
+  }),
+  secrets: z.strictObject({
+    masterKey: z.string(),
+  }),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  }),
+  password: z.strictObject({
+    minLength: z.number().int().min(8),
+    maxLength: z.number().int().min(64).max(1024),
+    argon2: z.strictObject({
+      memoryKiB: z.number().int().min(19456),
+      iterations: z.number().int().min(2),
+      parallelism: z.number().int().min(1).max(16),
+    }),
+    extraBlocklistFile: z.string(),
+  }),
+  login: z.strictObject({
+    maxFailures: z.number().int().min(1).max(1000),
+    lockSeconds: positiveInt,
+    delayAfterFailures: z.number().int().min(0),
+    delayBaseSeconds: z.number().min(0),
+    delayMaxSeconds: z.number().min(0),
+  }),
+  session: z.strictObject({
+    idleSeconds: positiveInt,
+    absoluteSeconds: positiveInt,
+    freshSeconds: positiveInt,
+  }),
+  admin: z.strictObject({
+    setupLinkSeconds: positiveInt,
+  }),
+  audit: z.strictObject({
+    serviceName: z.string().min(1),
+  }),
+});
+
+export type Config = z.infer<typeof configSchema>;

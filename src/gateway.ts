@@ -1,0 +1,70 @@
+import { AuditLog } from './audit/audit-log.ts';
+import { type Clock, systemClock } from './clock.ts';
+import type { Config } from './config/schema.ts';
+import { loadMasterKey } from './crypto/master-key.ts';
+import { Sealer } from './crypto/sealer.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { openStore, type Store, sqliteFileFor } from './store/database.ts';
+
+/**
+ * Everything the gateway's flows and routers depend on, built once at start-up.
+ * Tests build it with their own clock, logger and store.
+ */
+export interface Gateway {
+  readonly config: Config;
+  readonly store: Store;
+  readonly sealer: Sealer;
+  readonly audit: AuditLog;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  close(): Promise<void>;
+}
+
+export interface CreateGatewayOptions {
+  clock?: Clock;
+  logger?: Logger;
+  /** Use this store instead of opening one from config (tests share per-file databases). */
+  store?: Store;
+  /** Apply migrations (default true). */
+  migrate?: boolean;
+}
+
+export async function openConfiguredStore(config: Config): Promise<Store> {
+  return openStore({
+    url: config.database.url,
+    sqliteFile: sqliteFileFor(config.dataDir),
+    schema: config.database.schema,
+    poolMax: config.database.poolMax,
+    sqliteBusyTimeoutMs: config.database.sqliteBusyTimeoutMs,
+  });
+}
+
+export async function createGateway(config: Config, options: CreateGatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.log.level);
+  const clock = options.clock ?? systemClock;
+  const master = loadMasterKey(config.secrets.masterKey, config.dataDir, config.mode);
+  if (master.origin !== 'config') {
+    logger.warn(
+      { file: master.file },
+      '!!! DEVELOPMENT MASTER KEY: secrets are sealed with a key stored next to the database. ' +
+        'Set STEPGATE_MASTER_KEY (openssl rand -base64 32) before real use; production mode refuses this.',
+    );
+  }
+  const store = options.store ?? (await openConfiguredStore(config));
+  if (options.migrate !== false) await store.migrate();
+  const sealer = new Sealer(master.key);
+  return {
+    config,
+    store,
+    sealer,
+    audit: new AuditLog(store.dialect, clock),
+    clock,
+    logger,
+    metrics: createMetrics(),
+    async close() {
+      if (options.store === undefined) await store.close();
+    },
+  };
+}

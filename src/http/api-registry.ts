@@ -1,0 +1,146 @@
+import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
+import { z } from 'zod';
+import { AppError } from '../errors/app-error.ts';
+import { parseInput } from './validate.ts';
+
+/**
+ * Every JSON route is declared once, with the zod schemas that validate it; the same
+ * declarations generate /openapi.json, so the document cannot drift from the code.
+ */
+export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
+export type SecurityScheme = 'session' | 'clientBasic' | 'ticket' | 'none';
+
+export interface ResponseSpec {
+  description: string;
+  schema?: z.ZodType;
+}
+
+export interface RouteSpec<B extends z.ZodType | undefined = z.ZodType | undefined, Q extends z.ZodType | undefined = z.ZodType | undefined> {
+  method: HttpMethod;
+  /** Express path, e.g. `/v1/admin/users/:id`. */
+  path: string;
+  summary: string;
+  tag: string;
+  security?: SecurityScheme[];
+  body?: B;
+  query?: Q;
+  responses: Record<number, ResponseSpec>;
+}
+
+type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface Parsed<B, Q> {
+  body: Out<B>;
+  query: Out<Q>;
+}
+
+export type ApiHandler<B, Q> = (req: Request, res: Response, input: Parsed<B, Q>) => Promise<void> | void;
+
+export class ApiRegistry {
+  readonly routes: RouteSpec[] = [];
+
+  /**
+   * Registers `handler` on `router` for the route, after the listed middleware (auth), with
+   * body and query validated. Bodies must be JSON (415 otherwise).
+   */
+  route<B extends z.ZodType | undefined, Q extends z.ZodType | undefined>(
+    router: Router,
+    spec: RouteSpec<B, Q>,
+    middleware: RequestHandler[],
+    handler: ApiHandler<B, Q>,
+  ): void {
+    this.routes.push(spec as RouteSpec);
+    const run = async (req: Request, res: Response, _next: NextFunction): Promise<void> => {
+      let body: unknown;
+      if (spec.body !== undefined) {
+        if (!req.is('application/json')) {
+          throw new AppError('unsupported_media_type', { detail: 'Send the body as application/json.' });
+        }
+        body = parseInput(spec.body, req.body, 'body');
+      }
+      const query = spec.query === undefined ? undefined : parseInput(spec.query, { ...req.query }, 'query');
+      await handler(req, res, { body, query } as Parsed<B, Q>);
+    };
+    router[spec.method](spec.path, ...middleware, run);
+  }
+}
+
+function toOpenApiPath(path: string): string {
+  return path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+}
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): unknown {
+  return z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
+}
+
+const problemSchema = {
+  type: 'object',
+  required: ['type', 'title', 'status', 'code'],
+  properties: {
+    type: { type: 'string' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    code: { type: 'string', description: 'Stable machine-readable error code.' },
+    detail: { type: 'string' },
+    request_id: { type: 'string' },
+    invalid_params: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { pointer: { type: 'string', description: 'JSON pointer to the field at fault' }, reason: { type: 'string' } },
+      },
+    },
+  },
+};
+
+const SECURITY: Record<Exclude<SecurityScheme, 'none'>, unknown> = {
+  session: { type: 'apiKey', in: 'cookie', name: 'stepgate_session', description: 'Session cookie from POST /v1/login. State-changing requests also need the X-CSRF-Token header.' },
+  clientBasic: { type: 'http', scheme: 'basic', description: 'Relying-service client_secret_basic.' },
+  ticket: { type: 'http', scheme: 'Ticket', description: 'One-time step-up ticket.' },
+};
+
+export function buildOpenApi(registry: ApiRegistry, info: { version: string; serverUrl: string }): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of registry.routes) {
+    const p = toOpenApiPath(r.path);
+    const op: Record<string, unknown> = {
+      summary: r.summary,
+      tags: [r.tag],
+      operationId: `${r.method}${p.replace(/[{}]/g, '').replace(/[^A-Za-z0-9]+(.)/g, (_m, c: string) => c.toUpperCase())}`,
+    };
+    const params = [...r.path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    if (r.query !== undefined) {
+      const qs = jsonSchema(r.query, 'input') as { properties?: Record<string, unknown>; required?: string[] };
+      for (const [name, schema] of Object.entries(qs.properties ?? {})) {
+        params.push({ name, in: 'query', required: (qs.required ?? []).includes(name), schema: schema as { type: string } });
+      }
+    }
+    if (params.length > 0) op.parameters = params;
+    if (r.body !== undefined) {
+      op.requestBody = { required: true, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } };
+    }
+    const responses: Record<string, unknown> = {};
+    for (const [status, resp] of Object.entries(r.responses)) {
+      const content = Number(status) >= 400
+        ? { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } }
+        : resp.schema === undefined
+          ? undefined
+          : { 'application/json': { schema: jsonSchema(resp.schema, 'output') } };
+      responses[status] = content === undefined ? { description: resp.description } : { description: resp.description, content };
+    }
+    if (r.body !== undefined && responses['400'] === undefined) {
+      responses['400'] = { description: 'Malformed JSON, wrong types or unknown fields (invalid_params points at them).', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } };
+    }
+    op.responses = responses;
+    if (r.security !== undefined) op.security = r.security.filter((s) => s !== 'none').map((s) => ({ [s]: [] }));
+    paths[p] ??= {};
+    (paths[p] as Record<string, unknown>)[r.method] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Stepgate', version: info.version, description: 'Multi-factor step-up gateway for payment systems.' },
+    servers: [{ url: info.serverUrl }],
+    paths,
+    components: { schemas: { Problem: problemSchema }, securitySchemes: SECURITY },
+  };
+}

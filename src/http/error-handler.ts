@@ -1,0 +1,57 @@
+import type { NextFunction, Request, Response } from 'express';
+import { AppError, isAppError } from '../errors/app-error.ts';
+import { internalProblem, PROBLEM_CONTENT_TYPE, toProblem } from '../errors/problem.ts';
+import type { Logger } from '../logger.ts';
+import { locals } from './request-context.ts';
+
+/** body-parser / express errors that are the client's fault. */
+function fromFrameworkError(err: unknown): AppError | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { type?: string; status?: number; statusCode?: number };
+  switch (e.type) {
+    case 'entity.parse.failed':
+      return new AppError('invalid_json', { invalidParams: [{ pointer: '', reason: 'body is not valid JSON' }] });
+    case 'entity.too.large':
+      return new AppError('payload_too_large');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new AppError('unsupported_media_type');
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+    case 'parameters.too.many':
+      return new AppError('invalid_request');
+  }
+  const status = e.status ?? e.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return new AppError('invalid_request');
+  return undefined;
+}
+
+export function sendProblem(res: Response, err: AppError): void {
+  if (err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.ceil(err.retryAfterSeconds)));
+  if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="stepgate"');
+  res.status(err.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(toProblem(err, locals(res).requestId)));
+}
+
+/** The one place errors become the wire format. Unexpected errors are a generic 500, logged with the request id. */
+export function errorHandler(logger: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    const appError = isAppError(err) ? err : fromFrameworkError(err);
+    if (res.headersSent) {
+      logger.error({ err, requestId: locals(res).requestId }, 'error after headers were sent');
+      res.destroy();
+      return;
+    }
+    if (appError !== undefined) {
+      if (appError.status >= 500) logger.error({ err, requestId: locals(res).requestId }, appError.code);
+      sendProblem(res, appError);
+      return;
+    }
+    logger.error({ err, requestId: locals(res).requestId, method: req.method, path: req.path }, 'unhandled error');
+    res.status(500).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(internalProblem(locals(res).requestId)));
+  };
+}
+
+export function notFound(_req: Request, _res: Response, next: NextFunction): void {
+  next(new AppError('not_found'));
+}

@@ -1,0 +1,33 @@
+import { randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+
+/** What the pipeline learns about a request, kept in `res.locals`. */
+export interface AuthContext {
+  userId: string;
+  username: string;
+  roles: string[];
+  sessionIdHash: string;
+  csrfToken: string;
+  authTime: Date;
+  amr: string[];
+}
+
+export interface RequestLocals {
+  requestId: string;
+  auth?: AuthContext;
+}
+
+export function locals(res: Response): RequestLocals {
+  return res.locals as RequestLocals;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{8,64}$/;
+
+/** Honour a sane incoming X-Request-Id (from a proxy), otherwise mint one. */
+export function requestId(req: Request, res: Response, next: NextFunction): void {
+  const incoming = req.get('x-request-id');
+  const id = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  locals(res).requestId = id;
+  res.setHeader('X-Request-Id', id);
+  next();
+}

@@ -1,0 +1,23 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** One registry per app instance, so tests and several apps in one process do not clash. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'stepgate_' });
+  const httpDuration = new Histogram({
+    name: 'stepgate_http_request_duration_seconds',
+    help: 'HTTP request latency by method, route template and status class.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const logins = new Counter({
+    name: 'stepgate_login_total',
+    help: 'Password login attempts by outcome (success, invalid_credentials, locked, throttled).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  return { registry, httpDuration, logins };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,124 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import pg from 'pg';
+import { migrations } from './migrations/index.ts';
+import { openNodeSqlite } from './node-sqlite-dialect.ts';
+import type { Database } from './schema.ts';
+
+export type Db = Kysely<Database>;
+export type Tx = Transaction<Database>;
+/** Something queries can run on: the database or an open transaction. */
+export type Executor = Kysely<Database> | Transaction<Database>;
+export type DialectName = 'sqlite' | 'postgres';
+
+export interface Store {
+  readonly db: Db;
+  readonly dialect: DialectName;
+  /** Human-readable location (file path or URL without password) for logs. */
+  readonly location: string;
+  migrate(): Promise<string[]>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenStoreOptions {
+  /** postgres:// URL; empty means SQLite at `sqliteFile`. */
+  url: string;
+  sqliteFile: string;
+  schema?: string;
+  poolMax?: number;
+  sqliteBusyTimeoutMs?: number;
+}
+
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparseable)';
+  }
+}
+
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  if (options.url !== '') return openPostgres(options);
+  return openSqlite(options);
+}
+
+async function openSqlite(options: OpenStoreOptions): Promise<Store> {
+  if (options.sqliteFile !== ':memory:') mkdirSync(join(options.sqliteFile, '..'), { recursive: true });
+  const { dialect, raw } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
+  const db = new Kysely<Database>({ dialect });
+  return makeStore(db, 'sqlite', options.sqliteFile, async () => {
+    raw.prepare('select 1').get();
+  });
+}
+
+async function openPostgres(options: OpenStoreOptions): Promise<Store> {
+  const schema = options.schema ?? 'public';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name ${schema}`);
+  const types = {
+    getTypeParser(oid: number, format?: 'text' | 'binary') {
+      // Our integers (epoch ms, counters, COUNT(*)) fit in a double; parse them as numbers.
+      if (oid === INT8_OID) return (v: string) => Number(v);
+      if (oid === NUMERIC_OID) return (v: string) => v;
+      return pg.types.getTypeParser(oid, format);
+    },
+  };
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolMax ?? 10,
+    types,
+    options: `-c search_path=${schema}`,
+    connectionTimeoutMillis: 5000,
+  });
+  // A broken idle connection must not crash the process; the next query reports the error.
+  pool.on('error', () => {});
+  if (schema !== 'public') {
+    const client = await pool.connect();
+    try {
+      await client.query(`create schema if not exists ${schema}`);
+    } catch (err) {
+      // Two processes may race to create the schema; the loser sees a unique violation.
+      if ((err as { code?: string }).code !== '23505') throw err;
+    } finally {
+      client.release();
+    }
+  }
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return makeStore(db, 'postgres', redactUrl(options.url), async () => {
+    await sql`select 1`.execute(db);
+  });
+}
+
+function makeStore(db: Db, dialect: DialectName, location: string, ping: () => Promise<void>): Store {
+  return {
+    db,
+    dialect,
+    location,
+    ping,
+    async migrate() {
+      const migrator = new Migrator({
+        db,
+        provider: { getMigrations: async () => migrations },
+        migrationTableName: 'stepgate_migrations',
+        migrationLockTableName: 'stepgate_migrations_lock',
+      });
+      const { error, results } = await migrator.migrateToLatest();
+      if (error !== undefined) throw error;
+      return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+export function sqliteFileFor(dataDir: string): string {
+  return join(dataDir, 'stepgate.sqlite');
+}

@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely/migration';
+import * as m001 from './001-foundation.ts';
+
+/** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
+export const migrations: Record<string, Migration> = {
+  '001-foundation': m001,
+};

@@ -1,0 +1,72 @@
+import { DatabaseSync } from 'node:sqlite';
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  SqliteDialect,
+  type SqliteDatabase,
+  SqliteDriver,
+  type SqliteStatement,
+} from 'kysely';
+
+/**
+ * Kysely's SqliteDialect expects better-sqlite3's shape. node:sqlite differs in two ways
+ * that fail silently if ignored: statements have no `reader` flag (Kysely would `run()` a
+ * SELECT and return no rows) and parameters are spread, not passed as one array.
+ */
+function adapt(db: DatabaseSync): SqliteDatabase {
+  return {
+    close: () => db.close(),
+    prepare(sql: string): SqliteStatement {
+      const stmt = db.prepare(sql);
+      const reader = stmt.columns().length > 0;
+      return {
+        reader,
+        all: (parameters) => stmt.all(...(parameters as never[])) as unknown[],
+        run: (parameters) => {
+          const r = stmt.run(...(parameters as never[]));
+          return { changes: r.changes, lastInsertRowid: r.lastInsertRowid };
+        },
+        iterate: (parameters) => stmt.iterate(...(parameters as never[])) as IterableIterator<unknown>,
+      };
+    },
+  };
+}
+
+/**
+ * Write transactions take the database lock up front (`BEGIN IMMEDIATE`): a deferred
+ * transaction that later upgrades to a writer can fail with SQLITE_BUSY at once, which the
+ * busy timeout does not cover, when another process writes at the same moment.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class NodeSqliteDialect extends SqliteDialect {
+  readonly #database: SqliteDatabase;
+  constructor(database: SqliteDatabase) {
+    super({ database });
+    this.#database = database;
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver({ database: this.#database });
+  }
+}
+
+export interface NodeSqliteOptions {
+  file: string;
+  busyTimeoutMs: number;
+}
+
+export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync } {
+  const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
+  raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
+  raw.exec('PRAGMA journal_mode = WAL');
+  // NORMAL in WAL mode is durable across application crashes (kill -9); only an OS crash
+  // can lose the last transactions.
+  raw.exec('PRAGMA synchronous = NORMAL');
+  raw.exec('PRAGMA foreign_keys = ON');
+  return { dialect: new NodeSqliteDialect(adapt(raw)), raw };
+}

@@ -1,0 +1,112 @@
+import type { Generated } from 'kysely';
+
+/**
+ * The one schema both dialects share. Conventions that keep SQLite and PostgreSQL alike:
+ * instants are integer epoch milliseconds (`*_at`), booleans are 0/1 integers, structured
+ * values are JSON text, ids are text.
+ */
+export interface UsersTable {
+  id: string;
+  /** NFKC-normalised, lower-cased login name. */
+  username: string;
+  display_name: string;
+  /** JSON array of roles: admin | helpdesk | auditor. */
+  roles: string;
+  /** JSON array of group names (policy conditions). */
+  groups: string;
+  status: 'active' | 'disabled';
+  created_at: number;
+  updated_at: number;
+}
+
+export interface FactorsTable {
+  id: string;
+  user_id: string;
+  /** snake_case factor type id: password, totp, sms_otp, hardware_otp, webauthn, recovery_code. */
+  type: string;
+  label: string;
+  /** pending (enrolled, not confirmed) | active | disabled */
+  status: 'pending' | 'active' | 'disabled';
+  /** A verifier hash (argon2 PHC string) where the factor keeps one. */
+  secret_hash: string | null;
+  /** A sealed secret (crypto/seal) where the factor needs the secret itself (OTP seeds). */
+  secret_sealed: string | null;
+  /** Factor-specific public parameters as JSON. */
+  params: string;
+  /** Monotonic counter / last accepted time step, advanced by guarded updates only. */
+  counter: number;
+  failures: number;
+  locked_until: number | null;
+  created_at: number;
+  updated_at: number;
+  last_used_at: number | null;
+}
+
+export interface LoginThrottleTable {
+  /** HMAC of the normalised login name: unknown names are throttled exactly like real ones. */
+  key: string;
+  failures: number;
+  locked_until: number | null;
+  last_failed_at: number;
+}
+
+export interface SessionsTable {
+  /** SHA-256 of the session id; the id itself only lives in the cookie. */
+  id_hash: string;
+  user_id: string;
+  csrf_token: string;
+  created_at: number;
+  last_seen_at: number;
+  expires_at: number;
+  auth_time: number;
+  /** JSON array of RFC 8176 amr values proven in this session. */
+  amr: string;
+}
+
+export interface OneTimeTokensTable {
+  /** SHA-256 of the token; the token itself is shown once. */
+  id_hash: string;
+  purpose: string;
+  subject: string | null;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  at: number;
+  type: string;
+  actor: string | null;
+  subject: string | null;
+  ip: string | null;
+  request_id: string | null;
+  /** JSON object with event details; never secrets. */
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
+export interface Database {
+  users: UsersTable;
+  factors: FactorsTable;
+  login_throttle: LoginThrottleTable;
+  sessions: SessionsTable;
+  one_time_tokens: OneTimeTokensTable;
+  audit_log: AuditLogTable;
+  meta: MetaTable;
+  /** Rows used only by the store conformance suite. */
+  store_probe: StoreProbeTable;
+}
+
+export interface StoreProbeTable {
+  id: string;
+  value: number;
+  used_at: number | null;
+  note: Generated<string>;
+}
