@@ -10,6 +10,7 @@ import { loadSession } from './http/session.ts';
 import { authRouter } from './http/auth-router.ts';
 import { adminRouter } from './http/admin-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
+import { wellKnownRouter } from './http/well-known-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -67,6 +68,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(loadSession(gw));
 
   app.use(healthRouter(gw, api));
+  app.use(wellKnownRouter(gw, api));
   app.use(authRouter(gw, api));
   app.use(adminRouter(gw, api));
   app.use(pagesRouter(gw));

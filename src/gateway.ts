@@ -6,6 +6,7 @@ import { Sealer } from './crypto/sealer.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { openStore, type Store, sqliteFileFor } from './store/database.ts';
+import { SigningKeyRing } from './stepup/signing-keys.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -19,6 +20,8 @@ export interface Gateway {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Step-up token signing keys (sealed in the database, shared by all processes). */
+  readonly keys: SigningKeyRing;
   close(): Promise<void>;
 }
 
@@ -55,6 +58,8 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   const store = options.store ?? (await openConfiguredStore(config));
   if (options.migrate !== false) await store.migrate();
   const sealer = new Sealer(master.key);
+  const keys = new SigningKeyRing({ db: store.db, sealer, clock, alg: config.stepup.signingAlg, refreshSeconds: config.stepup.keyRefreshSeconds });
+  if (options.migrate !== false) await keys.ensureActiveKey();
   return {
     config,
     store,
@@ -63,6 +68,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     clock,
     logger,
     metrics: createMetrics(),
+    keys,
     async close() {
       if (options.store === undefined) await store.close();
     },

@@ -60,6 +60,13 @@ export const configSchema = z.strictObject({
   audit: z.strictObject({
     serviceName: z.string().min(1),
   }),
+  stepup: z.strictObject({
+    signingAlg: z.enum(['ES256', 'EdDSA']),
+    keyRefreshSeconds: z.number().int().min(1).max(300),
+    transactionSeconds: z.number().int().min(30).max(300),
+    maxAttempts: z.number().int().min(1).max(20),
+    pollIntervalSeconds: z.number().int().min(1).max(60),
+  }),
 });
 
 export type Config = z.infer<typeof configSchema>;

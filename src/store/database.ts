@@ -91,12 +91,18 @@ async function openPostgres(options: OpenStoreOptions): Promise<Store> {
     }
   }
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  return makeStore(db, 'postgres', redactUrl(options.url), async () => {
-    await sql`select 1`.execute(db);
-  });
+  return makeStore(
+    db,
+    'postgres',
+    redactUrl(options.url),
+    async () => {
+      await sql`select 1`.execute(db);
+    },
+    schema,
+  );
 }
 
-function makeStore(db: Db, dialect: DialectName, location: string, ping: () => Promise<void>): Store {
+function makeStore(db: Db, dialect: DialectName, location: string, ping: () => Promise<void>, schema?: string): Store {
   return {
     db,
     dialect,
@@ -108,6 +114,9 @@ function makeStore(db: Db, dialect: DialectName, location: string, ping: () => P
         provider: { getMigrations: async () => migrations },
         migrationTableName: 'stepgate_migrations',
         migrationLockTableName: 'stepgate_migrations_lock',
+        // Kysely looks for its tables across all schemas unless told which one; with several
+        // schemas in one database (tests, several deployments) it must be ours.
+        ...(schema === undefined ? {} : { migrationTableSchema: schema }),
       });
       const { error, results } = await migrator.migrateToLatest();
       if (error !== undefined) throw error;

@@ -92,7 +92,22 @@ export interface MetaTable {
   value: string;
 }
 
+export interface SigningKeysTable {
+  /** RFC 7638 JWK thumbprint of the public key. */
+  kid: string;
+  alg: 'ES256' | 'EdDSA';
+  public_jwk: string;
+  /** PKCS#8 DER private key, sealed with the master key (aad `signing_keys.private_sealed:<kid>`). */
+  private_sealed: string;
+  /** active (signs) | retired (published until publish_until, never signs). */
+  status: 'active' | 'retired';
+  created_at: number;
+  retired_at: number | null;
+  publish_until: number | null;
+}
+
 export interface Database {
+  signing_keys: SigningKeysTable;
   users: UsersTable;
   factors: FactorsTable;
   login_throttle: LoginThrottleTable;

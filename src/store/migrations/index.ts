@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely/migration';
 import * as m001 from './001-foundation.ts';
+import * as m010 from './010-signing-keys.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
   '001-foundation': m001,
+  '010-signing-keys': m010,
 };

@@ -1,0 +1,45 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import type { Gateway } from '../gateway.ts';
+import { SIGNING_ALGS } from '../stepup/signing-keys.ts';
+import type { ApiRegistry } from './api-registry.ts';
+
+export const ACR_VALUES = ['urn:stepgate:aal1', 'urn:stepgate:aal2', 'urn:stepgate:aal3'] as const;
+export const AMR_VALUES = ['pwd', 'sms', 'otp', 'hwk', 'swk', 'user', 'pin', 'fpt', 'mfa'] as const;
+
+const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())) });
+
+export function wellKnownRouter(gw: Gateway, api: ApiRegistry): Router {
+  const router = Router();
+  const base = gw.config.http.publicUrl.replace(/\/$/, '');
+  api.route(router, {
+    method: 'get', path: '/.well-known/jwks.json', tag: 'discovery',
+    summary: 'Public keys that verify step-up tokens (active key and recently retired keys).',
+    responses: { 200: { description: 'JWKS', schema: jwksSchema } },
+  }, [], async (_req, res) => {
+    // Short enough that a rotation reaches verifiers quickly; verifiers also refetch on an unknown kid.
+    res.setHeader('Cache-Control', 'public, max-age=60');
+    res.json(await gw.keys.jwks());
+  });
+  api.route(router, {
+    method: 'get', path: '/.well-known/stepgate-configuration', tag: 'discovery',
+    summary: 'Discovery document: issuer, JWKS URI, endpoints, supported acr/amr/algorithms.',
+    responses: { 200: { description: 'configuration', schema: z.record(z.string(), z.unknown()) } },
+  }, [], (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=300');
+    res.json({
+      issuer: base,
+      jwks_uri: `${base}/.well-known/jwks.json`,
+      stepup_endpoint: `${base}/v1/stepup`,
+      token_endpoint: `${base}/v1/stepup/{stepup_id}/token`,
+      openapi_uri: `${base}/openapi.json`,
+      token_type: 'stepup+jwt',
+      signing_alg_values_supported: SIGNING_ALGS,
+      acr_values_supported: ACR_VALUES,
+      amr_values_supported: AMR_VALUES,
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
+      authorization_details_types_supported: 'any action configured in a policy',
+    });
+  });
+  return router;
+}

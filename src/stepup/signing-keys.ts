@@ -1,0 +1,187 @@
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import type { Clock } from '../clock.ts';
+import type { Sealer } from '../crypto/sealer.ts';
+import type { Db } from '../store/database.ts';
+
+/**
+ * Step-up token signing keys. Generated on first start and sealed in the database, so every
+ * gateway process signs with the same key and publishes the same JWKS. Rotation makes a new
+ * active key and keeps the old one published until every token it could have signed has
+ * expired. Keys are imported once per process and cached.
+ */
+export type SigningAlg = 'ES256' | 'EdDSA';
+export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA'];
+
+/** Longest token lifetime a policy may set; bounds how long a retired key stays published. */
+export const MAX_TOKEN_TTL_SECONDS = 300;
+
+export interface ActiveKey {
+  kid: string;
+  alg: SigningAlg;
+  privateKey: KeyObject;
+}
+
+export interface PublishedKey {
+  kid: string;
+  alg: SigningAlg;
+  status: 'active' | 'retired';
+  createdAt: Date;
+  publishUntil: Date | null;
+  jwk: JWK;
+}
+
+interface Snapshot {
+  loadedAtMs: number;
+  active: ActiveKey | undefined;
+  published: PublishedKey[];
+}
+
+function aadFor(kid: string): string {
+  return `signing_keys.private_sealed:${kid}`;
+}
+
+function generate(alg: SigningAlg): { privateKey: KeyObject; publicJwk: JWK } {
+  const pair = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  const publicJwk = pair.publicKey.export({ format: 'jwk' }) as JWK;
+  return { privateKey: pair.privateKey, publicJwk };
+}
+
+export interface SigningKeyRingOptions {
+  db: Db;
+  sealer: Sealer;
+  clock: Clock;
+  alg: SigningAlg;
+  /** How often a process re-reads the key table (to pick up another process's rotation). */
+  refreshSeconds: number;
+}
+
+export class SigningKeyRing {
+  readonly #o: SigningKeyRingOptions;
+  readonly #privateKeys = new Map<string, KeyObject>();
+  #snapshot: Snapshot | undefined;
+  #loading: Promise<Snapshot> | undefined;
+
+  constructor(options: SigningKeyRingOptions) {
+    this.#o = options;
+  }
+
+  /** How long a retired key stays in the JWKS: the longest token TTL plus every cache that may still hold the old key. */
+  get retiredPublishSeconds(): number {
+    return MAX_TOKEN_TTL_SECONDS + this.#o.refreshSeconds + 60;
+  }
+
+  async #newKeyRow(alg: SigningAlg) {
+    const { privateKey, publicJwk } = generate(alg);
+    const kid = await calculateJwkThumbprint(publicJwk, 'sha256');
+    const jwk: JWK = { ...publicJwk, kid, alg, use: 'sig' };
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+    return {
+      kid,
+      alg,
+      public_jwk: JSON.stringify(jwk),
+      private_sealed: this.#o.sealer.seal(der, aadFor(kid)),
+      status: 'active' as const,
+      created_at: this.#o.clock.now().getTime(),
+      retired_at: null,
+      publish_until: null,
+    };
+  }
+
+  /** Creates the first key if none is active. Safe when several processes start at once. */
+  async ensureActiveKey(): Promise<void> {
+    const existing = await this.#o.db.selectFrom('signing_keys').select('kid').where('status', '=', 'active').executeTakeFirst();
+    if (existing !== undefined) return;
+    const row = await this.#newKeyRow(this.#o.alg);
+    // The partial unique index lets exactly one racing process insert the active key.
+    await this.#o.db.insertInto('signing_keys').values(row).onConflict((oc) => oc.doNothing()).execute();
+    this.#snapshot = undefined;
+  }
+
+  /** Makes a new active key; the previous one is retired and stays published for a while. */
+  async rotate(alg: SigningAlg = this.#o.alg): Promise<{ kid: string; retiredKid: string | undefined; publishUntil: Date | undefined }> {
+    const row = await this.#newKeyRow(alg);
+    const nowMs = this.#o.clock.now().getTime();
+    const publishUntil = nowMs + this.retiredPublishSeconds * 1000;
+    const retired = await this.#o.db.transaction().execute(async (tx) => {
+      const old = await tx
+        .updateTable('signing_keys')
+        .set({ status: 'retired', retired_at: nowMs, publish_until: publishUntil })
+        .where('status', '=', 'active')
+        .returning('kid')
+        .executeTakeFirst();
+      await tx.insertInto('signing_keys').values(row).execute();
+      return old?.kid;
+    });
+    this.#snapshot = undefined;
+    return { kid: row.kid, retiredKid: retired, publishUntil: retired === undefined ? undefined : new Date(publishUntil) };
+  }
+
+  async #load(): Promise<Snapshot> {
+    const nowMs = this.#o.clock.now().getTime();
+    const rows = await this.#o.db
+      .selectFrom('signing_keys')
+      .selectAll()
+      .where((eb) => eb.or([eb('status', '=', 'active'), eb('publish_until', '>', nowMs)]))
+      .orderBy('created_at', 'desc')
+      .execute();
+    let active: ActiveKey | undefined;
+    const published: PublishedKey[] = [];
+    for (const row of rows) {
+      published.push({
+        kid: row.kid,
+        alg: row.alg,
+        status: row.status,
+        createdAt: new Date(row.created_at),
+        publishUntil: row.publish_until === null ? null : new Date(row.publish_until),
+        jwk: JSON.parse(row.public_jwk) as JWK,
+      });
+      if (row.status === 'active') {
+        let privateKey = this.#privateKeys.get(row.kid);
+        if (privateKey === undefined) {
+          privateKey = createPrivateKey({ key: this.#o.sealer.unseal(row.private_sealed, aadFor(row.kid)), format: 'der', type: 'pkcs8' });
+          this.#privateKeys.set(row.kid, privateKey);
+        }
+        active = { kid: row.kid, alg: row.alg, privateKey };
+      }
+    }
+    return { loadedAtMs: nowMs, active, published };
+  }
+
+  async #current(): Promise<Snapshot> {
+    const nowMs = this.#o.clock.now().getTime();
+    const snap = this.#snapshot;
+    if (snap !== undefined && nowMs - snap.loadedAtMs < this.#o.refreshSeconds * 1000 && nowMs >= snap.loadedAtMs) return snap;
+    // One reload at a time; concurrent callers share it.
+    this.#loading ??= this.#load().finally(() => {
+      this.#loading = undefined;
+    });
+    this.#snapshot = await this.#loading;
+    return this.#snapshot;
+  }
+
+  async activeKey(): Promise<ActiveKey> {
+    let snap = await this.#current();
+    if (snap.active === undefined) {
+      await this.ensureActiveKey();
+      snap = await this.#current();
+    }
+    if (snap.active === undefined) throw new Error('no active signing key');
+    return snap.active;
+  }
+
+  /** Public keys for /.well-known/jwks.json: the active key and retired keys still within their publication window. */
+  async publishedKeys(): Promise<PublishedKey[]> {
+    const nowMs = this.#o.clock.now().getTime();
+    return (await this.#current()).published.filter((k) => k.status === 'active' || (k.publishUntil !== null && k.publishUntil.getTime() > nowMs));
+  }
+
+  async jwks(): Promise<{ keys: JWK[] }> {
+    return { keys: (await this.publishedKeys()).map((k) => k.jwk) };
+  }
+
+  /** Forget the cached snapshot (after a rotation by another process, in tests). */
+  invalidate(): void {
+    this.#snapshot = undefined;
+  }
+}

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { FixedClock } from '../../src/clock.ts';
+import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
+import { issueStepUpToken, type StepUpClaims } from '../../src/stepup/issue-token.ts';
+import { SigningKeyRing, type SigningAlg } from '../../src/stepup/signing-keys.ts';
+import { needTool } from '../helpers/env.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { createTestStore, testDialects } from '../helpers/stores.ts';
+
+const ISSUER = 'http://localhost:8080';
+
+function claimsAt(nowSeconds: number, ttl = 120): StepUpClaims {
+  return {
+    iss: ISSUER,
+    sub: 'usr_1',
+    aud: 'cli_pay',
+    iat: nowSeconds,
+    exp: nowSeconds + ttl,
+    jti: randomUUID(),
+    txn: 'stp_1',
+    auth_time: nowSeconds,
+    acr: 'urn:stepgate:aal2',
+    amr: ['pwd', 'otp'],
+    authorization_details: [{ type: 'payment_code.issue', amount: '120.00', currency: 'CNY' }],
+  };
+}
+
+async function verifyWithJose(tg: TestGateway, token: string) {
+  const jwks = createLocalJWKSet(await tg.gw.keys.jwks());
+  return jwtVerify(token, jwks, {
+    algorithms: ['ES256', 'EdDSA'],
+    typ: 'stepup+jwt',
+    issuer: ISSUER,
+    audience: 'cli_pay',
+    currentDate: tg.clock.now(),
+  });
+}
+
+for (const dialect of testDialects()) {
+  for (const alg of ['ES256', 'EdDSA'] as SigningAlg[]) {
+    describe(`signing keys (${dialect}, ${alg})`, () => {
+      let tg: TestGateway;
+      before(async () => {
+        tg = await createTestGateway({ dialect, config: { stepup: { signingAlg: alg } } });
+      });
+      after(async () => {
+        await tg.close();
+      });
+
+      it('creates one active key on first start, sealed at rest, and publishes only public parts', async () => {
+        const rows = await tg.gw.store.db.selectFrom('signing_keys').selectAll().execute();
+        assert.equal(rows.length, 1);
+        const row = rows[0]!;
+        assert.equal(row.status, 'active');
+        assert.equal(row.alg, alg);
+        assert.match(row.private_sealed, /^v1\./);
+        const res = await tg.http().get('/.well-known/jwks.json').expect(200);
+        assert.match(res.headers['cache-control'] ?? '', /max-age=\d+/);
+        assert.equal(res.body.keys.length, 1);
+        const jwk = res.body.keys[0];
+        assert.equal(jwk.kid, row.kid);
+        assert.equal(jwk.alg, alg);
+        assert.equal(jwk.use, 'sig');
+        for (const privateMember of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) assert.equal(jwk[privateMember], undefined);
+      });
+
+      it('processes racing to create the first key on an empty database end with one active key', async () => {
+        const fresh = await createTestStore(dialect);
+        const second = await fresh.database.open();
+        try {
+          const sealer = new Sealer(masterKeyFromBytes(Buffer.from(tg.config.secrets.masterKey, 'base64')));
+          const rings = [fresh.store, second, fresh.store, second, fresh.store, second].map(
+            (s) => new SigningKeyRing({ db: s.db, sealer, clock: tg.clock, alg, refreshSeconds: 30 }),
+          );
+          await Promise.all(rings.map((r) => r.ensureActiveKey()));
+          const active = await fresh.store.db.selectFrom('signing_keys').select('kid').where('status', '=', 'active').execute();
+          assert.equal(active.length, 1);
+          for (const ring of rings) assert.equal((await ring.activeKey()).kid, active[0]!.kid);
+        } finally {
+          await second.close();
+          await fresh.cleanup();
+        }
+      });
+
+      it('signs tokens with the typ, kid and alg header that jose verifies', async () => {
+        const now = Math.floor(tg.clock.now().getTime() / 1000);
+        const token = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const { payload, protectedHeader } = await verifyWithJose(tg, token);
+        assert.equal(protectedHeader.typ, 'stepup+jwt');
+        assert.equal(protectedHeader.alg, alg);
+        assert.equal(payload.acr, 'urn:stepgate:aal2');
+        assert.deepEqual(payload.authorization_details, [{ type: 'payment_code.issue', amount: '120.00', currency: 'CNY' }]);
+      });
+
+      it('python3-jwt verifies a token against /.well-known/jwks.json', async (t) => {
+        if (needTool(t, '/usr/bin/python3', 'python3-jwt')) return;
+        const probe = spawnSync('/usr/bin/python3', ['-c', 'import jwt']);
+        if (probe.status !== 0 && needTool(t, 'python3-jwt-module-missing', 'python3-jwt')) return;
+        const now = Math.floor(Date.now() / 1000);
+        tg.clock.set(now * 1000);
+        const token = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const jwks = (await tg.http().get('/.well-known/jwks.json').expect(200)).body;
+        const file = join(tg.database.dataDir, 'jwks.json');
+        writeFileSync(file, JSON.stringify(jwks));
+        const script = new URL('../fixtures/pyjwt-verify.py', import.meta.url).pathname;
+        const ok = spawnSync('/usr/bin/python3', [script, file, token, ISSUER, 'cli_pay'], { encoding: 'utf8' });
+        assert.equal(ok.status, 0, ok.stderr);
+        const out = JSON.parse(ok.stdout);
+        assert.equal(out.header.typ, 'stepup+jwt');
+        assert.equal(out.claims.sub, 'usr_1');
+        // The independent verifier must also reject: wrong audience, tampered payload.
+        const wrongAud = spawnSync('/usr/bin/python3', [script, file, token, ISSUER, 'cli_other'], { encoding: 'utf8' });
+        assert.equal(wrongAud.status, 1);
+        const [h, p, s] = token.split('.') as [string, string, string];
+        const payload = JSON.parse(Buffer.from(p, 'base64url').toString());
+        payload.authorization_details[0].amount = '999999.00';
+        const tampered = `${h}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.${s}`;
+        const bad = spawnSync('/usr/bin/python3', [script, file, tampered, ISSUER, 'cli_pay'], { encoding: 'utf8' });
+        assert.equal(bad.status, 1);
+        assert.match(bad.stderr, /Signature/i);
+      });
+
+      it('rotation: old tokens verify until they expire, then the old key leaves the JWKS', async () => {
+        const now = Math.floor(tg.clock.now().getTime() / 1000);
+        const oldToken = await issueStepUpToken(tg.gw.keys, claimsAt(now, 300));
+        const oldKid = (await tg.gw.keys.activeKey()).kid;
+        const rotated = await tg.gw.keys.rotate();
+        assert.equal(rotated.retiredKid, oldKid);
+        assert.notEqual(rotated.kid, oldKid);
+        const newToken = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const header = JSON.parse(Buffer.from(newToken.split('.')[0]!, 'base64url').toString());
+        assert.equal(header.kid, rotated.kid);
+        const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
+        assert.deepEqual(new Set(kids), new Set([oldKid, rotated.kid]));
+        await verifyWithJose(tg, oldToken);
+        // Just before the end of the publication window the old key is still there…
+        tg.clock.advance(tg.gw.keys.retiredPublishSeconds - 1);
+        tg.gw.keys.invalidate();
+        assert.ok((await tg.gw.keys.jwks()).keys.some((k) => k.kid === oldKid));
+        // …after it, gone: the old token (long expired by now) can no longer be verified at all.
+        tg.clock.advance(2);
+        tg.gw.keys.invalidate();
+        const after = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
+        assert.deepEqual(after, [rotated.kid]);
+        await assert.rejects(verifyWithJose(tg, oldToken), (err: { code?: string }) => err.code === 'ERR_JWKS_NO_MATCHING_KEY');
+      });
+
+      it('another process picks up a rotation after its refresh interval', async () => {
+        const before = (await tg.gw.keys.activeKey()).kid;
+        const other = await tg.database.open();
+        try {
+          const sealer = new Sealer(masterKeyFromBytes(Buffer.from(tg.config.secrets.masterKey, 'base64')));
+          const ring = new SigningKeyRing({ db: other.db, sealer, clock: tg.clock, alg, refreshSeconds: 30 });
+          const { kid } = await ring.rotate();
+          assert.equal((await tg.gw.keys.activeKey()).kid, before, 'cached until refresh');
+          tg.clock.advance(31);
+          assert.equal((await tg.gw.keys.activeKey()).kid, kid);
+        } finally {
+          await other.close();
+        }
+      });
+
+      it('the discovery document names the issuer, JWKS and algorithms', async () => {
+        const res = await tg.http().get('/.well-known/stepgate-configuration').expect(200);
+        assert.equal(res.body.issuer, ISSUER);
+        assert.equal(res.body.jwks_uri, `${ISSUER}/.well-known/jwks.json`);
+        assert.deepEqual(res.body.signing_alg_values_supported, ['ES256', 'EdDSA']);
+        assert.ok(!JSON.stringify(res.body).includes('RS256'));
+      });
+    });
+  }
+}
