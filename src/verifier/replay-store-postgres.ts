@@ -1,0 +1,118 @@
+import pg from 'pg';
+import { systemClock, type VerifierClock } from './clock.ts';
+import { assertConsumeArguments, assertSqlIdentifier, DEFAULT_PRUNE_INTERVAL_SECONDS, type ReplayStore } from './replay-store.ts';
+
+export interface PostgresReplayStoreOptions {
+  /** A pool the application owns (not closed by `close()`)… */
+  pool?: pg.Pool;
+  /** …or a connection string: the store opens and closes its own small pool. */
+  connectionString?: string;
+  /** Schema for the table (created if missing). Default: none, i.e. the connection's search_path. */
+  schema?: string;
+  /** Default `stepup_replay`. */
+  tableName?: string;
+  clock?: VerifierClock;
+  /** Expired rows are deleted at most this often (clock time). Default 60. */
+  pruneIntervalSeconds?: number;
+}
+
+/**
+ * Replay store in PostgreSQL: the choice when several relying-service processes or hosts
+ * accept tokens. `INSERT … ON CONFLICT (jti) DO NOTHING RETURNING jti` is atomic under any
+ * concurrency: exactly one inserter gets the row back.
+ */
+export class PostgresReplayStore implements ReplayStore {
+  readonly #pool: pg.Pool;
+  readonly #ownsPool: boolean;
+  readonly #qualifiedTable: string;
+  readonly #lockName: string;
+  readonly #schema: string | undefined;
+  readonly #table: string;
+  readonly #clock: VerifierClock;
+  readonly #pruneIntervalMs: number;
+  #ready: Promise<void> | undefined;
+  #nextPruneAt = 0;
+
+  constructor(options: PostgresReplayStoreOptions) {
+    if ((options.pool === undefined) === (options.connectionString === undefined)) {
+      throw new TypeError('PostgresReplayStore needs exactly one of pool or connectionString');
+    }
+    const table = options.tableName ?? 'stepup_replay';
+    assertSqlIdentifier(table, 'tableName');
+    if (options.schema !== undefined) assertSqlIdentifier(options.schema, 'schema');
+    const pruneIntervalSeconds = options.pruneIntervalSeconds ?? DEFAULT_PRUNE_INTERVAL_SECONDS;
+    if (!Number.isFinite(pruneIntervalSeconds) || pruneIntervalSeconds < 0) throw new TypeError('pruneIntervalSeconds must be >= 0');
+
+    this.#ownsPool = options.pool === undefined;
+    this.#pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 5, connectionTimeoutMillis: 5000 });
+    this.#schema = options.schema;
+    this.#table = table;
+    this.#qualifiedTable = options.schema === undefined ? `"${table}"` : `"${options.schema}"."${table}"`;
+    this.#lockName = `stepgate-replay-store:${options.schema ?? ''}.${table}`;
+    this.#clock = options.clock ?? systemClock;
+    this.#pruneIntervalMs = pruneIntervalSeconds * 1000;
+  }
+
+  /** Creates the schema and table if missing. Called by the first `consume`; call it at start-up to fail early. */
+  init(): Promise<void> {
+    this.#ready ??= this.#createTable().catch((err: unknown) => {
+      this.#ready = undefined;
+      throw err;
+    });
+    return this.#ready;
+  }
+
+  async consume(jti: string, expiresAt: Date): Promise<boolean> {
+    assertConsumeArguments(jti, expiresAt);
+    await this.init();
+    const now = this.#clock.now().getTime();
+    if (now >= this.#nextPruneAt) {
+      this.#nextPruneAt = now + this.#pruneIntervalMs;
+      try {
+        await this.#prune(now);
+      } catch {
+        // Pruning is housekeeping: it must not turn into a refused token.
+      }
+    }
+    const result = await this.#pool.query(
+      `INSERT INTO ${this.#qualifiedTable} (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING RETURNING jti`,
+      [jti, expiresAt.getTime()],
+    );
+    return result.rowCount === 1;
+  }
+
+  /** Deletes expired rows; returns how many. */
+  async prune(): Promise<number> {
+    await this.init();
+    return this.#prune(this.#clock.now().getTime());
+  }
+
+  async close(): Promise<void> {
+    if (this.#ownsPool) await this.#pool.end();
+  }
+
+  async #prune(now: number): Promise<number> {
+    const result = await this.#pool.query(`DELETE FROM ${this.#qualifiedTable} WHERE expires_at <= $1`, [now]);
+    return result.rowCount ?? 0;
+  }
+
+  // Two processes starting at once would race on CREATE … IF NOT EXISTS (it is not atomic in
+  // PostgreSQL: the loser can hit a unique violation in the catalog), so creation is serialised
+  // with a transaction-scoped advisory lock.
+  async #createTable(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockName]);
+      if (this.#schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${this.#qualifiedTable} (jti text PRIMARY KEY, expires_at bigint NOT NULL)`);
+      await client.query(`CREATE INDEX IF NOT EXISTS "${this.#table}_expires_at" ON ${this.#qualifiedTable} (expires_at)`);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+}

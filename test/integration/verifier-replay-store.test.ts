@@ -1,0 +1,281 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import pg from 'pg';
+import { FixedClock } from '../../src/clock.ts';
+import { MemoryReplayStore, PostgresReplayStore, SqliteReplayStore, type ReplayStore } from '../../src/verifier/index.ts';
+import { TEST_DATABASE_URL, unavailable } from '../helpers/env.ts';
+
+/**
+ * One conformance suite every replay store runs: first use wins once, under concurrency, also
+ * through two separately opened stores on the same database (two processes of the relying
+ * service), and expired entries go away.
+ */
+
+type AnyStore = ReplayStore & { prune(): number | Promise<number> };
+
+interface Env {
+  /** Two handles on the same database (the same instance for the in-memory store). */
+  a: AnyStore;
+  b: AnyStore;
+  cleanup(): Promise<void>;
+}
+
+const T0 = Date.UTC(2026, 2, 1, 8, 0, 0);
+const at = (seconds: number): Date => new Date(T0 + seconds * 1000);
+
+interface Backend {
+  name: string;
+  open(t: TestContext, clock: FixedClock): Promise<Env | undefined>;
+}
+
+const backends: Backend[] = [
+  {
+    name: 'memory',
+    async open(_t, clock) {
+      const store = new MemoryReplayStore({ clock });
+      return { a: store, b: store, cleanup: async () => undefined };
+    },
+  },
+  {
+    name: 'sqlite',
+    async open(_t, clock) {
+      const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
+      const file = join(dir, 'replay.sqlite');
+      const a = new SqliteReplayStore({ file, clock });
+      const b = new SqliteReplayStore({ file, clock });
+      return {
+        a,
+        b,
+        async cleanup() {
+          a.close();
+          b.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  },
+  {
+    name: 'postgres',
+    async open(t, clock) {
+      if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return undefined;
+      const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+      // Separate pools: as two relying-service processes would have.
+      const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
+      const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
+      return {
+        a,
+        b,
+        async cleanup() {
+          await a.close();
+          await b.close();
+          const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+          await client.connect();
+          try {
+            await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+          } finally {
+            await client.end();
+          }
+        },
+      };
+    },
+  },
+];
+
+async function withEnv(t: TestContext, backend: Backend, fn: (env: Env, clock: FixedClock) => Promise<void>): Promise<void> {
+  const clock = new FixedClock(T0);
+  const env = await backend.open(t, clock);
+  if (env === undefined) return;
+  try {
+    await fn(env, clock);
+  } finally {
+    await env.cleanup();
+  }
+}
+
+for (const backend of backends) {
+  describe(`replay store: ${backend.name}`, () => {
+    it('returns true on first use only', (t) =>
+      withEnv(t, backend, async ({ a, b }) => {
+        assert.equal(await a.consume('jti-1', at(120)), true);
+        assert.equal(await a.consume('jti-1', at(120)), false);
+        assert.equal(await b.consume('jti-1', at(120)), false);
+        assert.equal(await b.consume('jti-2', at(120)), true);
+        // Exact match: no case folding or trimming.
+        assert.equal(await a.consume('JTI-1', at(120)), true);
+        assert.equal(await a.consume('jti-1 ', at(120)), true);
+      }));
+
+    it('lets exactly one of 20 parallel consumes of one jti win', (t) =>
+      withEnv(t, backend, async ({ a }) => {
+        const results = await Promise.all(Array.from({ length: 20 }, () => a.consume('race', at(120))));
+        assert.equal(results.filter(Boolean).length, 1);
+      }));
+
+    it('lets exactly one of 20 parallel consumes win across two separately opened stores', (t) =>
+      withEnv(t, backend, async ({ a, b }) => {
+        for (let round = 0; round < 3; round += 1) {
+          const jti = `race-two-${round}`;
+          const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).consume(jti, at(120))));
+          assert.equal(results.filter(Boolean).length, 1, `round ${round}`);
+        }
+      }));
+
+    it('prunes expired entries and keeps live ones', (t) =>
+      withEnv(t, backend, async ({ a }, clock) => {
+        assert.equal(await a.consume('short', at(10)), true);
+        assert.equal(await a.consume('long', at(300)), true);
+        clock.advance(11);
+        assert.equal(await a.prune(), 1);
+        assert.equal(await a.consume('long', at(300)), false);
+        // The pruned jti is gone (its token is refused as expired long before this matters).
+        assert.equal(await a.consume('short', at(400)), true);
+      }));
+
+    it('rejects misuse with a TypeError', (t) =>
+      withEnv(t, backend, async ({ a }) => {
+        await assert.rejects(a.consume('', at(10)), TypeError);
+        await assert.rejects(a.consume(undefined as unknown as string, at(10)), TypeError);
+        await assert.rejects(a.consume('x', new Date(Number.NaN)), TypeError);
+        await assert.rejects(a.consume('x', 1 as unknown as Date), TypeError);
+      }));
+  });
+}
+
+describe('replay store specifics', () => {
+  it('memory: is bounded and refuses (fails closed) rather than forgetting a live jti', async () => {
+    const clock = new FixedClock(T0);
+    const store = new MemoryReplayStore({ clock, maxEntries: 3 });
+    for (const jti of ['a', 'b', 'c']) assert.equal(await store.consume(jti, at(60)), true);
+    await assert.rejects(store.consume('d', at(60)), /full/);
+    assert.equal(await store.consume('a', at(60)), false);
+    clock.advance(61);
+    assert.equal(await store.consume('d', at(200)), true);
+    assert.equal(store.size, 1);
+  });
+
+  it('memory: prunes on its own as the clock moves', async () => {
+    const clock = new FixedClock(T0);
+    const store = new MemoryReplayStore({ clock, pruneIntervalSeconds: 60 });
+    for (let i = 0; i < 50; i += 1) await store.consume(`j${i}`, at(30));
+    assert.equal(store.size, 50);
+    clock.advance(61);
+    await store.consume('late', at(200));
+    assert.equal(store.size, 1);
+  });
+
+  it('sqlite: remembers across reopen and validates names', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
+    try {
+      const file = join(dir, 'r.sqlite');
+      const clock = new FixedClock(T0);
+      const first = new SqliteReplayStore({ file, clock, tableName: 'pay_replay' });
+      assert.equal(await first.consume('persisted', at(120)), true);
+      first.close();
+      const again = new SqliteReplayStore({ file, clock, tableName: 'pay_replay' });
+      assert.equal(await again.consume('persisted', at(120)), false);
+      again.close();
+      assert.throws(() => new SqliteReplayStore({ file, tableName: 'x; drop table y' }), TypeError);
+      assert.throws(() => new SqliteReplayStore({}), TypeError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('sqlite: exactly one winner per jti across three processes on one file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
+    try {
+      const file = join(dir, 'r.sqlite');
+      const moduleUrl = new URL(`file://${resolve('src/verifier/replay-store-sqlite.ts')}`).href;
+      const count = 40;
+      // Each child opens its own store, says it is ready, waits for "go", then races through the
+      // same jtis in its own random order, so the processes collide on many of them.
+      const script = `
+        const { SqliteReplayStore } = await import(${JSON.stringify(moduleUrl)});
+        const store = new SqliteReplayStore({ file: ${JSON.stringify(file)} });
+        const expiresAt = new Date(Date.now() + 600000);
+        process.stdout.write('ready\\n');
+        await new Promise((go) => process.stdin.once('data', go));
+        const { randomInt } = await import('node:crypto');
+        const order = Array.from({ length: ${count} }, (_, i) => i);
+        for (let i = order.length - 1; i > 0; i -= 1) { const j = randomInt(i + 1); [order[i], order[j]] = [order[j], order[i]]; }
+        let wins = 0;
+        const startedAt = Date.now();
+        for (const i of order) if (await store.consume('jti-' + i, expiresAt)) wins += 1;
+        const endedAt = Date.now();
+        store.close();
+        process.stdout.write('wins=' + wins + ' ' + startedAt + ' ' + endedAt + '\\n');
+        process.exit(0);
+      `;
+      // Create the table first so the children race on rows, not on the schema.
+      new SqliteReplayStore({ file }).close();
+      const children = Array.from({ length: 3 }, () => {
+        const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let out = '';
+        let err = '';
+        const ready = new Promise<void>((resolveReady) => {
+          child.stdout.on('data', (chunk: Buffer) => {
+            out += chunk.toString();
+            if (out.includes('ready')) resolveReady();
+          });
+        });
+        child.stderr.on('data', (chunk: Buffer) => {
+          err += chunk.toString();
+        });
+        const done = new Promise<{ wins: number; startedAt: number; endedAt: number }>((resolveRun, reject) => {
+          child.on('error', reject);
+          child.on('close', (code) => {
+            const m = /wins=(\d+) (\d+) (\d+)/.exec(out);
+            if (code === 0 && m !== null) resolveRun({ wins: Number(m[1]), startedAt: Number(m[2]), endedAt: Number(m[3]) });
+            else reject(new Error(`child exited ${code}: ${err}`));
+          });
+        });
+        return { child, ready, done };
+      });
+      await Promise.all(children.map((c) => c.ready));
+      for (const { child } of children) child.stdin.end('go\n');
+      const runs = await Promise.all(children.map((c) => c.done));
+      const wins = runs.map((r) => r.wins);
+      assert.equal(
+        wins.reduce((sum, n) => sum + n, 0),
+        count,
+        `wins per process: ${wins.join(', ')}`,
+      );
+      // The processes really ran at the same time (SQLite's lock may still let one of them win
+      // every row: the others wait in the busy handler, which is exactly the serialisation we rely on).
+      assert.ok(Math.max(...runs.map((r) => r.startedAt)) < Math.min(...runs.map((r) => r.endedAt)), 'the processes did not overlap');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('postgres: creates its table in the given schema, with an application-owned pool', async (t) => {
+    if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return;
+    const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 4 });
+    try {
+      const store = new PostgresReplayStore({ pool, schema, tableName: 'pay_replay' });
+      await store.init();
+      const { rows } = await pool.query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1', [schema]);
+      assert.deepEqual(
+        rows.map((r: { table_name: string }) => r.table_name),
+        ['pay_replay'],
+      );
+      assert.equal(await store.consume('pg-1', new Date(Date.now() + 60_000)), true);
+      assert.equal(await store.consume('pg-1', new Date(Date.now() + 60_000)), false);
+      await store.close(); // does not end the application's pool
+      await pool.query('SELECT 1');
+      assert.throws(() => new PostgresReplayStore({ pool, schema: 'Bad-Name' }), TypeError);
+      assert.throws(() => new PostgresReplayStore({ pool, tableName: 'a"b' }), TypeError);
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await pool.end();
+    }
+  });
+});
