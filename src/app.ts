@@ -9,8 +9,13 @@ import { locals, requestId } from './http/request-context.ts';
 import { loadSession } from './http/session.ts';
 import { authRouter } from './http/auth-router.ts';
 import { adminRouter } from './http/admin-router.ts';
+import { setupRouter } from './http/setup-router.ts';
+import { clientsRouter } from './http/clients-router.ts';
+import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
+import { stepUpRouter } from './http/stepup-router.ts';
+import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -69,9 +74,14 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
 
   app.use(healthRouter(gw, api));
   app.use(wellKnownRouter(gw, api));
+  app.use(stepUpRouter(gw, api));
   app.use(authRouter(gw, api));
   app.use(adminRouter(gw, api));
+  app.use(setupRouter(gw, api));
+  app.use(clientsRouter(gw, api));
+  app.use(policiesRouter(gw, api));
   app.use(pagesRouter(gw));
+  app.use(stepUpPagesRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

@@ -7,6 +7,9 @@ import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { openStore, type Store, sqliteFileFor } from './store/database.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
+import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
+import { passwordServices } from './flows/users.ts';
+import { seedPolicySet } from './flows/policies.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -22,6 +25,8 @@ export interface Gateway {
   readonly metrics: Metrics;
   /** Step-up token signing keys (sealed in the database, shared by all processes). */
   readonly keys: SigningKeyRing;
+  /** Factor modules by type id. The step-up flow finds every factor here. */
+  readonly factors: FactorRegistry;
   close(): Promise<void>;
 }
 
@@ -60,7 +65,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   const sealer = new Sealer(master.key);
   const keys = new SigningKeyRing({ db: store.db, sealer, clock, alg: config.stepup.signingAlg, refreshSeconds: config.stepup.keyRefreshSeconds });
   if (options.migrate !== false) await keys.ensureActiveKey();
-  return {
+  const gw = {
     config,
     store,
     sealer,
@@ -69,8 +74,22 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     logger,
     metrics: createMetrics(),
     keys,
+    factors: new Map() as FactorRegistry,
     async close() {
       if (options.store === undefined) await store.close();
     },
-  };
+  } satisfies Gateway;
+  // Factor modules are built from the gateway's configuration (argon2 parameters…).
+  gw.factors = factorRegistry(passwordServices(gw).factor);
+  // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
+  // An invalid seed file stops the start here (ConfigError), not with a 500 later.
+  if (options.migrate !== false) {
+    try {
+      await seedPolicySet(gw);
+    } catch (err) {
+      await gw.close();
+      throw err;
+    }
+  }
+  return gw;
 }

@@ -17,7 +17,19 @@ export function createMetrics() {
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
-  return { registry, httpDuration, logins };
+  const stepups = new Counter({
+    name: 'stepgate_stepup_events_total',
+    help: 'Step-up transactions by event (created, completed, factor_failed, denied, expired, cancelled, token_issued).',
+    labelNames: ['event'] as const,
+    registers: [registry],
+  });
+  const tokenIssueDuration = new Histogram({
+    name: 'stepgate_token_issue_duration_seconds',
+    help: 'Time to hand out a step-up token (guarded update, signing, audit).',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  return { registry, httpDuration, logins, stepups, tokenIssueDuration };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -121,35 +121,52 @@ export type ChainResult =
   | { ok: true; rows: number; headHash: string }
   | { ok: false; rows: number; brokenSeq: number; reason: 'hash_mismatch' | 'prev_hash_mismatch' | 'sequence_gap' | 'head_mismatch' };
 
-/** Walks the whole chain in pages; reports the first broken row. */
+async function readHead(executor: Executor): Promise<Head> {
+  const row = await executor.selectFrom('meta').select('value').where('key', '=', 'audit_head').executeTakeFirst();
+  return parseHead(row?.value ?? '0');
+}
+
+/**
+ * Walks the chain in pages and reports the first broken row. The chain head is read FIRST
+ * and only rows up to it are checked, so events appended while the walk runs (a live
+ * gateway keeps appending) are not mistaken for tampering; afterwards, rows beyond the head
+ * must be explained by a head that moved on, else they were written around the chain.
+ */
 export async function verifyAuditChain(executor: Executor, pageSize = 1000): Promise<ChainResult> {
   let prevHash = GENESIS_HASH;
   let expectedSeq = 1;
   let rows = 0;
+  let head = await readHead(executor);
   for (;;) {
-    const page = await executor
-      .selectFrom('audit_log')
-      .selectAll()
-      .where('seq', '>=', expectedSeq)
-      .orderBy('seq')
-      .limit(pageSize)
-      .execute();
-    for (const row of page) {
-      if (row.seq !== expectedSeq) return { ok: false, rows, brokenSeq: expectedSeq, reason: 'sequence_gap' };
-      if (row.prev_hash !== prevHash) return { ok: false, rows, brokenSeq: row.seq, reason: 'prev_hash_mismatch' };
-      const { hash, ...rest } = row;
-      if (rowHash(rest) !== hash) return { ok: false, rows, brokenSeq: row.seq, reason: 'hash_mismatch' };
-      prevHash = hash;
-      expectedSeq += 1;
-      rows += 1;
+    while (expectedSeq <= head.seq) {
+      const page = await executor
+        .selectFrom('audit_log')
+        .selectAll()
+        .where('seq', '>=', expectedSeq)
+        .where('seq', '<=', head.seq)
+        .orderBy('seq')
+        .limit(pageSize)
+        .execute();
+      if (page.length === 0) break;
+      for (const raw of page) {
+        // PostgreSQL bigints arrive as numbers (see store/database.ts); be explicit anyway.
+        const row = { ...raw, seq: Number(raw.seq), at: Number(raw.at) };
+        if (row.seq !== expectedSeq) return { ok: false, rows, brokenSeq: expectedSeq, reason: 'sequence_gap' };
+        if (row.prev_hash !== prevHash) return { ok: false, rows, brokenSeq: row.seq, reason: 'prev_hash_mismatch' };
+        const { hash, ...rest } = row;
+        if (rowHash(rest) !== hash) return { ok: false, rows, brokenSeq: row.seq, reason: 'hash_mismatch' };
+        prevHash = hash;
+        expectedSeq += 1;
+        rows += 1;
+      }
     }
-    if (page.length < pageSize) break;
+    // A deleted tail leaves a valid prefix; the head still names the last row written.
+    if (rows < head.seq) return { ok: false, rows, brokenSeq: rows + 1, reason: 'head_mismatch' };
+    if (prevHash !== head.hash) return { ok: false, rows, brokenSeq: head.seq, reason: 'head_mismatch' };
+    const beyond = await executor.selectFrom('audit_log').select('seq').where('seq', '>', head.seq).limit(1).executeTakeFirst();
+    if (beyond === undefined) return { ok: true, rows, headHash: prevHash };
+    const moved = await readHead(executor);
+    if (moved.seq <= head.seq) return { ok: false, rows, brokenSeq: head.seq + 1, reason: 'head_mismatch' };
+    head = moved;
   }
-  const headRow = await executor.selectFrom('meta').select('value').where('key', '=', 'audit_head').executeTakeFirst();
-  const head = parseHead(headRow?.value ?? '0');
-  // A deleted tail leaves a valid prefix; the head still names the last row written.
-  if (head.seq !== rows || head.hash !== prevHash) {
-    return { ok: false, rows, brokenSeq: Math.min(head.seq, rows + 1), reason: 'head_mismatch' };
-  }
-  return { ok: true, rows, headHash: prevHash };
 }

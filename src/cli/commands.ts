@@ -2,6 +2,13 @@ import type { Command } from './command.ts';
 import { configCheckCommand } from './config-command.ts';
 import { migrateCommand } from './migrate-command.ts';
 import { serveCommand } from './serve-command.ts';
+import { keysRotateMasterCommand } from './keys-command.ts';
+import { auditVerifyCommand } from './audit-command.ts';
+import { usersCreateCommand } from './users-command.ts';
+import { adminCreateCommand } from './admin-command.ts';
+import { clientsCommands } from './clients-command.ts';
+import { policiesCommands } from './policies-command.ts';
+import { keysListCommand, keysRotateCommand } from './signing-keys-command.ts';
 
 /** Every CLI command. Add new ones here. */
-export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand];
+export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands];

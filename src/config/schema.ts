@@ -67,6 +67,13 @@ export const configSchema = z.strictObject({
     maxAttempts: z.number().int().min(1).max(20),
     pollIntervalSeconds: z.number().int().min(1).max(60),
   }),
+  factors: z.strictObject({
+    maxFailures: z.number().int().min(1).max(1000),
+    lockSeconds: positiveInt,
+  }),
+  policies: z.strictObject({
+    seedFile: z.string(),
+  }),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'validation_failed'
   | 'unauthorized'
   | 'invalid_credentials'
+  | 'invalid_client'
   | 'account_locked'
   | 'too_many_requests'
   | 'forbidden'
@@ -20,7 +21,21 @@ export type ErrorCode =
   | 'password_policy'
   | 'setup_token_invalid'
   | 'service_unavailable'
-  | 'internal_error';
+  | 'internal_error'
+  | 'stepup_not_found'
+  | 'invalid_ticket'
+  | 'stepup_expired'
+  | 'stepup_not_pending'
+  | 'factor_not_allowed'
+  | 'factor_invalid'
+  | 'factor_locked'
+  | 'attempts_exhausted'
+  | 'enrollment_required'
+  | 'access_denied'
+  | 'authorization_pending'
+  | 'slow_down'
+  | 'expired_token'
+  | 'invalid_grant';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -43,6 +58,7 @@ const STATUS: Record<ErrorCode, number> = {
   validation_failed: 400,
   unauthorized: 401,
   invalid_credentials: 401,
+  invalid_client: 401,
   account_locked: 423,
   too_many_requests: 429,
   forbidden: 403,
@@ -53,6 +69,20 @@ const STATUS: Record<ErrorCode, number> = {
   setup_token_invalid: 400,
   service_unavailable: 503,
   internal_error: 500,
+  stepup_not_found: 404,
+  invalid_ticket: 401,
+  stepup_expired: 410,
+  stepup_not_pending: 409,
+  factor_not_allowed: 400,
+  factor_invalid: 401,
+  factor_locked: 423,
+  attempts_exhausted: 429,
+  enrollment_required: 409,
+  access_denied: 403,
+  authorization_pending: 400,
+  slow_down: 400,
+  expired_token: 400,
+  invalid_grant: 400,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -63,6 +93,7 @@ const TITLE: Record<ErrorCode, string> = {
   validation_failed: 'Request validation failed',
   unauthorized: 'Authentication required',
   invalid_credentials: 'Invalid credentials',
+  invalid_client: 'Client authentication failed',
   account_locked: 'Account temporarily locked',
   too_many_requests: 'Too many requests',
   forbidden: 'Forbidden',
@@ -73,6 +104,20 @@ const TITLE: Record<ErrorCode, string> = {
   setup_token_invalid: 'Set-up link invalid or expired',
   service_unavailable: 'Service unavailable',
   internal_error: 'Internal server error',
+  stepup_not_found: 'Step-up not found',
+  invalid_ticket: 'Invalid or unknown step-up ticket',
+  stepup_expired: 'Step-up expired',
+  stepup_not_pending: 'Step-up is no longer pending',
+  factor_not_allowed: 'Factor not accepted for this step-up',
+  factor_invalid: 'Verification failed',
+  factor_locked: 'Factor temporarily locked',
+  attempts_exhausted: 'Too many attempts for this step-up',
+  enrollment_required: 'The user has no enrolled factor that satisfies the policy',
+  access_denied: 'Access denied',
+  authorization_pending: 'The user has not completed the step-up yet',
+  slow_down: 'Polling too fast',
+  expired_token: 'The step-up expired',
+  invalid_grant: 'The step-up token was already issued or cannot be issued',
 };
 
 export class AppError extends Error {

@@ -53,10 +53,13 @@ export class ApiRegistry {
     const run = async (req: Request, res: Response, _next: NextFunction): Promise<void> => {
       let body: unknown;
       if (spec.body !== undefined) {
-        if (!req.is('application/json')) {
+        const length = req.headers['content-length'];
+        const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+        if (hasBody && !req.is('application/json')) {
           throw new AppError('unsupported_media_type', { detail: 'Send the body as application/json.' });
         }
-        body = parseInput(spec.body, req.body, 'body');
+        // No body at all is validated as `undefined`: optional bodies accept it, others say what is missing.
+        body = parseInput(spec.body, hasBody ? req.body : undefined, 'body');
       }
       const query = spec.query === undefined ? undefined : parseInput(spec.query, { ...req.query }, 'query');
       await handler(req, res, { body, query } as Parsed<B, Q>);

@@ -1,7 +1,190 @@
-import { Router } from 'express';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import express, { type Request, type Response, Router } from 'express';
+import { Eta } from 'eta';
+import { isAppError } from '../errors/app-error.ts';
+import { login } from '../flows/login.ts';
+import { endSession } from '../flows/sessions.ts';
+import { getUser } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
+import { checkLoginCsrf, issueLoginCsrf } from './csrf.ts';
+import { locals } from './request-context.ts';
+import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
 
-// PLACEHOLDER: replaced by the work that owns the pages.
-export function pagesRouter(_gw: Gateway): Router {
-  return Router();
+/**
+ * Server-rendered pages (Eta, auto-escaped) in English and Simplified Chinese. For now: the
+ * login page and the sign-out form target. Other pages reuse `renderPage`.
+ */
+
+const VIEWS_DIR = fileURLToPath(new URL('../../views/', import.meta.url));
+const PUBLIC_DIR = fileURLToPath(new URL('../../public/', import.meta.url));
+
+export const LOCALES = ['en', 'zh-CN'] as const;
+export type Locale = (typeof LOCALES)[number];
+
+type Catalogue = Record<string, string>;
+
+function loadCatalogue(locale: Locale): Catalogue {
+  const parsed: unknown = JSON.parse(readFileSync(`${VIEWS_DIR}i18n/${locale}.json`, 'utf8'));
+  if (typeof parsed !== 'object' || parsed === null) throw new TypeError(`views/i18n/${locale}.json must be an object`);
+  return parsed as Catalogue;
+}
+
+let catalogues: Record<Locale, Catalogue> | undefined;
+
+export function messageCatalogues(): Record<Locale, Catalogue> {
+  catalogues ??= { en: loadCatalogue('en'), 'zh-CN': loadCatalogue('zh-CN') };
+  return catalogues;
+}
+
+/** Translator for a locale: `{name}` placeholders filled from params; falls back to English, then the key. */
+export function translator(locale: Locale): (key: string, params?: Record<string, string | number>) => string {
+  const all = messageCatalogues();
+  return (key, params) => {
+    const text = all[locale][key] ?? all.en[key] ?? key;
+    return params === undefined ? text : text.replace(/\{(\w+)\}/g, (m, name: string) => (params[name] === undefined ? m : String(params[name])));
+  };
+}
+
+/** Picks the best supported locale from Accept-Language (q-values honoured); English by default. */
+export function negotiateLocale(acceptLanguage: string | undefined): Locale {
+  if (acceptLanguage === undefined || acceptLanguage === '') return 'en';
+  const ranges = acceptLanguage
+    .split(',')
+    .slice(0, 20)
+    .map((part, index) => {
+      const [tag = '', ...params] = part.trim().split(';');
+      const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+      const weight = q === undefined ? 1 : Number(q.slice(2));
+      return { tag: tag.trim().toLowerCase(), weight: Number.isFinite(weight) ? weight : 0, index };
+    })
+    .filter((r) => r.weight > 0)
+    .sort((a, b) => b.weight - a.weight || a.index - b.index);
+  for (const r of ranges) {
+    if (r.tag === 'zh' || r.tag.startsWith('zh-')) return 'zh-CN';
+    if (r.tag === 'en' || r.tag.startsWith('en-')) return 'en';
+  }
+  return 'en';
+}
+
+/** `next` only when it is a same-site relative path: never another origin, `//host` or `/\host`. */
+export function safeNext(value: unknown, publicUrl: string): string | undefined {
+  if (typeof value !== 'string' || value === '' || value.length > 2048) return undefined;
+  if (!value.startsWith('/') || value.startsWith('//') || value.includes('\\')) return undefined;
+  if (/\p{Cc}/u.test(value)) return undefined;
+  let url: URL;
+  let base: URL;
+  try {
+    base = new URL(publicUrl);
+    url = new URL(value, base);
+  } catch {
+    return undefined;
+  }
+  if (url.origin !== base.origin) return undefined;
+  return `${url.pathname}${url.search}${url.hash}`;
+}
+
+export interface Views {
+  /** Renders `template` with `data` plus `lang`, `t` (translator) and `title`, and sends it. */
+  render(req: Request, res: Response, status: number, template: string, data: Record<string, unknown> & { titleKey: string }): void;
+}
+
+export function createViews(gw: Gateway): Views {
+  const eta = new Eta({ views: VIEWS_DIR, autoEscape: true, cache: gw.config.mode === 'production' });
+  messageCatalogues();
+  return {
+    render(req, res, status, template, data) {
+      const lang = negotiateLocale(req.get('accept-language'));
+      const t = translator(lang);
+      const html = eta.render(template, { ...data, lang, t, title: t(data.titleKey) });
+      res.setHeader('Vary', 'Accept-Language, Cookie');
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(status).type('html').send(html);
+    },
+  };
+}
+
+function field(body: unknown, name: string): string | undefined {
+  const v = (body as Record<string, unknown> | undefined)?.[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function pagesRouter(gw: Gateway): Router {
+  const router = Router();
+  const views = createViews(gw);
+  const publicUrl = gw.config.http.publicUrl;
+
+  router.use('/static', express.static(PUBLIC_DIR, { index: false, maxAge: '1h', fallthrough: true }));
+
+  async function renderLogin(req: Request, res: Response, status: number, extra: { error?: string; errorParams?: Record<string, number>; username?: string; next?: string | undefined }) {
+    const auth = locals(res).auth;
+    const t = translator(negotiateLocale(req.get('accept-language')));
+    if (auth !== undefined) {
+      const user = await getUser(gw, auth.userId);
+      views.render(req, res, status, 'login', {
+        titleKey: 'login.title',
+        signedIn: { username: auth.username, displayName: user?.displayName ?? auth.username },
+        csrf: auth.csrfToken,
+        next: extra.next,
+      });
+      return;
+    }
+    views.render(req, res, status, 'login', {
+      titleKey: 'login.title',
+      signedIn: undefined,
+      loginCsrf: issueLoginCsrf(gw, req, res),
+      next: extra.next,
+      username: extra.username ?? '',
+      error: extra.error === undefined ? undefined : t(extra.error, extra.errorParams),
+    });
+  }
+
+  router.get('/login', async (req, res) => {
+    await renderLogin(req, res, 200, { next: safeNext(req.query.next, publicUrl) });
+  });
+
+  router.post('/login', async (req, res) => {
+    const body: unknown = req.body;
+    const next = safeNext(field(body, 'next'), publicUrl);
+    const username = field(body, 'username') ?? '';
+    const password = field(body, 'password') ?? '';
+    if (!checkLoginCsrf(gw, req)) {
+      await renderLogin(req, res, 403, { error: 'login.error.expired', username: username.slice(0, 256), next });
+      return;
+    }
+    if (username === '' || password === '' || username.length > 256 || password.length > 1024) {
+      await renderLogin(req, res, 400, { error: 'login.error.missing', username: username.slice(0, 256), next });
+      return;
+    }
+    try {
+      const result = await login(gw, { username, password }, {
+        ip: req.ip ?? null,
+        requestId: locals(res).requestId,
+        previousSessionId: sessionCookieOf(req, gw.config),
+      });
+      setSessionCookie(res, gw.config, result.sessionId);
+      res.redirect(303, next ?? '/login');
+    } catch (err) {
+      if (isAppError(err) && err.code === 'invalid_credentials') {
+        await renderLogin(req, res, 401, { error: 'login.error.invalid', username, next });
+        return;
+      }
+      if (isAppError(err) && err.code === 'too_many_requests') {
+        const seconds = err.retryAfterSeconds ?? gw.config.login.lockSeconds;
+        res.setHeader('Retry-After', String(Math.ceil(seconds)));
+        await renderLogin(req, res, 429, { error: 'login.error.locked', errorParams: { minutes: Math.max(1, Math.ceil(seconds / 60)) }, username, next });
+        return;
+      }
+      throw err;
+    }
+  });
+
+  router.post('/logout', async (req, res) => {
+    const auth = locals(res).auth;
+    if (auth !== undefined) await endSession(gw, auth.sessionIdHash, auth.userId, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
+    clearSessionCookie(res, gw.config);
+    res.redirect(303, '/login');
+  });
+
+  return router;
 }

@@ -1,5 +1,5 @@
 import { SignJWT } from 'jose';
-import type { SigningKeyRing } from './signing-keys.ts';
+import type { ActiveKey } from './signing-keys.ts';
 
 /** The claims of a step-up token (DESIGN.md §1 "Token format"). */
 export interface StepUpClaims {
@@ -18,9 +18,12 @@ export interface StepUpClaims {
 
 export const STEPUP_TOKEN_TYPE = 'stepup+jwt';
 
-/** Signs a step-up token with the active key. Signing keys sign nothing else. */
-export async function issueStepUpToken(keys: SigningKeyRing, claims: StepUpClaims): Promise<string> {
-  const key = await keys.activeKey();
+/**
+ * Signs a step-up token with the given (active) key. Signing keys sign nothing else.
+ * The caller fetches the key first: a key-ring refresh reads the database, which must not
+ * happen inside an open SQLite transaction (one connection: it would wait for itself).
+ */
+export async function issueStepUpToken(key: ActiveKey, claims: StepUpClaims): Promise<string> {
   const { iat, exp, ...rest } = claims;
   return new SignJWT(rest)
     .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: STEPUP_TOKEN_TYPE })

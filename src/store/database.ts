@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialectConfig, sql, type TableMetadata, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
@@ -90,7 +90,7 @@ async function openPostgres(options: OpenStoreOptions): Promise<Store> {
       client.release();
     }
   }
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new SchemaScopedPostgresDialect({ pool }, schema) });
   return makeStore(
     db,
     'postgres',
@@ -100,6 +100,39 @@ async function openPostgres(options: OpenStoreOptions): Promise<Store> {
     },
     schema,
   );
+}
+
+/**
+ * Kysely's PostgreSQL introspector (which the migrator uses to see whether its tables exist)
+ * scans every schema in the database and calls has_schema_privilege() on each name; a schema
+ * dropped by someone else between the scan and the call makes our migration fail with
+ * "schema does not exist". Several deployments (and parallel test files) share a database,
+ * so the introspector looks only at our own schema.
+ */
+class SchemaScopedPostgresDialect extends PostgresDialect {
+  readonly #schema: string;
+
+  constructor(config: PostgresDialectConfig, schema: string) {
+    super(config);
+    this.#schema = schema;
+  }
+
+  override createIntrospector(db: Kysely<unknown>): DatabaseIntrospector {
+    const schema = this.#schema;
+    return {
+      async getSchemas() {
+        const r = await sql<{ name: string }>`select nspname as name from pg_catalog.pg_namespace where nspname = ${schema}`.execute(db);
+        return r.rows;
+      },
+      async getTables(): Promise<TableMetadata[]> {
+        const r = await sql<{ name: string; kind: string }>`
+          select c.relname as name, c.relkind as kind
+          from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          where n.nspname = ${schema} and c.relkind in ('r', 'p', 'v', 'm', 'f')`.execute(db);
+        return r.rows.map((t) => ({ name: t.name, schema, isView: t.kind === 'v' || t.kind === 'm', isForeign: t.kind === 'f', columns: [] }));
+      },
+    };
+  }
 }
 
 function makeStore(db: Db, dialect: DialectName, location: string, ping: () => Promise<void>, schema?: string): Store {

@@ -1,6 +1,8 @@
 import { DatabaseSync } from 'node:sqlite';
 import {
   CompiledQuery,
+  type DialectAdapter,
+  SqliteAdapter,
   type DatabaseConnection,
   type Driver,
   SqliteDialect,
@@ -44,6 +46,19 @@ class ImmediateSqliteDriver extends SqliteDriver {
   }
 }
 
+/**
+ * SQLite does have transactional DDL, but Kysely's adapter says it does not, so its migrator
+ * would run our migrations outside a transaction and without a lock: two processes starting
+ * on a fresh file would both create the tables. Declaring it makes the migrator run every
+ * pending migration inside one `BEGIN IMMEDIATE` transaction, which holds SQLite's write lock;
+ * a second process waits (busy timeout), then finds them applied.
+ */
+class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
 class NodeSqliteDialect extends SqliteDialect {
   readonly #database: SqliteDatabase;
   constructor(database: SqliteDatabase) {
@@ -52,6 +67,9 @@ class NodeSqliteDialect extends SqliteDialect {
   }
   override createDriver(): Driver {
     return new ImmediateSqliteDriver({ database: this.#database });
+  }
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlSqliteAdapter();
   }
 }
 

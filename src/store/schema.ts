@@ -106,7 +106,90 @@ export interface SigningKeysTable {
   publish_until: number | null;
 }
 
+export type StepUpStatus = 'pending' | 'completed' | 'token_issued' | 'denied' | 'cancelled' | 'expired';
+
+export interface StepUpsTable {
+  id: string;
+  client_id: string;
+  user_id: string;
+  action: string;
+  /** JSON object: the exact thing being authorised. */
+  context: string;
+  /** Decimal string copied from context.amount (velocity sums). */
+  amount: string | null;
+  currency: string | null;
+  binding_message: string | null;
+  redirect_uri: string | null;
+  state: string | null;
+  status: StepUpStatus;
+  policy_id: string;
+  policy_version: number;
+  /** JSON `anyOf`: alternatives of factor sets. */
+  requirement: string;
+  acr: string;
+  token_ttl_seconds: number;
+  max_age_seconds: number;
+  /** SHA-256 of the one-time ticket. */
+  ticket_hash: string;
+  attempts: number;
+  max_attempts: number;
+  /** JSON array of proven factors: {type, factorId, amr, at}. */
+  proven: string;
+  /** JSON array of amr values proven so far. */
+  amr: string;
+  /** Optimistic-concurrency version for progress updates. */
+  version: number;
+  created_at: number;
+  expires_at: number;
+  completed_at: number | null;
+  auth_time: number | null;
+  token_issued_at: number | null;
+  token_jti: string | null;
+  last_polled_at: number | null;
+  poll_interval_seconds: number;
+}
+
+export interface PolicySetsTable {
+  version: number;
+  /** JSON of the whole policy set at this version. */
+  document: string;
+  created_at: number;
+  created_by: string;
+  comment: string;
+}
+
+export interface ClientsTable {
+  /** `cli_…` from newId('cli'). */
+  client_id: string;
+  name: string;
+  auth_method: 'client_secret_basic' | 'private_key_jwt';
+  /** SHA-256 (hashToken) of the 256-bit client secret; null for private_key_jwt clients. The secret itself is shown once. */
+  secret_hash: string | null;
+  /** JSON JWKS of the client's public keys (private_key_jwt); never private or symmetric keys. */
+  jwks: string | null;
+  /** JSON array of action names the client may request step-up for (`payment_code.issue`). */
+  allowed_actions: string;
+  /** JSON array of exact redirect URIs. */
+  redirect_uris: string;
+  status: 'active' | 'disabled';
+  created_at: number;
+  updated_at: number;
+  secret_rotated_at: number | null;
+}
+
+export interface ClientAssertionJtisTable {
+  client_id: string;
+  /** `jti` of an accepted private_key_jwt assertion: each is accepted once (primary key). */
+  jti: string;
+  /** When the assertion expires (plus clock skew); the row may be pruned after it. */
+  expires_at: number;
+}
+
 export interface Database {
+  clients: ClientsTable;
+  client_assertion_jtis: ClientAssertionJtisTable;
+  stepups: StepUpsTable;
+  policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;
   factors: FactorsTable;

@@ -5,7 +5,6 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import { FixedClock } from '../../src/clock.ts';
 import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
 import { issueStepUpToken, type StepUpClaims } from '../../src/stepup/issue-token.ts';
 import { SigningKeyRing, type SigningAlg } from '../../src/stepup/signing-keys.ts';
@@ -90,7 +89,7 @@ for (const dialect of testDialects()) {
 
       it('signs tokens with the typ, kid and alg header that jose verifies', async () => {
         const now = Math.floor(tg.clock.now().getTime() / 1000);
-        const token = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const token = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now));
         const { payload, protectedHeader } = await verifyWithJose(tg, token);
         assert.equal(protectedHeader.typ, 'stepup+jwt');
         assert.equal(protectedHeader.alg, alg);
@@ -104,7 +103,7 @@ for (const dialect of testDialects()) {
         if (probe.status !== 0 && needTool(t, 'python3-jwt-module-missing', 'python3-jwt')) return;
         const now = Math.floor(Date.now() / 1000);
         tg.clock.set(now * 1000);
-        const token = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const token = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now));
         const jwks = (await tg.http().get('/.well-known/jwks.json').expect(200)).body;
         const file = join(tg.database.dataDir, 'jwks.json');
         writeFileSync(file, JSON.stringify(jwks));
@@ -128,12 +127,12 @@ for (const dialect of testDialects()) {
 
       it('rotation: old tokens verify until they expire, then the old key leaves the JWKS', async () => {
         const now = Math.floor(tg.clock.now().getTime() / 1000);
-        const oldToken = await issueStepUpToken(tg.gw.keys, claimsAt(now, 300));
+        const oldToken = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now, 300));
         const oldKid = (await tg.gw.keys.activeKey()).kid;
         const rotated = await tg.gw.keys.rotate();
         assert.equal(rotated.retiredKid, oldKid);
         assert.notEqual(rotated.kid, oldKid);
-        const newToken = await issueStepUpToken(tg.gw.keys, claimsAt(now));
+        const newToken = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now));
         const header = JSON.parse(Buffer.from(newToken.split('.')[0]!, 'base64url').toString());
         assert.equal(header.kid, rotated.kid);
         const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);

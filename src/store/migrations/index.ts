@@ -1,9 +1,13 @@
 import type { Migration } from 'kysely/migration';
 import * as m001 from './001-foundation.ts';
 import * as m010 from './010-signing-keys.ts';
+import * as m011 from './011-clients.ts';
+import * as m012 from './012-stepups.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
   '001-foundation': m001,
   '010-signing-keys': m010,
+  '011-clients': m011,
+  '012-stepups': m012,
 };

@@ -1,0 +1,54 @@
+import { openCliGateway, cliActor } from './cli-support.ts';
+import { type Command, stringOption, UsageError } from './command.ts';
+import type { SigningAlg } from '../stepup/signing-keys.ts';
+
+export const keysRotateCommand: Command = {
+  name: ['keys', 'rotate'],
+  summary: 'Make a new active step-up signing key; the old one stays published until its tokens expire.',
+  usage: 'stepgate keys rotate [--alg ES256|EdDSA] [--json] [--config FILE]',
+  options: { alg: { type: 'string' }, json: { type: 'boolean' } },
+  async run(args) {
+    const alg = stringOption(args, 'alg');
+    if (alg !== undefined && alg !== 'ES256' && alg !== 'EdDSA') throw new UsageError('--alg must be ES256 or EdDSA');
+    const gw = await openCliGateway(args.config());
+    try {
+      const result = await gw.keys.rotate(alg as SigningAlg | undefined);
+      await gw.audit.append(gw.store.db, {
+        type: 'signing_key.rotated',
+        actor: cliActor(),
+        data: { kid: result.kid, retiredKid: result.retiredKid ?? null, alg: alg ?? gw.config.stepup.signingAlg },
+      });
+      if (args.values.json === true) {
+        args.out(JSON.stringify({ kid: result.kid, retired_kid: result.retiredKid ?? null, retired_published_until: result.publishUntil?.toISOString() ?? null }));
+      } else {
+        args.out(`new active key ${result.kid}`);
+        if (result.retiredKid !== undefined) args.out(`retired ${result.retiredKid}: published until ${result.publishUntil?.toISOString()}, signs nothing`);
+        args.out(`running gateways switch within ${gw.config.stepup.keyRefreshSeconds} s`);
+      }
+      return 0;
+    } finally {
+      await gw.close();
+    }
+  },
+};
+
+export const keysListCommand: Command = {
+  name: ['keys', 'list'],
+  summary: 'List the published step-up signing keys (kid, alg, status, publication window).',
+  usage: 'stepgate keys list [--json] [--config FILE]',
+  options: { json: { type: 'boolean' } },
+  async run(args) {
+    const gw = await openCliGateway(args.config());
+    try {
+      const keys = await gw.keys.publishedKeys();
+      if (args.values.json === true) {
+        args.out(JSON.stringify(keys.map((k) => ({ kid: k.kid, alg: k.alg, status: k.status, created_at: k.createdAt.toISOString(), publish_until: k.publishUntil?.toISOString() ?? null }))));
+      } else {
+        for (const k of keys) args.out(`${k.kid}  ${k.alg}  ${k.status}  created ${k.createdAt.toISOString()}${k.publishUntil === null ? '' : `  published until ${k.publishUntil.toISOString()}`}`);
+      }
+      return 0;
+    } finally {
+      await gw.close();
+    }
+  },
+};

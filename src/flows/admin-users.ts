@@ -1,0 +1,183 @@
+import { sql } from 'kysely';
+import { type ChainResult, verifyAuditChain } from '../audit/audit-log.ts';
+import { AppError } from '../errors/app-error.ts';
+import type { Gateway } from '../gateway.ts';
+import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
+
+/**
+ * Admin-console use cases on top of the user flows: who may act on whom, the user detail a
+ * helpdesk needs, and reading / verifying the audit log. Role checks per route live in
+ * http/admin-router.ts; the rules here are about the *target* of an action.
+ */
+
+/** The signed-in operator performing an admin action. */
+export interface Operator {
+  userId: string;
+  roles: readonly string[];
+  ip: string | null;
+  requestId: string | null;
+}
+
+function actorOf(op: Operator): AuditActor {
+  return { actor: op.userId, ip: op.ip, requestId: op.requestId };
+}
+
+async function requireUser(gw: Gateway, userId: string): Promise<UserView> {
+  const user = await getUser(gw, userId);
+  if (user === undefined) throw new AppError('not_found', { detail: 'No such user.' });
+  return user;
+}
+
+/**
+ * Helpdesk staff manage ordinary accounts; only an administrator may unlock, disable or
+ * enable an administrator's account (otherwise helpdesk could lock admins out, or re-open
+ * a disabled admin account). Nobody disables their own account: the last administrator
+ * cannot lock everybody out by accident.
+ */
+function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable'): void {
+  if (target.roles.includes('admin') && !op.roles.includes('admin')) {
+    throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
+  }
+  if (action === 'disable' && target.id === op.userId) {
+    throw new AppError('conflict', { detail: 'You cannot disable your own account.' });
+  }
+}
+
+export interface UserDetail extends UserView {
+  factors: { id: string; type: string; label: string; status: string; createdAt: Date; lastUsedAt: Date | null }[];
+  login: { failures: number; lockedUntil: Date | null };
+}
+
+/** A user with their factors (metadata only, never secrets) and login-throttle state. */
+export async function userDetail(gw: Gateway, userId: string): Promise<UserDetail> {
+  const user = await requireUser(gw, userId);
+  const factors = await gw.store.db
+    .selectFrom('factors')
+    .select(['id', 'type', 'label', 'status', 'created_at', 'last_used_at'])
+    .where('user_id', '=', userId)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
+  const throttle = await gw.store.db
+    .selectFrom('login_throttle')
+    .select(['failures', 'locked_until'])
+    .where('key', '=', loginThrottleKey(gw, user.username))
+    .executeTakeFirst();
+  const nowMs = gw.clock.now().getTime();
+  const lockedUntil = throttle?.locked_until == null || Number(throttle.locked_until) <= nowMs ? null : new Date(Number(throttle.locked_until));
+  return {
+    ...user,
+    factors: factors.map((f) => ({
+      id: f.id,
+      type: f.type,
+      label: f.label,
+      status: f.status,
+      createdAt: new Date(Number(f.created_at)),
+      lastUsedAt: f.last_used_at == null ? null : new Date(Number(f.last_used_at)),
+    })),
+    login: { failures: Number(throttle?.failures ?? 0), lockedUntil },
+  };
+}
+
+export async function unlockUser(gw: Gateway, op: Operator, userId: string, reason: string): Promise<UserDetail> {
+  assertMayManage(op, await requireUser(gw, userId), 'unlock');
+  await unlockLogin(gw, userId, actorOf(op), reason);
+  return userDetail(gw, userId);
+}
+
+export async function changeUserStatus(gw: Gateway, op: Operator, userId: string, status: 'active' | 'disabled', reason: string): Promise<UserDetail> {
+  assertMayManage(op, await requireUser(gw, userId), status === 'disabled' ? 'disable' : 'enable');
+  await setUserStatus(gw, userId, status, actorOf(op), reason);
+  return userDetail(gw, userId);
+}
+
+// ---- audit log ---------------------------------------------------------------------------
+
+export interface AuditFilter {
+  /** Exact event type, or a prefix ending in `*` (`user.*`). */
+  type?: string | undefined;
+  subject?: string | undefined;
+  actor?: string | undefined;
+  since?: Date | undefined;
+  until?: Date | undefined;
+  limit: number;
+  offset: number;
+}
+
+export interface AuditEventView {
+  seq: number;
+  at: Date;
+  type: string;
+  actor: string | null;
+  subject: string | null;
+  ip: string | null;
+  requestId: string | null;
+  data: Record<string, unknown>;
+  hash: string;
+}
+
+/**
+ * Keys that must never hold a secret. Events are written without secrets; this is the
+ * second line of defence for what the API shows (the stored row, and its hash, are untouched).
+ */
+const SECRET_KEYS = new Set(['password', 'newpassword', 'currentpassword', 'secret', 'seed', 'token', 'ticket', 'otp', 'masterkey', 'client_secret', 'step_up_token', 'private_key', 'privatekey']);
+
+function redact(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redact);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[k] = SECRET_KEYS.has(k.toLowerCase()) ? '[redacted]' : redact(v);
+  return out;
+}
+
+function parseData(json: string): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(json);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (redact(v) as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Newest first. `limit + 1` rows are read so the caller learns whether more exist. */
+export async function listAuditEvents(gw: Gateway, filter: AuditFilter): Promise<{ events: AuditEventView[]; hasMore: boolean }> {
+  let q = gw.store.db.selectFrom('audit_log').selectAll();
+  if (filter.type !== undefined) {
+    if (filter.type.endsWith('*')) {
+      const prefix = filter.type.slice(0, -1);
+      // substr, not LIKE: `_` in event types would be a LIKE wildcard.
+      if (prefix !== '') q = q.where(sql<string>`substr(type, 1, ${prefix.length})`, '=', prefix);
+    } else {
+      q = q.where('type', '=', filter.type);
+    }
+  }
+  if (filter.subject !== undefined) q = q.where('subject', '=', filter.subject);
+  if (filter.actor !== undefined) q = q.where('actor', '=', filter.actor);
+  if (filter.since !== undefined) q = q.where('at', '>=', filter.since.getTime());
+  if (filter.until !== undefined) q = q.where('at', '<', filter.until.getTime());
+  const rows = await q.orderBy('seq', 'desc').limit(filter.limit + 1).offset(filter.offset).execute();
+  const events = rows.slice(0, filter.limit).map((r) => ({
+    seq: Number(r.seq),
+    at: new Date(Number(r.at)),
+    type: r.type,
+    actor: r.actor,
+    subject: r.subject,
+    ip: r.ip,
+    requestId: r.request_id,
+    data: parseData(r.data),
+    hash: r.hash,
+  }));
+  return { events, hasMore: rows.length > filter.limit };
+}
+
+/** Verifies the whole chain and records who checked it and the outcome. */
+export async function verifyAuditLog(gw: Gateway, op: Operator): Promise<ChainResult> {
+  const result = await verifyAuditChain(gw.store.db);
+  await gw.audit.append(gw.store.db, {
+    type: 'audit.verified',
+    ...actorOf(op),
+    data: result.ok ? { ok: true, rows: result.rows } : { ok: false, rows: result.rows, brokenSeq: result.brokenSeq, reason: result.reason },
+  });
+  return result;
+}
+

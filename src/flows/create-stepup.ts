@@ -1,0 +1,148 @@
+import { z } from 'zod';
+import type { Gateway } from '../gateway.ts';
+import { AppError } from '../errors/app-error.ts';
+import { hashToken, newId, newSecretToken } from '../crypto/ids.ts';
+import type { AllowDecision } from '../policy/evaluate-policies.ts';
+import { isDecimalString } from '../policy/decimal.ts';
+import { currentPolicySet } from '../stepup/policy-store.ts';
+import { decideForUser } from './policies.ts';
+import type { Who } from './verify-stepup-factor.ts';
+
+/** What the relying service asks for. `context` is the exact thing being authorised. */
+const contextValue = z.union([z.string().max(256), z.number().finite(), z.boolean()]);
+export const createStepUpBody = z.strictObject({
+  subject: z.string().min(1).max(128).describe('The user id or username.'),
+  action: z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_]+)*$/, 'must be dot-separated snake_case words').max(128),
+  context: z
+    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be a context field name'), contextValue)
+    .refine((c) => Object.keys(c).length <= 32, 'at most 32 fields')
+    .refine((c) => !('type' in c), '"type" is reserved (it carries the action in authorization_details)')
+    .refine((c) => c.amount === undefined || isDecimalString(c.amount), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
+    .refine((c) => c.amount === undefined || (typeof c.currency === 'string' && /^[A-Z]{3}$/.test(c.currency)), {
+      message: 'an amount needs an ISO 4217 currency',
+      path: ['currency'],
+    }),
+  binding_message: z.string().min(1).max(200).optional().describe('Shown to the user: what is being approved (amount, payee).'),
+  redirect_uri: z.url().max(2000).optional(),
+  state: z.string().max(512).optional(),
+});
+export type CreateStepUpBody = z.output<typeof createStepUpBody>;
+
+export interface RelyingClient {
+  clientId: string;
+  allowedActions: string[];
+  redirectUris: string[];
+}
+
+export interface CreatedStepUp {
+  stepupId: string;
+  ticket: string;
+  userUrl: string;
+  expiresIn: number;
+  interval: number;
+  acr: string;
+  options: string[][];
+}
+
+async function resolveSubject(gw: Gateway, subject: string) {
+  const bySubject = await gw.store.db
+    .selectFrom('users')
+    .select(['id', 'groups', 'status'])
+    .where((eb) => eb.or([eb('id', '=', subject), eb('username', '=', subject.normalize('NFKC').toLowerCase())]))
+    .executeTakeFirst();
+  if (bySubject === undefined || bySubject.status !== 'active') {
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/subject', reason: 'no active user with this id or username' }] });
+  }
+  return { id: bySubject.id, groups: JSON.parse(bySubject.groups) as string[] };
+}
+
+/** The current policy set's decision for this user (the dry-run evaluator shares `decideForUser`). */
+export async function decideStepUp(gw: Gateway, userId: string, groups: string[], action: string, context: Record<string, unknown>) {
+  const set = await currentPolicySet(gw.store.db);
+  return (await decideForUser(gw, set ?? { policies: [] }, { id: userId, groups }, action, context)).decision;
+}
+
+export async function createStepUp(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, who: Who): Promise<CreatedStepUp> {
+  if (!client.allowedActions.includes(body.action)) {
+    throw new AppError('forbidden', { detail: 'This client may not request step-up for this action.', invalidParams: [{ pointer: '/action', reason: 'not allowed for this client' }] });
+  }
+  if (body.redirect_uri !== undefined && !client.redirectUris.includes(body.redirect_uri)) {
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/redirect_uri', reason: 'not a registered redirect URI of this client' }] });
+  }
+  const user = await resolveSubject(gw, body.subject);
+  const decision = await decideStepUp(gw, user.id, user.groups, body.action, body.context);
+  if (decision.decision === 'deny') {
+    await gw.audit.append(gw.store.db, { type: 'stepup.refused', actor: client.clientId, subject: user.id, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { action: body.action, reason: decision.reason } });
+    throw new AppError('access_denied', { detail: 'No policy allows this action.' });
+  }
+  if (decision.enrollmentRequired) {
+    await gw.audit.append(gw.store.db, { type: 'stepup.refused', actor: client.clientId, subject: user.id, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { action: body.action, reason: 'enrollment_required', policyId: decision.policyId } });
+    throw new AppError('enrollment_required', { detail: `The user must enrol one of: ${decision.require.anyOf.map((s) => s.join('+')).join(' | ')}.` });
+  }
+  return persist(gw, client, body, user.id, decision, who);
+}
+
+async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, userId: string, decision: AllowDecision, who: Who): Promise<CreatedStepUp> {
+  const nowMs = gw.clock.now().getTime();
+  const { transactionSeconds, maxAttempts, pollIntervalSeconds } = gw.config.stepup;
+  const id = newId('stp');
+  const ticket = newSecretToken();
+  await gw.store.db.transaction().execute(async (tx) => {
+    await tx
+      .insertInto('stepups')
+      .values({
+        id,
+        client_id: client.clientId,
+        user_id: userId,
+        action: body.action,
+        context: JSON.stringify(body.context),
+        amount: typeof body.context.amount === 'string' ? body.context.amount : null,
+        currency: typeof body.context.currency === 'string' ? body.context.currency : null,
+        binding_message: body.binding_message ?? null,
+        redirect_uri: body.redirect_uri ?? null,
+        state: body.state ?? null,
+        status: 'pending',
+        policy_id: decision.policyId,
+        policy_version: decision.version ?? 0,
+        // Only the alternatives this user can complete are offered.
+        requirement: JSON.stringify({ anyOf: decision.satisfiable }),
+        acr: decision.acr,
+        token_ttl_seconds: decision.tokenTtlSeconds,
+        max_age_seconds: decision.maxAgeSeconds,
+        ticket_hash: hashToken(ticket),
+        attempts: 0,
+        max_attempts: maxAttempts,
+        proven: '[]',
+        amr: '[]',
+        version: 0,
+        created_at: nowMs,
+        expires_at: nowMs + transactionSeconds * 1000,
+        completed_at: null,
+        auth_time: null,
+        token_issued_at: null,
+        token_jti: null,
+        last_polled_at: null,
+        poll_interval_seconds: pollIntervalSeconds,
+      })
+      .execute();
+    await gw.audit.append(tx, {
+      type: 'stepup.created',
+      actor: client.clientId,
+      subject: userId,
+      ip: who.ip ?? null,
+      requestId: who.requestId ?? null,
+      data: { stepupId: id, action: body.action, policyId: decision.policyId, policyVersion: decision.version ?? 0, acr: decision.acr },
+    });
+  });
+  gw.metrics.stepups.inc({ event: 'created' });
+  const base = gw.config.http.publicUrl.replace(/\/$/, '');
+  return {
+    stepupId: id,
+    ticket,
+    userUrl: `${base}/stepup/${id}?ticket=${ticket}`,
+    expiresIn: transactionSeconds,
+    interval: pollIntervalSeconds,
+    acr: decision.acr,
+    options: decision.satisfiable,
+  };
+}

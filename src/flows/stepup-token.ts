@@ -1,0 +1,150 @@
+import { randomUUID } from 'node:crypto';
+import type { Gateway } from '../gateway.ts';
+import { AppError } from '../errors/app-error.ts';
+import { issueStepUpToken } from '../stepup/issue-token.ts';
+import { effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
+import { loadStepUp, type Who } from './verify-stepup-factor.ts';
+
+/**
+ * The relying service's token endpoint (CIBA-style polling). The token is handed out
+ * exactly once: the move `completed → token_issued` is one conditional UPDATE, and the
+ * token is signed inside that transaction, so a failure leaves the step-up completed.
+ */
+export interface IssuedToken {
+  stepUpToken: string;
+  expiresIn: number;
+  stepUp: StepUp;
+}
+
+export async function loadStepUpForClient(gw: Gateway, id: string, clientId: string): Promise<StepUp> {
+  const stepUp = await loadStepUp(gw, id);
+  if (stepUp === undefined) throw new AppError('stepup_not_found');
+  if (stepUp.clientId !== clientId) throw new AppError('forbidden', { detail: 'This step-up belongs to another client.' });
+  return stepUp;
+}
+
+async function markExpired(gw: Gateway, stepUp: StepUp, who: Who): Promise<void> {
+  await gw.store.db.transaction().execute(async (tx) => {
+    const moved = await tx
+      .updateTable('stepups')
+      .set({ status: 'expired' })
+      .where('id', '=', stepUp.id)
+      .where('status', 'in', ['pending', 'completed'])
+      .returning('id')
+      .executeTakeFirst();
+    if (moved !== undefined) {
+      await gw.audit.append(tx, { type: 'stepup.expired', actor: stepUp.clientId, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id } });
+    }
+  });
+}
+
+export async function pollStepUpToken(gw: Gateway, id: string, clientId: string, who: Who): Promise<IssuedToken> {
+  const started = process.hrtime.bigint();
+  const now = gw.clock.now();
+  const nowMs = now.getTime();
+  const stepUp = await loadStepUpForClient(gw, id, clientId);
+  const status = effectiveStatus(stepUp, now);
+  switch (status) {
+    case 'expired':
+      if (stepUp.status !== 'expired') {
+        await markExpired(gw, stepUp, who);
+        gw.metrics.stepups.inc({ event: 'expired' });
+      }
+      throw new AppError('expired_token');
+    case 'denied':
+    case 'cancelled':
+      throw new AppError('access_denied', { detail: `The step-up was ${status}.` });
+    case 'token_issued':
+      throw new AppError('invalid_grant', { detail: 'The token for this step-up was already handed out.' });
+    case 'pending': {
+      // `slow_down` when polled faster than the interval; the poll time moves only when
+      // the interval was respected, so a fast poller cannot push it ahead forever.
+      const minGapMs = stepUp.pollIntervalSeconds * 1000;
+      const polled = await gw.store.db
+        .updateTable('stepups')
+        .set({ last_polled_at: nowMs })
+        .where('id', '=', stepUp.id)
+        .where((eb) => eb.or([eb('last_polled_at', 'is', null), eb('last_polled_at', '<=', nowMs - minGapMs)]))
+        .returning('id')
+        .executeTakeFirst();
+      if (polled === undefined) throw new AppError('slow_down', { retryAfterSeconds: stepUp.pollIntervalSeconds });
+      throw new AppError('authorization_pending', { retryAfterSeconds: stepUp.pollIntervalSeconds });
+    }
+    case 'completed':
+      break;
+  }
+
+  const jti = randomUUID();
+  const iat = Math.floor(nowMs / 1000);
+  const key = await gw.keys.activeKey();
+  const token = await gw.store.db.transaction().execute(async (tx) => {
+    const won = await tx
+      .updateTable('stepups')
+      .set({ status: 'token_issued', token_issued_at: nowMs, token_jti: jti })
+      .where('id', '=', stepUp.id)
+      .where('status', '=', 'completed')
+      .where('expires_at', '>', nowMs)
+      .returning('id')
+      .executeTakeFirst();
+    if (won === undefined) return undefined;
+    const signed = await issueStepUpToken(key, {
+      iss: gw.config.http.publicUrl.replace(/\/$/, ''),
+      sub: stepUp.userId,
+      aud: stepUp.clientId,
+      iat,
+      exp: iat + stepUp.tokenTtlSeconds,
+      jti,
+      txn: stepUp.id,
+      auth_time: Math.floor((stepUp.authTime?.getTime() ?? nowMs) / 1000),
+      acr: stepUp.acr,
+      amr: stepUp.amr,
+      authorization_details: [{ ...stepUp.context, type: stepUp.action }],
+    });
+    await gw.audit.append(tx, {
+      type: 'stepup.token_issued',
+      actor: stepUp.clientId,
+      subject: stepUp.userId,
+      ip: who.ip ?? null,
+      requestId: who.requestId ?? null,
+      // The jti identifies the token for investigations; the token itself is never stored or logged.
+      data: { stepupId: stepUp.id, jti, acr: stepUp.acr, expiresIn: stepUp.tokenTtlSeconds },
+    });
+    return signed;
+  });
+  if (token === undefined) throw new AppError('invalid_grant', { detail: 'The token for this step-up was already handed out.' });
+  gw.metrics.stepups.inc({ event: 'token_issued' });
+  gw.metrics.tokenIssueDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  return { stepUpToken: token, expiresIn: stepUp.tokenTtlSeconds, stepUp: { ...stepUp, status: 'token_issued' } };
+}
+
+export async function cancelStepUp(gw: Gateway, id: string, clientId: string, who: Who): Promise<void> {
+  const stepUp = await loadStepUpForClient(gw, id, clientId);
+  await gw.store.db.transaction().execute(async (tx) => {
+    const moved = await tx
+      .updateTable('stepups')
+      .set({ status: 'cancelled' })
+      .where('id', '=', stepUp.id)
+      .where('status', 'in', ['pending', 'completed'])
+      .returning('id')
+      .executeTakeFirst();
+    if (moved === undefined) throw new AppError('stepup_not_pending', { detail: `The step-up is ${stepUp.status}.` });
+    await gw.audit.append(tx, { type: 'stepup.cancelled', actor: clientId, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id } });
+  });
+  gw.metrics.stepups.inc({ event: 'cancelled' });
+}
+
+/** The user refuses the request ("I did not start this payment"): the client gets access_denied. */
+export async function denyStepUpByUser(gw: Gateway, stepUp: StepUp, who: Who): Promise<void> {
+  await gw.store.db.transaction().execute(async (tx) => {
+    const moved = await tx
+      .updateTable('stepups')
+      .set({ status: 'denied' })
+      .where('id', '=', stepUp.id)
+      .where('status', '=', 'pending')
+      .returning('id')
+      .executeTakeFirst();
+    if (moved === undefined) return;
+    await gw.audit.append(tx, { type: 'stepup.denied', actor: stepUp.userId, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'user_refused' } });
+  });
+  gw.metrics.stepups.inc({ event: 'denied' });
+}

@@ -1,0 +1,245 @@
+import type { Gateway } from '../gateway.ts';
+import { AppError } from '../errors/app-error.ts';
+import type { FactorRecord, FactorType, VerifyOutcome } from '../factors/factor.ts';
+import { constantTimeEqual } from '../crypto/constant-time.ts';
+import { hashToken } from '../crypto/ids.ts';
+import type { Tx } from '../store/database.ts';
+import type { FactorsTable } from '../store/schema.ts';
+import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
+
+/**
+ * Proving one factor inside a step-up transaction (native API and the step-up page).
+ *
+ * Order matters: the ticket is checked, the transaction's attempt counter and the factor's
+ * failure counter are both charged BEFORE the secret is compared (each with one conditional
+ * UPDATE, so parallel guesses cannot exceed the limits), the factor module compares, and
+ * only then is its state change applied with a guarded update.
+ */
+
+/** What a factor may ask the flow to write after a verification. */
+export interface FactorStateChange {
+  /** New verifier hash (password rehash). */
+  secretHash?: string;
+  /** New counter / last accepted time step; applied only if it moves forward (replay guard). */
+  counter?: number;
+  /** Replacement of the public parameters. */
+  params?: Record<string, unknown>;
+}
+
+export interface VerifyResult {
+  stepUp: StepUp;
+  completed: boolean;
+  /** The factor sets still possible, each minus what is already proven. */
+  remaining: string[][];
+}
+
+export interface Who {
+  ip?: string | null;
+  requestId?: string | null;
+}
+
+export async function loadStepUp(gw: Gateway, id: string): Promise<StepUp | undefined> {
+  const row = await gw.store.db.selectFrom('stepups').selectAll().where('id', '=', id).executeTakeFirst();
+  return row === undefined ? undefined : toStepUp(row);
+}
+
+/** The ticket authorises the user-side calls. Unknown id and wrong ticket look the same. */
+export async function authorizeTicket(gw: Gateway, id: string, ticket: string | undefined): Promise<StepUp> {
+  const stepUp = await loadStepUp(gw, id);
+  const presented = hashToken(ticket ?? '');
+  const expected = stepUp?.ticketHash ?? hashToken('no such transaction');
+  if (stepUp === undefined || ticket === undefined || ticket === '' || !constantTimeEqual(presented, expected)) {
+    throw new AppError('invalid_ticket');
+  }
+  return stepUp;
+}
+
+export function assertPending(stepUp: StepUp, now: Date): void {
+  const status = effectiveStatus(stepUp, now);
+  if (status === 'expired') throw new AppError('stepup_expired');
+  if (status !== 'pending') throw new AppError('stepup_not_pending', { detail: `The step-up is ${status}.` });
+}
+
+export function remainingSets(stepUp: StepUp): string[][] {
+  const have = new Set(stepUp.proven.map((p) => p.type));
+  return stepUp.anyOf.map((set) => set.filter((t) => !have.has(t)));
+}
+
+function toRecord(row: FactorsTable): FactorRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    type: row.type,
+    status: row.status,
+    secretHash: row.secret_hash,
+    secretSealed: row.secret_sealed,
+    params: JSON.parse(row.params) as Record<string, unknown>,
+    counter: row.counter,
+  };
+}
+
+/** Charges one transaction attempt; false when the limit is reached (or the transaction moved on). */
+async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promise<boolean> {
+  const charged = await gw.store.db
+    .updateTable('stepups')
+    .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
+    .where('id', '=', stepUp.id)
+    .where('status', '=', 'pending')
+    .where('expires_at', '>', nowMs)
+    .whereRef('attempts', '<', 'max_attempts')
+    .returning('attempts')
+    .executeTakeFirst();
+  return charged !== undefined;
+}
+
+/** Charges one factor failure in advance; false when the factor is locked. */
+async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promise<boolean> {
+  const { maxFailures } = gw.config.factors;
+  const charged = await gw.store.db
+    .updateTable('factors')
+    .set((eb) => ({ failures: eb('failures', '+', 1) }))
+    .where('id', '=', factorId)
+    .where('failures', '<', maxFailures)
+    .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowMs)]))
+    .returning('failures')
+    .executeTakeFirst();
+  if (charged === undefined) {
+    // A lock that has run out restarts the count.
+    const restarted = await gw.store.db
+      .updateTable('factors')
+      .set({ failures: 1, locked_until: null })
+      .where('id', '=', factorId)
+      .where('locked_until', 'is not', null)
+      .where('locked_until', '<=', nowMs)
+      .returning('failures')
+      .executeTakeFirst();
+    return restarted !== undefined;
+  }
+  if (charged.failures >= maxFailures) {
+    // The charge that reaches the limit locks the factor (a success below still unlocks it).
+    await gw.store.db
+      .updateTable('factors')
+      .set({ locked_until: nowMs + gw.config.factors.lockSeconds * 1000 })
+      .where('id', '=', factorId)
+      .execute();
+  }
+  return true;
+}
+
+async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number): Promise<boolean> {
+  let q = tx
+    .updateTable('factors')
+    .set({
+      failures: 0,
+      locked_until: null,
+      last_used_at: nowMs,
+      updated_at: nowMs,
+      ...(change?.secretHash === undefined ? {} : { secret_hash: change.secretHash }),
+      ...(change?.counter === undefined ? {} : { counter: change.counter }),
+      ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
+    })
+    .where('id', '=', factorId);
+  // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
+  // one code exactly one matches.
+  if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
+  const updated = await q.returning('id').executeTakeFirst();
+  return updated !== undefined;
+}
+
+export interface VerifyFactorInput {
+  factor: FactorType;
+  /** Which of the user's factors of that type (several WebAuthn credentials, say). */
+  factorId?: string;
+  /** The factor-specific input (password, code, credential…). */
+  input: unknown;
+}
+
+export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: VerifyFactorInput, who: Who): Promise<VerifyResult> {
+  const now = gw.clock.now();
+  const nowMs = now.getTime();
+  assertPending(stepUp, now);
+  const allowed = remainingSets(stepUp).some((set) => set.includes(request.factor));
+  const module = gw.factors.get(request.factor);
+  if (!allowed || module === undefined) {
+    throw new AppError('factor_not_allowed', { invalidParams: [{ pointer: '/factor', reason: 'not a factor this step-up accepts (or already proven)' }] });
+  }
+  const rows = await gw.store.db
+    .selectFrom('factors')
+    .selectAll()
+    .where('user_id', '=', stepUp.userId)
+    .where('type', '=', request.factor)
+    .where('status', '=', 'active')
+    .$if(request.factorId !== undefined, (q) => q.where('id', '=', request.factorId ?? ''))
+    .execute();
+  const row = rows[0];
+  if (row === undefined || (rows.length > 1 && request.factorId === undefined)) {
+    throw new AppError('factor_not_allowed', {
+      invalidParams: [{ pointer: request.factorId === undefined ? '/factor' : '/factorId', reason: rows.length > 1 ? 'several factors of this type: name one with factorId' : 'no such enrolled factor' }],
+    });
+  }
+
+  if (!(await chargeAttempt(gw, stepUp, nowMs))) {
+    const fresh = await loadStepUp(gw, stepUp.id);
+    if (fresh !== undefined) assertPending(fresh, now);
+    await gw.store.db.transaction().execute(async (tx) => {
+      const denied = await tx.updateTable('stepups').set({ status: 'denied' }).where('id', '=', stepUp.id).where('status', '=', 'pending').returning('id').executeTakeFirst();
+      if (denied !== undefined) {
+        await gw.audit.append(tx, { type: 'stepup.denied', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'attempts_exhausted' } });
+      }
+    });
+    gw.metrics.stepups.inc({ event: 'denied' });
+    throw new AppError('attempts_exhausted');
+  }
+  if (!(await chargeFactor(gw, row.id, nowMs))) {
+    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'locked' } });
+    throw new AppError('factor_locked');
+  }
+
+  const outcome = (await module.verify(toRecord(row), request.input, { now })) as VerifyOutcome<FactorStateChange>;
+  if (!outcome.ok) {
+    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason } });
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
+    // One answer for every failure: never a hint about which secret was wrong or why.
+    throw new AppError('factor_invalid');
+  }
+
+  const result = await gw.store.db.transaction().execute(async (tx) => {
+    if (!(await applySuccess(tx, row.id, outcome.change, nowMs))) return undefined;
+    const current = await tx
+      .selectFrom('stepups')
+      .selectAll()
+      .where('id', '=', stepUp.id)
+      .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
+      .executeTakeFirstOrThrow();
+    const s = toStepUp(current);
+    assertPending(s, now);
+    const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs }];
+    const done = satisfiedAlternative(s.anyOf, proven, s.acr);
+    const amr = [...new Set(proven.flatMap((p) => p.amr))];
+    if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
+    await tx
+      .updateTable('stepups')
+      .set({
+        proven: JSON.stringify(proven),
+        amr: JSON.stringify(amr),
+        version: s.version + 1,
+        ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }),
+      })
+      .where('id', '=', s.id)
+      .where('version', '=', s.version)
+      .execute();
+    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    if (done !== undefined) {
+      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: s.acr } });
+    }
+    return toStepUp({ ...current, proven: JSON.stringify(proven), amr: JSON.stringify(amr), version: s.version + 1, ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }) });
+  });
+  if (result === undefined) {
+    // The guarded state change lost (the same one-time code used concurrently): a replay.
+    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'replayed' } });
+    throw new AppError('factor_invalid');
+  }
+  const completed = result.status === 'completed';
+  if (completed) gw.metrics.stepups.inc({ event: 'completed' });
+  return { stepUp: result, completed, remaining: remainingSets(result) };
+}

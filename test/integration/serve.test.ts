@@ -1,0 +1,243 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, type TestDatabase, testDialects } from '../helpers/stores.ts';
+
+/**
+ * `stepgate serve` as an operator runs it: a real process, configured only through the
+ * public STEPGATE_* environment names, stopped with SIGTERM.
+ */
+
+const BIN = fileURLToPath(new URL('../../bin/stepgate.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** http.shutdownGraceSeconds in config/default.yaml. */
+const DEFAULT_GRACE_SECONDS = 10;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The environment without any STEPGATE_* setting of the machine running the tests. */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('STEPGATE_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+interface Served {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<[number | null, NodeJS.Signals | null]>;
+}
+
+function serve(env: Record<string, string>, args: string[] = []): Served {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { cwd: ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    err += c.toString('utf8');
+  });
+  return { child, stdout: () => out, stderr: () => err, exited: once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]> };
+}
+
+function get(port: number, path: string, agent?: { keepAlive: boolean }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: agent?.keepAlive ? { connection: 'keep-alive' } : {} }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => {
+        body += c.toString('utf8');
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function waitForHealth(served: Served, port: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (served.child.exitCode !== null) assert.fail(`serve exited with ${served.child.exitCode}: ${served.stderr()}`);
+    try {
+      const res = await get(port, '/healthz');
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) assert.fail(`serve did not answer /healthz within ${timeoutMs} ms: ${served.stderr()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** pino JSON lines from stdout. */
+function logLines(text: string): { level: number; msg: string; [k: string]: unknown }[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { level: number; msg: string });
+}
+
+async function stopWithSigterm(served: Served): Promise<{ code: number | null; ms: number }> {
+  const started = Date.now();
+  served.child.kill('SIGTERM');
+  const [code] = await served.exited;
+  return { code, ms: Date.now() - started };
+}
+
+describe('stepgate serve', { concurrency: true }, () => {
+  const dirs: string[] = [];
+  const databases: TestDatabase[] = [];
+  after(async () => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    for (const db of databases) await db.drop();
+  });
+
+  it('starts on embedded SQLite with no configuration, generates a 0600 development master key, and stops on SIGTERM', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    try {
+      await waitForHealth(served, port);
+      const ready = await get(port, '/readyz');
+      assert.equal(ready.status, 200);
+      assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'sqlite' });
+
+      assert.ok(existsSync(join(dataDir, 'stepgate.sqlite')), 'SQLite database under the data dir');
+      const keyFile = join(dataDir, 'master.key');
+      assert.ok(existsSync(keyFile), 'development master key generated');
+      assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'master.key is readable by its owner only');
+
+      const logs = logLines(served.stdout());
+      const warning = logs.find((l) => l.level === 40 && /DEVELOPMENT MASTER KEY/.test(l.msg));
+      assert.ok(warning, 'a loud warning about the development master key');
+      assert.ok(logs.some((l) => l.msg === 'stepgate listening'), 'logs that it listens');
+      // The key itself never reaches a log line.
+      const key = readFileSync(keyFile, 'utf8').trim();
+      assert.ok(!served.stdout().includes(key) && !served.stderr().includes(key), 'the master key is not logged');
+
+      // An idle keep-alive connection must not hold the shutdown up.
+      await get(port, '/healthz', { keepAlive: true });
+      const { code, ms } = await stopWithSigterm(served);
+      assert.equal(code, 0, `exit code (stderr: ${served.stderr()})`);
+      // Nothing was in flight, so it stops at once rather than using up the grace period.
+      assert.ok(ms < (DEFAULT_GRACE_SECONDS * 1000) / 2, `stopped promptly (${ms} ms)`);
+      assert.ok(logLines(served.stdout()).some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'));
+    } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
+    }
+  });
+
+  it('SIGTERM lets an in-flight request run for http.shutdownGraceSeconds, then cuts it off and exits 0', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const configFile = join(dataDir, 'stepgate.yaml');
+    writeFileSync(configFile, 'http:\n  shutdownGraceSeconds: 1\n');
+    const port = await freePort();
+    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir }, ['--config', configFile]);
+    try {
+      await waitForHealth(served, port);
+      // A request whose body never finishes arriving stays in flight.
+      const socket = connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write('POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user');
+      const socketClosed = once(socket, 'close');
+      socket.on('error', () => {});
+      await new Promise((r) => setTimeout(r, 200));
+      const { code, ms } = await stopWithSigterm(served);
+      assert.equal(code, 0, `exit code (stderr: ${served.stderr()})`);
+      assert.ok(ms >= 900, `waited for the in-flight request (${ms} ms)`);
+      assert.ok(ms < 5000, `but no longer than the grace period (${ms} ms)`);
+      await socketClosed;
+    } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
+    }
+  });
+
+  it('prints a one-time admin set-up link on first start, to the terminal and not into the log', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir, STEPGATE_PUBLIC_URL: `http://127.0.0.1:${port}` });
+    try {
+      await waitForHealth(served, port);
+      // The link is written right after listening; give stderr a moment to arrive.
+      const deadline = Date.now() + 5000;
+      while (!/\/setup\?token=/.test(served.stderr()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const match = /(http:\/\/127\.0\.0\.1:\d+\/setup\?token=[A-Za-z0-9_%-]+)/.exec(served.stderr());
+      assert.ok(match, `set-up link printed to the terminal (stderr: ${served.stderr()})`);
+      const token = new URL(match[1] as string).searchParams.get('token') as string;
+      assert.ok(token.length >= 40, 'the token carries at least 256 bits');
+      assert.ok(!served.stdout().includes(token), 'the one-time token is not in the log stream');
+      const { code } = await stopWithSigterm(served);
+      assert.equal(code, 0);
+    } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
+    }
+  });
+
+  it('in production mode without a master key it refuses to start: exit 2, one line naming secrets.masterKey', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const served = serve({ STEPGATE_MODE: 'production', STEPGATE_PUBLIC_URL: 'https://mfa.example.com', STEPGATE_HTTP_PORT: String(await freePort()), STEPGATE_DATA_DIR: dataDir });
+    const [code] = await served.exited;
+    assert.equal(code, 2);
+    const lines = served.stderr().trim().split('\n');
+    assert.equal(lines.length, 1, `exactly one line: ${served.stderr()}`);
+    assert.match(lines[0] as string, /^config: secrets\.masterKey: /);
+    assert.ok(!existsSync(join(dataDir, 'master.key')), 'no key was generated');
+    assert.ok(!existsSync(join(dataDir, 'stepgate.sqlite')), 'no database was created');
+  });
+
+  it('an invalid environment value stops it with exit 2 naming the key', async () => {
+    const served = serve({ STEPGATE_HTTP_PORT: 'eighty' });
+    const [code] = await served.exited;
+    assert.equal(code, 2);
+    assert.equal(served.stderr().trim(), 'config: http.port: STEPGATE_HTTP_PORT must be an integer');
+  });
+
+  for (const dialect of testDialects().filter((d) => d === 'postgres')) {
+    it('with STEPGATE_DATABASE_URL it runs on PostgreSQL and nothing else changes', async () => {
+      const database = await createTestDatabase(dialect);
+      databases.push(database);
+      const port = await freePort();
+      const served = serve({
+        STEPGATE_HTTP_PORT: String(port),
+        STEPGATE_HTTP_HOST: '127.0.0.1',
+        STEPGATE_DATA_DIR: database.dataDir,
+        STEPGATE_DATABASE_URL: database.url,
+        STEPGATE_DATABASE_SCHEMA: database.schema,
+      });
+      try {
+        await waitForHealth(served, port);
+        const ready = await get(port, '/readyz');
+        assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'postgres' });
+        assert.ok(!existsSync(join(database.dataDir, 'stepgate.sqlite')), 'no SQLite file when PostgreSQL is configured');
+        const listening = logLines(served.stdout()).find((l) => l.msg === 'stepgate listening');
+        assert.ok(listening);
+        assert.match(String(listening.database), /^postgres(ql)?:\/\//);
+        const { code } = await stopWithSigterm(served);
+        assert.equal(code, 0);
+      } finally {
+        if (served.child.exitCode === null) served.child.kill('SIGKILL');
+      }
+    });
+  }
+});
