@@ -119,6 +119,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const result = configSchema.safeParse(tree);
   if (!result.success) throw firstIssue(result.error);
   const config = result.data;
+  // Development convenience: links and the issuer follow the port when no URL is set.
+  if (config.http.publicUrl === '') config.http.publicUrl = `http://localhost:${config.http.port}`;
   if (config.secrets.masterKey !== '') {
     const key = Buffer.from(config.secrets.masterKey, 'base64');
     if (key.length !== 32 || key.toString('base64') !== config.secrets.masterKey.trim()) {

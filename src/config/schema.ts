@@ -11,7 +11,7 @@ export const configSchema = z.strictObject({
   http: z.strictObject({
     port: z.number().int().min(0).max(65535),
     host: z.string().min(1),
-    publicUrl: z.url({ protocol: /^https?$/ }),
+    publicUrl: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]),
     trustProxyHops: z.number().int().min(0).max(10),
     bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024),
     requestTimeoutSeconds: positiveInt,

@@ -57,7 +57,7 @@ export function testConfig(database: TestDatabase, overrides: Record<string, unk
         database: { url: database.url, schema: database.schema },
         secrets: { masterKey },
         log: { level: 'info' },
-        http: { port: 0, host: '127.0.0.1' },
+        http: { port: 0, host: '127.0.0.1', publicUrl: 'http://localhost:8080' },
       },
       overrides,
     ),

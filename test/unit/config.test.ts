@@ -32,6 +32,14 @@ describe('configuration', () => {
     assert.equal(c.http.port, 8080);
     assert.equal(c.database.url, '');
     assert.equal(c.password.argon2.memoryKiB, 19456);
+    assert.equal(c.http.publicUrl, 'http://localhost:8080');
+  });
+
+  it('derives the development public URL from the port unless one is set', () => {
+    assert.equal(loadConfig({ env: { STEPGATE_HTTP_PORT: '18080' } }).http.publicUrl, 'http://localhost:18080');
+    assert.equal(loadConfig({ env: { STEPGATE_HTTP_PORT: '18080', STEPGATE_PUBLIC_URL: 'http://gw.test:9' } }).http.publicUrl, 'http://gw.test:9');
+    // Production never falls back to it: an unset URL is refused as not https.
+    assert.equal(errorKey(() => loadConfig({ env: { STEPGATE_MODE: 'production', STEPGATE_MASTER_KEY: KEY } })), 'http.publicUrl');
   });
 
   it('applies the public STEPGATE_* environment names', () => {
