@@ -4,6 +4,7 @@ import cookieParser from 'cookie-parser';
 import type { Gateway } from './gateway.ts';
 import { ApiRegistry, buildOpenApi } from './http/api-registry.ts';
 import { errorHandler, notFound } from './http/error-handler.ts';
+import { refuseControlCharacters } from './http/input-guard.ts';
 import { healthRouter } from './http/health-router.ts';
 import { locals, requestId } from './http/request-context.ts';
 import { loadSession } from './http/session.ts';
@@ -72,6 +73,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));
   app.use(cookieParser());
+  // Before the session lookup and every router: nothing is read, charged or written for such input.
+  app.use(refuseControlCharacters(api.routes));
   app.use(loadSession(gw));
 
   app.use(healthRouter(gw, api));

@@ -117,7 +117,7 @@ function validateCreateInput(input: CreateUserInput, username: string): { displa
   }
   const displayName = (input.displayName ?? username).normalize('NFC').trim() || username;
   if (displayName.length > 128 || /\p{Cc}/u.test(displayName)) {
-    invalid.push({ pointer: '/displayName', reason: 'at most 128 characters, no control characters' });
+    invalid.push({ pointer: '/display_name', reason: 'at most 128 characters, no control characters' });
   }
   const roles = [...new Set(input.roles ?? [])];
   roles.forEach((r, i) => {

@@ -81,7 +81,6 @@ const setupForm = z.strictObject({
 
 const FIELD_OF_POINTER: Record<string, 'username' | 'displayName' | 'password'> = {
   '/username': 'username',
-  '/displayName': 'displayName',
   '/display_name': 'displayName',
   '/password': 'password',
   '/password_confirm': 'password',

@@ -195,6 +195,11 @@ for (const dialect of testDialects()) {
         [{ username: 'dave', password: PASSWORD, groups: [''] }, 'validation_failed', '/groups/0'],
         [{ username: 'dave', password: PASSWORD, groups: ['bad group!'] }, 'validation_failed', '/groups/0'],
         [{ username: 'dave' }, 'validation_failed', '/password'],
+        // The pointer names the wire field, not the flow's property (B2): a control character
+        // (refused by the input guard) and a C1 control and an overlong name (refused by the flow).
+        [{ username: 'dave', password: PASSWORD, display_name: 'a\u0007' }, 'validation_failed', '/display_name'],
+        [{ username: 'dave', password: PASSWORD, display_name: 'a\u0085b' }, 'validation_failed', '/display_name'],
+        [{ username: 'dave', password: PASSWORD, display_name: 'x'.repeat(200) }, 'validation_failed', '/display_name'],
         [{ username: 42, password: PASSWORD }, 'validation_failed', '/username'],
         [{ username: 'da ve', password: PASSWORD }, 'validation_failed', '/username'],
         [{ username: 'dave', password: '1234567' }, 'password_policy', '/password'],

@@ -16,6 +16,7 @@ import { invalidParamsOf } from '../../src/http/validate.ts';
 import { sessionCookieName } from '../../src/http/session.ts';
 import type { Database } from '../../src/store/schema.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { makeUser, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 /**
@@ -56,8 +57,13 @@ function assertProblem(res: HttpResult, label: string): ProblemBody {
   return body;
 }
 
-function concretePath(path: string): string {
-  return path.replace(/:([A-Za-z0-9_]+)/g, (_m, name: string) => `probe-${name}`);
+function concretePath(path: string, params: Record<string, string> = {}): string {
+  return path.replace(/:([A-Za-z0-9_]+)/g, (_m, name: string) => params[name] ?? `probe-${name}`);
+}
+
+/** The route's path parameter names (`:id` → `id`). */
+function pathParams(path: string): string[] {
+  return [...path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1] as string);
 }
 
 interface JsonSchema {
@@ -120,10 +126,12 @@ interface Caller {
   name: string;
   headers: Record<string, string>;
   passes: SecurityScheme[];
+  /** Path parameters that get this caller past its authentication (the step-up its ticket is for). */
+  params?: Record<string, string>;
 }
 
-function send(tg: TestGateway, route: RouteSpec, caller: Caller) {
-  return tg.http()[route.method](concretePath(route.path)).set(caller.headers);
+function send(tg: TestGateway, route: RouteSpec, caller: Caller, path = concretePath(route.path, caller.params)) {
+  return tg.http()[route.method](path).set(caller.headers);
 }
 
 /**
@@ -163,6 +171,39 @@ async function auditRows(tg: TestGateway): Promise<number> {
   return Number(row.n);
 }
 
+/** Every row of every table (bad input must not even touch a counter or a last-seen time). */
+async function tableSnapshot(tg: TestGateway): Promise<Record<string, string[]>> {
+  const tables = await tg.gw.store.db.introspection.getTables();
+  const out: Record<string, string[]> = {};
+  for (const { name } of tables) {
+    if (name.startsWith('stepgate_migrations')) continue;
+    const rows = await tg.gw.store.db.selectFrom(name as keyof Database).selectAll().execute();
+    out[name] = rows.map((r) => JSON.stringify(r)).sort();
+  }
+  return out;
+}
+
+/** Top-level property names of a body schema, across union alternatives. */
+function propertyNames(schema: JsonSchema): string[] {
+  const names = new Set(Object.keys(schema.properties ?? {}));
+  for (const alt of [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])]) for (const n of Object.keys(alt.properties ?? {})) names.add(n);
+  return [...names];
+}
+
+function queryNames(route: RouteSpec): string[] {
+  if (route.query === undefined) return [];
+  const schema = z.toJSONSchema(route.query as z.ZodType, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as JsonSchema;
+  return Object.keys(schema.properties ?? {});
+}
+
+function pointersOf(body: ProblemBody): string[] {
+  return (body.invalid_params ?? []).map((p) => p.pointer);
+}
+
+function basicHeader(id: string, secret: string): string {
+  return `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
+}
+
 for (const dialect of testDialects()) {
   describe(`HTTP basics: ${dialect}`, () => {
     let tg: TestGateway;
@@ -193,6 +234,12 @@ for (const dialect of testDialects()) {
       assert.ok(clientSecret !== undefined);
       const basic = Buffer.from(`${encodeURIComponent(client.clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64');
       callers.push({ name: 'relying client', headers: { Authorization: `Basic ${basic}` }, passes: ['none', 'clientBasic'] });
+      // A pending step-up and its ticket, so the ticket routes (status, verify, challenge) are proven too.
+      await setPolicies(tg.gw, [{ id: 'sweep', action: 'payment.code', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', tokenTtlSeconds: 120 }]);
+      await makeUser(tg.gw, 'sweep-user');
+      const created = await tg.http().post('/v1/stepup').set('Authorization', `Basic ${basic}`).send({ subject: 'sweep-user', action: 'payment.code', context: { amount: '1.00', currency: 'CNY' } });
+      assert.equal(created.status, 201, created.text);
+      callers.push({ name: 'step-up ticket', headers: { Authorization: `Ticket ${created.body.ticket as string}` }, passes: ['none', 'ticket'], params: { id: created.body.stepup_id as string } });
     });
     after(async () => {
       server.close();
@@ -302,7 +349,7 @@ for (const dialect of testDialects()) {
         );
       });
 
-      for (const callerName of ['anonymous', 'admin session', 'relying client']) {
+      for (const callerName of ['anonymous', 'admin session', 'relying client', 'step-up ticket']) {
         it(`bad bodies are 4xx problem+json naming the field and change nothing (${callerName})`, async (t) => {
           const found = callers.find((c) => c.name === callerName);
           if (found === undefined) throw new TypeError(`no caller ${callerName}`);
@@ -394,6 +441,114 @@ for (const dialect of testDialects()) {
           t.diagnostic(`validation proven as ${caller.name}: ${proven.map((l) => l.replace(/ \(.*\)$/, '')).join(', ')}`);
         });
       }
+    });
+
+    describe('every route with query or path parameters', () => {
+      it('wrong, repeated and unknown query parameters and absurd path parameters are 4xx problem+json naming the parameter', async () => {
+        const countsBefore = await tableCounts(tg);
+        const proven: string[] = [];
+        for (const route of routes.filter((r) => r.query !== undefined || pathParams(r.path).length > 0)) {
+          const security = route.security ?? ['none'];
+          const caller = callers.find((c) => security.some((s) => c.passes.includes(s))) ?? (callers[0] as Caller);
+          const label = `${route.method.toUpperCase()} ${route.path} (${caller.name})`;
+          const base = concretePath(route.path, caller.params);
+          if (route.query !== undefined) {
+            const unknown = await send(tg, route, caller, `${base}?unexpected_param=1`);
+            const unknownProblem = assertProblem(unknown, `${label}: unknown query parameter`);
+            if (!(route.query as z.ZodType).safeParse({ unexpected_param: '1' }).success) {
+              assert.equal(unknownProblem.code, 'validation_failed', `${label}: unknown query parameter`);
+              assert.ok(pointersOf(unknownProblem).includes('/unexpected_param'), `${label}: unknown query parameter named (${pointersOf(unknownProblem).join(' ')})`);
+            }
+            for (const name of queryNames(route)) {
+              const repeated = await send(tg, route, caller, `${base}?${name}=1&${name}=2`);
+              assert.equal(repeated.status, 400, `${label}: repeated ${name}`);
+              assert.ok(pointersOf(assertProblem(repeated, `${label}: repeated ${name}`)).includes(`/${name}`), `${label}: repeated ${name} is named`);
+              const huge = await send(tg, route, caller, `${base}?${name}=${'9'.repeat(3000)}`);
+              if (huge.status >= 400) assertProblem(huge, `${label}: huge ${name}`);
+              else assert.ok(huge.status < 300, `${label}: huge ${name} is refused or harmless`);
+            }
+          }
+          for (const name of pathParams(route.path)) {
+            const absurd = concretePath(route.path, { ...caller.params, [name]: `${'z'.repeat(300)}..%2F..%2Fetc` });
+            assertProblem(await send(tg, route, caller, absurd), `${label}: absurd ${name}`);
+          }
+          proven.push(label);
+        }
+        assert.deepEqual(await tableCounts(tg), countsBefore, 'bad parameters changed no table');
+        assert.ok(proven.some((l) => l.includes('/v1/stepup/:id') && l.includes('step-up ticket')), 'the ticket routes were reached');
+      });
+    });
+
+    describe('control characters in any input', () => {
+      it('NUL and control characters in bodies, queries, path parameters and Basic credentials are 400 naming the field, before anything is read or written', async () => {
+        const before = await tableSnapshot(tg);
+        const auditBefore = await auditRows(tg);
+        const checked: string[] = [];
+        const expectField = (res: HttpResult, label: string, pointer: string) => {
+          assert.equal(res.status, 400, `${label}: ${res.text.slice(0, 300)}`);
+          const problem = assertProblem(res, label);
+          assert.equal(problem.code, 'validation_failed', label);
+          assert.ok(pointersOf(problem).includes(pointer), `${label}: names ${pointer} (got ${pointersOf(problem).join(' ')})`);
+          checked.push(label);
+        };
+        for (const route of routes) {
+          const security = route.security ?? ['none'];
+          const reaching = callers.find((c) => security.some((s) => c.passes.includes(s)));
+          // Anonymous too: the refusal comes before authentication, so nobody gets further.
+          for (const caller of new Set([callers[0] as Caller, ...(reaching === undefined ? [] : [reaching])])) {
+            const label = `${route.method.toUpperCase()} ${route.path} (${caller.name})`;
+            const base = concretePath(route.path, caller.params);
+            if (route.body !== undefined) {
+              for (const name of propertyNames(bodySchemaOf(route))) {
+                expectField(await send(tg, route, caller).type('json').send(JSON.stringify({ [name]: 'a\u0000b' })), `${label}: NUL in ${name}`, `/${name}`);
+                if (!/password/i.test(name)) {
+                  expectField(await send(tg, route, caller).type('json').send(JSON.stringify({ [name]: 'a\u0007b' })), `${label}: BEL in ${name}`, `/${name}`);
+                }
+              }
+              expectField(await send(tg, route, caller).type('json').send(JSON.stringify({ nested_probe: { deep: ['fine', 'a\u0000'] } })), `${label}: nested NUL`, '/nested_probe/deep/1');
+              expectField(await send(tg, route, caller).type('json').send(JSON.stringify({ 'key\u0000': 1 })), `${label}: NUL in a field name`, '/key\u0000');
+            }
+            for (const name of [...queryNames(route), 'probe']) {
+              for (const bad of ['%00', '%07', '%7F', '%0A']) expectField(await send(tg, route, caller, `${base}?${name}=a${bad}b`), `${label}: ${bad} in query ${name}`, `/${name}`);
+            }
+            for (const name of pathParams(route.path)) {
+              for (const bad of ['%00', '%1B']) {
+                expectField(await send(tg, route, caller, concretePath(route.path, { ...caller.params, [name]: `a${bad}b` })), `${label}: ${bad} in path ${name}`, `/${name}`);
+              }
+            }
+          }
+        }
+        // Basic credentials with control characters, raw or form-encoded (RFC 6749 §2.3.1).
+        for (const [id, secret, pointer] of [['a\u0000b', 'secret', '/client_id'], ['a%00b', 'secret', '/client_id'], ['client', 'se\u0007cret', '/client_secret']] as const) {
+          expectField(await tg.http().get('/v1/clients/me').set('Authorization', basicHeader(id, secret)), `Basic ${JSON.stringify(id)}:${JSON.stringify(secret)}`, pointer);
+        }
+        // The cases the audit found, spelled out.
+        expectField(await tg.http().post('/v1/login').send({ username: 'a\u0000b', password: 'whatever it is 1' }), 'login username NUL', '/username');
+        expectField(await tg.http().post('/v1/login').send({ username: 'sweep-user', password: 'pass\u0000word' }), 'login password NUL', '/password');
+        // Form bodies on pages: the login, set-up and step-up forms.
+        expectField(await tg.http().post('/login').type('form').send('username=a%00b&password=x&_login_csrf=y'), 'login form', '/username');
+        expectField(await tg.http().post('/setup').type('form').send('token=t%00&csrf=c&username=u&password=p&password_confirm=p'), 'set-up form', '/token');
+        const ticketCaller = callers.find((c) => c.name === 'step-up ticket') as Caller;
+        expectField(await tg.http().post(`/stepup/${ticketCaller.params?.id}/verify`).type('form').send('factor=password&password=%00'), 'step-up page form', '/password');
+        // A page path segment (not an API parameter) is refused too.
+        assertProblem(await tg.http().get('/stepup/stp_%00abc'), 'page path with NUL');
+
+        assert.deepEqual(await tableSnapshot(tg), before, 'no row was read-and-charged, written or touched');
+        assert.equal(await auditRows(tg), auditBefore, 'nothing audited');
+        assert.ok(checked.some((l) => l.includes('/v1/stepup/:id/verify') && l.includes('step-up ticket')));
+        assert.ok(checked.some((l) => l.includes('/v1/admin/users/:id/unlock')));
+      });
+
+      it('a password may hold other control characters (only NUL is never valid), and a cookie holding one is ignored', async () => {
+        const odd = await tg.http().post('/v1/login').send({ username: 'sweep-user', password: 'tab\there\u0007bell' });
+        assert.equal(odd.status, 401, odd.text);
+        assert.equal(assertProblem(odd, 'odd password').code, 'invalid_credentials');
+        const admin = callers.find((c) => c.name === 'admin session') as Caller;
+        const cookie = await tg.http().get('/v1/me').set('Cookie', 'stepgate_session=abc%00def');
+        assert.equal(cookie.status, 401, 'a NUL cookie is no session, and no 500');
+        const ok = await tg.http().get('/v1/me').set(admin.headers);
+        assert.equal(ok.status, 200);
+      });
     });
 
     describe('operations endpoints', () => {

@@ -90,6 +90,17 @@ for (const dialect of testDialects()) {
       assert.equal((await verifyAuditChain(t.gw.store.db)).ok, true);
     });
 
+    it('names the wire field display_name when the display name is refused', async () => {
+      const token = tokenOf((await firstRunSetupLink(t.gw))!);
+      for (const display_name of ['a\u0007', 'a\u0085b', 'x'.repeat(200)]) {
+        const res = await t.http().post('/v1/setup').send({ token, username: 'root', password: PASSWORD, display_name });
+        assert.equal(res.status, 400, JSON.stringify(res.body));
+        assert.equal(res.body.code, 'validation_failed');
+        assert.deepEqual(res.body.invalid_params.map((p: { pointer: string }) => p.pointer), ['/display_name']);
+      }
+      assert.equal(await userCount(), 0);
+    });
+
     it('refuses unknown, expired and superseded tokens and creates nothing', async () => {
       const first = tokenOf((await firstRunSetupLink(t.gw))!);
       const second = tokenOf((await firstRunSetupLink(t.gw))!);

@@ -1,0 +1,164 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { AppError, type InvalidParam } from '../errors/app-error.ts';
+import type { RouteSpec } from './api-registry.ts';
+import { parseBasicCredentials } from './client-auth.ts';
+
+/**
+ * Control characters are refused in one place, before any router, session lookup or
+ * counter runs: PostgreSQL cannot store NUL in text ("invalid byte sequence for encoding
+ * UTF8: 0x00", a 500 — possibly after an attempt was already charged), and no identifier,
+ * name, filter or code we accept can contain a control character.
+ *
+ *   - NUL (U+0000) is refused everywhere, passwords included.
+ *   - In JSON and form bodies, the other C0 characters are refused too, except TAB, LF and
+ *     CR (multi-line text such as a policy description) and except in password fields,
+ *     which may hold whatever a password manager produced.
+ *   - Query parameters, path segments and Basic credentials refuse every C0 character
+ *     and DEL.
+ *   - A cookie holding one is ignored (dropped), as a forged cookie would be.
+ *
+ * The answer is 400 `validation_failed`; `invalid_params[].pointer` names the field: a
+ * JSON pointer into the body, `/<name>` for a query or path parameter (the detail says
+ * which part of the request), `/client_id` or `/client_secret` for Basic credentials.
+ */
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const ANY_CONTROL = /[\u0000-\u001f\u007f]/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const BODY_CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+const NUL = '\u0000';
+const MAX_REPORTED = 20;
+
+/** Body fields whose value is a password: only NUL is refused there. */
+function isPasswordField(key: string): boolean {
+  return /password|passphrase/i.test(key);
+}
+
+function pointerOf(path: readonly (string | number)[]): string {
+  return path.map((p) => `/${String(p).replaceAll('~', '~0').replaceAll('/', '~1')}`).join('');
+}
+
+function describeChar(value: string, re: RegExp): string {
+  const m = re.exec(value);
+  const code = m?.[0].codePointAt(0) ?? 0;
+  return `U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/** Every field of a parsed body holding a forbidden character (iterative: bodies may nest deeply). */
+function bodyIssues(body: unknown): InvalidParam[] {
+  const out: InvalidParam[] = [];
+  const stack: { value: unknown; path: (string | number)[]; password: boolean }[] = [{ value: body, path: [], password: false }];
+  while (stack.length > 0 && out.length < MAX_REPORTED) {
+    const { value, path, password } = stack.pop() as (typeof stack)[number];
+    if (typeof value === 'string') {
+      if (value.includes(NUL)) out.push({ pointer: pointerOf(path), reason: 'must not contain NUL (U+0000)' });
+      else if (!password && BODY_CONTROL.test(value)) {
+        out.push({ pointer: pointerOf(path), reason: `must not contain control characters (found ${describeChar(value, BODY_CONTROL)})` });
+      }
+    } else if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i -= 1) stack.push({ value: value[i], path: [...path, i], password });
+    } else if (typeof value === 'object' && value !== null) {
+      const entries = Object.entries(value as Record<string, unknown>);
+      for (let i = entries.length - 1; i >= 0; i -= 1) {
+        const [key, child] = entries[i] as [string, unknown];
+        if (ANY_CONTROL.test(key)) {
+          out.push({ pointer: pointerOf([...path, key]), reason: 'field names must not contain control characters' });
+          continue;
+        }
+        stack.push({ value: child, path: [...path, key], password: password || isPasswordField(key) });
+      }
+    }
+  }
+  return out;
+}
+
+function queryIssues(query: unknown): InvalidParam[] {
+  const out: InvalidParam[] = [];
+  if (typeof query !== 'object' || query === null) return out;
+  for (const [key, value] of Object.entries(query as Record<string, unknown>)) {
+    const values = Array.isArray(value) ? value : [value];
+    if (ANY_CONTROL.test(key) || values.some((v) => typeof v === 'string' && ANY_CONTROL.test(v))) {
+      out.push({ pointer: pointerOf([key]), reason: 'query parameters must not contain control characters' });
+    }
+    if (out.length >= MAX_REPORTED) break;
+  }
+  return out;
+}
+
+function decodeSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The name of the route parameter at segment `index` of `path`, if a registered route matches. */
+function parameterName(routes: readonly RouteSpec[], method: string, segments: string[], index: number): string | undefined {
+  let fallback: string | undefined;
+  for (const route of routes) {
+    const pattern = route.path.split('/');
+    if (pattern.length !== segments.length) continue;
+    if (!pattern.every((p, i) => p.startsWith(':') || p === segments[i])) continue;
+    const name = pattern[index]?.startsWith(':') === true ? (pattern[index] as string).slice(1) : undefined;
+    if (name === undefined) continue;
+    if (route.method === method) return name;
+    fallback ??= name;
+  }
+  return fallback;
+}
+
+function pathIssues(req: Request, routes: readonly RouteSpec[]): InvalidParam[] {
+  const segments = req.path.split('/');
+  const out: InvalidParam[] = [];
+  segments.forEach((segment, index) => {
+    const decoded = decodeSegment(segment);
+    if (decoded === undefined || !ANY_CONTROL.test(decoded)) return;
+    const name = parameterName(routes, req.method.toLowerCase(), segments, index);
+    out.push(
+      name === undefined
+        ? { pointer: '', reason: `path segment ${index} must not contain control characters` }
+        : { pointer: pointerOf([name]), reason: 'path parameters must not contain control characters' },
+    );
+  });
+  return out;
+}
+
+function basicIssues(req: Request): InvalidParam[] {
+  const header = req.headers.authorization;
+  if (header === undefined || !/^basic /i.test(header)) return [];
+  const credentials = parseBasicCredentials(header);
+  if (credentials === undefined) return [];
+  const out: InvalidParam[] = [];
+  if (ANY_CONTROL.test(credentials.clientId)) out.push({ pointer: '/client_id', reason: 'the client id in the Authorization header must not contain control characters' });
+  if (ANY_CONTROL.test(credentials.secret)) out.push({ pointer: '/client_secret', reason: 'the client secret in the Authorization header must not contain control characters' });
+  return out;
+}
+
+function dropBadCookies(req: Request): void {
+  const cookies = req.cookies as Record<string, unknown> | undefined;
+  if (cookies === undefined || cookies === null) return;
+  for (const [name, value] of Object.entries(cookies)) {
+    if (ANY_CONTROL.test(name) || (typeof value === 'string' && ANY_CONTROL.test(value))) delete cookies[name];
+  }
+}
+
+/**
+ * The middleware; `routes` is read at request time (the API registry fills up after the
+ * middleware is installed) to name path parameters.
+ */
+export function refuseControlCharacters(routes: readonly RouteSpec[]): RequestHandler {
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    const checks: [InvalidParam[], string][] = [
+      [pathIssues(req, routes), 'The request path is invalid.'],
+      [queryIssues(req.query), 'The request query is invalid.'],
+      [basicIssues(req), 'The Authorization header is invalid.'],
+      [bodyIssues(req.body), 'The request body is invalid.'],
+    ];
+    for (const [issues, detail] of checks) {
+      if (issues.length > 0) throw new AppError('validation_failed', { detail, invalidParams: issues });
+    }
+    dropBadCookies(req);
+    next();
+  };
+}
