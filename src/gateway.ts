@@ -5,7 +5,8 @@ import { loadMasterKey } from './crypto/master-key.ts';
 import { Sealer } from './crypto/sealer.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { openStore, type Store, sqliteFileFor } from './store/database.ts';
+import { openStore, redactUrl, type Store, sqliteFileFor } from './store/database.ts';
+import { describeError, StartupError } from './errors/startup-error.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
@@ -39,14 +40,27 @@ export interface CreateGatewayOptions {
   migrate?: boolean;
 }
 
+/**
+ * Opens the configured database and checks that it answers; an unreachable or unopenable
+ * database is a StartupError naming it (password masked), which the CLI prints as one line.
+ */
 export async function openConfiguredStore(config: Config): Promise<Store> {
-  return openStore({
-    url: config.database.url,
-    sqliteFile: sqliteFileFor(config.dataDir),
-    schema: config.database.schema,
-    poolMax: config.database.poolMax,
-    sqliteBusyTimeoutMs: config.database.sqliteBusyTimeoutMs,
-  });
+  const where = config.database.url === '' ? `SQLite database ${sqliteFileFor(config.dataDir)}` : `PostgreSQL database ${redactUrl(config.database.url)}`;
+  let store: Store | undefined;
+  try {
+    store = await openStore({
+      url: config.database.url,
+      sqliteFile: sqliteFileFor(config.dataDir),
+      schema: config.database.schema,
+      poolMax: config.database.poolMax,
+      sqliteBusyTimeoutMs: config.database.sqliteBusyTimeoutMs,
+    });
+    await store.ping();
+    return store;
+  } catch (err) {
+    await store?.close().catch(() => undefined);
+    throw new StartupError(`cannot open the ${where}: ${describeError(err)}`, { cause: err });
+  }
 }
 
 export async function createGateway(config: Config, options: CreateGatewayOptions = {}): Promise<Gateway> {

@@ -1,16 +1,38 @@
 import { ConfigError, type Command, parseCommandArgs, UsageError } from './cli/command.ts';
 import { commands } from './cli/commands.ts';
+import { describeError, isOperationalError } from './errors/startup-error.ts';
+
+/**
+ * Exit statuses: 0 success; 1 the command failed (a refused input, a broken audit chain, an
+ * unreachable database, a port in use — one line on stderr); 2 usage or configuration error
+ * (one line naming the option or the key), also for a master key that does not open the
+ * database's sealed values.
+ */
+
+function listing(list: readonly Command[]): string[] {
+  const width = Math.max(...list.map((c) => c.name.join(' ').length));
+  return list.map((c) => `  ${c.name.join(' ').padEnd(width)}  ${c.summary}`);
+}
 
 function helpText(): string {
-  const width = Math.max(...commands.map((c) => c.name.join(' ').length));
   return [
     'Stepgate — multi-factor step-up gateway for payment systems.',
     '',
     'Usage: stepgate <command> [options]   (every command takes --help and --config FILE)',
     '',
-    ...commands.map((c) => `  ${c.name.join(' ').padEnd(width)}  ${c.summary}`),
+    ...listing(commands),
     '',
   ].join('\n');
+}
+
+/** Commands sharing a first word (`keys`, `users`, …): `stepgate keys --help` lists them. */
+function groupOf(word: string | undefined): Command[] {
+  if (word === undefined) return [];
+  return commands.filter((c) => c.name.length > 1 && c.name[0] === word);
+}
+
+function groupHelp(word: string, group: Command[]): string {
+  return [`Usage: stepgate ${word} <command> [options]   (each takes --help and --config FILE)`, '', ...listing(group), ''].join('\n');
 }
 
 function findCommand(argv: string[]): { command: Command; rest: string[] } | undefined {
@@ -22,23 +44,39 @@ function findCommand(argv: string[]): { command: Command; rest: string[] } | und
   return undefined;
 }
 
+const HELP = new Set(['--help', '-h', 'help']);
+
 export async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+  if (argv.length === 0 || HELP.has(argv[0] as string)) {
     process.stdout.write(helpText());
     return argv.length === 0 ? 2 : 0;
   }
   const found = findCommand(argv);
   if (found === undefined) {
+    const group = groupOf(argv[0]);
+    if (group.length > 0) {
+      const asked = argv.length === 2 && HELP.has(argv[1] as string);
+      if (asked) {
+        process.stdout.write(groupHelp(argv[0] as string, group));
+        return 0;
+      }
+      const what = argv.length === 1 ? `'${argv[0]}' needs a command` : `unknown command '${argv.join(' ')}'`;
+      process.stderr.write(`stepgate: ${what}\n\n${groupHelp(argv[0] as string, group)}`);
+      return 2;
+    }
     process.stderr.write(`stepgate: unknown command '${argv.join(' ')}'\n\n${helpText()}`);
     return 2;
   }
   const { command, rest } = found;
+  const name = command.name.join(' ');
   try {
     const args = parseCommandArgs(command, rest);
     if (args.values.help === true) {
       process.stdout.write(`${command.summary}\n\nUsage: ${command.usage}\n`);
       return 0;
     }
+    const allowed = command.positionals ?? 0;
+    if (args.positionals.length > allowed) throw new UsageError(`unexpected argument '${args.positionals[allowed] as string}'`);
     return await command.run(args);
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -46,8 +84,13 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`stepgate ${command.name.join(' ')}: ${(err as Error).message}\nUsage: ${command.usage}\n`);
+      process.stderr.write(`stepgate ${name}: ${(err as Error).message}\nUsage: ${command.usage}\n`);
       return 2;
+    }
+    // The environment's fault (port taken, database down, disk not writable): one line.
+    if (isOperationalError(err)) {
+      process.stderr.write(`stepgate ${name}: ${describeError(err)}\n`);
+      return 1;
     }
     throw err;
   }

@@ -169,6 +169,7 @@ export const clientsRotateSecretCommand: Command = {
     '  --json  print exactly {"client_id":"…","client_secret":"…"}',
   ].join('\n'),
   options: { json: { type: 'boolean' } },
+  positionals: 1,
   async run(args) {
     const clientId = oneClientId(args);
     return withGateway(args, async (gw) => {
@@ -191,6 +192,7 @@ export const clientsDisableCommand: Command = {
   summary: 'Disable a client: its credentials stop working at once.',
   usage: 'stepgate clients disable CLIENT_ID [--config FILE]',
   options: {},
+  positionals: 1,
   async run(args) {
     const clientId = oneClientId(args);
     return withGateway(args, async (gw) => {

@@ -9,6 +9,8 @@ export interface Command {
   summary: string;
   usage: string;
   options: ParseArgsOptionsConfig;
+  /** How many positional arguments it takes at most (default none: a stray one is exit 2). */
+  positionals?: number;
   run(args: CommandArgs): Promise<number>;
 }
 

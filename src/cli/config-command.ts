@@ -1,3 +1,4 @@
+import { maskSecrets } from '../config/mask-secrets.ts';
 import type { Command } from './command.ts';
 
 export const configCheckCommand: Command = {
@@ -7,8 +8,7 @@ export const configCheckCommand: Command = {
   options: {},
   async run(args) {
     const config = args.config();
-    const masked = { ...config, secrets: { masterKey: config.secrets.masterKey === '' ? '' : '***' } };
-    args.out(JSON.stringify(masked, null, 2));
+    args.out(JSON.stringify(maskSecrets(config), null, 2));
     return 0;
   },
 };

@@ -55,6 +55,7 @@ export const policiesApplyCommand: Command = {
     '  is refused (conflict) rather than applied against a set you did not see: run it again.',
   ].join('\n'),
   options: { 'dry-run': { type: 'boolean' }, comment: { type: 'string' } },
+  positionals: 1,
   async run(args) {
     if (args.positionals.length !== 1) throw new UsageError('give exactly one policy file');
     const file = args.positionals[0] as string;

@@ -5,6 +5,7 @@ import { firstRunSetupLink } from '../flows/admin-setup.ts';
 import { startMaintenance } from '../flows/maintenance.ts';
 import type { Config } from '../config/schema.ts';
 import type { Command } from './command.ts';
+import { describeError, StartupError } from '../errors/startup-error.ts';
 
 export interface RunningServer {
   gateway: Gateway;
@@ -21,10 +22,15 @@ export async function startServer(config: Config, gateway?: Gateway): Promise<Ru
   server.requestTimeout = config.http.requestTimeoutSeconds * 1000;
   server.headersTimeout = config.http.headersTimeoutSeconds * 1000;
   server.keepAliveTimeout = config.http.keepAliveTimeoutSeconds * 1000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.http.port, config.http.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.http.port, config.http.host, () => resolve());
+    });
+  } catch (err) {
+    if (gateway === undefined) await gw.close();
+    throw new StartupError(`cannot listen on ${config.http.host}:${config.http.port}: ${describeError(err)} (is another process listening there? set http.port / STEPGATE_HTTP_PORT)`, { cause: err });
+  }
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
   const stopMaintenance = startMaintenance(gw, config.maintenance.intervalSeconds);

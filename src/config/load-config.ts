@@ -29,6 +29,45 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   STEPGATE_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
 };
 
+/**
+ * STEPGATE_* names other components own: the test harness (STEPGATE_TEST_STRICT,
+ * STEPGATE_TEST_DATABASE_URL…) and the reference payment-code service, which reads its own
+ * STEPGATE_PAYMENT_CODE_* settings. Any other unknown STEPGATE_* name is a typo and stops
+ * the start (docs/configuration.md lists both).
+ */
+export const FOREIGN_ENV_PREFIXES: readonly string[] = ['STEPGATE_TEST_', 'STEPGATE_PAYMENT_CODE_'];
+
+/** The environment names the gateway reads (docs/configuration.md). */
+export function gatewayEnvNames(): string[] {
+  return Object.keys(ENV_KEYS);
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i += 1) {
+    let diagonal = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j += 1) {
+      const above = row[j] as number;
+      row[j] = Math.min(above + 1, (row[j - 1] as number) + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length] as number;
+}
+
+function refuseUnknownEnv(env: NodeJS.ProcessEnv): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('STEPGATE_') || value === undefined || value === '') continue;
+    if (name in ENV_KEYS || FOREIGN_ENV_PREFIXES.some((p) => name.startsWith(p))) continue;
+    const closest = Object.keys(ENV_KEYS)
+      .map((known) => ({ known, d: editDistance(name, known) }))
+      .sort((x, y) => x.d - y.d)[0];
+    const hint = closest !== undefined && closest.d <= 3 ? `; did you mean ${closest.known}?` : '';
+    throw new ConfigError(name, `unknown environment variable${hint} (see docs/configuration.md)`);
+  }
+}
+
 type Tree = Record<string, unknown>;
 
 function isTree(v: unknown): v is Tree {
@@ -63,6 +102,7 @@ function readYaml(file: string): Tree {
 }
 
 function envOverrides(env: NodeJS.ProcessEnv): Tree {
+  refuseUnknownEnv(env);
   let out: Tree = {};
   for (const [name, spec] of Object.entries(ENV_KEYS)) {
     const raw = env[name];

@@ -23,7 +23,8 @@ export function loadMasterKey(configured: string, dataDir: string, mode: 'develo
     if (bytes.length !== 32) throw new TypeError(`${file} does not hold a base64 32-byte key`);
     return { key: masterKeyFromBytes(bytes), origin: 'existing-file', file };
   }
-  mkdirSync(dataDir, { recursive: true });
+  // Private like the database next to it (store/database.ts): 0700 when we create it.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const bytes = randomBytes(32);
   writeFileSync(file, `${bytes.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(file, 0o600);

@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialectConfig, sql, type TableMetadata, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
@@ -35,7 +35,8 @@ export interface OpenStoreOptions {
 const INT8_OID = 20;
 const NUMERIC_OID = 1700;
 
-function redactUrl(url: string): string {
+/** A database URL without its password, for logs and error messages. */
+export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password !== '') u.password = '***';
@@ -50,8 +51,22 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   return openSqlite(options);
 }
 
+/**
+ * The data directory and the database hold password hashes and sealed secrets: a directory
+ * we create is 0700 and a database file we create is 0600 (SQLite gives its -wal and -shm
+ * files the database file's mode). Existing ones keep the mode the operator gave them.
+ */
+function createPrivateFile(file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  try {
+    closeSync(openSync(file, 'wx', 0o600));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 async function openSqlite(options: OpenStoreOptions): Promise<Store> {
-  if (options.sqliteFile !== ':memory:') mkdirSync(join(options.sqliteFile, '..'), { recursive: true });
+  if (options.sqliteFile !== ':memory:') createPrivateFile(options.sqliteFile);
   const { dialect, raw } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
   const db = new Kysely<Database>({ dialect });
   return makeStore(db, 'sqlite', options.sqliteFile, async () => {

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -61,6 +64,78 @@ async function runInProcess(argv: string[]): Promise<Run> {
 }
 
 describe('stepgate usage', () => {
+  it('answers --help on every command group with the group\'s commands', async () => {
+    const groups = [...new Set(commands.filter((c) => c.name.length > 1).map((c) => c.name[0] as string))];
+    for (const required of ['keys', 'config', 'users', 'admin', 'clients', 'audit', 'policies']) assert.ok(groups.includes(required), required);
+    for (const group of groups) {
+      const members = commands.filter((c) => c.name.length > 1 && c.name[0] === group);
+      for (const flag of ['--help', '-h']) {
+        const run = await runInProcess([group, flag]);
+        assert.equal(run.status, 0, `${group} ${flag}: ${run.stderr}`);
+        assert.doesNotMatch(run.stdout + run.stderr, /unknown command/);
+        for (const c of members) assert.ok(run.stdout.includes(c.name.join(' ')), `${group} ${flag} lists ${c.name.join(' ')}`);
+      }
+      // Without a sub-command: exit 2, and the list on stderr.
+      const bare = await runInProcess([group]);
+      assert.equal(bare.status, 2, group);
+      for (const c of members) assert.ok(bare.stderr.includes(c.name.join(' ')), `${group} alone lists ${c.name.join(' ')}`);
+    }
+    const wrong = await runInProcess(['keys', 'rotate-masterr']);
+    assert.equal(wrong.status, 2);
+    assert.match(wrong.stderr, /unknown command 'keys rotate-masterr'/);
+    assert.match(wrong.stderr, /keys rotate-master/);
+    // And through the real entry point.
+    const real = await runCli(['keys', '--help']);
+    assert.equal(real.status, 0, real.stderr);
+    assert.match(real.stdout, /keys rotate-master/);
+  });
+
+  it('refuses a stray positional argument with exit 2 on every command, before doing anything', async () => {
+    for (const c of commands) {
+      const extra = Array.from({ length: (c.positionals ?? 0) + 1 }, (_, i) => `stray-${i}`);
+      const run = await runInProcess([...c.name, ...extra]);
+      assert.equal(run.status, 2, `${c.name.join(' ')} ${extra.join(' ')}: ${run.stderr}`);
+      assert.match(run.stderr, new RegExp(`unexpected argument 'stray-${c.positionals ?? 0}'`), c.name.join(' '));
+    }
+    // `serve extra` as an operator types it: refused, no server started.
+    const serve = await runCli(['serve', 'extra'], { STEPGATE_HTTP_PORT: '1' });
+    assert.equal(serve.status, 2, serve.stderr);
+    assert.match(serve.stderr, /unexpected argument 'extra'/);
+  });
+
+  it('an unreachable database is one line naming it (password masked) and exit 1, not a stack trace', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-cli-'));
+    try {
+      for (const command of [['migrate'], ['audit', 'verify'], ['keys', 'list'], ['clients', 'list']]) {
+        const run = await runCli(command, { STEPGATE_DATA_DIR: dataDir, STEPGATE_DATABASE_URL: 'postgres://stepgate:hunter2-secret@127.0.0.1:1/none', STEPGATE_MASTER_KEY: randomBytes(32).toString('base64') });
+        assert.equal(run.status, 1, `${command.join(' ')}: ${run.stderr}`);
+        const lines = run.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, `${command.join(' ')}: one line, got: ${run.stderr}`);
+        assert.match(lines[0] as string, /cannot open the PostgreSQL database postgres:\/\/stepgate:\*\*\*@127\.0\.0\.1:1\/none: connection refused/);
+        assert.doesNotMatch(run.stderr + run.stdout, /hunter2|\bat \w+ \(|node:internal/);
+      }
+      // A data directory that cannot be created (its parent is a file): one line, exit 1.
+      const file = join(dataDir, 'a-file');
+      writeFileSync(file, '');
+      const sqlite = await runCli(['migrate'], { STEPGATE_DATA_DIR: join(file, 'data') });
+      assert.equal(sqlite.status, 1, sqlite.stderr);
+      assert.equal(sqlite.stderr.trim().split('\n').length, 1, sqlite.stderr);
+      assert.match(sqlite.stderr, /^stepgate migrate: /);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('config check masks every secret: the master key, a database password, any *secret/*token/*key option', async () => {
+    const key = randomBytes(32).toString('base64');
+    const run = await runCli(['config', 'check'], { STEPGATE_DATABASE_URL: 'postgres://stepgate:hunter2-secret@db.internal:5432/stepgate', STEPGATE_MASTER_KEY: key });
+    assert.equal(run.status, 0, run.stderr);
+    assert.ok(!run.stdout.includes('hunter2') && !run.stdout.includes(key), run.stdout);
+    const printed = JSON.parse(run.stdout) as { database: { url: string }; secrets: { masterKey: string } };
+    assert.equal(printed.database.url, 'postgres://stepgate:***@db.internal:5432/stepgate');
+    assert.equal(printed.secrets.masterKey, '***');
+  });
+
   it('answers --help on every command', async () => {
     for (const c of commands) {
       const run = await runInProcess([...c.name, '--help']);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -121,6 +121,11 @@ describe('stepgate serve', { concurrency: true }, () => {
       assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'sqlite' });
 
       assert.ok(existsSync(join(dataDir, 'stepgate.sqlite')), 'SQLite database under the data dir');
+      // They hold password hashes and sealed secrets: private to the gateway's user.
+      assert.equal(statSync(dataDir).mode & 0o777, 0o700, 'data directory 0700');
+      for (const f of ['stepgate.sqlite', 'stepgate.sqlite-wal', 'stepgate.sqlite-shm']) {
+        assert.equal(statSync(join(dataDir, f)).mode & 0o777, 0o600, `${f} 0600`);
+      }
       const keyFile = join(dataDir, 'master.key');
       assert.ok(existsSync(keyFile), 'development master key generated');
       assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'master.key is readable by its owner only');
@@ -204,6 +209,51 @@ describe('stepgate serve', { concurrency: true }, () => {
     assert.match(lines[0] as string, /^config: secrets\.masterKey: /);
     assert.ok(!existsSync(join(dataDir, 'master.key')), 'no key was generated');
     assert.ok(!existsSync(join(dataDir, 'stepgate.sqlite')), 'no database was created');
+  });
+
+  it('a port in use is one line and exit 1, not a stack trace', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const taken = createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+      const [code] = await served.exited;
+      assert.equal(code, 1, served.stderr());
+      const lines = served.stderr().trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${served.stderr()}`);
+      assert.match(lines[0] as string, new RegExp(`^stepgate serve: cannot listen on 127\\.0\\.0\\.1:${port}: .*address already in use`));
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('creates the data directory 0700 and keeps an existing directory\'s and database\'s own modes', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(parent);
+    const dataDir = join(parent, 'nested', 'data');
+    const port = await freePort();
+    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    try {
+      await waitForHealth(served, port);
+      assert.equal(statSync(dataDir).mode & 0o777, 0o700);
+      assert.equal(statSync(join(dataDir, 'stepgate.sqlite')).mode & 0o777, 0o600);
+    } finally {
+      await stopWithSigterm(served);
+    }
+    // An operator's tighter-or-other choice is not changed (never loosened).
+    chmodSync(dataDir, 0o750);
+    chmodSync(join(dataDir, 'stepgate.sqlite'), 0o640);
+    const again = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    try {
+      await waitForHealth(again, port);
+      assert.equal(statSync(dataDir).mode & 0o777, 0o750);
+      assert.equal(statSync(join(dataDir, 'stepgate.sqlite')).mode & 0o777, 0o640);
+    } finally {
+      await stopWithSigterm(again);
+    }
   });
 
   it('an invalid environment value stops it with exit 2 naming the key', async () => {

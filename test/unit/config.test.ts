@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../../src/config/load-config.ts';
+import { maskSecrets } from '../../src/config/mask-secrets.ts';
 
 const KEY = Buffer.alloc(32, 7).toString('base64');
 
@@ -96,5 +97,56 @@ describe('configuration', () => {
     const r = spawnSync(process.execPath, ['bin/stepgate.js', 'migrate', '--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0);
     assert.match(r.stdout, /Usage: stepgate migrate/);
+  });
+});
+
+describe('unknown STEPGATE_* environment variables', () => {
+  it('a misspelled name stops the start with one line naming it and the likely intended one', () => {
+    try {
+      loadConfig({ env: { STEPGATE_HTTP_PROT: '9000' } });
+      assert.fail('expected a ConfigError');
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.key, 'STEPGATE_HTTP_PROT');
+      assert.match(err.message, /^config: STEPGATE_HTTP_PROT: unknown environment variable; did you mean STEPGATE_HTTP_PORT\?/);
+    }
+    assert.equal(errorKey(() => loadConfig({ env: { STEPGATE_SOMETHING_ELSE: 'x' } })), 'STEPGATE_SOMETHING_ELSE');
+    const r = spawnSync(process.execPath, ['bin/stepgate.js', 'config', 'check'], { encoding: 'utf8', env: { ...process.env, STEPGATE_MASTERKEY: KEY } });
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /^config: STEPGATE_MASTERKEY: unknown environment variable; did you mean STEPGATE_MASTER_KEY\?/);
+    assert.ok(!r.stderr.includes(KEY), 'the value is not echoed');
+  });
+
+  it('names owned by the test harness and the payment-code service, and empty variables, are left alone', () => {
+    const c = loadConfig({ env: { STEPGATE_TEST_STRICT: '1', STEPGATE_TEST_DATABASE_URL: 'postgres://x', STEPGATE_PAYMENT_CODE_HTTP_PORT: '9', STEPGATE_TYPO: '', STEPGATE_HTTP_PORT: '8181' } });
+    assert.equal(c.http.port, 8181);
+  });
+});
+
+describe('config check masking', () => {
+  it('masks by key name and URL userinfo, for options that do not exist yet too', () => {
+    const masked = maskSecrets({
+      database: { url: 'postgres://stepgate:db-pass@db/x', schema: 'public' },
+      secrets: { masterKey: KEY },
+      sms: {
+        provider: 'twilio',
+        twilio: { accountSid: 'AC123', authToken: 'tw-token' },
+        aliyun: { accessKeyId: 'LTAI', accessKeySecret: 'ali-secret' },
+        webhook: { url: 'https://hook:hook-pass@sms.example/send', secret: 'wh-secret', signingKey: 'k' },
+      },
+      stepup: { keyRefreshSeconds: 5, signingAlg: 'ES256' },
+      policies: { seedFile: 'config/policies.demo.yaml' },
+      empty: { password: '' },
+    }) as Record<string, Record<string, unknown>>;
+    const text = JSON.stringify(masked);
+    for (const secret of ['db-pass', KEY, 'tw-token', 'ali-secret', 'hook-pass', 'wh-secret']) assert.ok(!text.includes(secret), secret);
+    assert.equal(masked.database?.url, 'postgres://stepgate:***@db/x');
+    assert.equal((masked.sms?.webhook as Record<string, unknown>).url, 'https://hook:***@sms.example/send');
+    assert.equal((masked.sms?.twilio as Record<string, unknown>).accountSid, 'AC123', 'identifiers stay readable');
+    assert.equal((masked.sms?.aliyun as Record<string, unknown>).accessKeyId, 'LTAI');
+    assert.equal(masked.stepup?.keyRefreshSeconds, 5, 'numbers are never secrets');
+    assert.equal(masked.policies?.seedFile, 'config/policies.demo.yaml');
+    assert.equal(masked.empty?.password, '', 'an unset secret shows as unset');
   });
 });
