@@ -139,12 +139,13 @@ describe('config check masking', () => {
       policies: { seedFile: 'config/policies.demo.yaml' },
       empty: { password: '' },
     }) as Record<string, Record<string, unknown>>;
+    const sms = masked.sms as Record<string, Record<string, unknown>>;
     const text = JSON.stringify(masked);
     for (const secret of ['db-pass', KEY, 'tw-token', 'ali-secret', 'hook-pass', 'wh-secret']) assert.ok(!text.includes(secret), secret);
     assert.equal(masked.database?.url, 'postgres://stepgate:***@db/x');
-    assert.equal((masked.sms?.webhook as Record<string, unknown>).url, 'https://hook:***@sms.example/send');
-    assert.equal((masked.sms?.twilio as Record<string, unknown>).accountSid, 'AC123', 'identifiers stay readable');
-    assert.equal((masked.sms?.aliyun as Record<string, unknown>).accessKeyId, 'LTAI');
+    assert.equal(sms.webhook?.url, 'https://hook:***@sms.example/send');
+    assert.equal(sms.twilio?.accountSid, 'AC123', 'identifiers stay readable');
+    assert.equal(sms.aliyun?.accessKeyId, 'LTAI');
     assert.equal(masked.stepup?.keyRefreshSeconds, 5, 'numbers are never secrets');
     assert.equal(masked.policies?.seedFile, 'config/policies.demo.yaml');
     assert.equal(masked.empty?.password, '', 'an unset secret shows as unset');
