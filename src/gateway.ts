@@ -3,6 +3,8 @@ import { type Clock, systemClock } from './clock.ts';
 import type { Config } from './config/schema.ts';
 import { loadMasterKey } from './crypto/master-key.ts';
 import { Sealer } from './crypto/sealer.ts';
+import { assertMasterKeyOpensDatabase, MasterKeyMismatch } from './crypto/master-key-check.ts';
+import { ConfigError } from './config/load-config.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { openStore, redactUrl, type Store, sqliteFileFor } from './store/database.ts';
@@ -77,6 +79,18 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   const store = options.store ?? (await openConfiguredStore(config));
   if (options.migrate !== false) await store.migrate();
   const sealer = new Sealer(master.key);
+  if (options.migrate !== false) {
+    try {
+      await assertMasterKeyOpensDatabase(store.db, sealer, clock);
+    } catch (err) {
+      if (options.store === undefined) await store.close();
+      if (!(err instanceof MasterKeyMismatch)) throw err;
+      throw new ConfigError(
+        'secrets.masterKey',
+        `does not open the secrets sealed in the database: ${err.message}. Start with the key they are sealed under (after \`stepgate keys rotate-master\`, the new one)`,
+      );
+    }
+  }
   const keys = new SigningKeyRing({ db: store.db, sealer, clock, alg: config.stepup.signingAlg, refreshSeconds: config.stepup.keyRefreshSeconds });
   if (options.migrate !== false) await keys.ensureActiveKey();
   const gw = {

@@ -65,6 +65,8 @@ function formDecode(s: string): string | undefined {
 }
 
 const BASIC = /^basic +([A-Za-z0-9+/]+={0,2}) *$/i;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function parseBasicCredentials(header: string): { clientId: string; secret: string } | undefined {
   if (header.length > MAX_AUTHORIZATION_LENGTH) return undefined;
@@ -76,6 +78,8 @@ export function parseBasicCredentials(header: string): { clientId: string; secre
   const clientId = formDecode(decoded.slice(0, colon));
   const secret = formDecode(decoded.slice(colon + 1));
   if (clientId === undefined || secret === undefined || clientId === '' || secret === '') return undefined;
+  // No client id or secret holds a control character; NUL would even break the lookup on PostgreSQL.
+  if (CONTROL.test(clientId) || CONTROL.test(secret)) return undefined;
   return { clientId, secret };
 }
 

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import type { ApiRegistry } from './api-registry.ts';
+import { masterKeyStillOpens } from '../crypto/master-key-check.ts';
 
 export function healthRouter(gw: Gateway, api: ApiRegistry): Router {
   const router = Router();
@@ -13,13 +14,19 @@ export function healthRouter(gw: Gateway, api: ApiRegistry): Router {
     res.json({ status: 'ok' });
   });
   api.route(router, {
-    method: 'get', path: '/readyz', tag: 'operations', summary: 'Readiness: the database answers.',
-    responses: { 200: { description: 'ready', schema: z.object({ status: z.literal('ready'), database: z.string() }) }, 503: { description: 'database unreachable' } },
+    method: 'get', path: '/readyz', tag: 'operations', summary: 'Readiness: the database answers and the master key opens its sealed secrets.',
+    responses: { 200: { description: 'ready', schema: z.object({ status: z.literal('ready'), database: z.string() }) }, 503: { description: 'database unreachable, or the master key no longer opens the sealed secrets (rotated by another process: restart with the new key)' } },
   }, [], async (_req, res) => {
+    let opens: boolean;
     try {
       await gw.store.ping();
+      opens = await masterKeyStillOpens(gw.store.db, gw.sealer);
     } catch (err) {
       throw new AppError('service_unavailable', { detail: 'database unreachable', cause: err });
+    }
+    if (!opens) {
+      gw.logger.error({ keyId: gw.sealer.currentKeyId }, 'the master key does not open the sealed secrets: restart with the current key');
+      throw new AppError('service_unavailable', { detail: 'the master key does not open the sealed secrets' });
     }
     res.json({ status: 'ready', database: gw.store.dialect });
   });

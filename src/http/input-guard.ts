@@ -1,7 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { AppError, type InvalidParam } from '../errors/app-error.ts';
 import type { RouteSpec } from './api-registry.ts';
-import { parseBasicCredentials } from './client-auth.ts';
 
 /**
  * Control characters are refused in one place, before any router, session lookup or
@@ -13,13 +12,15 @@ import { parseBasicCredentials } from './client-auth.ts';
  *   - In JSON and form bodies, the other C0 characters are refused too, except TAB, LF and
  *     CR (multi-line text such as a policy description) and except in password fields,
  *     which may hold whatever a password manager produced.
- *   - Query parameters, path segments and Basic credentials refuse every C0 character
- *     and DEL.
+ *   - Query parameters and path segments refuse every C0 character and DEL.
+ *   - Basic client credentials holding one are malformed credentials: the same 401
+ *     `invalid_client` as any other bad client authentication (http/client-auth.ts), so
+ *     client authentication keeps its one answer for every failure.
  *   - A cookie holding one is ignored (dropped), as a forged cookie would be.
  *
  * The answer is 400 `validation_failed`; `invalid_params[].pointer` names the field: a
  * JSON pointer into the body, `/<name>` for a query or path parameter (the detail says
- * which part of the request), `/client_id` or `/client_secret` for Basic credentials.
+ * which part of the request).
  */
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
@@ -124,17 +125,6 @@ function pathIssues(req: Request, routes: readonly RouteSpec[]): InvalidParam[] 
   return out;
 }
 
-function basicIssues(req: Request): InvalidParam[] {
-  const header = req.headers.authorization;
-  if (header === undefined || !/^basic /i.test(header)) return [];
-  const credentials = parseBasicCredentials(header);
-  if (credentials === undefined) return [];
-  const out: InvalidParam[] = [];
-  if (ANY_CONTROL.test(credentials.clientId)) out.push({ pointer: '/client_id', reason: 'the client id in the Authorization header must not contain control characters' });
-  if (ANY_CONTROL.test(credentials.secret)) out.push({ pointer: '/client_secret', reason: 'the client secret in the Authorization header must not contain control characters' });
-  return out;
-}
-
 function dropBadCookies(req: Request): void {
   const cookies = req.cookies as Record<string, unknown> | undefined;
   if (cookies === undefined || cookies === null) return;
@@ -152,7 +142,6 @@ export function refuseControlCharacters(routes: readonly RouteSpec[]): RequestHa
     const checks: [InvalidParam[], string][] = [
       [pathIssues(req, routes), 'The request path is invalid.'],
       [queryIssues(req.query), 'The request query is invalid.'],
-      [basicIssues(req), 'The Authorization header is invalid.'],
       [bodyIssues(req.body), 'The request body is invalid.'],
     ];
     for (const [issues, detail] of checks) {

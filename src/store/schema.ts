@@ -201,6 +201,13 @@ export interface ClientAssertionJtisTable {
   expires_at: number;
 }
 
+/** A known value sealed under the master key (crypto/master-key-check.ts). */
+export interface MasterKeyCheckTable {
+  id: string;
+  sealed: string;
+  created_at: number;
+}
+
 export interface Database {
   clients: ClientsTable;
   client_assertion_jtis: ClientAssertionJtisTable;
@@ -215,6 +222,7 @@ export interface Database {
   one_time_tokens: OneTimeTokensTable;
   audit_log: AuditLogTable;
   meta: MetaTable;
+  master_key_check: MasterKeyCheckTable;
   /** Rows used only by the store conformance suite. */
   store_probe: StoreProbeTable;
 }

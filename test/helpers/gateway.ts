@@ -83,7 +83,14 @@ export async function createTestGateway(options: TestGatewayOptions = {}): Promi
   const clock = (options.clock ?? new FixedClock(Date.now())) as FixedClock;
   const logs = new LogCapture();
   const store = await database.open();
-  const gw = await createGateway(config, { clock, logger: createLogger('debug', logs), store });
+  let gw: Gateway;
+  try {
+    gw = await createGateway(config, { clock, logger: createLogger('debug', logs), store });
+  } catch (err) {
+    await store.close();
+    if (ownDatabase) await database.drop();
+    throw err;
+  }
   const { app } = createApp(gw);
   return {
     gw,

@@ -134,6 +134,10 @@ for (const dialect of testDialects()) {
           `Basic ${Buffer.from(`${basicClient.id}:%ZZ`).toString('base64')}`,
           `Basic ${Buffer.from(`%E0%A4%A:${basicClient.secret}`).toString('base64')}`,
           `Basic ${Buffer.from([0xff, 0xfe, 0x3a, 0x00, 0xc3]).toString('base64')}`,
+          // Control characters, raw or form-encoded: no lookup (NUL would break it on PostgreSQL).
+          `Basic ${Buffer.from(`a\u0000b:${basicClient.secret}`).toString('base64')}`,
+          `Basic ${Buffer.from(`a%00b:${basicClient.secret}`).toString('base64')}`,
+          `Basic ${Buffer.from(`${basicClient.id}:se\u0007cret`).toString('base64')}`,
           `Basic ${'A'.repeat(12_000)}`,
           `Basic ${Buffer.from(`${'x'.repeat(3000)}:${'y'.repeat(3000)}`).toString('base64')}`,
           `Bearer ${basicClient.secret}`,

@@ -12,6 +12,7 @@ import { type MasterKey, masterKeyFromBytes, SealError, Sealer } from '../../src
 import type { Executor } from '../../src/store/database.ts';
 import { SEALED_COLUMNS } from '../../src/store/sealed-columns.ts';
 import { main } from '../../src/main.ts';
+import { ConfigError } from '../../src/config/load-config.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { createTestDatabase, testDialects } from '../helpers/stores.ts';
 
@@ -116,6 +117,16 @@ async function mainWithEnv(argv: string[], env: Record<string, string>): Promise
     for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
     Object.assign(process.env, saved);
   }
+}
+
+function cliEnvOf(t: TestGateway): Record<string, string> {
+  return {
+    STEPGATE_DATA_DIR: t.database.dataDir,
+    STEPGATE_DATABASE_URL: t.database.url,
+    STEPGATE_DATABASE_SCHEMA: t.database.schema,
+    STEPGATE_MASTER_KEY: t.config.secrets.masterKey,
+    STEPGATE_LOG_LEVEL: 'warn',
+  };
 }
 
 describe('stepgate keys rotate-master usage', () => {
@@ -279,6 +290,66 @@ for (const dialect of testDialects()) {
         const back = await runCli(['keys', 'rotate-master', '--new-key-env', 'NEW_KEY'], env({ STEPGATE_MASTER_KEY: newB64, NEW_KEY: t.config.secrets.masterKey }));
         assert.equal(back.status, 0, back.stderr);
         for (const v of await sealedValues(t.gw.store.db)) t.gw.sealer.unseal(v.sealed, v.aad);
+      });
+    });
+
+    describe('a master key that does not open the database', () => {
+      let t: TestGateway;
+      let newB64: string;
+      before(async () => {
+        t = await createTestGateway({ dialect });
+        await seedFactors(t, 'w', ['wrong-key-seed']);
+        newB64 = randomBytes(32).toString('base64');
+        const run = await runCli(['keys', 'rotate-master', '--new-key-env', 'NEW_KEY'], { ...cliEnvOf(t), NEW_KEY: newB64 });
+        assert.equal(run.status, 0, run.stderr);
+      });
+      after(async () => {
+        await t.close();
+      });
+
+      it('after rotate-master, the old key is refused at start with one line and exit 2 (serve, keys list)', async () => {
+        const old = cliEnvOf(t);
+        for (const command of [['serve'], ['keys', 'list'], ['users', 'create', '--username', 'x', '--password-env', 'PATH']]) {
+          const run = await runCli(command, { ...old, STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1' });
+          assert.equal(run.status, 2, `${command.join(' ')}: ${run.stderr}`);
+          const lines = run.stderr.trim().split('\n');
+          assert.equal(lines.length, 1, `${command.join(' ')}: one line: ${run.stderr}`);
+          assert.match(lines[0] as string, /^config: secrets\.masterKey: does not open the secrets sealed in the database: .* is sealed under master key \S+, but the configured master key is \S+/);
+          assert.doesNotMatch(run.stderr, /SealError|\bat /);
+        }
+        // With the new key everything works: the JWKS is served.
+        const good = await runCli(['keys', 'list', '--json'], { ...old, STEPGATE_MASTER_KEY: newB64 });
+        assert.equal(good.status, 0, good.stderr);
+        assert.ok((JSON.parse(good.stdout) as unknown[]).length >= 1);
+      });
+
+      it('/readyz stops saying ready when the running key no longer opens the sealed secrets', async () => {
+        // `t` still runs with the old key: the rotation above happened in another process.
+        const res = await t.http().get('/readyz');
+        assert.equal(res.status, 503);
+        assert.equal(res.body.code, 'service_unavailable');
+        assert.match(res.body.detail, /master key/);
+        const fresh = await createTestGateway({ dialect, database: t.database, masterKey: newB64 });
+        try {
+          assert.equal((await fresh.http().get('/readyz')).status, 200);
+          assert.equal((await fresh.http().get('/.well-known/jwks.json')).status, 200);
+        } finally {
+          await fresh.close();
+        }
+      });
+
+      it('a database from before the check value existed: its sealed values decide, then it gets one', async () => {
+        await t.gw.store.db.deleteFrom('master_key_check').execute();
+        await assert.rejects(
+          createTestGateway({ dialect, database: t.database }),
+          (err: unknown) => err instanceof ConfigError && err.key === 'secrets.masterKey',
+        );
+        assert.equal((await t.gw.store.db.selectFrom('master_key_check').selectAll().execute()).length, 0, 'a wrong key plants no check value');
+        const right = await createTestGateway({ dialect, database: t.database, masterKey: newB64 });
+        await right.close();
+        const rows = await t.gw.store.db.selectFrom('master_key_check').selectAll().execute();
+        assert.equal(rows.length, 1);
+        assert.equal(Sealer.keyIdOf(rows[0]?.sealed ?? ''), keyFromBase64(newB64).id);
       });
     });
 
