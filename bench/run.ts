@@ -1,4 +1,4 @@
-// npm run bench [-- --smoke] [--pg] [--users N] [--duration S] [--connections C] [--only a,b]
+// npm run bench [-- --smoke] [--pg] [--users N] [--duration S] [--connections C] [--only a,b] [--profile DIR]
 //
 // Measures the gateway against the same machine's own limits, in the same run: every
 // scenario is reported next to the baseline it is a fraction of (see docs/performance.md).
@@ -26,6 +26,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '32' },
     only: { type: 'string' },
     out: { type: 'string' },
+    profile: { type: 'string' },
   },
 });
 const SMOKE = values.smoke === true;
@@ -121,7 +122,8 @@ async function main(): Promise<void> {
     const seedStarted = Date.now();
     const seeded = await seedGateway(config, USERS, log);
     log(`  seeded in ${((Date.now() - seedStarted) / 1000).toFixed(1)} s`);
-    const gw = await startStepgate(['serve'], env, { port });
+    // --profile DIR: the gateway writes a V8 CPU profile there on exit (open it in Chrome DevTools).
+    const gw = await startStepgate(['serve'], env, { port, ...(values.profile === undefined ? {} : { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] }) });
     children.push(gw);
     const json = { 'content-type': 'application/json' };
     const pick = () => `u${Math.floor(Math.random() * USERS)}`;

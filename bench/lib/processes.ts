@@ -89,8 +89,8 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** `stepgate <command>` as its own process (serve, payment-code-service…), ready when `readyPath` answers 200. */
-export async function startStepgate(command: string[], env: Record<string, string>, options: { port: number; readyPath?: string }): Promise<Child> {
-  const child = spawn(process.execPath, [BIN, ...command], { cwd: ROOT, env: cleanEnv(env), stdio: ['ignore', 'ignore', 'pipe'] });
+export async function startStepgate(command: string[], env: Record<string, string>, options: { port: number; readyPath?: string; nodeArgs?: string[] }): Promise<Child> {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, ...command], { cwd: ROOT, env: cleanEnv(env), stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => {
     err += c.toString('utf8');
