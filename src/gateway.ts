@@ -109,6 +109,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
   gw.factors = factorRegistry(passwordServices(gw).factor);
+  await passwordServices(gw).hasher.prepareDummy();
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.
   if (options.migrate !== false) {

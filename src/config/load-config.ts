@@ -31,11 +31,11 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
 
 /**
  * STEPGATE_* names other components own: the test harness (STEPGATE_TEST_STRICT,
- * STEPGATE_TEST_DATABASE_URL…) and the reference payment-code service, which reads its own
- * STEPGATE_PAYMENT_CODE_* settings. Any other unknown STEPGATE_* name is a typo and stops
- * the start (docs/configuration.md lists both).
+ * STEPGATE_TEST_DATABASE_URL…), the benchmark (STEPGATE_BENCH_…) and the reference
+ * payment-code service, which reads its own STEPGATE_PAYMENT_CODE_* settings. Any other
+ * unknown STEPGATE_* name is a typo and stops the start (docs/configuration.md lists them).
  */
-export const FOREIGN_ENV_PREFIXES: readonly string[] = ['STEPGATE_TEST_', 'STEPGATE_PAYMENT_CODE_'];
+export const FOREIGN_ENV_PREFIXES: readonly string[] = ['STEPGATE_TEST_', 'STEPGATE_BENCH_', 'STEPGATE_PAYMENT_CODE_'];
 
 /** The environment names the gateway reads (docs/configuration.md). */
 export function gatewayEnvNames(): string[] {

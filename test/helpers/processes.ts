@@ -37,9 +37,9 @@ export interface GatewayProcess {
  * `stepgate serve` as its own OS process on `database` (a second gateway process is a
  * second call). The public URL is shared so every process is the same issuer.
  */
-export async function startGatewayProcess(database: TestDatabase, options: { masterKey: string; publicUrl?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
+export async function startGatewayProcess(database: TestDatabase, options: { masterKey: string; publicUrl?: string; env?: Record<string, string>; args?: string[] }): Promise<GatewayProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'serve'], {
+  const child = spawn(process.execPath, [BIN, 'serve', ...(options.args ?? [])], {
     cwd: ROOT,
     env: cleanEnv({
       STEPGATE_HTTP_PORT: String(port),

@@ -4,7 +4,7 @@ import type { Response } from 'supertest';
 import { PasswordHasher } from '../../src/factors/password/hasher.ts';
 import { normalisePassword } from '../../src/factors/password/policy.ts';
 import { failureDelaySeconds } from '../../src/flows/login.ts';
-import { createUser, loginThrottleKey, normaliseUsername, setUserStatus } from '../../src/flows/users.ts';
+import { createUser, loginThrottleKey, normaliseUsername, passwordServices, setUserStatus } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { testDialects } from '../helpers/stores.ts';
 
@@ -95,6 +95,56 @@ for (const dialect of testDialects()) {
       // Both were charged to their name's throttle row.
       assert.equal((await throttleRow('carol'))?.failures, 1);
       assert.equal((await throttleRow('nobody-here'))?.failures, 1);
+    });
+
+    it('runs exactly one argon2 verification, and no hashing, whether the user exists or not', async (t) => {
+      // Equal work, not a stopwatch: the unknown-user path verifies against a dummy hash
+      // made at start-up, the wrong-password path against the user's hash.
+      const { hasher } = passwordServices(tg.gw);
+      const carlos = await createUser(tg.gw, { username: 'carlos', password: PASSWORD }, { actor: 'cli' });
+      const dina = await createUser(tg.gw, { username: 'dina', password: PASSWORD }, { actor: 'cli' });
+      await setUserStatus(tg.gw, dina.id, 'disabled', { actor: 'cli' }, 'test');
+      const noPassword = await createUser(tg.gw, { username: 'nopass', password: PASSWORD }, { actor: 'cli' });
+      await tg.gw.store.db.deleteFrom('factors').where('user_id', '=', noPassword.id).execute();
+      const verify = t.mock.method(hasher, 'verify');
+      const hash = t.mock.method(hasher, 'hash');
+      const cases: [string, string, string][] = [
+        ['unknown user', 'nobody-at-all', 'not-the-password-1'],
+        ['wrong password', 'carlos', 'not-the-password-1'],
+        ['disabled user, right password', 'dina', PASSWORD],
+        ['user without a password', 'nopass', PASSWORD],
+      ];
+      const answers: Response[] = [];
+      for (const [label, username, password] of cases) {
+        const verifiesBefore = verify.mock.callCount();
+        const hashesBefore = hash.mock.callCount();
+        const res = await login(username, password);
+        assert.equal(res.status, 401, label);
+        assert.equal(verify.mock.callCount() - verifiesBefore, 1, `${label}: one argon2 verification`);
+        assert.equal(hash.mock.callCount() - hashesBefore, 0, `${label}: no hashing`);
+        answers.push(res);
+      }
+      // …and the same answer: status, body (but the request id), headers that matter.
+      const [first, ...rest] = answers as [Response, ...Response[]];
+      for (const res of rest) {
+        assert.deepEqual(problemWithoutRequestId(res), problemWithoutRequestId(first));
+        for (const h of ['content-type', 'www-authenticate', 'cache-control', 'retry-after']) assert.equal(res.headers[h], first.headers[h], h);
+        assert.deepEqual(cookieHeader(res), cookieHeader(first));
+      }
+      assert.ok(carlos.id !== undefined);
+
+      // Not even the very first unknown-user login of a fresh gateway hashes (the dummy is
+      // made at start-up). Other argon2 parameters: a dummy no earlier gateway has made.
+      const fresh = await createTestGateway({ dialect, database: tg.database, config: { ...CONFIG, password: { argon2: { memoryKiB: 19457 } } } });
+      try {
+        const freshHash = t.mock.method(passwordServices(fresh.gw).hasher, 'hash');
+        const freshVerify = t.mock.method(passwordServices(fresh.gw).hasher, 'verify');
+        assert.equal((await fresh.http().post('/v1/login').send({ username: 'first-unknown', password: 'whatever-it-is-1' })).status, 401);
+        assert.equal(freshHash.mock.callCount(), 0, 'the first unknown-user login does no extra hashing');
+        assert.equal(freshVerify.mock.callCount(), 1);
+      } finally {
+        await fresh.close();
+      }
     });
 
     it('audits failures without the password, and never logs it', async () => {

@@ -60,10 +60,12 @@ export const argon2Slots = new Semaphore(Math.max(1, availableParallelism()));
  * argon2id password hashing with PHC strings. Inputs must already be normalised
  * (`normalisePassword`): the hasher hashes exactly the string it is given, never truncated.
  */
+/** One dummy hash per parameter set and process (every gateway in a process may share it). */
+const dummies = new Map<string, Promise<string>>();
+
 export class PasswordHasher {
   readonly params: Readonly<Argon2Params>;
   readonly #slots: Semaphore;
-  #dummy: Promise<string> | undefined;
 
   constructor(params: Argon2Params, slots: Semaphore = argon2Slots) {
     this.params = Object.freeze({ ...params });
@@ -97,9 +99,28 @@ export class PasswordHasher {
    * login for an unknown user costs the same as one for a known user with a wrong password.
    */
   async verifyDummy(password: string): Promise<false> {
-    this.#dummy ??= this.hash(randomBytes(32).toString('base64url'));
-    await this.verify(await this.#dummy, password);
+    await this.verify(await this.#dummyHash(), password);
     return false;
+  }
+
+  /**
+   * Makes the dummy hash now (start-up), so not even the first unknown-user login does the
+   * extra hashing work that would set it apart from a wrong password.
+   */
+  async prepareDummy(): Promise<void> {
+    await this.#dummyHash();
+  }
+
+  #dummyHash(): Promise<string> {
+    const key = `${this.params.memoryKiB}:${this.params.iterations}:${this.params.parallelism}`;
+    let dummy = dummies.get(key);
+    if (dummy === undefined) {
+      dummy = this.hash(randomBytes(32).toString('base64url'));
+      dummies.set(key, dummy);
+      // A failed hash must not be cached for good.
+      dummy.catch(() => dummies.delete(key));
+    }
+    return dummy;
   }
 
   /** True when `phc` was made with other parameters (or another algorithm) than the current ones. */
