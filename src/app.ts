@@ -19,6 +19,7 @@ import { securityPagesRouter } from './http/security-pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
+import { passwordResetRouter } from './http/password-reset-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -83,6 +84,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(authRouter(gw, api));
   app.use(adminRouter(gw, api));
   app.use(setupRouter(gw, api));
+  app.use(passwordResetRouter(gw, api));
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));

@@ -56,6 +56,7 @@ export const configSchema = z.strictObject({
   }),
   admin: z.strictObject({
     setupLinkSeconds: positiveInt,
+    passwordResetLinkSeconds: z.number().int().min(300).max(7 * 86400),
   }),
   audit: z.strictObject({
     serviceName: z.string().min(1),

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'conflict'
   | 'password_policy'
   | 'setup_token_invalid'
+  | 'reset_token_invalid'
   | 'service_unavailable'
   | 'internal_error'
   | 'stepup_not_found'
@@ -71,6 +72,7 @@ const STATUS: Record<ErrorCode, number> = {
   conflict: 409,
   password_policy: 400,
   setup_token_invalid: 400,
+  reset_token_invalid: 400,
   service_unavailable: 503,
   internal_error: 500,
   stepup_not_found: 404,
@@ -110,6 +112,7 @@ const TITLE: Record<ErrorCode, string> = {
   conflict: 'Conflict',
   password_policy: 'Password does not meet the policy',
   setup_token_invalid: 'Set-up link invalid or expired',
+  reset_token_invalid: 'Password-reset link invalid, expired or used',
   service_unavailable: 'Service unavailable',
   internal_error: 'Internal server error',
   stepup_not_found: 'Step-up not found',

@@ -2,6 +2,9 @@ import { sql } from 'kysely';
 import { type ChainResult, verifyAuditChain } from '../audit/audit-log.ts';
 import { AppError } from '../errors/app-error.ts';
 import type { Gateway } from '../gateway.ts';
+import * as sessionsRepo from '../store/sessions-repository.ts';
+import { removeFactor } from './factors.ts';
+import { type IssuedResetLink, issuePasswordResetLink } from './password-reset.ts';
 import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
 
 /**
@@ -34,7 +37,7 @@ async function requireUser(gw: Gateway, userId: string): Promise<UserView> {
  * a disabled admin account). Nobody disables their own account: the last administrator
  * cannot lock everybody out by accident.
  */
-function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable'): void {
+function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable' | 'reset the password of' | 'reset the factors of' | 'remove a factor of'): void {
   if (target.roles.includes('admin') && !op.roles.includes('admin')) {
     throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
   }
@@ -89,6 +92,78 @@ export async function changeUserStatus(gw: Gateway, op: Operator, userId: string
   assertMayManage(op, await requireUser(gw, userId), status === 'disabled' ? 'disable' : 'enable');
   await setUserStatus(gw, userId, status, actorOf(op), reason);
   return userDetail(gw, userId);
+}
+
+// ---- helpdesk: password reset and factor reset ----------------------------------------------
+
+/**
+ * Issues a one-time password-reset link for the user (flows/password-reset.ts). The operator
+ * hands it over; they never see or choose the password.
+ */
+export async function issuePasswordReset(gw: Gateway, op: Operator, userId: string, reason: string): Promise<IssuedResetLink> {
+  const user = await requireUser(gw, userId);
+  assertMayManage(op, user, 'reset the password of');
+  return issuePasswordResetLink(gw, user, actorOf(op), reason);
+}
+
+/**
+ * The password is not removed by the helpdesk: without it the user could not sign in to
+ * enrol anything again. It is reset with a link instead.
+ */
+const NOT_OPERATOR_REMOVABLE = new Set(['password']);
+
+/** Removes one factor of a user (lost phone, broken token), audited `factor.removed` with who and why. */
+export async function removeUserFactor(gw: Gateway, op: Operator, userId: string, factorId: string, reason: string): Promise<UserDetail> {
+  const user = await requireUser(gw, userId);
+  assertMayManage(op, user, 'remove a factor of');
+  const row = await gw.store.db.selectFrom('factors').select(['id', 'type']).where('id', '=', factorId).where('user_id', '=', userId).executeTakeFirst();
+  if (row === undefined) throw new AppError('not_found', { detail: 'The user has no such factor.' });
+  if (NOT_OPERATOR_REMOVABLE.has(row.type)) {
+    throw new AppError('conflict', { detail: 'The password is not removed: issue a password-reset link instead.', invalidParams: [{ pointer: '/factor_id', reason: 'the password factor' }] });
+  }
+  await removeFactor(gw, userId, factorId, { ...actorOf(op), reason }, { byOperator: true });
+  return userDetail(gw, userId);
+}
+
+export interface FactorReset {
+  user: UserDetail;
+  removed: { id: string; type: string }[];
+  sessionsEnded: number;
+}
+
+/**
+ * "Reset factors": removes every factor of the user except the password (or only those of
+ * `types`), each audited `factor.removed`, then ends the user's sessions (a session opened
+ * by whoever holds a lost device must not enrol a new one) and records one
+ * `user.factors_reset` event with who, why and what was removed.
+ */
+export async function resetUserFactors(gw: Gateway, op: Operator, userId: string, reason: string, types?: readonly string[]): Promise<FactorReset> {
+  const user = await requireUser(gw, userId);
+  assertMayManage(op, user, 'reset the factors of');
+  let q = gw.store.db.selectFrom('factors').select(['id', 'type']).where('user_id', '=', userId).where('status', 'in', ['active', 'pending']);
+  if (types !== undefined && types.length > 0) q = q.where('type', 'in', [...types]);
+  const rows = (await q.orderBy('created_at').orderBy('id').execute()).filter((r) => !NOT_OPERATOR_REMOVABLE.has(r.type));
+  const removed: { id: string; type: string }[] = [];
+  for (const row of rows) {
+    try {
+      await removeFactor(gw, userId, row.id, { ...actorOf(op), reason }, { byOperator: true });
+      removed.push({ id: row.id, type: row.type });
+    } catch (err) {
+      // Removed meanwhile (by the user, or a second operator): already what we want.
+      if (!(err instanceof AppError && err.code === 'not_found')) throw err;
+    }
+  }
+  const sessionsEnded = await gw.store.db.transaction().execute(async (tx) => {
+    const ended = await sessionsRepo.deleteUserSessions(tx, userId);
+    await gw.audit.append(tx, {
+      type: 'user.factors_reset',
+      ...actorOf(op),
+      subject: userId,
+      data: { reason, removed: removed.map((r) => ({ factorId: r.id, factorType: r.type })), ...(types === undefined ? {} : { types: [...types] }), sessions_ended: ended },
+    });
+    return ended;
+  });
+  return { user: await userDetail(gw, userId), removed, sessionsEnded };
 }
 
 // ---- audit log ---------------------------------------------------------------------------

@@ -217,6 +217,44 @@ async function requireUserRow(gw: Gateway, userId: string): Promise<repo.UserRow
   return row;
 }
 
+/** The policy check of a new password for a user, as an AppError naming /password (or undefined). */
+export function passwordPolicyError(gw: Gateway, password: string, username: string): AppError | undefined {
+  return policyError(gw, password, username);
+}
+
+/**
+ * Writes a new password hash for the user in the caller's transaction (inserting the
+ * password factor if the user has none), ends all of the user's sessions and audits
+ * `user.password_set`. Returns how many sessions were ended.
+ */
+export async function storePasswordHash(gw: Gateway, tx: Tx, userId: string, phc: string, who: AuditActor, auditData: Record<string, unknown> = {}): Promise<number> {
+  const nowMs = gw.clock.now().getTime();
+  const factor = await repo.findPasswordFactor(tx, userId);
+  if (factor === undefined) {
+    await repo.insertFactor(tx, {
+      id: newId('fac'),
+      user_id: userId,
+      type: 'password',
+      label: '',
+      status: 'active',
+      secret_hash: phc,
+      secret_sealed: null,
+      params: '{}',
+      counter: 0,
+      failures: 0,
+      locked_until: null,
+      created_at: nowMs,
+      updated_at: nowMs,
+      last_used_at: null,
+    });
+  } else {
+    await repo.setPasswordHash(tx, factor.id, phc, nowMs);
+  }
+  const ended = await sessionsRepo.deleteUserSessions(tx, userId);
+  await gw.audit.append(tx, { ...auditBase(who), type: 'user.password_set', subject: userId, data: { ...auditData, sessions_ended: ended } });
+  return ended;
+}
+
 /**
  * Sets a user's password (policy-checked) and ends all of the user's sessions: whoever
  * held the old password must not keep a session opened with it. A self-service change
@@ -227,31 +265,8 @@ export async function setPassword(gw: Gateway, userId: string, password: string,
   const policy = policyError(gw, password, user.username);
   if (policy !== undefined) throw policy;
   const phc = await passwordServices(gw).hasher.hash(normalisePassword(password));
-  const nowMs = gw.clock.now().getTime();
   await gw.store.db.transaction().execute(async (tx) => {
-    const factor = await repo.findPasswordFactor(tx, userId);
-    if (factor === undefined) {
-      await repo.insertFactor(tx, {
-        id: newId('fac'),
-        user_id: userId,
-        type: 'password',
-        label: '',
-        status: 'active',
-        secret_hash: phc,
-        secret_sealed: null,
-        params: '{}',
-        counter: 0,
-        failures: 0,
-        locked_until: null,
-        created_at: nowMs,
-        updated_at: nowMs,
-        last_used_at: null,
-      });
-    } else {
-      await repo.setPasswordHash(tx, factor.id, phc, nowMs);
-    }
-    const ended = await sessionsRepo.deleteUserSessions(tx, userId);
-    await gw.audit.append(tx, { ...auditBase(who), type: 'user.password_set', subject: userId, data: { sessions_ended: ended } });
+    await storePasswordHash(gw, tx, userId, phc, who);
   });
 }
 

@@ -1,6 +1,17 @@
 import { type Request, type Response, Router } from 'express';
 import { z } from 'zod';
-import { changeUserStatus, listAuditEvents, type Operator, type UserDetail, unlockUser, userDetail, verifyAuditLog } from '../flows/admin-users.ts';
+import {
+  changeUserStatus,
+  issuePasswordReset,
+  listAuditEvents,
+  type Operator,
+  removeUserFactor,
+  resetUserFactors,
+  type UserDetail,
+  unlockUser,
+  userDetail,
+  verifyAuditLog,
+} from '../flows/admin-users.ts';
 import { createUser, listUsers, ROLES, type Role } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiHandler, ApiRegistry, RouteSpec } from './api-registry.ts';
@@ -14,7 +25,8 @@ import { locals } from './request-context.ts';
  * session before any route is even matched.
  *
  *   admin     everything
- *   helpdesk  read users, unlock logins, disable / enable accounts (not administrators')
+ *   helpdesk  read users, unlock logins, disable / enable accounts, issue password-reset
+ *             links, remove / reset factors (not administrators')
  *   auditor   read only: users and the audit log, verify the chain
  */
 
@@ -85,6 +97,16 @@ const createUserBody = z.strictObject({
 /** Every change says why; the reason goes into the audit log. */
 const reasonBody = z.strictObject({
   reason: z.string().trim().min(3, 'say why (at least 3 characters)').max(500),
+});
+
+const factorResetBody = z.strictObject({
+  reason: reasonBody.shape.reason,
+  types: z
+    .array(z.string().regex(/^[a-z][a-z0-9_]{0,31}$/, 'a factor type such as totp or sms_otp'))
+    .min(1)
+    .max(20)
+    .optional()
+    .describe('Only these factor types (default: every type but the password).'),
 });
 
 const auditQuery = z.strictObject({
@@ -215,6 +237,66 @@ export function adminRouter(gw: Gateway, api: ApiRegistry): Router {
       },
     );
   }
+
+  adminRoute(
+    {
+      method: 'post',
+      path: '/v1/admin/users/:id/password-reset',
+      roles: ['admin', 'helpdesk'],
+      summary:
+        'Issue a one-time password-reset link for the user (valid admin.passwordResetLinkSeconds; only the newest works). Hand it to the user over a trusted channel: whoever opens it sets the password. The operator never sees or sets the password.',
+      body: reasonBody,
+      responses: {
+        201: { description: 'the link (shown once, never stored)', schema: z.object({ reset_url: z.string(), expires_at: z.iso.datetime() }) },
+        404: { description: 'no such user' },
+        409: { description: 'the account is disabled' },
+      },
+    },
+    async (req, res, { body }) => {
+      const link = await issuePasswordReset(gw, operatorOf(req, res), String(req.params.id), body.reason);
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(201).json({ reset_url: link.url, expires_at: link.expiresAt.toISOString() });
+    },
+  );
+
+  adminRoute(
+    {
+      method: 'post',
+      path: '/v1/admin/users/:id/factors/:factorId/remove',
+      roles: ['admin', 'helpdesk'],
+      summary: "Remove one of the user's factors (a lost phone, a broken token); audited with who and why. The password is reset, not removed.",
+      body: reasonBody,
+      responses: {
+        200: { description: 'removed', schema: z.object({ user: userDetailSchema }) },
+        404: { description: 'no such user or factor' },
+        409: { description: 'the password factor' },
+      },
+    },
+    async (req, res, { body }) => {
+      res.json({ user: userDetailJson(await removeUserFactor(gw, operatorOf(req, res), String(req.params.id), String(req.params.factorId), body.reason)) });
+    },
+  );
+
+  adminRoute(
+    {
+      method: 'post',
+      path: '/v1/admin/users/:id/factors/reset',
+      roles: ['admin', 'helpdesk'],
+      summary: "Reset the user's factors: remove all of them but the password (or only those of `types`) and end the user's sessions; audited with who and why.",
+      body: factorResetBody,
+      responses: {
+        200: {
+          description: 'what was removed',
+          schema: z.object({ user: userDetailSchema, removed: z.array(z.object({ id: z.string(), type: z.string() })), sessions_ended: z.number().int() }),
+        },
+        404: { description: 'no such user' },
+      },
+    },
+    async (req, res, { body }) => {
+      const r = await resetUserFactors(gw, operatorOf(req, res), String(req.params.id), body.reason, body.types);
+      res.json({ user: userDetailJson(r.user), removed: r.removed, sessions_ended: r.sessionsEnded });
+    },
+  );
 
   adminRoute(
     {

@@ -16,6 +16,9 @@ const ACCESS: Record<string, Role[]> = {
   'post /v1/admin/users/:id/unlock': ['admin', 'helpdesk'],
   'post /v1/admin/users/:id/disable': ['admin', 'helpdesk'],
   'post /v1/admin/users/:id/enable': ['admin', 'helpdesk'],
+  'post /v1/admin/users/:id/password-reset': ['admin', 'helpdesk'],
+  'post /v1/admin/users/:id/factors/:factorId/remove': ['admin', 'helpdesk'],
+  'post /v1/admin/users/:id/factors/reset': ['admin', 'helpdesk'],
   'get /v1/admin/audit': ['admin', 'auditor'],
   'post /v1/admin/audit/verify': ['admin', 'auditor'],
 };
