@@ -18,6 +18,9 @@ import type { RouteSpec } from './api-registry.ts';
  *     client authentication keeps its one answer for every failure.
  *   - A cookie holding one is ignored (dropped), as a forged cookie would be.
  *
+ * (The per-address request budget, http/rate-limit.ts, runs before this and counts such a
+ * request like any other: it is keyed by the client's address, not by anything it sent.)
+ *
  * The answer is 400 `validation_failed`; `invalid_params[].pointer` names the field: a
  * JSON pointer into the body, `/<name>` for a query or path parameter (the detail says
  * which part of the request).
