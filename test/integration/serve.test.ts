@@ -71,7 +71,8 @@ function get(port: number, path: string, agent?: { keepAlive: boolean }): Promis
   });
 }
 
-async function waitForHealth(served: Served, port: number, timeoutMs = 20_000): Promise<void> {
+// Generous: a busy CI machine starting several gateways at once can take tens of seconds.
+async function waitForHealth(served: Served, port: number, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (served.child.exitCode !== null) assert.fail(`serve exited with ${served.child.exitCode}: ${served.stderr()}`);
@@ -211,6 +212,49 @@ describe('stepgate serve', { concurrency: true }, () => {
     assert.ok(!existsSync(join(dataDir, 'stepgate.sqlite')), 'no database was created');
   });
 
+  it('an invalid environment value stops it with exit 2 naming the key', async () => {
+    const served = serve({ STEPGATE_HTTP_PORT: 'eighty' });
+    const [code] = await served.exited;
+    assert.equal(code, 2);
+    assert.equal(served.stderr().trim(), 'config: http.port: STEPGATE_HTTP_PORT must be an integer');
+  });
+
+  for (const dialect of testDialects().filter((d) => d === 'postgres')) {
+    it('with STEPGATE_DATABASE_URL it runs on PostgreSQL and nothing else changes', async () => {
+      const database = await createTestDatabase(dialect);
+      databases.push(database);
+      const port = await freePort();
+      const served = serve({
+        STEPGATE_HTTP_PORT: String(port),
+        STEPGATE_HTTP_HOST: '127.0.0.1',
+        STEPGATE_DATA_DIR: database.dataDir,
+        STEPGATE_DATABASE_URL: database.url,
+        STEPGATE_DATABASE_SCHEMA: database.schema,
+      });
+      try {
+        await waitForHealth(served, port);
+        const ready = await get(port, '/readyz');
+        assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'postgres' });
+        assert.ok(!existsSync(join(database.dataDir, 'stepgate.sqlite')), 'no SQLite file when PostgreSQL is configured');
+        const listening = logLines(served.stdout()).find((l) => l.msg === 'stepgate listening');
+        assert.ok(listening);
+        assert.match(String(listening.database), /^postgres(ql)?:\/\//);
+        const { code } = await stopWithSigterm(served);
+        assert.equal(code, 0);
+      } finally {
+        if (served.child.exitCode === null) served.child.kill('SIGKILL');
+      }
+    });
+  }
+});
+
+// Not in the concurrent group above: each starts gateways of its own, one after the other.
+describe('stepgate serve: start-up failures and file modes', () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
   it('a port in use is one line and exit 1, not a stack trace', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
@@ -255,39 +299,4 @@ describe('stepgate serve', { concurrency: true }, () => {
       await stopWithSigterm(again);
     }
   });
-
-  it('an invalid environment value stops it with exit 2 naming the key', async () => {
-    const served = serve({ STEPGATE_HTTP_PORT: 'eighty' });
-    const [code] = await served.exited;
-    assert.equal(code, 2);
-    assert.equal(served.stderr().trim(), 'config: http.port: STEPGATE_HTTP_PORT must be an integer');
-  });
-
-  for (const dialect of testDialects().filter((d) => d === 'postgres')) {
-    it('with STEPGATE_DATABASE_URL it runs on PostgreSQL and nothing else changes', async () => {
-      const database = await createTestDatabase(dialect);
-      databases.push(database);
-      const port = await freePort();
-      const served = serve({
-        STEPGATE_HTTP_PORT: String(port),
-        STEPGATE_HTTP_HOST: '127.0.0.1',
-        STEPGATE_DATA_DIR: database.dataDir,
-        STEPGATE_DATABASE_URL: database.url,
-        STEPGATE_DATABASE_SCHEMA: database.schema,
-      });
-      try {
-        await waitForHealth(served, port);
-        const ready = await get(port, '/readyz');
-        assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'postgres' });
-        assert.ok(!existsSync(join(database.dataDir, 'stepgate.sqlite')), 'no SQLite file when PostgreSQL is configured');
-        const listening = logLines(served.stdout()).find((l) => l.msg === 'stepgate listening');
-        assert.ok(listening);
-        assert.match(String(listening.database), /^postgres(ql)?:\/\//);
-        const { code } = await stopWithSigterm(served);
-        assert.equal(code, 0);
-      } finally {
-        if (served.child.exitCode === null) served.child.kill('SIGKILL');
-      }
-    });
-  }
 });
