@@ -178,10 +178,17 @@ export class StepUpGate {
       throw this.#refuse('step_up_pending', record.action, { retryAfterSeconds: polled.retryAfterSeconds, detail: `The user has not completed step-up ${record.id} yet.`, body: { stepup_id: record.id } });
     }
     if (polled.status === 'failed') {
-      // A concurrent request with the same stepup_id may have collected the token first.
-      const fresh = await this.#load(record.id);
-      if (fresh?.token_sealed !== null && fresh?.token_sealed !== undefined) return this.#token(fresh);
-      if (fresh?.status === 'used') throw this.#refuse('step_up_used', record.action);
+      if (polled.code === 'invalid_grant') {
+        // The gateway handed the token out already — to us: a concurrent request with the same
+        // stepup_id collected it and is storing it right now. Give it a moment.
+        for (let i = 0; i < 20; i++) {
+          const fresh = await this.#load(record.id);
+          if (fresh?.token_sealed !== null && fresh?.token_sealed !== undefined) return this.#token(fresh);
+          if (fresh?.status === 'used') throw this.#refuse('step_up_used', record.action);
+          if (fresh?.status === 'failed') throw this.#refuse('step_up_failed', record.action);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
       await this.#fail(record, polled.code);
       throw this.#refuse('step_up_failed', record.action, { detail: `The gateway answered ${polled.code}: start a new step-up.` });
     }
