@@ -80,7 +80,7 @@ export const demoCommand: Command = {
       STEPGATE_PAYMENT_CODE_CLIENT_SECRET: seeded.client.clientSecret,
       STEPGATE_PAYMENT_CODE_ISSUE_ACR: demo.paymentCode.issueAcr,
       STEPGATE_PAYMENT_CODE_OFFLINE_SEED_ACR: demo.paymentCode.offlineSeedAcr,
-      STEPGATE_PAYMENT_CODE_DEMO_USERS: demo.users.map((u) => u.username).join(','),
+      STEPGATE_PAYMENT_CODE_DEMO_USERS: seeded.users.map((u) => `${u.username}=${u.id}`).join(','),
     };
     const file = stringOption(args, 'config');
     // The secret travels in the child's environment, never on its command line (ps shows that).
@@ -103,7 +103,7 @@ export const demoCommand: Command = {
         '  ┌─ Stepgate demo — development only ──────────────────────────────────────',
         `  │ demo wallet:   ${pcConfig.http.publicUrl}/demo`,
         `  │ gateway:       ${config.http.publicUrl}`,
-        ...seeded.users.map((u) => `  │ demo user:     ${u}`),
+        ...seeded.credentials.map((u) => `  │ demo user:     ${u}`),
         `  │ ${seeded.policies}`,
         ...(link === undefined ? [] : [`  │ first administrator: open this one-time link (valid ${Math.round(config.admin.setupLinkSeconds / 60)} min):`, `  │   ${link}`]),
         '  └─ Ctrl-C stops both. `stepgate serve` runs the gateway alone.',

@@ -116,10 +116,11 @@ export const DEMO_FACTOR_SEEDERS: Record<string, DemoFactorSeeder> = {
   },
 };
 
-async function seedUsers(gw: Gateway, demo: DemoFile): Promise<string[]> {
+async function seedUsers(gw: Gateway, demo: DemoFile): Promise<{ notes: string[]; users: { username: string; id: string }[] }> {
   const credentials = readCredentials(gw);
   const before = JSON.stringify(credentials);
   const notes: string[] = [];
+  const users: { username: string; id: string }[] = [];
   for (const u of demo.users) {
     const ctx: SeedContext = { gw, username: u.username, displayName: u.displayName, user: await findUserByUsername(gw, u.username), credentials, notes };
     // The password comes first: it creates the user the other factors belong to.
@@ -130,9 +131,10 @@ async function seedUsers(gw: Gateway, demo: DemoFile): Promise<string[]> {
       await seeder(ctx, spec);
     }
     if (ctx.user === undefined) throw new ConfigError('demo.users.factors', `${u.username}: a demo user needs a password factor`);
+    users.push({ username: ctx.user.username, id: ctx.user.id });
   }
   if (JSON.stringify(credentials) !== before) writeCredentials(gw, credentials);
-  return notes;
+  return { notes, users };
 }
 
 // ---- client and policies ----------------------------------------------------------------------
@@ -175,14 +177,17 @@ async function seedPolicies(gw: Gateway, demo: DemoFile & { dir: string }): Prom
 
 export interface SeededDemo {
   client: DemoClient;
-  users: string[];
+  /** `username / password` lines for the developer's terminal. */
+  credentials: string[];
+  /** The demo users as gateway user ids. */
+  users: { username: string; id: string }[];
   policies: string;
 }
 
 export async function seedDemo(gw: Gateway, demo: DemoFile & { dir: string }, paymentCodeUrl: string): Promise<SeededDemo> {
   if (gw.config.mode !== 'development') throw new TypeError('the demo is seeded in development mode only');
-  const users = await seedUsers(gw, demo);
+  const { notes, users } = await seedUsers(gw, demo);
   const policies = await seedPolicies(gw, demo);
   const client = await seedClient(gw, demo, `${paymentCodeUrl}/demo/return`);
-  return { client, users, policies };
+  return { client, credentials: notes, users, policies };
 }

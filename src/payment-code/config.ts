@@ -70,7 +70,8 @@ export const paymentCodeSectionSchema = z.strictObject({
   }),
   demo: z.strictObject({
     enabled: z.boolean(),
-    users: z.array(z.string().min(1).max(64)).max(20),
+    // `label=usr_…`: what the page shows, and the gateway user id it stands for.
+    users: z.array(z.string().regex(/^[^=,]{1,64}=usr_[A-Za-z0-9_-]{1,96}$/, 'must be label=usr_… (a name to show and the gateway user id)')).max(20),
   }),
 });
 

@@ -231,6 +231,7 @@ export class StepUpGate {
         jwks: this.#d.jwks,
         replayStore: this.#d.replayStore,
         requiredAcr: this.#d.requiredAcr[input.action],
+        expectedSubject: record.subject,
         expectedAction: input.action,
         expectedContext: input.context as JsonObject,
         clock: this.#d.clock,

@@ -271,7 +271,7 @@ export async function completeWithPassword(gatewayUrl: string, stepupId: string,
 export const CONTEXT = { amountLimit: '120.00', currency: 'CNY', deviceId: 'phone-1', payee: 'shop-42' };
 
 /** Both calls of an issuance: 401 with the step-up, the user completes it, 201 with the code. */
-export async function issueWithStepUp(pUrl: string, gatewayUrl: string, walletKey: string, subject = 'alice', context: Record<string, unknown> = CONTEXT): Promise<Answer> {
+export async function issueWithStepUp(pUrl: string, gatewayUrl: string, walletKey: string, subject: string, context: Record<string, unknown> = CONTEXT): Promise<Answer> {
   const first = await call(pUrl, 'POST', '/v1/payment-codes', { subject, context }, bearer(walletKey));
   if (first.status !== 401 || first.body.code !== 'step_up_required') throw new Error(`expected step_up_required, got ${first.status} ${first.text}`);
   const done = await completeWithPassword(gatewayUrl, first.body.stepup_id as string, first.body.ticket as string);

@@ -31,7 +31,7 @@ import {
   startGatewayForP,
   startInProcessP,
 } from '../helpers/payment-code.ts';
-import { setPolicies } from '../helpers/stepup-fixtures.ts';
+import { makeUser, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 /**
@@ -125,15 +125,15 @@ for (const dialect of testDialects()) {
     const redeem = (body: Record<string, unknown>) => call(p.url, 'POST', '/v1/payment-codes/redeem', { amount: '10.00', merchant: 'shop-42', ...body }, bearer(acquirer));
 
     async function provision(context: Record<string, unknown> = SEED_CONTEXT, key = wallet) {
-      const first = await call(p.url, 'POST', '/v1/offline-seeds', { subject: 'alice', context }, bearer(key));
+      const first = await call(p.url, 'POST', '/v1/offline-seeds', { subject: g.alice.id, context }, bearer(key));
       assert.equal(first.status, 401, first.text);
       assert.equal(first.body.code, 'step_up_required');
       assert.equal((await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string)).status, 200);
-      return call(p.url, 'POST', '/v1/offline-seeds', { subject: 'alice', context, stepup_id: first.body.stepup_id }, bearer(key));
+      return call(p.url, 'POST', '/v1/offline-seeds', { subject: g.alice.id, context, stepup_id: first.body.stepup_id }, bearer(key));
     }
 
     it('an online code expires after its lifetime, and so does its signed QR', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       assert.equal(issued.status, 201, issued.text);
       clock.advance(61);
       const late = await redeem({ code: issued.body.code });
@@ -144,7 +144,7 @@ for (const dialect of testDialects()) {
     });
 
     it('signed QR: redeemable once (it is the same authorisation as the digits); tampering is refused', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       const payload = (issued.body.signed_qr as { payload: string }).payload;
       const [h, c, s] = payload.split('.') as [string, string, string];
       const claims = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as Record<string, unknown>;
@@ -175,11 +175,11 @@ for (const dialect of testDialects()) {
       const theirToken = await call(g.url, 'POST', `/v1/stepup/${theirs.body.stepup_id}/token`, undefined, { authorization: otherBasic });
       assert.equal(theirToken.status, 200);
 
-      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string);
       proxy.swap((id) => (id === first.body.stepup_id ? (theirToken.body.step_up_token as string) : undefined));
       try {
-        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
         assert.equal(res.status, 401, res.text);
         assert.equal(res.body.code, 'audience_invalid');
         assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_user_authentication/);
@@ -187,21 +187,21 @@ for (const dialect of testDialects()) {
         proxy.swap(undefined);
       }
       // The other service's step-up id is not ours either.
-      const foreign = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: theirs.body.stepup_id }, bearer(wallet));
+      const foreign = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: theirs.body.stepup_id }, bearer(wallet));
       assert.equal(foreign.body.code, 'step_up_unknown');
     });
 
-    it('a token used once is refused when a channel replays it for a new step-up; a fresh token for another step-up is refused too', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+    it('through a hostile channel: a replayed token, a fresh token of another step-up, another user’s token — all refused', async () => {
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       assert.equal(issued.status, 201);
       const stepupOfFirst = [...proxy.handedOut.keys()].at(-1) as string;
       const used = proxy.handedOut.get(stepupOfFirst) as string;
 
-      const second = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const second = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, second.body.stepup_id as string, second.body.ticket as string);
       proxy.swap((id) => (id === second.body.stepup_id ? used : undefined));
       try {
-        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: second.body.stepup_id }, bearer(wallet));
+        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: second.body.stepup_id }, bearer(wallet));
         assert.equal(res.status, 401, res.text);
         assert.equal(res.body.code, 'replayed');
       } finally {
@@ -213,37 +213,53 @@ for (const dialect of testDialects()) {
       const direct = await call(g.url, 'POST', '/v1/stepup', { subject: 'alice', action: ISSUE, context: ctx }, { authorization: g.client.basic });
       await completeWithPassword(g.url, direct.body.stepup_id as string, direct.body.ticket as string);
       const fresh = (await call(g.url, 'POST', `/v1/stepup/${direct.body.stepup_id}/token`, undefined, { authorization: g.client.basic })).body.step_up_token as string;
-      const third = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const third = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, third.body.stepup_id as string, third.body.ticket as string);
       proxy.swap((id) => (id === third.body.stepup_id ? fresh : undefined));
       try {
-        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: third.body.stepup_id }, bearer(wallet));
+        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: third.body.stepup_id }, bearer(wallet));
         assert.equal(res.body.code, 'step_up_mismatch');
+      } finally {
+        proxy.swap(undefined);
+      }
+
+      // A genuine token of this service for the same request — but Bob's consent, not Alice's.
+      await makeUser(g.tg.gw, 'bob');
+      const bobs = await call(g.url, 'POST', '/v1/stepup', { subject: 'bob', action: ISSUE, context: ctx }, { authorization: g.client.basic });
+      await completeWithPassword(g.url, bobs.body.stepup_id as string, bobs.body.ticket as string);
+      const bobToken = (await call(g.url, 'POST', `/v1/stepup/${bobs.body.stepup_id}/token`, undefined, { authorization: g.client.basic })).body.step_up_token as string;
+      const fourth = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
+      await completeWithPassword(g.url, fourth.body.stepup_id as string, fourth.body.ticket as string);
+      proxy.swap((id) => (id === fourth.body.stepup_id ? bobToken : undefined));
+      try {
+        const res = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: fourth.body.stepup_id }, bearer(wallet));
+        assert.equal(res.status, 401);
+        assert.equal(res.body.code, 'subject_mismatch');
       } finally {
         proxy.swap(undefined);
       }
     });
 
     it('a held token that expires while the wallet retries is refused, and the step-up is over', async () => {
-      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string);
-      const wrong = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { ...CONTEXT, payee: 'shop-43' }, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const wrong = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, payee: 'shop-43' }, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(wrong.body.code, 'context_mismatch');
       clock.advance(126);
-      const late = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const late = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(late.status, 401);
       assert.equal(late.body.code, 'token_expired');
-      const after = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const after = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(after.body.code, 'step_up_failed');
     });
 
     it('the gateway’s refusals reach the wallet: enrollment_required, access_denied; an unreachable gateway is a 503', async () => {
-      const big = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { ...CONTEXT, amountLimit: '5000.00' } }, bearer(wallet));
+      const big = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, amountLimit: '5000.00' } }, bearer(wallet));
       assert.equal(big.status, 409, big.text);
       assert.equal(big.body.code, 'enrollment_required');
       await setPolicies(g.tg.gw, PASSWORD_POLICIES.filter((x) => x.action !== OFFLINE));
       try {
-        const denied = await call(p.url, 'POST', '/v1/offline-seeds', { subject: 'alice', context: SEED_CONTEXT }, bearer(wallet));
+        const denied = await call(p.url, 'POST', '/v1/offline-seeds', { subject: g.alice.id, context: SEED_CONTEXT }, bearer(wallet));
         assert.equal(denied.status, 403, denied.text);
         assert.equal(denied.body.code, 'access_denied');
       } finally {
@@ -253,7 +269,7 @@ for (const dialect of testDialects()) {
       const down = await startInProcessP(pConfig({ ...g, url: 'http://127.0.0.1:9' }, downDb), { clock });
       try {
         const [key] = await makeApiKeys(down.svc.config, [{ name: 'w', role: 'wallet' }]);
-        const res = await call(down.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(key as string));
+        const res = await call(down.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(key as string));
         assert.equal(res.status, 503);
         assert.equal(res.body.code, 'gateway_unavailable');
       } finally {
@@ -276,7 +292,7 @@ for (const dialect of testDialects()) {
       const p2 = await startInProcessP(pConfig({ ...g, client: { ...g.client, clientId: client.client.clientId, secret: '' } }, pdb, { gateway: { clientAuth: 'private_key_jwt', clientSecret: '', clientKeyFile: keyFile } }), { clock });
       try {
         const [key] = await makeApiKeys(p2.svc.config, [{ name: 'w', role: 'wallet' }]);
-        const issued = await issueWithStepUp(p2.url, g.url, key as string);
+        const issued = await issueWithStepUp(p2.url, g.url, key as string, g.alice.id);
         assert.equal(issued.status, 201, issued.text);
         assert.equal(issued.body.subject, g.alice.id);
       } finally {
@@ -395,7 +411,7 @@ for (const dialect of testDialects()) {
       assert.match(row.seed_sealed, /^v1\./);
       const raw = base32Decode(secret) as Buffer;
       assert.ok(!row.seed_sealed.includes(raw.toString('base64url')) && !row.seed_sealed.includes(secret));
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       const code = await p.svc.store.db.selectFrom('pc_codes').selectAll().where('id', '=', issued.body.code_id as string).executeTakeFirstOrThrow();
       assert.ok(!JSON.stringify(code).includes(issued.body.code as string));
       const tokens = await p.svc.store.db.selectFrom('pc_stepups').select(['token_sealed', 'status']).where('status', '=', 'used').execute();

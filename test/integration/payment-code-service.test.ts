@@ -78,7 +78,7 @@ for (const dialect of testDialects()) {
 
     it('full flow over HTTP: 401 with the step-up, the user completes it at the gateway, the code, its pictures, one redemption', async (t) => {
       const codesBefore = await countCodes();
-      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       assert.equal(first.status, 401, first.text);
       assert.equal(first.body.code, 'step_up_required');
       assert.match(first.headers.get('www-authenticate') ?? '', CHALLENGE);
@@ -94,14 +94,14 @@ for (const dialect of testDialects()) {
       assert.deepEqual(status.body.context, { amount: '120.00', currency: 'CNY', deviceId: 'phone-1', payee: 'shop-42' });
       assert.equal(status.body.binding_message, 'Payment code for up to 120.00 CNY at shop-42');
 
-      const early = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const early = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(early.status, 401);
       assert.equal(early.body.code, 'step_up_pending');
       assert.ok(Number(early.headers.get('retry-after')) >= 1);
 
       assert.equal((await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string)).status, 200);
       await new Promise((r) => setTimeout(r, 1100)); // the gateway's polling interval (1 s here)
-      const issued = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const issued = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(issued.status, 201, issued.text);
       const code = issued.body.code as string;
       assert.match(code, /^181\d{15}$/);
@@ -144,9 +144,9 @@ for (const dialect of testDialects()) {
     });
 
     it('a step-up is good for one code: the same stepup_id again is refused, and so are ids that are not ours', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       assert.equal(issued.status, 201, issued.text);
-      const stepupId = (await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet))).body.stepup_id;
+      const stepupId = (await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet))).body.stepup_id;
       assert.ok(stepupId);
       // Reusing the completed step-up of the first code:
       const usedId = await (async () => {
@@ -157,42 +157,42 @@ for (const dialect of testDialects()) {
           await store.close();
         }
       })();
-      const reuse = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: usedId }, bearer(wallet));
+      const reuse = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: usedId }, bearer(wallet));
       assert.equal(reuse.status, 401);
       assert.equal(reuse.body.code, 'step_up_used');
       assert.match(reuse.headers.get('www-authenticate') ?? '', CHALLENGE);
       // Another wallet cannot complete our step-up; an invented id is unknown.
-      const foreign = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: usedId }, bearer(otherWallet));
+      const foreign = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: usedId }, bearer(otherWallet));
       assert.equal(foreign.body.code, 'step_up_unknown');
-      const invented = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: 'stp_AAAAAAAAAAAAAAAAAAAAAA' }, bearer(wallet));
+      const invented = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: 'stp_AAAAAAAAAAAAAAAAAAAAAA' }, bearer(wallet));
       assert.equal(invented.status, 401);
       assert.equal(invented.body.code, 'step_up_unknown');
     });
 
     it('a token whose context differs from the request is refused (amount, device), and the right request still works', async () => {
-      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string);
       const id = first.body.stepup_id;
-      const more = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { ...CONTEXT, amountLimit: '1200.00' }, stepup_id: id }, bearer(wallet));
+      const more = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, amountLimit: '1200.00' }, stepup_id: id }, bearer(wallet));
       assert.equal(more.status, 401, more.text);
       assert.equal(more.body.code, 'context_mismatch');
       assert.equal(more.body.field, 'amount');
-      const device = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { ...CONTEXT, deviceId: 'phone-2' }, stepup_id: id }, bearer(wallet));
+      const device = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, deviceId: 'phone-2' }, stepup_id: id }, bearer(wallet));
       assert.equal(device.body.code, 'context_mismatch');
       assert.equal(device.body.field, 'deviceId');
-      const noPayee = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { amountLimit: '120.00', currency: 'CNY', deviceId: 'phone-1' }, stepup_id: id }, bearer(wallet));
+      const noPayee = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { amountLimit: '120.00', currency: 'CNY', deviceId: 'phone-1' }, stepup_id: id }, bearer(wallet));
       assert.equal(noPayee.body.code, 'context_mismatch');
-      const sameRepresentation = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: { ...CONTEXT, amountLimit: '120.0' }, stepup_id: id }, bearer(wallet));
+      const sameRepresentation = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, amountLimit: '120.0' }, stepup_id: id }, bearer(wallet));
       assert.equal(sameRepresentation.body.code, 'context_mismatch', '"120.0" is not what the user approved ("120.00")');
-      const right = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: id }, bearer(wallet));
+      const right = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: id }, bearer(wallet));
       assert.equal(right.status, 201, right.text);
     });
 
     it('parallel requests with one completed step-up make exactly one code', async () => {
-      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(wallet));
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
       await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string);
       const results = await Promise.all(
-        Array.from({ length: 10 }, () => call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet))),
+        Array.from({ length: 10 }, () => call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet))),
       );
       const statuses = results.map((r) => r.status);
       assert.equal(statuses.filter((s) => s === 201).length, 1, results.map((r) => r.body.code).join(','));
@@ -203,7 +203,7 @@ for (const dialect of testDialects()) {
     });
 
     it('double redemption in parallel: exactly one wins', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       assert.equal(issued.status, 201, issued.text);
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) => call(p.url, 'POST', '/v1/payment-codes/redeem', { code: issued.body.code, amount: '10.00', merchant: `shop-42` }, { ...bearer(acquirer), 'x-request-id': `parallel-redeem-${i}` })),
@@ -220,7 +220,7 @@ for (const dialect of testDialects()) {
     });
 
     it('redemption refuses what the payer did not authorise, with distinct codes, and leaves the code usable', async () => {
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       const code = issued.body.code as string;
       const redeem = (body: Record<string, unknown>) => call(p.url, 'POST', '/v1/payment-codes/redeem', { code, amount: '10.00', merchant: 'shop-42', ...body }, bearer(acquirer));
       const over = await redeem({ amount: '120.01' });
@@ -236,12 +236,12 @@ for (const dialect of testDialects()) {
     });
 
     it('API keys: none, unknown, or of the wrong role are refused before anything happens', async () => {
-      const none = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT });
+      const none = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT });
       assert.equal(none.status, 401);
       assert.equal(none.body.code, 'unauthorized');
-      const unknown = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(`pck_${'A'.repeat(43)}`));
+      const unknown = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(`pck_${'A'.repeat(43)}`));
       assert.equal(unknown.body.code, 'unauthorized');
-      const acquirerIssues = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'alice', context: CONTEXT }, bearer(acquirer));
+      const acquirerIssues = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(acquirer));
       assert.equal(acquirerIssues.status, 403);
       assert.equal(acquirerIssues.body.code, 'forbidden');
       const walletRedeems = await call(p.url, 'POST', '/v1/payment-codes/redeem', { code: `181${'0'.repeat(15)}`, amount: '1.00', merchant: 'x' }, bearer(wallet));
@@ -251,15 +251,16 @@ for (const dialect of testDialects()) {
     it('bad input is a 400 naming the field and creates nothing, at P and at the gateway', async () => {
       const stepupsBefore = await g.tg.gw.store.db.selectFrom('stepups').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
       const cases: [unknown, string][] = [
-        [{ subject: 'alice', context: { ...CONTEXT, amountLimit: 120 } }, '/context/amountLimit'],
-        [{ subject: 'alice', context: { ...CONTEXT, amountLimit: '1e3' } }, '/context/amountLimit'],
-        [{ subject: 'alice', context: { ...CONTEXT, amountLimit: '0.00' } }, '/context/amountLimit'],
-        [{ subject: 'alice', context: { ...CONTEXT, currency: 'cny' } }, '/context/currency'],
-        [{ subject: 'alice', context: { ...CONTEXT, deviceId: 'a b' } }, '/context/deviceId'],
-        [{ subject: 'alice', context: { ...CONTEXT, surprise: 1 } }, '/context/surprise'],
-        [{ subject: 'alice', context: CONTEXT, stepup_id: 'nope' }, '/stepup_id'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, amountLimit: 120 } }, '/context/amountLimit'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, amountLimit: '1e3' } }, '/context/amountLimit'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, amountLimit: '0.00' } }, '/context/amountLimit'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, currency: 'cny' } }, '/context/currency'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, deviceId: 'a b' } }, '/context/deviceId'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, surprise: 1 } }, '/context/surprise'],
+        [{ subject: g.alice.id, context: CONTEXT, stepup_id: 'nope' }, '/stepup_id'],
         [{ context: CONTEXT }, '/subject'],
-        [{ subject: 'alice', context: CONTEXT, extra: true }, '/extra'],
+        [{ subject: 'alice', context: CONTEXT }, '/subject'],
+        [{ subject: g.alice.id, context: CONTEXT, extra: true }, '/extra'],
       ];
       for (const [body, pointer] of cases) {
         const res = await call(p.url, 'POST', '/v1/payment-codes', body, bearer(wallet));
@@ -267,7 +268,7 @@ for (const dialect of testDialects()) {
         assert.equal(res.body.code, 'validation_failed');
         assert.ok((res.body.invalid_params as { pointer: string }[]).some((x) => x.pointer === pointer), `${pointer}: ${res.text}`);
       }
-      const unknownUser = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'mallory', context: CONTEXT }, bearer(wallet));
+      const unknownUser = await call(p.url, 'POST', '/v1/payment-codes', { subject: 'usr_mallory', context: CONTEXT }, bearer(wallet));
       assert.equal(unknownUser.status, 400);
       assert.deepEqual((unknownUser.body.invalid_params as { pointer: string }[]).map((x) => x.pointer), ['/subject']);
       const garbage = await call(p.url, 'POST', '/v1/payment-codes', '{"subject":', bearer(wallet));
@@ -284,7 +285,7 @@ for (const dialect of testDialects()) {
 
     it('the signed QR verifies with P’s JWKS in an independent verifier (python3-jwt)', async (t) => {
       if (needTool(t, 'python3', 'python3-jwt')) return;
-      const issued = await issueWithStepUp(p.url, g.url, wallet);
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       const jwks = await call(p.url, 'GET', '/.well-known/jwks.json');
       assert.equal(jwks.status, 200);
       const keys = jwks.body.keys as Record<string, unknown>[];

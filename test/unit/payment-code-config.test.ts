@@ -48,7 +48,7 @@ describe('payment-code service configuration', () => {
         STEPGATE_PAYMENT_CODE_GATEWAY_ISSUER: 'https://mfa.example',
         STEPGATE_PAYMENT_CODE_CLIENT_ID: 'cli_x',
         STEPGATE_PAYMENT_CODE_CODE_PREFIX: '19',
-        STEPGATE_PAYMENT_CODE_DEMO_USERS: 'alice, bob,',
+        STEPGATE_PAYMENT_CODE_DEMO_USERS: 'alice=usr_a1, bob=usr_b2,',
         STEPGATE_PAYMENT_CODE_ISSUE_ACR: 'urn:stepgate:aal1',
       },
     });
@@ -58,7 +58,7 @@ describe('payment-code service configuration', () => {
     assert.equal(c.gateway.issuer, 'https://mfa.example');
     assert.equal(c.gateway.jwksUri, 'http://10.0.0.5:8080/.well-known/jwks.json');
     assert.equal(c.codes.prefix, '19');
-    assert.deepEqual(c.demo.users, ['alice', 'bob']);
+    assert.deepEqual(c.demo.users, ['alice=usr_a1', 'bob=usr_b2']);
     assert.equal(c.stepUp.issueAcr, 'urn:stepgate:aal1');
   });
 

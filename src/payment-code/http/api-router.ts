@@ -18,7 +18,9 @@ const amount = z
 const currency = z.string({ error: 'must be an ISO 4217 currency code' }).regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "CNY"');
 const deviceId = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1–64 letters, digits or . _ : -');
 const label = z.string({ error: 'must be a string' }).regex(/^[\p{L}\p{N} ._:@&'-]{1,64}$/u, 'must be 1–64 letters, digits, blanks or . _ : @ & \' -');
-const subject = z.string({ error: 'must be the user id or username at the gateway' }).min(1).max(128);
+// The gateway's user id, not a username: the token's `sub` must equal it (the verifier insists).
+export const SUBJECT_PATTERN = /^usr_[A-Za-z0-9_-]{1,96}$/;
+const subject = z.string({ error: 'must be the user id at the gateway (usr_…)' }).regex(SUBJECT_PATTERN, 'must be the user id at the gateway (usr_…), not a username');
 const stepupId = z.string().regex(/^stp_[A-Za-z0-9_-]{10,64}$/, 'must be the stepup_id from the step-up challenge');
 const redirect = {
   redirect_uri: z.url().max(2000).optional().describe('Where the gateway sends the user back (registered for this service at the gateway).'),

@@ -9,7 +9,7 @@ import { ISSUE_ACTION, issueBindingMessage, issueCode, issueStepUpContext, rende
 import { OFFLINE_SEED_ACTION, provisionSeed, seedBindingMessage, seedStepUpContext } from '../offline-seeds.ts';
 import { redeem } from '../redeem.ts';
 import type { PaymentCodeService } from '../service.ts';
-import { redeemBody } from './api-router.ts';
+import { redeemBody, SUBJECT_PATTERN } from './api-router.ts';
 import { requestIdOf } from './problem.ts';
 
 /**
@@ -49,7 +49,9 @@ function sameSecret(a: string, b: string): boolean {
 export function demoRouter(svc: PaymentCodeService): Router {
   const router = Router();
   const eta = new Eta({ views: VIEWS_DIR, autoEscape: true, cache: false });
-  const users = svc.config.demo.users;
+  // `label=usr_…`: the page offers the labels; the user id stays on the server.
+  const demoUsers = new Map(svc.config.demo.users.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
+  const users = [...demoUsers.keys()];
   const returnUrl = `${svc.config.http.publicUrl}/demo/return`;
   const cookieBase = { httpOnly: true, sameSite: 'lax' as const, secure: svc.config.http.publicUrl.startsWith('https://'), path: '/demo' };
 
@@ -79,17 +81,18 @@ export function demoRouter(svc: PaymentCodeService): Router {
     return false;
   }
 
-  /** The posted user and amount, or a rendered error. */
-  function formInput(req: Request, res: Response): { username: string; amountLimit: string } | undefined {
+  /** The posted user (as a gateway user id) and amount, or a rendered error. */
+  function formInput(req: Request, res: Response): { subject: string; amountLimit: string } | undefined {
     const username = field(req, 'username');
     const amountLimit = field(req, 'amountLimit');
-    const badUser = username === '' || username.length > 64 || (users.length > 0 && !users.includes(username));
+    const subject = users.length > 0 ? demoUsers.get(username) : SUBJECT_PATTERN.test(username) ? username : undefined;
+    const badUser = subject === undefined;
     const badAmount = !AMOUNT_PATTERN.test(amountLimit) || (amountUnits(amountLimit) ?? 0n) <= 0n;
     if (badUser || badAmount) {
       render(req, res, 400, 'demo', { users, error: { code: 'validation_failed', message: badUser ? 'Pick one of the demo users.' : 'The amount must look like 120.00.' } });
       return undefined;
     }
-    return { username, amountLimit };
+    return { subject, amountLimit };
   }
 
   /** Starts a flow: a fresh nonce in the cookie, the step-up at the gateway, the browser sent there. */
@@ -125,7 +128,7 @@ export function demoRouter(svc: PaymentCodeService): Router {
       svc.gate.begin({
         owner,
         action: ISSUE_ACTION,
-        subject: input.username,
+        subject: input.subject,
         context: issueStepUpContext(request),
         bindingMessage: issueBindingMessage(request),
         redirectUri: returnUrl,
@@ -144,7 +147,7 @@ export function demoRouter(svc: PaymentCodeService): Router {
       svc.gate.begin({
         owner,
         action: OFFLINE_SEED_ACTION,
-        subject: input.username,
+        subject: input.subject,
         context: seedStepUpContext(request, svc.seedDeps),
         bindingMessage: seedBindingMessage(request, svc.seedDeps),
         redirectUri: returnUrl,

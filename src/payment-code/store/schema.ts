@@ -28,7 +28,7 @@ export interface StepUpsTable {
   /** Who may complete it here: an API key id, or `demo:<hash>` for the demo page. */
   owner: string;
   action: StepUpAction;
-  /** The subject as the wallet named it (user id or username at the gateway). */
+  /** The gateway user id the wallet acts for; the token's `sub` must equal it. */
   subject: string;
   /** The step-up context sent to the gateway, canonical JSON. */
   context: string;
