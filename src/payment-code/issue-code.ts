@@ -6,7 +6,7 @@ import type { EventLog } from './events.ts';
 import { code128Png, qrPng } from './render.ts';
 import { signQr, subjectHandle } from './signed-qr.ts';
 import type { QrKeyRing } from './signing-keys.ts';
-import type { StepUpContext, StepUpGate } from './step-up.ts';
+import { type PhaseObserver, type StepUpContext, type StepUpGate, timed } from './step-up.ts';
 import type { PcDb, PcTx } from './store/database.ts';
 
 /**
@@ -27,6 +27,7 @@ export interface IssueDeps {
   prefix: string;
   ttlSeconds: number;
   publicUrl: string;
+  observe: PhaseObserver;
 }
 
 /** What the wallet asks for. */
@@ -114,7 +115,7 @@ export async function issueCode(d: IssueDeps, input: IssueInput): Promise<Issued
   const codeId = `pcd_${randomBytes(16).toString('base64url')}`;
   const qrNonce = randomBytes(16).toString('base64url');
 
-  const code = await d.db.transaction().execute(async (tx) => {
+  const code = await timed(d.observe, 'code_write', () => d.db.transaction().execute(async (tx) => {
     if (!(await verified.finish(tx))) return undefined;
     let digits: string | undefined;
     // A collision with a live code is ~#live/10^15 per draw; a few draws always suffice.
@@ -154,7 +155,7 @@ export async function issueCode(d: IssueDeps, input: IssueInput): Promise<Issued
       data: { codeId, stepupId: claims.txn, jti: claims.jti, acr: claims.acr, amountLimit: input.request.amountLimit, currency: input.request.currency, deviceId: input.request.deviceId, payee: input.request.payee ?? null },
     });
     return digits;
-  });
+  }));
   if (code === undefined) {
     // The replay store already lets one request through per token; this is the belt to its braces.
     throw new PaymentCodeError('replayed', { challenge: d.gate.challenge(ISSUE_ACTION) });
@@ -186,7 +187,7 @@ export async function issueCode(d: IssueDeps, input: IssueInput): Promise<Issued
   };
 }
 
-export async function renderCode(issued: IssuedCode): Promise<RenderedCode> {
-  const [barcodePng, plainQr, signedQrPng] = await Promise.all([code128Png(issued.code), qrPng(issued.code), qrPng(issued.signedQr)]);
+export async function renderCode(issued: IssuedCode, observe: PhaseObserver = () => {}): Promise<RenderedCode> {
+  const [barcodePng, plainQr, signedQrPng] = await timed(observe, 'render', () => Promise.all([code128Png(issued.code), qrPng(issued.code, 6), qrPng(issued.signedQr, 3)]));
   return { ...issued, barcodePng, qrPng: plainQr, signedQrPng };
 }

@@ -12,6 +12,7 @@ import { matchOfflineOtp, seedKey } from './offline-otp.ts';
 import type { PaymentCodeSealer } from './sealer.ts';
 import { looksLikeQrPayload, verifyQr } from './signed-qr.ts';
 import type { QrKeyRing } from './signing-keys.ts';
+import { type PhaseObserver, timed } from './step-up.ts';
 import type { PcDb } from './store/database.ts';
 import type { CodesTable, OfflineSeedsTable, RedemptionKind } from './store/schema.ts';
 
@@ -34,6 +35,7 @@ export interface RedeemDeps {
   publicUrl: string;
   maxFailures: number;
   failureWindowSeconds: number;
+  observe: PhaseObserver;
 }
 
 export interface RedeemRequest {
@@ -69,6 +71,10 @@ function checkTerms(request: RedeemRequest, terms: { amountLimit: string; curren
 }
 
 export async function redeem(d: RedeemDeps, acquirer: ApiKeyCaller, request: RedeemRequest, requestId?: string): Promise<Redemption> {
+  return timed(d.observe, 'redeem', () => redeemAny(d, acquirer, request, requestId));
+}
+
+async function redeemAny(d: RedeemDeps, acquirer: ApiKeyCaller, request: RedeemRequest, requestId?: string): Promise<Redemption> {
   if (looksLikeQrPayload(request.code)) {
     const claims = await verifyQr(d.qrKeys, d.publicUrl, request.code, d.clock);
     const row = await d.db.selectFrom('pc_codes').selectAll().where('qr_nonce', '=', claims.jti).executeTakeFirst();

@@ -22,12 +22,16 @@ export async function code128Png(text: string): Promise<Buffer> {
   });
 }
 
-export async function qrPng(text: string): Promise<Buffer> {
+/**
+ * `scale` is pixels per module. PNG encoding dominates the cost (a signed payload needs ~80
+ * modules a side), so it is kept small; pages enlarge the image with `image-rendering: pixelated`.
+ */
+export async function qrPng(text: string, scale = 4): Promise<Buffer> {
   return QRCode.toBuffer(text, {
     type: 'png',
     errorCorrectionLevel: 'M',
     margin: 4,
-    scale: 5,
+    scale,
     color: { dark: '#000000ff', light: '#ffffffff' },
   });
 }

@@ -12,7 +12,7 @@ import type { OfflineSeedDeps } from './offline-seeds.ts';
 import type { RedeemDeps } from './redeem.ts';
 import { loadPaymentCodeMasterKey, PaymentCodeSealer } from './sealer.ts';
 import { QrKeyRing } from './signing-keys.ts';
-import { StepUpGate } from './step-up.ts';
+import { type PhaseObserver, StepUpGate } from './step-up.ts';
 import { openPaymentCodeStore, type PaymentCodeStore } from './store/database.ts';
 
 export const PAYMENT_CODE_VERSION = '0.1.0';
@@ -44,6 +44,8 @@ export interface CreatePaymentCodeServiceOptions {
   fetch?: typeof fetch;
   /** Skip the "can it reach the gateway" configuration check (CLI helpers that only use the database). */
   offline?: boolean;
+  /** Receives the duration of each phase of a request (metrics, the bench). */
+  observe?: PhaseObserver;
 }
 
 export function sqliteFileFor(config: PaymentCodeConfig): string {
@@ -99,6 +101,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
   const replayStore = store.replayStore(clock);
+  const observe: PhaseObserver = options.observe ?? (() => {});
   const gate = new StepUpGate({
     db: store.db,
     sealer,
@@ -112,6 +115,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     requiredAcr: { 'payment_code.issue': config.stepUp.issueAcr, 'payment_code.offline_seed': config.stepUp.offlineSeedAcr },
     maxAuthAgeSeconds: config.stepUp.maxAuthAgeSeconds,
     clockToleranceSeconds: config.stepUp.clockToleranceSeconds,
+    observe,
   });
   const codeIndexKey = sealer.deriveKey('code-index');
   const issueDeps: IssueDeps = {
@@ -125,6 +129,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     prefix: config.codes.prefix,
     ttlSeconds: config.codes.ttlSeconds,
     publicUrl: config.http.publicUrl,
+    observe,
   };
   const seedDeps: OfflineSeedDeps = {
     db: store.db,
@@ -148,6 +153,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     publicUrl: config.http.publicUrl,
     maxFailures: config.offline.maxFailures,
     failureWindowSeconds: config.offline.failureWindowSeconds,
+    observe,
   };
   const service = {
     config,

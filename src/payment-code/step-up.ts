@@ -44,6 +44,22 @@ export interface StepUpGateDeps {
   requiredAcr: Record<StepUpAction, StepUpAcr>;
   maxAuthAgeSeconds: number;
   clockToleranceSeconds: number;
+  /** Where the time of each phase goes (metrics, the bench). */
+  observe: PhaseObserver;
+}
+
+/** Phases of a request whose duration is worth knowing (seconds of wall time). */
+export type Phase = 'gateway_token' | 'token_verification' | 'code_write' | 'render' | 'redeem';
+export type PhaseObserver = (phase: Phase, seconds: number) => void;
+
+/** Runs `fn`, reporting its duration (also when it throws). */
+export async function timed<T>(observe: PhaseObserver, phase: Phase, fn: () => Promise<T>): Promise<T> {
+  const started = process.hrtime.bigint();
+  try {
+    return await fn();
+  } finally {
+    observe(phase, Number(process.hrtime.bigint() - started) / 1e9);
+  }
 }
 
 export type StepUpContext = Record<string, string | number | boolean>;
@@ -173,7 +189,7 @@ export class StepUpGate {
   /** Fetches the token from the gateway if we do not hold it yet. */
   async #token(record: StepUpsTable): Promise<string> {
     if (record.token_sealed !== null) return this.#d.sealer.unseal(record.token_sealed, tokenAad(record.id)).toString('utf8');
-    const polled = await this.#d.gateway.pollToken(record.id);
+    const polled = await timed(this.#d.observe, 'gateway_token', () => this.#d.gateway.pollToken(record.id));
     if (polled.status === 'pending') {
       throw this.#refuse('step_up_pending', record.action, { retryAfterSeconds: polled.retryAfterSeconds, detail: `The user has not completed step-up ${record.id} yet.`, body: { stepup_id: record.id } });
     }
@@ -225,7 +241,7 @@ export class StepUpGate {
     const token = await this.#token(record);
     let claims: StepUpClaims;
     try {
-      claims = await verifyStepUpToken(token, {
+      claims = await timed(this.#d.observe, 'token_verification', () => verifyStepUpToken(token, {
         issuer: this.#d.issuer,
         audience: this.#d.gateway.clientId,
         jwks: this.#d.jwks,
@@ -237,7 +253,7 @@ export class StepUpGate {
         clock: this.#d.clock,
         clockToleranceSeconds: this.#d.clockToleranceSeconds,
         maxAuthAgeSeconds: this.#d.maxAuthAgeSeconds,
-      });
+      }));
     } catch (err) {
       if (err instanceof StepUpTokenError) {
         this.#d.logger.warn({ stepupId: record.id, code: err.code, field: err.field }, 'step-up token refused');

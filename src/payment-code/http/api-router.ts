@@ -190,7 +190,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
       });
       return;
     }
-    const issued = await renderCode(await issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId: body.stepup_id, request: body.context, requestId: requestIdOf(res) }));
+    const issued = await renderCode(await issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId: body.stepup_id, request: body.context, requestId: requestIdOf(res) }), svc.issueDeps.observe);
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json({
       code_id: issued.codeId,

@@ -173,7 +173,7 @@ export function demoRouter(svc: PaymentCodeService): Router {
     try {
       if (record.action === ISSUE_ACTION) {
         const request = { amountLimit: String(context.amount), currency: String(context.currency), deviceId: String(context.deviceId), payee: typeof context.payee === 'string' ? context.payee : undefined };
-        const code = await renderCode(await issueCode(svc.issueDeps, { owner: record.owner, subject: record.subject, stepupId, request, requestId: requestIdOf(res) }));
+        const code = await renderCode(await issueCode(svc.issueDeps, { owner: record.owner, subject: record.subject, stepupId, request, requestId: requestIdOf(res) }), svc.issueDeps.observe);
         render(req, res, 200, 'demo-code', {
           code: {
             digits: code.code,
