@@ -283,6 +283,28 @@ for (const dialect of testDialects()) {
       assert.equal(Number(stepupsAfter.n), Number(stepupsBefore.n));
     });
 
+    it('two P processes on one database: a code is redeemed once, a step-up makes one code, across both', async () => {
+      const second = await spawnP(config);
+      try {
+        const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+        assert.equal(issued.status, 201, issued.text);
+        const redemptions = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => call(i % 2 === 0 ? p.url : second.url, 'POST', '/v1/payment-codes/redeem', { code: issued.body.code, amount: '1.00', merchant: 'shop-42' }, bearer(acquirer))),
+        );
+        assert.equal(redemptions.filter((r) => r.status === 200).length, 1);
+        assert.ok(redemptions.filter((r) => r.status !== 200).every((r) => r.body.code === 'code_already_redeemed'));
+
+        const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
+        await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string);
+        const issues = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => call(i % 2 === 0 ? p.url : second.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet))),
+        );
+        assert.equal(issues.filter((r) => r.status === 201).length, 1, issues.map((r) => r.body.code).join(','));
+      } finally {
+        await second.stop();
+      }
+    });
+
     it('the signed QR verifies with P’s JWKS in an independent verifier (python3-jwt)', async (t) => {
       if (needTool(t, 'python3', 'python3-jwt')) return;
       const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
