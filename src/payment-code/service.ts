@@ -10,6 +10,7 @@ import type { IssueDeps } from './issue-code.ts';
 import { createPaymentCodeLogger, type Logger } from './logger.ts';
 import type { OfflineSeedDeps } from './offline-seeds.ts';
 import type { RedeemDeps } from './redeem.ts';
+import { purgeExpired } from './purge.ts';
 import { loadPaymentCodeMasterKey, PaymentCodeSealer } from './sealer.ts';
 import { QrKeyRing } from './signing-keys.ts';
 import { type PhaseObserver, StepUpGate } from './step-up.ts';
@@ -42,8 +43,6 @@ export interface CreatePaymentCodeServiceOptions {
   logger?: Logger;
   /** Used for every call to the gateway (API and JWKS). */
   fetch?: typeof fetch;
-  /** Skip the "can it reach the gateway" configuration check (CLI helpers that only use the database). */
-  offline?: boolean;
   /** Receives the duration of each phase of a request (metrics, the bench). */
   observe?: PhaseObserver;
 }
@@ -63,7 +62,7 @@ export async function openConfiguredPaymentCodeStore(config: PaymentCodeConfig):
 }
 
 export async function createPaymentCodeService(config: PaymentCodeConfig, options: CreatePaymentCodeServiceOptions = {}): Promise<PaymentCodeService> {
-  if (options.offline !== true) assertRunnable(config);
+  assertRunnable(config);
   const logger = options.logger ?? createPaymentCodeLogger(config.log.level);
   const clock = options.clock ?? systemClock;
   const master = loadPaymentCodeMasterKey(config.secrets.masterKey, config.dataDir, config.mode);
@@ -75,7 +74,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     );
   }
   const sealer = new PaymentCodeSealer(master.bytes);
-  const clientKey = config.gateway.clientAuth === 'private_key_jwt' && options.offline !== true ? await loadClientKey(config.gateway.clientKeyFile) : undefined;
+  const clientKey = config.gateway.clientAuth === 'private_key_jwt' ? await loadClientKey(config.gateway.clientKeyFile) : undefined;
 
   const store = await openConfiguredPaymentCodeStore(config);
   try {
@@ -201,6 +200,14 @@ export async function startPaymentCodeServer(config: PaymentCodeConfig, options:
   }
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
+  // Every ten minutes, and not keeping the process alive for it.
+  const purge = setInterval(() => {
+    purgeExpired(service.store.db, service.clock).then(
+      (n) => service.logger.debug(n, 'purged expired rows'),
+      (err: unknown) => service.logger.warn({ err }, 'purge failed'),
+    );
+  }, 600_000);
+  purge.unref();
   let stopping: Promise<void> | undefined;
   return {
     service,
@@ -208,6 +215,7 @@ export async function startPaymentCodeServer(config: PaymentCodeConfig, options:
     url: `http://127.0.0.1:${port}`,
     stop() {
       stopping ??= (async () => {
+        clearInterval(purge);
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         const grace = setTimeout(() => server.closeAllConnections(), config.http.shutdownGraceSeconds * 1000);

@@ -12,6 +12,7 @@ import { createClient } from '../../src/flows/clients.ts';
 import type { PaymentCodeConfig } from '../../src/payment-code/config.ts';
 import { verifyEventChain } from '../../src/payment-code/events.ts';
 import { base32Decode, offlineCode, parseDeviceSeed } from '../../src/payment-code/offline-otp.ts';
+import { purgeExpired } from '../../src/payment-code/purge.ts';
 import { needTool } from '../helpers/env.ts';
 import {
   bearer,
@@ -454,6 +455,18 @@ for (const dialect of testDialects()) {
       assert.equal(broken.ok, false);
       if (!broken.ok) assert.equal(broken.brokenSeq, Number(victim.seq));
       await p.svc.store.db.updateTable('pc_events').set({ data: victim.data }).where('seq', '=', victim.seq).execute();
+    });
+
+    it('housekeeping deletes what can no longer decide anything, and keeps the records', async () => {
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      clock.advance(2 * 86_400);
+      const purged = await purgeExpired(p.svc.store.db, clock);
+      assert.ok(purged.stepUps > 0 && purged.liveCodes > 0 && purged.offlineUses > 0, JSON.stringify(purged));
+      assert.equal((await redeem({ code: issued.body.code })).body.code, 'code_unknown');
+      const codes = await p.svc.store.db.selectFrom('pc_codes').select('id').where('id', '=', issued.body.code_id as string).execute();
+      assert.equal(codes.length, 1, 'the code record stays');
+      assert.equal((await verifyEventChain(p.svc.store.db)).ok, true);
+      assert.deepEqual(await purgeExpired(p.svc.store.db, clock), { stepUps: 0, liveCodes: 0, offlineUses: 0 });
     });
   });
 }
