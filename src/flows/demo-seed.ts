@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -169,7 +169,7 @@ async function seedPolicies(gw: Gateway, demo: DemoFile & { dir: string }): Prom
   if (!parsed.ok) throw new ConfigError(file, parsed.errors.map((e) => `${e.pointer}: ${e.reason}`).join('; '));
   const current = await getCurrentPolicySet(gw);
   if (current.version > 0 && current.createdBy !== 'config' && current.createdBy !== 'demo') {
-    return `policies: version ${current.version} was stored by ${current.createdBy ?? 'someone'}; the demo set is not applied over it`;
+    return `policies: version ${current.version} was stored by ${current.createdBy ?? 'someone'}, so the demo set is not applied over it (to use it: npx stepgate policies apply ${relative(process.cwd(), file) || file})`;
   }
   const saved = await savePolicySet(gw, parsed.policies, { who: ACTOR, comment: `demo policies (${demo.policies})` });
   return saved.changed ? `policies: demo set stored as version ${saved.version}` : `policies: demo set in force (version ${saved.version})`;

@@ -9,6 +9,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
+import { loadConfig } from '../../src/config/load-config.ts';
+import { savePolicySet } from '../../src/flows/policies.ts';
+import { createGateway } from '../../src/gateway.ts';
 import { needTool, TEST_DATABASE_URL } from '../helpers/env.ts';
 import { BIN, ROOT, zbar } from '../helpers/payment-code.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -177,10 +180,17 @@ for (const dialect of testDialects()) {
       // Restarting (seeding is idempotent, the client secret is rotated) is the same on either database.
       if (dialect !== 'sqlite') return;
 
+      // An administrator changes the policies between two starts: the demo must not undo it.
+      const gw = await createGateway(loadConfig({ env }));
+      try {
+        await savePolicySet(gw, [{ id: 'admin-set', action: 'payment_code.issue', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }], { who: { actor: 'usr_admin' } });
+      } finally {
+        await gw.close();
+      }
       const again = startDemo(env);
       try {
         await waitFor(again, 'Ctrl-C stops both');
-        assert.match(again.stderr(), /policies: demo set in force/);
+        assert.match(again.stderr(), /stored by usr_admin, so the demo set is not applied over it/);
         const password = (JSON.parse(readFileSync(join(dataDir, 'demo-credentials.json'), 'utf8')) as Record<string, string>).demo as string;
         assert.ok(again.stderr().includes(`demo / ${password}`), 'the same demo user, with the same password');
         const res = await fetch(`http://127.0.0.1:${pPort}/readyz`);
