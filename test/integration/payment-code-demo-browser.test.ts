@@ -82,8 +82,8 @@ for (const dialect of testDialects()) {
       const digits = await page.getAttribute('input[name="code"]', 'value');
       assert.match(digits ?? '', /^181\d{15}$/);
       // The countdown script runs under the page's CSP (script-src 'self').
-      await page.waitForFunction(() => /Valid for \d+ s/.test(document.querySelector('.countdown')?.textContent ?? ''));
-      const images = await page.$$eval('img', (imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
+      await page.waitForFunction("/Valid for \\d+ s/.test(document.querySelector('.countdown')?.textContent ?? '')");
+      const images = await page.$$eval('img', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
       assert.equal(images.length, 3);
       assert.ok(images.every((w) => w > 100), String(images));
       await page.click('form[action="/demo/till"] button');
@@ -104,13 +104,13 @@ for (const dialect of testDialects()) {
       const seedText = (await page.getAttribute('[data-device-seed]', 'data-device-seed')) ?? '';
       const seed = parseDeviceSeed(seedText);
       assert.ok(seed !== undefined, seedText);
-      await page.waitForFunction(() => /^\d{2} \d{4} \d{4} \d{4} \d{4}$/.test(document.querySelector('[data-offline-code]')?.textContent ?? ''));
+      await page.waitForFunction("/^\\d{2} \\d{4} \\d{4} \\d{4} \\d{4}$/.test(document.querySelector('[data-offline-code]')?.textContent ?? '')");
       // The page refreshes once a second: its code is the one for now, or for a second or two ago.
       const shown = ((await page.textContent('[data-offline-code]')) ?? '').replaceAll(' ', '');
       const now = Date.now();
       const expected = new Set([offlineCode(seed, new Date(now - 2000)), offlineCode(seed, new Date(now))]);
       assert.ok(expected.has(shown), `${shown} not in ${[...expected].join(', ')}`);
-      assert.equal(await page.evaluate(() => localStorage.getItem('stepgate-demo-device-seed')), seedText);
+      assert.equal(await page.evaluate("localStorage.getItem('stepgate-demo-device-seed')"), seedText);
     });
   });
 }
