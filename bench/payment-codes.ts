@@ -71,7 +71,10 @@ async function main(): Promise<void> {
       STEPGATE_LOG_LEVEL: 'warn',
       ...(values.pg ? { STEPGATE_DATABASE_URL: PG_URL, STEPGATE_DATABASE_SCHEMA: `g${schema}` } : {}),
     };
-    const gatewayConfig = loadConfig({ env });
+    // The gateway's per-address and per-client budgets would measure themselves, not the codes.
+    const configFile = join(work, 'gateway.yaml');
+    writeFileSync(configFile, 'rateLimits:\n  perIp: 1000000000\n  loginPerIp: 1000000000\n  stepupUserPerIp: 1000000000\n  perClient: 1000000000\n');
+    const gatewayConfig = loadConfig({ env, file: configFile });
     const seeded = await seedGateway(gatewayConfig, USERS, log);
     const opener = await createGateway(gatewayConfig);
     const stepupIds = await seedCompletedStepUps(opener, seeded.clientId, CODES, USERS);
@@ -79,7 +82,7 @@ async function main(): Promise<void> {
     const rows = await opener.store.db.selectFrom('stepups').select(['id', 'user_id']).where('client_id', '=', seeded.clientId).execute();
     for (const r of rows) userOf.set(r.id, r.user_id);
     await opener.close();
-    const gateway = await startStepgate(['serve'], env, { port: gatewayPort });
+    const gateway = await startStepgate(['serve', '--config', configFile], env, { port: gatewayPort });
     stopGateway = () => gateway.stop();
     log(`  gateway: ${gateway.url}, ${CODES} completed step-ups waiting for their token`);
 
