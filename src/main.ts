@@ -25,14 +25,24 @@ function helpText(): string {
   ].join('\n');
 }
 
-/** Commands sharing a first word (`keys`, `users`, …): `stepgate keys --help` lists them. */
-function groupOf(word: string | undefined): Command[] {
-  if (word === undefined) return [];
-  return commands.filter((c) => c.name.length > 1 && c.name[0] === word);
+/** Commands whose names extend `prefix` (`keys`, `payment-code api-keys`…): `stepgate keys --help` lists them. */
+function groupOf(prefix: string[]): Command[] {
+  if (prefix.length === 0) return [];
+  return commands.filter((c) => c.name.length > prefix.length && prefix.every((p, i) => c.name[i] === p));
 }
 
-function groupHelp(word: string, group: Command[]): string {
-  return [`Usage: stepgate ${word} <command> [options]   (each takes --help and --config FILE)`, '', ...listing(group), ''].join('\n');
+/** The longest leading words of argv that name a group, if any. */
+function findGroup(words: string[]): { prefix: string[]; group: Command[] } | undefined {
+  for (let n = words.length; n >= 1; n -= 1) {
+    const prefix = words.slice(0, n);
+    const group = groupOf(prefix);
+    if (group.length > 0) return { prefix, group };
+  }
+  return undefined;
+}
+
+function groupHelp(prefix: string[], group: Command[]): string {
+  return [`Usage: stepgate ${prefix.join(' ')} <command> [options]   (each takes --help and --config FILE)`, '', ...listing(group), ''].join('\n');
 }
 
 function findCommand(argv: string[]): { command: Command; rest: string[] } | undefined {
@@ -53,15 +63,16 @@ export async function main(argv: string[]): Promise<number> {
   }
   const found = findCommand(argv);
   if (found === undefined) {
-    const group = groupOf(argv[0]);
-    if (group.length > 0) {
-      const asked = argv.length === 2 && HELP.has(argv[1] as string);
-      if (asked) {
-        process.stdout.write(groupHelp(argv[0] as string, group));
+    const asked = argv.length >= 2 && HELP.has(argv.at(-1) as string);
+    const words = asked ? argv.slice(0, -1) : argv;
+    const found = findGroup(words);
+    if (found !== undefined) {
+      if (asked && found.prefix.length === words.length) {
+        process.stdout.write(groupHelp(found.prefix, found.group));
         return 0;
       }
-      const what = argv.length === 1 ? `'${argv[0]}' needs a command` : `unknown command '${argv.join(' ')}'`;
-      process.stderr.write(`stepgate: ${what}\n\n${groupHelp(argv[0] as string, group)}`);
+      const what = found.prefix.length === argv.length ? `'${argv.join(' ')}' needs a command` : `unknown command '${argv.join(' ')}'`;
+      process.stderr.write(`stepgate: ${what}\n\n${groupHelp(found.prefix, found.group)}`);
       return 2;
     }
     process.stderr.write(`stepgate: unknown command '${argv.join(' ')}'\n\n${helpText()}`);

@@ -10,6 +10,8 @@ import { clientsCommands } from './clients-command.ts';
 import { policiesCommands } from './policies-command.ts';
 import { keysListCommand, keysRotateCommand } from './signing-keys-command.ts';
 import { usersResetFactorsCommand, usersResetPasswordCommand } from './helpdesk-command.ts';
+import { paymentCodeCommands } from './payment-code-command.ts';
+import { demoCommand } from './demo-command.ts';
 
 /** Every CLI command. Add new ones here. */
-export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands];
+export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand];

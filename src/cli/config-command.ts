@@ -1,4 +1,5 @@
 import { maskSecrets } from '../config/mask-secrets.ts';
+import { maskedPaymentCodeConfig } from '../payment-code/config.ts';
 import type { Command } from './command.ts';
 
 export const configCheckCommand: Command = {
@@ -8,7 +9,9 @@ export const configCheckCommand: Command = {
   options: {},
   async run(args) {
     const config = args.config();
-    args.out(JSON.stringify(maskSecrets(config), null, 2));
+    // The payment-code section's own masking, then the generic one over everything (by key
+    // name and URL userinfo), so options added later are masked too.
+    args.out(JSON.stringify(maskSecrets({ ...config, paymentCode: maskedPaymentCodeConfig(config.paymentCode) }), null, 2));
     return 0;
   },
 };

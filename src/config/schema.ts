@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { paymentCodeSectionSchema } from '../payment-code/config.ts';
 
 /**
  * The configuration schema. Defaults and their reasons are documented in
@@ -88,6 +89,9 @@ export const configSchema = z.strictObject({
   policies: z.strictObject({
     seedFile: z.string(),
   }),
+  // Read by the payment-code service's own loader; validated here too so `config check` and
+  // every gateway start catch a typo in it.
+  paymentCode: paymentCodeSectionSchema,
 });
 
 export type Config = z.infer<typeof configSchema>;

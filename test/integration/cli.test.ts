@@ -65,20 +65,22 @@ async function runInProcess(argv: string[]): Promise<Run> {
 
 describe('stepgate usage', () => {
   it('answers --help on every command group with the group\'s commands', async () => {
-    const groups = [...new Set(commands.filter((c) => c.name.length > 1).map((c) => c.name[0] as string))];
+    // Every proper prefix of a command name is a group (`keys`, `payment-code api-keys`).
+    const groups = [...new Set(commands.flatMap((c) => c.name.slice(0, -1).map((_, i) => c.name.slice(0, i + 1).join(' '))))];
     for (const required of ['keys', 'config', 'users', 'admin', 'clients', 'audit', 'policies']) assert.ok(groups.includes(required), required);
-    for (const group of groups) {
-      const members = commands.filter((c) => c.name.length > 1 && c.name[0] === group);
+    for (const groupName of groups) {
+      const group = groupName.split(' ');
+      const members = commands.filter((c) => c.name.length > group.length && group.every((w, i) => c.name[i] === w));
       for (const flag of ['--help', '-h']) {
-        const run = await runInProcess([group, flag]);
-        assert.equal(run.status, 0, `${group} ${flag}: ${run.stderr}`);
+        const run = await runInProcess([...group, flag]);
+        assert.equal(run.status, 0, `${groupName} ${flag}: ${run.stderr}`);
         assert.doesNotMatch(run.stdout + run.stderr, /unknown command/);
-        for (const c of members) assert.ok(run.stdout.includes(c.name.join(' ')), `${group} ${flag} lists ${c.name.join(' ')}`);
+        for (const c of members) assert.ok(run.stdout.includes(c.name.join(' ')), `${groupName} ${flag} lists ${c.name.join(' ')}`);
       }
       // Without a sub-command: exit 2, and the list on stderr.
-      const bare = await runInProcess([group]);
-      assert.equal(bare.status, 2, group);
-      for (const c of members) assert.ok(bare.stderr.includes(c.name.join(' ')), `${group} alone lists ${c.name.join(' ')}`);
+      const bare = await runInProcess(group);
+      assert.equal(bare.status, 2, groupName);
+      for (const c of members) assert.ok(bare.stderr.includes(c.name.join(' ')), `${groupName} alone lists ${c.name.join(' ')}`);
     }
     const wrong = await runInProcess(['keys', 'rotate-masterr']);
     assert.equal(wrong.status, 2);
