@@ -35,7 +35,11 @@ export type ErrorCode =
   | 'authorization_pending'
   | 'slow_down'
   | 'expired_token'
-  | 'invalid_grant';
+  | 'invalid_grant'
+  | 'phone_invalid'
+  | 'sms_region_not_allowed'
+  | 'sms_limit_exceeded'
+  | 'sms_unavailable';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -83,6 +87,10 @@ const STATUS: Record<ErrorCode, number> = {
   slow_down: 400,
   expired_token: 400,
   invalid_grant: 400,
+  phone_invalid: 400,
+  sms_region_not_allowed: 400,
+  sms_limit_exceeded: 429,
+  sms_unavailable: 503,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -118,6 +126,10 @@ const TITLE: Record<ErrorCode, string> = {
   slow_down: 'Polling too fast',
   expired_token: 'The step-up expired',
   invalid_grant: 'The step-up token was already issued or cannot be issued',
+  phone_invalid: 'Not a valid mobile phone number',
+  sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
+  sms_limit_exceeded: 'Too many SMS codes requested: try again later',
+  sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
 };
 
 export class AppError extends Error {

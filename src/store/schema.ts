@@ -200,6 +200,8 @@ export interface Database {
   meta: MetaTable;
   /** Rows used only by the store conformance suite. */
   store_probe: StoreProbeTable;
+  sms_outbox: SmsOutboxTable;
+  sms_send_counters: SmsSendCountersTable;
 }
 
 export interface StoreProbeTable {
@@ -207,4 +209,25 @@ export interface StoreProbeTable {
   value: number;
   used_at: number | null;
   note: Generated<string>;
+}
+
+/** Development SMS outbox (provider `outbox`, refused in production): the texts, codes included. */
+export interface SmsOutboxTable {
+  id: string;
+  /** E.164 destination. */
+  to_number: string;
+  locale: string;
+  /** stepup | enrolment */
+  purpose: string;
+  text: string;
+  created_at: number;
+}
+
+/** One SMS send budget in one fixed window (src/sms/send-caps.ts). */
+export interface SmsSendCountersTable {
+  /** `<scope>:<window>:<window start ms>:<subject>`; the subject of a number budget is a keyed hash, never the number. */
+  key: string;
+  count: number;
+  /** End of the window: the row can be pruned afterwards. */
+  expires_at: number;
 }
