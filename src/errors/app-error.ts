@@ -36,6 +36,10 @@ export type ErrorCode =
   | 'slow_down'
   | 'expired_token'
   | 'invalid_grant'
+  | 'challenge_required'
+  | 'challenge_cooldown'
+  | 'challenge_attempts_exhausted'
+  | 'fresh_login_required'
   | 'phone_invalid'
   | 'sms_region_not_allowed'
   | 'sms_limit_exceeded'
@@ -87,6 +91,10 @@ const STATUS: Record<ErrorCode, number> = {
   slow_down: 400,
   expired_token: 400,
   invalid_grant: 400,
+  challenge_required: 400,
+  challenge_cooldown: 429,
+  challenge_attempts_exhausted: 429,
+  fresh_login_required: 401,
   phone_invalid: 400,
   sms_region_not_allowed: 400,
   sms_limit_exceeded: 429,
@@ -126,6 +134,10 @@ const TITLE: Record<ErrorCode, string> = {
   slow_down: 'Polling too fast',
   expired_token: 'The step-up expired',
   invalid_grant: 'The step-up token was already issued or cannot be issued',
+  challenge_required: 'Start a challenge for this factor first (or the last one expired)',
+  challenge_cooldown: 'Wait before requesting another challenge',
+  challenge_attempts_exhausted: 'Too many attempts for this challenge',
+  fresh_login_required: 'Sign in again to do this',
   phone_invalid: 'Not a valid mobile phone number',
   sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
   sms_limit_exceeded: 'Too many SMS codes requested: try again later',
