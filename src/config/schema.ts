@@ -88,6 +88,7 @@ export const configSchema = z.strictObject({
     codeTtlSeconds: z.number().int().min(60).max(600),
     maxAttempts: z.number().int().min(1).max(5),
     resendCooldownSeconds: z.number().int().min(30).max(600),
+    maxSends: z.number().int().min(1).max(10),
     sendTimeoutSeconds: z.number().int().min(1).max(60),
     unavailableRetryAfterSeconds: z.number().int().min(1).max(3600),
     defaultRegion: z.string().regex(/^([A-Z]{2})?$/, 'must be an ISO 3166-1 alpha-2 region (CN) or empty'),

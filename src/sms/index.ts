@@ -5,3 +5,4 @@ export { maskPhoneNumber, parseMobileNumber, type MobileNumber, type PhoneProble
 export { approvalSummary, enrolmentSummary, renderSmsText, sanitiseForSms, type Approval } from './sms-text.ts';
 export { signAcs3 } from './acs3-signature.ts';
 export { webhookSignature, WEBHOOK_SIGNATURE_HEADER } from './webhook-sender.ts';
+export { smsLocaleOf, type DeliveredSms, type DeliverSms, type SmsDelivery } from './sms-delivery.ts';

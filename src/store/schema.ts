@@ -219,6 +219,7 @@ export interface Database {
   store_probe: StoreProbeTable;
   sms_outbox: SmsOutboxTable;
   sms_send_counters: SmsSendCountersTable;
+  sms_enrolment_codes: SmsEnrolmentCodesTable;
 }
 
 export interface StoreProbeTable {
@@ -247,4 +248,19 @@ export interface SmsSendCountersTable {
   count: number;
   /** End of the window: the row can be pruned afterwards. */
   expires_at: number;
+}
+
+/** The ownership code of a phone being enrolled (one per pending sms_otp factor). */
+export interface SmsEnrolmentCodesTable {
+  factor_id: string;
+  user_id: string;
+  /** HMAC of the code; null while sending or after a failed send (nothing usable). */
+  code_mac: string | null;
+  attempts: number;
+  max_attempts: number;
+  sends: number;
+  /** 0 after a failed send: the user may retry at once. */
+  last_sent_at: number;
+  expires_at: number;
+  consumed_at: number | null;
 }
