@@ -87,6 +87,7 @@ for (const dialect of testDialects()) {
           requiredAcr: 'urn:stepgate:aal2',
           expectedAction: ACTION,
           expectedContext: CONTEXT,
+          expectedSubject: userId,
           replayStore: new MemoryReplayStore(),
           clock: { now: () => tg.clock.now() },
         });
