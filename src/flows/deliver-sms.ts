@@ -56,12 +56,14 @@ export async function deliverSms(gw: Gateway, delivery: SmsDelivery): Promise<De
     throw new AppError('phone_invalid', { invalidParams: [{ pointer: '/phone', reason: 'not a valid mobile number' }] });
   }
   if (!sms.allowedRegions.includes(phone.region)) {
+    gw.metrics.sms.inc({ provider: sender.provider, outcome: 'refused_region' });
     await gw.audit.append(gw.store.db, { type: 'sms.send_refused', subject: delivery.userId, data: { ...base, region: phone.region, reason: 'region_not_allowed' } });
     throw new AppError('sms_region_not_allowed', { invalidParams: [{ pointer: '/phone', reason: `numbers in ${phone.region} cannot receive codes here` }] });
   }
   const now = gw.clock.now();
   const caps = await chargeSendCaps(gw.store.db, sms.caps, { numberKey: numberKey(gw, phone.e164), userId: delivery.userId, callingCode: phone.callingCode }, now);
   if (!caps.ok) {
+    gw.metrics.sms.inc({ provider: sender.provider, outcome: 'refused_limit' });
     await gw.audit.append(gw.store.db, {
       type: 'sms.send_refused',
       subject: delivery.userId,
@@ -80,6 +82,7 @@ export async function deliverSms(gw: Gateway, delivery: SmsDelivery): Promise<De
       variables: delivery.variables,
       validitySeconds: delivery.validitySeconds,
     });
+    gw.metrics.sms.inc({ provider: sender.provider, outcome: 'sent' });
     await gw.audit.append(gw.store.db, {
       type: 'sms.sent',
       subject: delivery.userId,
@@ -90,6 +93,7 @@ export async function deliverSms(gw: Gateway, delivery: SmsDelivery): Promise<De
     const failure = err instanceof SmsSendError ? { kind: err.kind, httpStatus: err.httpStatus ?? null, providerCode: err.providerCode ?? null } : { kind: 'error', httpStatus: null, providerCode: null };
     // Only the failure's shape is logged and audited: never the text, the code or credentials.
     gw.logger.warn({ provider: sender.provider, messageId, ...failure }, 'sms send failed');
+    gw.metrics.sms.inc({ provider: sender.provider, outcome: 'failed' });
     // An unexpected error's message could echo what was being written (the outbox text): its name and code only.
     if (!(err instanceof SmsSendError)) gw.logger.error({ errName: (err as Error | undefined)?.name, errCode: (err as { code?: unknown } | undefined)?.code }, 'unexpected SMS sender error');
     await gw.audit.append(gw.store.db, { type: 'sms.send_failed', subject: delivery.userId, data: { ...base, region: phone.region, provider: sender.provider, messageId, ...failure } });

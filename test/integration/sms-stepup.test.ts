@@ -333,6 +333,7 @@ for (const dialect of testDialects()) {
         provider.handler = () => ({ status: 200, body: '{}' });
         assert.equal((await a.challenge(s)).status, 200);
         assert.equal((await a.verify(s, lastSentCode())).status, 200);
+        assert.match(await tg.gw.metrics.registry.getSingleMetricAsString('stepgate_sms_total'), /provider="webhook",outcome="failed"} [1-9]/);
       });
     }
   });
