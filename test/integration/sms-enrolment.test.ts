@@ -189,8 +189,9 @@ for (const dialect of testDialects()) {
       const done = await browser.post(`${posted.headers.location}/confirm`).type('form').send({ _csrf: s.csrf, code: sms.lastCode() });
       assert.equal(done.status, 303);
       assert.equal(done.headers.location, '/security?notice=enrolled');
-      const after = await browser.get('/security');
-      assert.match(after.text, /data-sms-phone="fac_[^"]+">\+86 135\*\*\*\*0001 · My phone/);
+      const after = await browser.get(done.headers.location!);
+      assert.match(after.text, /<li data-factor-type="sms_otp"[^>]*>\s*<strong>SMS code<\/strong> · My phone\s*<span class="hint">\+86 135\*\*\*\*0001<\/span>/);
+      assert.match(after.text, /The factor was added/);
     });
   });
 
