@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, type KeyObject } from 'node:crypto';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { newId } from '../crypto/ids.ts';
@@ -40,9 +40,16 @@ export function replaceSmsSender(gw: Gateway, sender: SmsSender | undefined): vo
   senders.set(gw, { sender });
 }
 
+const numberKeys = new WeakMap<Gateway, KeyObject>();
+
 /** The send budgets count numbers by a keyed hash, so the counters table holds no phone numbers. */
 function numberKey(gw: Gateway, e164: string): string {
-  return createHmac('sha256', gw.sealer.deriveKey('sms-number-key')).update(e164, 'utf8').digest('base64url').slice(0, 32);
+  let key = numberKeys.get(gw);
+  if (key === undefined) {
+    key = gw.sealer.deriveKey('sms-number-key');
+    numberKeys.set(gw, key);
+  }
+  return createHmac('sha256', key).update(e164, 'utf8').digest('base64url').slice(0, 32);
 }
 
 export async function deliverSms(gw: Gateway, delivery: SmsDelivery): Promise<DeliveredSms> {
