@@ -62,6 +62,16 @@ for (const dialect of testDialects()) {
       await tg.close();
     });
 
+    // Tests that guess wrong get their own user and phone: the factor's failure counter
+    // (lockout after factors.maxFailures, shared by all step-ups) must not spill between tests.
+    let users = 0;
+    async function ownUser(): Promise<string> {
+      users += 1;
+      const name = `user${users}`;
+      await addPhone(tg.gw, (await makeUser(tg.gw, name)).id, PHONE);
+      return name;
+    }
+
     it('end to end: send a code, enter it, get a token that src/verifier accepts (amr sms, aal2)', async () => {
       const s = await a.create('alice');
       const started = await a.challenge(s);
@@ -167,7 +177,7 @@ for (const dialect of testDialects()) {
     });
 
     it('at most 5 attempts per challenge, and a resend never resets the count: the 6th is refused even with the right code', async () => {
-      const s = await a.create('alice');
+      const s = await a.create(await ownUser());
       assert.equal((await a.challenge(s)).status, 200);
       const first = sms.lastCode();
       for (let i = 0; i < 3; i++) assert.equal((await a.verify(s, wrong(first))).body.code, 'factor_invalid');
@@ -196,7 +206,7 @@ for (const dialect of testDialects()) {
     });
 
     it('10 concurrent submissions of the right code: exactly one succeeds', async () => {
-      const s = await a.create('alice');
+      const s = await a.create(await ownUser());
       assert.equal((await a.challenge(s)).status, 200);
       const code = sms.lastCode();
       const results = await Promise.all(Array.from({ length: 10 }, () => a.verify(s, code)));
@@ -222,7 +232,7 @@ for (const dialect of testDialects()) {
     });
 
     it('a failed resend leaves nothing usable: not the new code, not the previous one', async () => {
-      const s = await a.create('alice');
+      const s = await a.create(await ownUser());
       assert.equal((await a.challenge(s)).status, 200);
       const previous = sms.lastCode();
       tg.clock.advance(61);
