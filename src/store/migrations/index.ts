@@ -4,6 +4,7 @@ import * as m010 from './010-signing-keys.ts';
 import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
+import * as m014 from './014-rate-limits.ts';
 import * as m025 from './025-sms.ts';
 import * as m026 from './026-sms-enrolment.ts';
 
@@ -14,6 +15,7 @@ export const migrations: Record<string, Migration> = {
   '011-clients': m011,
   '012-stepups': m012,
   '013-factor-challenges': m013,
+  '014-rate-limits': m014,
   '025-sms': m025,
   '026-sms-enrolment': m026,
 };
