@@ -39,7 +39,11 @@ export type ErrorCode =
   | 'challenge_required'
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
-  | 'fresh_login_required';
+  | 'fresh_login_required'
+  | 'phone_invalid'
+  | 'sms_region_not_allowed'
+  | 'sms_limit_exceeded'
+  | 'sms_unavailable';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -91,6 +95,10 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_cooldown: 429,
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
+  phone_invalid: 400,
+  sms_region_not_allowed: 400,
+  sms_limit_exceeded: 429,
+  sms_unavailable: 503,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -130,6 +138,10 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_cooldown: 'Wait before requesting another challenge',
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
+  phone_invalid: 'Not a valid mobile phone number',
+  sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
+  sms_limit_exceeded: 'Too many SMS codes requested: try again later',
+  sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
 };
 
 export class AppError extends Error {

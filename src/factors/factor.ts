@@ -95,6 +95,8 @@ export interface FactorContext {
   now: Date;
   /** Challenge factors: the live challenge of this step-up, already charged one attempt. */
   challenge?: LiveChallenge | undefined;
+  /** The step-up being verified, so a factor can check what its challenge was bound to (SMS codes). */
+  stepupId?: string | undefined;
 }
 
 /** Why a verification failed. `invalid` is the only reason ever shown to the user. */

@@ -227,7 +227,7 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   }
 
   const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
-  const outcome = (await module.verify(record, request.input, { now, challenge: live })) as VerifyOutcome<FactorStateChange>;
+  const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
   if (!outcome.ok) {
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason } });
     gw.metrics.stepups.inc({ event: 'factor_failed' });
