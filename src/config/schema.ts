@@ -70,6 +70,8 @@ export const configSchema = z.strictObject({
   factors: z.strictObject({
     maxFailures: z.number().int().min(1).max(1000),
     lockSeconds: positiveInt,
+    pendingSeconds: z.number().int().min(60).max(86400),
+    maxPerType: z.number().int().min(1).max(50),
   }),
   policies: z.strictObject({
     seedFile: z.string(),

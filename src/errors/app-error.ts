@@ -35,7 +35,11 @@ export type ErrorCode =
   | 'authorization_pending'
   | 'slow_down'
   | 'expired_token'
-  | 'invalid_grant';
+  | 'invalid_grant'
+  | 'challenge_required'
+  | 'challenge_cooldown'
+  | 'challenge_attempts_exhausted'
+  | 'fresh_login_required';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -83,6 +87,10 @@ const STATUS: Record<ErrorCode, number> = {
   slow_down: 400,
   expired_token: 400,
   invalid_grant: 400,
+  challenge_required: 400,
+  challenge_cooldown: 429,
+  challenge_attempts_exhausted: 429,
+  fresh_login_required: 401,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -118,6 +126,10 @@ const TITLE: Record<ErrorCode, string> = {
   slow_down: 'Polling too fast',
   expired_token: 'The step-up expired',
   invalid_grant: 'The step-up token was already issued or cannot be issued',
+  challenge_required: 'Start a challenge for this factor first (or the last one expired)',
+  challenge_cooldown: 'Wait before requesting another challenge',
+  challenge_attempts_exhausted: 'Too many attempts for this challenge',
+  fresh_login_required: 'Sign in again to do this',
 };
 
 export class AppError extends Error {
