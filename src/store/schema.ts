@@ -165,6 +165,15 @@ export interface FactorChallengesTable {
   consumed_at: number | null;
 }
 
+/** WebAuthn: credential id → its factor row (unique across users; passkey sign-in looks it up). */
+export interface WebAuthnCredentialsTable {
+  /** base64url credential id. */
+  credential_id: string;
+  factor_id: string;
+  user_id: string;
+  created_at: number;
+}
+
 export interface PolicySetsTable {
   version: number;
   /** JSON of the whole policy set at this version. */
@@ -206,6 +215,7 @@ export interface Database {
   client_assertion_jtis: ClientAssertionJtisTable;
   stepups: StepUpsTable;
   factor_challenges: FactorChallengesTable;
+  webauthn_credentials: WebAuthnCredentialsTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;
