@@ -46,6 +46,11 @@ function requireAvailable(s: WebAuthnServices): void {
   }
 }
 
+/** Whether /login offers passkey sign-in (configured on, and WebAuthn usable on this public URL). */
+export function passkeyLoginOffered(gw: Gateway): boolean {
+  return gw.config.webauthn.passkeyLogin && webauthnServices(gw).settings.unavailable === undefined;
+}
+
 /** How long a registration or sign-in challenge is accepted: the browser's timeout plus the round trip. */
 function ceremonySeconds(s: WebAuthnServices): number {
   return s.settings.timeoutSeconds + 30;
@@ -196,7 +201,9 @@ export interface PasskeyLoginInput {
  * step-up factor's own `verify`, so every check (UV, BE/BS, counter, user handle) is the
  * same. Every failure is the same 401 `invalid_credentials`.
  */
-export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: LoginContext = {}): Promise<LoginResult> {
+export type PasskeyLoginResult = LoginResult & { amr: string[] };
+
+export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: LoginContext = {}): Promise<PasskeyLoginResult> {
   const services = webauthnServices(gw);
   requireAvailable(services);
   if (!gw.config.webauthn.passkeyLogin) throw new AppError('not_found', { detail: 'Passkey sign-in is disabled.' });
@@ -271,5 +278,5 @@ export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: L
   const user = await usersRepo.findUserById(gw.store.db, row.user_id);
   if (user === undefined) throw new AppError('invalid_credentials');
   gw.metrics.logins.inc({ outcome: 'success' });
-  return { ...session, user: toUserView(user) };
+  return { ...session, user: toUserView(user), amr: [...outcome.amr] };
 }
