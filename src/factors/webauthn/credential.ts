@@ -14,7 +14,8 @@ const b64url = z.string().regex(/^[A-Za-z0-9_-]+$/);
 export const credentialParamsSchema = z.object({
   credentialId: b64url,
   publicKey: b64url,
-  algorithm: z.number().int(),
+  /** COSE algorithm id of the public key (-8 EdDSA, -7 ES256, -257 RS256). */
+  publicKeyAlgorithm: z.number().int(),
   transports: z.array(z.string()),
   aaguid: z.string(),
   /** BE at registration; it never changes for a credential. */
@@ -39,7 +40,7 @@ export function paramsFromNewCredential(c: NewCredential): CredentialParams {
   return {
     credentialId: c.credentialId,
     publicKey: c.publicKey,
-    algorithm: c.algorithm,
+    publicKeyAlgorithm: c.algorithm,
     transports: c.transports,
     aaguid: c.aaguid,
     backupEligible: c.backupEligible,
