@@ -20,7 +20,12 @@ const CONTEXT = { amount: '2400.00', currency: 'CNY', payee: 'Shanghai Coffee Co
 
 /** Runs in the page: a browser without WebAuthn autofill. */
 function noConditionalUi(): void {
-  if (typeof PublicKeyCredential !== 'undefined') Object.defineProperty(PublicKeyCredential, 'isConditionalMediationAvailable', { value: async () => false });
+  const pkc = (globalThis as { PublicKeyCredential?: object }).PublicKeyCredential;
+  if (pkc !== undefined) Object.defineProperty(pkc, 'isConditionalMediationAvailable', { value: async () => false });
+}
+
+interface PageDocument {
+  getElementById(id: string): { dataset: Record<string, string | undefined> } | null;
 }
 
 describe('webauthn in the browser', () => {
@@ -202,14 +207,14 @@ describe('webauthn in the browser', () => {
     // Forced: ask the browser for any credential of this site (the other user's) and send it.
     tg.clock.advance(2);
     const forced = await page.evaluate(async (id) => {
-      const root = document.getElementById('webauthn-stepup')!;
+      const root = (globalThis as unknown as { document: PageDocument }).document.getElementById('webauthn-stepup')!;
       const csrf = root.dataset.stepupCsrf;
       const headers: Record<string, string> = { 'Content-Type': 'application/json' };
       const lib = await import('/static/vendor/simplewebauthn/index.js' as string);
-      const started = await (await fetch(`/stepup/${id}/webauthn/challenge`, { method: 'POST', headers, body: JSON.stringify({ _stepup_csrf: csrf }) })).json();
+      const started = (await (await fetch(`/stepup/${id}/webauthn/challenge`, { method: 'POST', headers, body: JSON.stringify({ _stepup_csrf: csrf }) })).json()) as { options: Record<string, unknown> };
       const credential = await lib.startAuthentication({ optionsJSON: { ...started.options, allowCredentials: [] } });
       const res = await fetch(`/stepup/${id}/webauthn/verify`, { method: 'POST', headers, body: JSON.stringify({ _stepup_csrf: csrf, credential }) });
-      return { status: res.status, body: await res.json() };
+      return { status: res.status, body: (await res.json()) as { code?: string } };
     }, s.stepup_id);
     assert.equal(forced.status, 400, JSON.stringify(forced.body));
     assert.equal(forced.body.code, 'factor_not_allowed');

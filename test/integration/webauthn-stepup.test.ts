@@ -64,12 +64,12 @@ for (const dialect of testDialects()) {
       tg.clock.advance(1);
       return tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', pay.basic).send();
     }
-    async function claimsOf(tokenValue: string, requiredAcr: 'urn:stepgate:aal2' | 'urn:stepgate:aal3', action = PAY) {
+    async function claimsOf(tokenValue: string, requiredAcr: 'urn:stepgate:aal2' | 'urn:stepgate:aal3', action = PAY, subject = alice.userId) {
       const server = await listen(tg.app);
       try {
         return await verifyStepUpToken(tokenValue, {
           issuer: ORIGIN, audience: pay.clientId, jwks: createJwksCache({ jwksUri: `${server.url}/.well-known/jwks.json` }),
-          requiredAcr, expectedAction: action, expectedContext: CONTEXT, replayStore: new MemoryReplayStore(), clock: { now: () => tg.clock.now() },
+          requiredAcr, expectedAction: action, expectedContext: CONTEXT, expectedSubject: subject, replayStore: new MemoryReplayStore(), clock: { now: () => tg.clock.now() },
         });
       } finally {
         await server.close();
