@@ -1,21 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-} from '@simplewebauthn/server';
-import {
-  convertAAGUIDToString,
-  convertCertBufferToPEM,
-  decodeAttestationObject,
-  decodeCredentialPublicKey,
-  isoBase64URL,
-  parseAuthenticatorData,
-  validateCertificatePath,
-} from '@simplewebauthn/server/helpers';
+import type { PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
 import { z } from 'zod';
 import { constantTimeEqual } from '../../crypto/constant-time.ts';
 import { SUPPORTED_ALGORITHM_IDS, type WebAuthnSettings } from './settings.ts';
@@ -30,6 +14,19 @@ import { SUPPORTED_ALGORITHM_IDS, type WebAuthnSettings } from './settings.ts';
  * Pure: options in, outcome out. The caller owns the stored challenge and credential state
  * and persists what the outcome says (counter, backup state, a "possibly cloned" flag).
  */
+
+/**
+ * The library is loaded on first use: its certificate and ASN.1 stack costs about a second
+ * of start-up, which every CLI command (none of which runs a ceremony) would otherwise pay.
+ */
+type ServerLibrary = typeof import('@simplewebauthn/server');
+type HelpersLibrary = typeof import('@simplewebauthn/server/helpers');
+let loading: Promise<{ server: ServerLibrary; helpers: HelpersLibrary }> | undefined;
+
+export function loadWebAuthnLibrary(): Promise<{ server: ServerLibrary; helpers: HelpersLibrary }> {
+  loading ??= Promise.all([import('@simplewebauthn/server'), import('@simplewebauthn/server/helpers')]).then(([server, helpers]) => ({ server, helpers }));
+  return loading;
+}
 
 /** Bytes of randomness in every challenge (the spec asks for at least 16). */
 export const CHALLENGE_BYTES = 32;
@@ -184,7 +181,9 @@ function asTransports(values: readonly string[]): z.infer<typeof transport>[] {
 }
 
 export async function registrationOptions(settings: WebAuthnSettings, input: RegistrationOptionsInput): Promise<PublicKeyCredentialCreationOptionsJSON> {
-  return generateRegistrationOptions({
+  const { server, helpers } = await loadWebAuthnLibrary();
+  const { isoBase64URL } = helpers;
+  return server.generateRegistrationOptions({
     rpName: settings.rpName,
     rpID: settings.rpId,
     userName: input.userName,
@@ -206,7 +205,9 @@ export interface AuthenticationOptionsInput {
 }
 
 export async function authenticationOptions(settings: WebAuthnSettings, input: AuthenticationOptionsInput): Promise<PublicKeyCredentialRequestOptionsJSON> {
-  const options = await generateAuthenticationOptions({
+  const { server, helpers } = await loadWebAuthnLibrary();
+  const { isoBase64URL } = helpers;
+  const options = await server.generateAuthenticationOptions({
     rpID: settings.rpId,
     challenge: isoBase64URL.toBuffer(input.challenge),
     timeout: settings.timeoutSeconds * 1000,
@@ -273,6 +274,8 @@ export interface VerifyRegistrationInput {
 }
 
 export async function verifyRegistration(settings: WebAuthnSettings, input: VerifyRegistrationInput): Promise<RegistrationOutcome> {
+  const { server, helpers } = await loadWebAuthnLibrary();
+  const { convertAAGUIDToString, convertCertBufferToPEM, decodeAttestationObject, decodeCredentialPublicKey, isoBase64URL, parseAuthenticatorData, validateCertificatePath } = helpers;
   const parsed = registrationResponseSchema.safeParse(input.response);
   if (!parsed.success) return { ok: false, reason: 'malformed' };
   const response = parsed.data;
@@ -284,7 +287,7 @@ export async function verifyRegistration(settings: WebAuthnSettings, input: Veri
 
   let fmt: string;
   let x5c: Uint8Array[] | undefined;
-  let auth: ReturnType<typeof parseAuthenticatorData>;
+  let auth: ReturnType<HelpersLibrary['parseAuthenticatorData']>;
   let algorithm: unknown;
   try {
     const attestation = decodeAttestationObject(isoBase64URL.toBuffer(response.response.attestationObject));
@@ -318,10 +321,10 @@ export async function verifyRegistration(settings: WebAuthnSettings, input: Veri
     attested = true;
   }
 
-  let verified: Awaited<ReturnType<typeof verifyRegistrationResponse>>;
+  let verified: Awaited<ReturnType<ServerLibrary['verifyRegistrationResponse']>>;
   try {
-    verified = await verifyRegistrationResponse({
-      response: { ...response, clientExtensionResults: response.clientExtensionResults ?? {} } as Parameters<typeof verifyRegistrationResponse>[0]['response'],
+    verified = await server.verifyRegistrationResponse({
+      response: { ...response, clientExtensionResults: response.clientExtensionResults ?? {} } as Parameters<ServerLibrary['verifyRegistrationResponse']>[0]['response'],
       expectedChallenge: (c) => constantTimeEqual(c, input.expectedChallenge),
       expectedOrigin: [...settings.origins],
       expectedRPID: settings.rpId,
@@ -368,6 +371,8 @@ export function assertionCredentialId(response: unknown): string | undefined {
 }
 
 export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyAssertionInput): Promise<AssertionOutcome> {
+  const { server, helpers } = await loadWebAuthnLibrary();
+  const { isoBase64URL, parseAuthenticatorData } = helpers;
   const parsed = authenticationResponseSchema.safeParse(input.response);
   if (!parsed.success) return { ok: false, reason: 'malformed' };
   const response = parsed.data;
@@ -378,7 +383,7 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
   const cdFailure = checkClientData(cd, 'webauthn.get', input.expectedChallenge, settings);
   if (cdFailure !== undefined) return { ok: false, reason: cdFailure };
 
-  let auth: ReturnType<typeof parseAuthenticatorData>;
+  let auth: ReturnType<HelpersLibrary['parseAuthenticatorData']>;
   try {
     auth = parseAuthenticatorData(isoBase64URL.toBuffer(response.response.authenticatorData));
   } catch {
@@ -389,10 +394,10 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
   if (flagFailure !== undefined) return { ok: false, reason: flagFailure };
   if (auth.flags.be !== input.credential.backupEligible) return { ok: false, reason: 'backup_eligibility_changed' };
 
-  let verified: Awaited<ReturnType<typeof verifyAuthenticationResponse>>;
+  let verified: Awaited<ReturnType<ServerLibrary['verifyAuthenticationResponse']>>;
   try {
-    verified = await verifyAuthenticationResponse({
-      response: { ...response, clientExtensionResults: response.clientExtensionResults ?? {} } as Parameters<typeof verifyAuthenticationResponse>[0]['response'],
+    verified = await server.verifyAuthenticationResponse({
+      response: { ...response, clientExtensionResults: response.clientExtensionResults ?? {} } as Parameters<ServerLibrary['verifyAuthenticationResponse']>[0]['response'],
       expectedChallenge: (c) => constantTimeEqual(c, input.expectedChallenge),
       expectedOrigin: [...settings.origins],
       expectedRPID: settings.rpId,
