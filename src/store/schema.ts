@@ -165,6 +165,13 @@ export interface FactorChallengesTable {
   consumed_at: number | null;
 }
 
+export interface RateLimitsTable {
+  /** `<bucket>:<subject>:<window number>`. */
+  key: string;
+  count: number;
+  expires_at: number;
+}
+
 /** WebAuthn: credential id → its factor row (unique across users; passkey sign-in looks it up). */
 export interface WebAuthnCredentialsTable {
   /** base64url credential id. */
@@ -215,6 +222,7 @@ export interface Database {
   client_assertion_jtis: ClientAssertionJtisTable;
   stepups: StepUpsTable;
   factor_challenges: FactorChallengesTable;
+  rate_limits: RateLimitsTable;
   webauthn_credentials: WebAuthnCredentialsTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;

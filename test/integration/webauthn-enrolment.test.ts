@@ -248,4 +248,24 @@ for (const dialect of testDialects()) {
       assert.match(zh.text, /使用通行密钥登录/);
     });
   });
+
+  describe(`passkey sign-in shares the sign-in rate limit (${dialect})`, () => {
+    let tg: TestGateway;
+    before(async () => {
+      tg = await createTestGateway({ dialect, config: { ...WEBAUTHN_TEST_CONFIG, rateLimits: { enabled: true, loginPerIp: 3 } } });
+    });
+    after(async () => {
+      await tg.close();
+    });
+
+    it('options and answers count against rateLimits.loginPerIp', async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 2; i += 1) statuses.push((await tg.http().post('/v1/login/webauthn/options').send()).status);
+      statuses.push((await tg.http().post('/v1/login/webauthn').send({ login_token: 'x', credential: {} })).status);
+      const limited = await tg.http().post('/v1/login/webauthn/options').send();
+      assert.deepEqual(statuses, [200, 200, 400]);
+      assert.equal(limited.status, 429);
+      assert.equal(limited.body.code, 'too_many_requests');
+    });
+  });
 }
