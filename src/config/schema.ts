@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { paymentCodeSectionSchema } from '../payment-code/config.ts';
 
 /**
  * The configuration schema. Defaults and their reasons are documented in
@@ -98,6 +99,9 @@ export const configSchema = z.strictObject({
     timeoutSeconds: z.number().int().min(30).max(600),
     passkeyLogin: z.boolean(),
   }),
+  // Read by the payment-code service's own loader; validated here too so `config check` and
+  // every gateway start catch a typo in it.
+  paymentCode: paymentCodeSectionSchema,
 });
 
 export type Config = z.infer<typeof configSchema>;
