@@ -21,6 +21,9 @@ import { smsPagesRouter } from './http/sms-pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
+import { meWebAuthnRouter } from './http/me-webauthn-router.ts';
+import { webauthnLoginRouter } from './http/webauthn-login-router.ts';
+import { stepUpWebAuthnRouter } from './http/stepup-webauthn-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -88,6 +91,9 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));
   app.use(meSmsOtpRouter(gw, api));
+  app.use(meWebAuthnRouter(gw, api));
+  app.use(webauthnLoginRouter(gw, api));
+  app.use(stepUpWebAuthnRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
   app.use(securityPagesRouter(gw));

@@ -9,6 +9,7 @@ import { openStore, type Store, sqliteFileFor } from './store/database.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
+import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
 import { smsOtpFactorFor } from './flows/sms-otp.ts';
 
@@ -82,7 +83,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
   const smsOtp = smsOtpFactorFor(gw);
-  gw.factors = factorRegistry(passwordServices(gw).factor, ...(smsOtp === undefined ? [] : [smsOtp]));
+  gw.factors = factorRegistry(passwordServices(gw).factor, webauthnServices(gw).factor, ...(smsOtp === undefined ? [] : [smsOtp]));
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.
   if (options.migrate !== false) {

@@ -94,6 +94,17 @@ export const configSchema = z.strictObject({
   policies: z.strictObject({
     seedFile: z.string(),
   }),
+  webauthn: z.strictObject({
+    rpId: z.string().max(253),
+    rpName: z.string().min(1).max(64),
+    origins: z.array(z.string().min(1).max(2048)).max(20),
+    counterRegression: z.enum(['refuse', 'flag-only']),
+    attestation: z.enum(['none', 'direct']),
+    aaguidAllowList: z.array(z.string()).max(1000),
+    trustRootsFile: z.string(),
+    timeoutSeconds: z.number().int().min(30).max(600),
+    passkeyLogin: z.boolean(),
+  }),
   // Read by the payment-code service's own loader; validated here too so `config check` and
   // every gateway start catch a typo in it.
   paymentCode: paymentCodeSectionSchema,

@@ -43,7 +43,8 @@ export type ErrorCode =
   | 'phone_invalid'
   | 'sms_region_not_allowed'
   | 'sms_limit_exceeded'
-  | 'sms_unavailable';
+  | 'sms_unavailable'
+  | 'registration_refused';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -99,6 +100,7 @@ const STATUS: Record<ErrorCode, number> = {
   sms_region_not_allowed: 400,
   sms_limit_exceeded: 429,
   sms_unavailable: 503,
+  registration_refused: 400,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -142,6 +144,7 @@ const TITLE: Record<ErrorCode, string> = {
   sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
   sms_limit_exceeded: 'Too many SMS codes requested: try again later',
   sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
+  registration_refused: 'The authenticator response was not accepted',
 };
 
 export class AppError extends Error {

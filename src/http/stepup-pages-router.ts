@@ -22,11 +22,11 @@ const ID = /^stp_[A-Za-z0-9_-]{10,64}$/;
 const TICKET = /^[A-Za-z0-9_-]{16,128}$/;
 export const STEPUP_CSRF_FIELD = '_stepup_csrf';
 
-function cookieName(gw: Gateway): string {
+export function stepUpTicketCookieName(gw: Gateway): string {
   return gw.config.mode === 'production' ? '__Secure-stepgate_ticket' : 'stepgate_ticket';
 }
 
-function stepUpCsrf(gw: Gateway, stepUp: StepUp): string {
+export function stepUpCsrf(gw: Gateway, stepUp: StepUp): string {
   return createHmac('sha256', gw.sealer.deriveKey('stepup-page-csrf')).update(`${stepUp.id}.${stepUp.ticketHash}`).digest('base64url');
 }
 
@@ -35,7 +35,7 @@ function field(body: unknown, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function returnUrl(stepUp: StepUp, outcome: 'completed' | 'denied'): string | undefined {
+export function returnUrl(stepUp: StepUp, outcome: 'completed' | 'denied'): string | undefined {
   if (stepUp.redirectUri === null) return undefined;
   const url = new URL(stepUp.redirectUri);
   url.searchParams.set('stepup_id', stepUp.id);
@@ -63,7 +63,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
   const views = createViews(gw);
 
   function ticketFrom(req: Request): string | undefined {
-    const value = (req.cookies as Record<string, unknown> | undefined)?.[cookieName(gw)];
+    const value = (req.cookies as Record<string, unknown> | undefined)?.[stepUpTicketCookieName(gw)];
     return typeof value === 'string' && TICKET.test(value) ? value : undefined;
   }
 
@@ -113,7 +113,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
     const id = req.params.id;
     const ticket = req.query.ticket;
     if (typeof ticket === 'string' && ID.test(id) && TICKET.test(ticket)) {
-      res.cookie(cookieName(gw), ticket, {
+      res.cookie(stepUpTicketCookieName(gw), ticket, {
         httpOnly: true,
         sameSite: 'lax',
         secure: gw.config.mode === 'production',

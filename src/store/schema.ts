@@ -172,6 +172,15 @@ export interface RateLimitsTable {
   expires_at: number;
 }
 
+/** WebAuthn: credential id → its factor row (unique across users; passkey sign-in looks it up). */
+export interface WebAuthnCredentialsTable {
+  /** base64url credential id. */
+  credential_id: string;
+  factor_id: string;
+  user_id: string;
+  created_at: number;
+}
+
 export interface PolicySetsTable {
   version: number;
   /** JSON of the whole policy set at this version. */
@@ -214,6 +223,7 @@ export interface Database {
   stepups: StepUpsTable;
   factor_challenges: FactorChallengesTable;
   rate_limits: RateLimitsTable;
+  webauthn_credentials: WebAuthnCredentialsTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;
