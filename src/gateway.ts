@@ -12,7 +12,9 @@ import { describeError, StartupError } from './errors/startup-error.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
+import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { smsOtpFactorFor } from './flows/sms-otp.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -108,7 +110,8 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     },
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
-  gw.factors = factorRegistry(passwordServices(gw).factor);
+  const smsOtp = smsOtpFactorFor(gw);
+  gw.factors = factorRegistry(passwordServices(gw).factor, webauthnServices(gw).factor, ...(smsOtp === undefined ? [] : [smsOtp]));
   await passwordServices(gw).hasher.prepareDummy();
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.

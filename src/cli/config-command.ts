@@ -9,9 +9,21 @@ export const configCheckCommand: Command = {
   options: {},
   async run(args) {
     const config = args.config();
-    // The payment-code section's own masking, then the generic one over everything (by key
-    // name and URL userinfo), so options added later are masked too.
-    args.out(JSON.stringify(maskSecrets({ ...config, paymentCode: maskedPaymentCodeConfig(config.paymentCode) }), null, 2));
+    // The sections' own masking (payment code, SMS providers), then the generic one over
+    // everything (by key name and URL userinfo), so options added later are masked too.
+    const mask = (v: string) => (v === '' ? '' : '***');
+    const { sms } = config;
+    const masked = {
+      ...config,
+      paymentCode: maskedPaymentCodeConfig(config.paymentCode),
+      sms: {
+        ...sms,
+        twilio: { ...sms.twilio, authToken: mask(sms.twilio.authToken) },
+        aliyun: { ...sms.aliyun, accessKeySecret: mask(sms.aliyun.accessKeySecret) },
+        webhook: { ...sms.webhook, secret: mask(sms.webhook.secret) },
+      },
+    };
+    args.out(JSON.stringify(maskSecrets(masked), null, 2));
     return 0;
   },
 };
