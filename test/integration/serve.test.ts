@@ -21,15 +21,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /** http.shutdownGraceSeconds in config/default.yaml. */
 const DEFAULT_GRACE_SECONDS = 10;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 /** The environment without any STEPGATE_* setting of the machine running the tests. */
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -71,16 +62,25 @@ function get(port: number, path: string, agent?: { keepAlive: boolean }): Promis
   });
 }
 
-// Generous: a busy CI machine starting several gateways at once can take tens of seconds.
-async function waitForHealth(served: Served, port: number, timeoutMs = 60_000): Promise<void> {
+/**
+ * Waits for the "stepgate listening" log line (the gateway is started with port 0 and picks
+ * a free port itself: a port chosen by the test and closed again can be taken by another
+ * process before the gateway binds it), then for /healthz; returns the port. Generous
+ * timeout: a busy CI machine starting several gateways at once can take tens of seconds.
+ */
+async function waitForHealth(served: Served, timeoutMs = 60_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
+  let port: number | undefined;
   for (;;) {
     if (served.child.exitCode !== null) assert.fail(`serve exited with ${served.child.exitCode}: ${served.stderr()}`);
-    try {
-      const res = await get(port, '/healthz');
-      if (res.status === 200) return;
-    } catch {
-      // not listening yet
+    port ??= logLines(served.stdout()).find((l) => l.msg === 'stepgate listening')?.port as number | undefined;
+    if (port !== undefined) {
+      try {
+        const res = await get(port, '/healthz');
+        if (res.status === 200) return port;
+      } catch {
+        // not answering yet
+      }
     }
     if (Date.now() > deadline) assert.fail(`serve did not answer /healthz within ${timeoutMs} ms: ${served.stderr()}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -113,10 +113,9 @@ describe('stepgate serve', { concurrency: true }, () => {
   it('starts on embedded SQLite with no configuration, generates a 0600 development master key, and stops on SIGTERM', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
-    const port = await freePort();
-    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    const served = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
     try {
-      await waitForHealth(served, port);
+      const port = await waitForHealth(served);
       const ready = await get(port, '/readyz');
       assert.equal(ready.status, 200);
       assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'sqlite' });
@@ -156,10 +155,9 @@ describe('stepgate serve', { concurrency: true }, () => {
     dirs.push(dataDir);
     const configFile = join(dataDir, 'stepgate.yaml');
     writeFileSync(configFile, 'http:\n  shutdownGraceSeconds: 1\n');
-    const port = await freePort();
-    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir }, ['--config', configFile]);
+    const served = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir }, ['--config', configFile]);
     try {
-      await waitForHealth(served, port);
+      const port = await waitForHealth(served);
       // A request whose body never finishes arriving stays in flight.
       const socket = connect(port, '127.0.0.1');
       await once(socket, 'connect');
@@ -180,10 +178,9 @@ describe('stepgate serve', { concurrency: true }, () => {
   it('prints a one-time admin set-up link on first start, to the terminal and not into the log', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
-    const port = await freePort();
-    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir, STEPGATE_PUBLIC_URL: `http://127.0.0.1:${port}` });
+    const served = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir, STEPGATE_PUBLIC_URL: 'http://127.0.0.1:8080' });
     try {
-      await waitForHealth(served, port);
+      await waitForHealth(served);
       // The link is written right after listening; give stderr a moment to arrive.
       const deadline = Date.now() + 5000;
       while (!/\/setup\?token=/.test(served.stderr()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -202,7 +199,7 @@ describe('stepgate serve', { concurrency: true }, () => {
   it('in production mode without a master key it refuses to start: exit 2, one line naming secrets.masterKey', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
-    const served = serve({ STEPGATE_MODE: 'production', STEPGATE_PUBLIC_URL: 'https://mfa.example.com', STEPGATE_HTTP_PORT: String(await freePort()), STEPGATE_DATA_DIR: dataDir });
+    const served = serve({ STEPGATE_MODE: 'production', STEPGATE_PUBLIC_URL: 'https://mfa.example.com', STEPGATE_HTTP_PORT: '0', STEPGATE_DATA_DIR: dataDir });
     const [code] = await served.exited;
     assert.equal(code, 2);
     const lines = served.stderr().trim().split('\n');
@@ -223,16 +220,15 @@ describe('stepgate serve', { concurrency: true }, () => {
     it('with STEPGATE_DATABASE_URL it runs on PostgreSQL and nothing else changes', async () => {
       const database = await createTestDatabase(dialect);
       databases.push(database);
-      const port = await freePort();
       const served = serve({
-        STEPGATE_HTTP_PORT: String(port),
+        STEPGATE_HTTP_PORT: '0',
         STEPGATE_HTTP_HOST: '127.0.0.1',
         STEPGATE_DATA_DIR: database.dataDir,
         STEPGATE_DATABASE_URL: database.url,
         STEPGATE_DATABASE_SCHEMA: database.schema,
       });
       try {
-        await waitForHealth(served, port);
+        const port = await waitForHealth(served);
         const ready = await get(port, '/readyz');
         assert.deepEqual(JSON.parse(ready.body), { status: 'ready', database: 'postgres' });
         assert.ok(!existsSync(join(database.dataDir, 'stepgate.sqlite')), 'no SQLite file when PostgreSQL is configured');
@@ -262,14 +258,15 @@ describe('stepgate serve: start-up failures and file modes', () => {
     taken.listen(0, '127.0.0.1');
     await once(taken, 'listening');
     const { port } = taken.address() as AddressInfo;
+    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
     try {
-      const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
       const [code] = await served.exited;
       assert.equal(code, 1, served.stderr());
       const lines = served.stderr().trim().split('\n');
       assert.equal(lines.length, 1, `one line: ${served.stderr()}`);
       assert.match(lines[0] as string, new RegExp(`^stepgate serve: cannot listen on 127\\.0\\.0\\.1:${port}: .*address already in use`));
     } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
       taken.close();
     }
   });
@@ -278,10 +275,9 @@ describe('stepgate serve: start-up failures and file modes', () => {
     const parent = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(parent);
     const dataDir = join(parent, 'nested', 'data');
-    const port = await freePort();
-    const served = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    const served = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
     try {
-      await waitForHealth(served, port);
+      await waitForHealth(served);
       assert.equal(statSync(dataDir).mode & 0o777, 0o700);
       assert.equal(statSync(join(dataDir, 'stepgate.sqlite')).mode & 0o777, 0o600);
     } finally {
@@ -290,9 +286,9 @@ describe('stepgate serve: start-up failures and file modes', () => {
     // An operator's tighter-or-other choice is not changed (never loosened).
     chmodSync(dataDir, 0o750);
     chmodSync(join(dataDir, 'stepgate.sqlite'), 0o640);
-    const again = serve({ STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    const again = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
     try {
-      await waitForHealth(again, port);
+      await waitForHealth(again);
       assert.equal(statSync(dataDir).mode & 0o777, 0o750);
       assert.equal(statSync(join(dataDir, 'stepgate.sqlite')).mode & 0o777, 0o640);
     } finally {
