@@ -35,7 +35,18 @@ export type ErrorCode =
   | 'authorization_pending'
   | 'slow_down'
   | 'expired_token'
-  | 'invalid_grant';
+  | 'invalid_grant'
+  // hardware OTP tokens (issue 6)
+  | 'token_file_too_large'
+  | 'token_file_invalid'
+  | 'token_file_key_required'
+  | 'token_file_decryption_failed'
+  | 'token_import_rejected'
+  | 'token_not_found'
+  | 'token_state_conflict'
+  | 'token_code_invalid'
+  | 'token_bind_failed'
+  | 'token_resync_failed';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -83,6 +94,16 @@ const STATUS: Record<ErrorCode, number> = {
   slow_down: 400,
   expired_token: 400,
   invalid_grant: 400,
+  token_file_too_large: 413,
+  token_file_invalid: 400,
+  token_file_key_required: 400,
+  token_file_decryption_failed: 400,
+  token_import_rejected: 400,
+  token_not_found: 404,
+  token_state_conflict: 409,
+  token_code_invalid: 400,
+  token_bind_failed: 400,
+  token_resync_failed: 400,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -118,6 +139,17 @@ const TITLE: Record<ErrorCode, string> = {
   slow_down: 'Polling too fast',
   expired_token: 'The step-up expired',
   invalid_grant: 'The step-up token was already issued or cannot be issued',
+  token_file_too_large: 'Token file too large',
+  token_file_invalid: 'Token file not acceptable',
+  token_file_key_required: 'The token file is encrypted: a transport key or password is needed',
+  // One title for a wrong key, a wrong password and a tampered file: it must not say which.
+  token_file_decryption_failed: 'The token file could not be decrypted: wrong key or password, or the file was altered',
+  token_import_rejected: 'Some tokens in the file are not acceptable; nothing was imported',
+  token_not_found: 'No such hardware token',
+  token_state_conflict: 'The hardware token is not in a state that allows this',
+  token_code_invalid: 'The code from the token was not accepted',
+  token_bind_failed: 'Serial number or code not accepted',
+  token_resync_failed: 'The two codes were not accepted for resynchronisation',
 };
 
 export class AppError extends Error {
