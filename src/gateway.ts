@@ -10,6 +10,7 @@ import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { createHardwareOtpFactor } from './factors/hardware-otp/index.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -80,7 +81,15 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     },
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
-  gw.factors = factorRegistry(passwordServices(gw).factor);
+  gw.factors = factorRegistry(
+    passwordServices(gw).factor,
+    createHardwareOtpFactor({
+      sealer,
+      window: { lookAhead: config.hardwareTokens.lookAhead, steps: config.hardwareTokens.timeWindowSteps },
+      maxFailures: config.hardwareTokens.maxFailures,
+      lockSeconds: config.hardwareTokens.lockSeconds,
+    }),
+  );
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.
   if (options.migrate !== false) {

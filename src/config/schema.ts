@@ -74,6 +74,20 @@ export const configSchema = z.strictObject({
   policies: z.strictObject({
     seedFile: z.string(),
   }),
+  hardwareTokens: z.strictObject({
+    lookAhead: z.number().int().min(0).max(100),
+    timeWindowSteps: z.number().int().min(0).max(5),
+    syncLookAhead: z.number().int().min(1).max(1000),
+    syncWindowSteps: z.number().int().min(1).max(120),
+    maxFailures: z.number().int().min(1).max(100),
+    lockSeconds: z.number().int().min(0),
+    bindMaxFailures: z.number().int().min(1).max(100),
+    import: z.strictObject({
+      maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
+      maxTokens: z.number().int().min(1).max(10_000_000),
+      maxPbkdf2Iterations: z.number().int().min(1000).max(100_000_000),
+    }),
+  }),
 });
 
 export type Config = z.infer<typeof configSchema>;

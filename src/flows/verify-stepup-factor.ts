@@ -93,8 +93,8 @@ async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promis
 }
 
 /** Charges one factor failure in advance; false when the factor is locked. */
-async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promise<boolean> {
-  const { maxFailures } = gw.config.factors;
+async function chargeFactor(gw: Gateway, factorId: string, nowMs: number, lockout: { maxFailures: number; lockSeconds: number | null } = gw.config.factors): Promise<boolean> {
+  const { maxFailures, lockSeconds } = lockout;
   const charged = await gw.store.db
     .updateTable('factors')
     .set((eb) => ({ failures: eb('failures', '+', 1) }))
@@ -104,6 +104,8 @@ async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promi
     .returning('failures')
     .executeTakeFirst();
   if (charged === undefined) {
+    // A lock without expiry stays until reset (failures = 0), e.g. by a hardware-token resync.
+    if (lockSeconds === null) return false;
     // A lock that has run out restarts the count.
     const restarted = await gw.store.db
       .updateTable('factors')
@@ -115,11 +117,11 @@ async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promi
       .executeTakeFirst();
     return restarted !== undefined;
   }
-  if (charged.failures >= maxFailures) {
+  if (charged.failures >= maxFailures && lockSeconds !== null) {
     // The charge that reaches the limit locks the factor (a success below still unlocks it).
     await gw.store.db
       .updateTable('factors')
-      .set({ locked_until: nowMs + gw.config.factors.lockSeconds * 1000 })
+      .set({ locked_until: nowMs + lockSeconds * 1000 })
       .where('id', '=', factorId)
       .execute();
   }
@@ -190,7 +192,7 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     gw.metrics.stepups.inc({ event: 'denied' });
     throw new AppError('attempts_exhausted');
   }
-  if (!(await chargeFactor(gw, row.id, nowMs))) {
+  if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout))) {
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'locked' } });
     throw new AppError('factor_locked');
   }

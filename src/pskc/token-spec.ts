@@ -4,11 +4,9 @@
  * import flow before anything is stored.
  */
 
-/** Event-based (HOTP, SM3 with C) or time-based (TOTP, SM3 with T). */
-export type TokenKind = 'hotp' | 'totp';
+import type { TokenAlgorithm, TokenKind } from '../otp/token-codes.ts';
 
-/** HMAC hashes of RFC 4226/6238, or GM/T 0021 SM3. */
-export type TokenAlgorithm = 'SHA1' | 'SHA256' | 'SHA512' | 'SM3';
+export type { TokenAlgorithm, TokenKind };
 
 export const TOKEN_ALGORITHMS: readonly TokenAlgorithm[] = ['SHA1', 'SHA256', 'SHA512', 'SM3'];
 
