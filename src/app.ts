@@ -16,6 +16,7 @@ import { pagesRouter } from './http/pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
+import { hardwareTokensRouter } from './http/hardware-tokens-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -80,6 +81,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(setupRouter(gw, api));
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
+  app.use(hardwareTokensRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
 

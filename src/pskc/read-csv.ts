@@ -73,7 +73,7 @@ export function readCsv(data: string, options: ReadCsvOptions): { tokens: TokenS
     }
     const serial = normaliseSerial(rawSerial);
     if (serial === undefined) {
-      refuse('invalid_serial', 'a serial has 1–64 letters, digits, ".", "_", "/" or "-"');
+      refuse('invalid_serial', 'a serial has 1–64 letters, digits, ".", "_" or "-"');
       continue;
     }
     if (seen.has(serial)) {
@@ -118,7 +118,7 @@ export function readCsv(data: string, options: ReadCsvOptions): { tokens: TokenS
       refuse(bad.code, bad.reason);
       continue;
     }
-    tokens.push({ ...spec, serial, seed });
+    tokens.push({ ...spec, index, serial, seed });
   }
   return { tokens, problems };
 }

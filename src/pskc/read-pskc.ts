@@ -279,7 +279,7 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
     try {
       if (rawSerial === null || rawSerial.trim() === '') throw new TokenRefused('missing_serial', 'the token has no DeviceInfo/SerialNo (nor a Key Id)');
       const serial = normaliseSerial(rawSerial);
-      if (serial === undefined) throw new TokenRefused('invalid_serial', 'a serial has 1–64 letters, digits, ".", "_", "/" or "-"');
+      if (serial === undefined) throw new TokenRefused('invalid_serial', 'a serial has 1–64 letters, digits, ".", "_" or "-"');
       if (seen.has(serial)) throw new TokenRefused('duplicate_serial', 'the serial appears more than once in the file');
       seen.add(serial);
       if (keys.length !== 1) throw new TokenRefused('several_keys', `a token must hold exactly one key, this one holds ${keys.length}`);
@@ -333,7 +333,7 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
       };
       const bad = checkTokenParameters({ ...spec, seedLength: secret.length }, options.now);
       if (bad !== undefined) throw new TokenRefused(bad.code, bad.reason);
-      tokens.push({ ...spec, serial, seed: secret });
+      tokens.push({ ...spec, index, serial, seed: secret });
       secret = undefined;
     } catch (err) {
       secret?.fill(0);

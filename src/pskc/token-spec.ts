@@ -11,6 +11,8 @@ export type { TokenAlgorithm, TokenKind };
 export const TOKEN_ALGORITHMS: readonly TokenAlgorithm[] = ['SHA1', 'SHA256', 'SHA512', 'SM3'];
 
 export interface TokenSpec {
+  /** Position of the token in the file, as in TokenProblem.index. */
+  index: number;
   /** Normalised serial number: the key tokens are found and bound by. */
   serial: string;
   manufacturer: string;
@@ -66,15 +68,15 @@ export const MAX_SM3_COUNTER = 0xffff_ffff;
 
 /**
  * Serials are typed by people from the back of a token: trimmed, inner spaces removed,
- * upper-cased. Letters, digits, `-`, `_`, `.` and `/` only, at most 64 characters.
+ * upper-cased. Letters, digits, `-`, `_` and `.` only (it is part of URLs), at most 64 characters.
  */
 export function normaliseSerial(raw: string): string | undefined {
   const s = raw.trim().replace(/\s+/g, '').toUpperCase();
-  return /^[A-Z0-9][A-Z0-9._/-]{0,63}$/.test(s) ? s : undefined;
+  return /^[A-Z0-9][A-Z0-9._-]{0,63}$/.test(s) ? s : undefined;
 }
 
 /** Checks the parameters every reader shares; returns the first problem or undefined. */
-export function checkTokenParameters(spec: Omit<TokenSpec, 'seed' | 'serial'> & { seedLength: number }, now: Date): { code: TokenProblemCode; reason: string } | undefined {
+export function checkTokenParameters(spec: Omit<TokenSpec, 'seed' | 'serial' | 'index'> & { seedLength: number }, now: Date): { code: TokenProblemCode; reason: string } | undefined {
   if (!Number.isInteger(spec.digits) || spec.digits < MIN_DIGITS || spec.digits > MAX_DIGITS) {
     return { code: 'invalid_parameter', reason: `digits must be ${MIN_DIGITS}..${MAX_DIGITS}, not ${spec.digits}` };
   }

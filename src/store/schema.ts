@@ -235,8 +235,11 @@ export interface HardwareTokensTable {
   digits: number;
   /** Time step of time tokens; 0 for event tokens. */
   period_seconds: number;
-  /** The seed, sealed with the master key (aad `hardware_tokens.seed_sealed:<id>`). */
-  seed_sealed: string;
+  /**
+   * The seed, sealed with the master key (aad `hardware_tokens.seed_sealed:<id>`). Null once
+   * the token is lost or revoked: a final state needs no seed, and a wiped seed cannot leak.
+   */
+  seed_sealed: string | null;
   /**
    * While not assigned: HOTP next counter / TOTP last accepted time step. While assigned
    * the factor row's counter is authoritative; it is copied back when the token leaves the user.

@@ -30,7 +30,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('algorithm', 'text', (c) => c.notNull())
     .addColumn('digits', 'integer', (c) => c.notNull())
     .addColumn('period_seconds', 'integer', (c) => c.notNull())
-    .addColumn('seed_sealed', 'text', (c) => c.notNull())
+    .addColumn('seed_sealed', 'text')
     .addColumn('counter', 'bigint', (c) => c.notNull().defaultTo(0))
     .addColumn('drift_steps', 'integer', (c) => c.notNull().defaultTo(0))
     .addColumn('state', 'text', (c) => c.notNull())
