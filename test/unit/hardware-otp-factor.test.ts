@@ -17,6 +17,11 @@ function record(seed: Buffer, params: Partial<HardwareOtpParams>, counter = 0, e
   return { id, userId: 'usr_1', type: 'hardware_otp', status: 'active', secretHash: null, secretSealed: sealer.seal(seed, factorSeedAad(id)), params: { ...full }, counter, ...extra };
 }
 
+/** The drift a successful verification asks to store. */
+function drift(outcome: { change?: { params?: Record<string, unknown> } }): unknown {
+  return outcome.change?.params?.driftSteps;
+}
+
 async function verify(r: FactorRecord | undefined, code: unknown, at = NOW) {
   return factor.verify(r, { code } as { code: string }, { now: at });
 }
@@ -88,7 +93,7 @@ describe('hardware_otp factor: time tokens (TOTP) with drift', () => {
         const ok = await verify(r, code);
         assert.equal(ok.ok, true);
         assert.equal(ok.change?.counter, step);
-        assert.equal((ok.change?.params as { driftSteps?: number }).driftSteps, 0);
+        assert.equal(drift(ok), 0);
         assert.deepEqual(await verify({ ...r, counter: step }, code), { ok: false, reason: 'replayed' });
         assert.equal((await verify(r, oathTotp(hex, unix - 30, { algorithm, digits }))).ok, true);
         assert.equal((await verify(r, oathTotp(hex, unix + 30, { algorithm, digits }))).ok, true);
@@ -109,7 +114,7 @@ describe('hardware_otp factor: time tokens (TOTP) with drift', () => {
     // The token runs one step fast: accepted at +1, drift 1 learned.
     const first = await verify(r, oathTotp(hex, unix + 30));
     assert.equal(first.ok, true);
-    assert.equal((first.change?.params as { driftSteps: number }).driftSteps, 1);
+    assert.equal(drift(first), 1);
     r = { ...r, counter: first.change?.counter ?? 0, params: first.change?.params ?? {} };
     // A day later it runs two steps fast: +2 is outside ±1 of "now", but inside ±1 of now + drift.
     const later = new Date(NOW.getTime() + 86_400_000);
@@ -117,7 +122,7 @@ describe('hardware_otp factor: time tokens (TOTP) with drift', () => {
     assert.equal((await verify(record(seed, { kind: 'totp', periodSeconds: 30 }), code, later)).ok, false, 'without the learned drift');
     const second = await verify(r, code, later);
     assert.equal(second.ok, true);
-    assert.equal((second.change?.params as { driftSteps: number }).driftSteps, 2);
+    assert.equal(drift(second), 2);
   });
   it('key validity dates are honoured', async (t) => {
     if (needOathtool(t)) return;
@@ -139,7 +144,7 @@ describe('hardware_otp factor: GM/T 0021 SM3 tokens', () => {
     const ok = await verify(timeToken, sm3Code(seed, tBytes));
     assert.equal(ok.ok, true);
     assert.equal(ok.change?.counter, t + 1);
-    assert.equal((ok.change?.params as { driftSteps: number }).driftSteps, 1);
+    assert.equal(drift(ok), 1);
     assert.deepEqual(await verify({ ...timeToken, counter: t + 1 }, sm3Code(seed, tBytes)), { ok: false, reason: 'replayed' });
 
     const cBytes = Buffer.alloc(4);
