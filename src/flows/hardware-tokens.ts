@@ -585,14 +585,14 @@ export async function bindOwnToken(gw: Gateway, userId: string, input: BindInput
 }
 
 /** The user's own assigned token, by its factor id (what /v1/me/factors lists). */
-async function ownTokenRow(gw: Gateway, userId: string, factorId: string): Promise<HardwareTokensTable> {
-  const row = await gw.store.db.selectFrom('hardware_tokens').selectAll().where('factor_id', '=', factorId).where('user_id', '=', userId).where('state', '=', 'assigned').executeTakeFirst();
+async function ownTokenRow(ex: Executor, userId: string, factorId: string): Promise<HardwareTokensTable> {
+  const row = await ex.selectFrom('hardware_tokens').selectAll().where('factor_id', '=', factorId).where('user_id', '=', userId).where('state', '=', 'assigned').executeTakeFirst();
   if (row === undefined) throw new AppError('not_found', { detail: 'No such hardware token among your factors.' });
   return row;
 }
 
 export async function resyncOwnToken(gw: Gateway, userId: string, factorId: string, input: ResyncInput, who: AuditActor): Promise<TokenView> {
-  const row = await ownTokenRow(gw, userId, factorId);
+  const row = await ownTokenRow(gw.store.db, userId, factorId);
   await chargeUserAttempt(gw, userId);
   await resyncRow(gw, { ...who, by: 'self' }, row, input, undefined);
   await resetUserAttempts(gw, userId);
@@ -602,7 +602,7 @@ export async function resyncOwnToken(gw: Gateway, userId: string, factorId: stri
 /** The user gives the token back (it returns to stock) or reports it lost (final). */
 export async function releaseOwnToken(gw: Gateway, userId: string, factorId: string, to: 'unassigned' | 'lost', who: AuditActor): Promise<void> {
   await gw.store.db.transaction().execute(async (tx) => {
-    const found = await ownTokenRow(gw, userId, factorId);
+    const found = await ownTokenRow(tx, userId, factorId);
     const row = await requireToken(gw, tx, found.serial);
     if (row.state !== 'assigned' || row.user_id !== userId) throw new AppError('not_found', { detail: 'No such hardware token among your factors.' });
     await releaseInTx(gw, tx, row, to, { ...who, by: 'self' }, to === 'lost' ? 'reported lost by the user' : 'removed by the user');
