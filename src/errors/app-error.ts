@@ -36,6 +36,10 @@ export type ErrorCode =
   | 'slow_down'
   | 'expired_token'
   | 'invalid_grant'
+  | 'challenge_required'
+  | 'challenge_cooldown'
+  | 'challenge_attempts_exhausted'
+  | 'fresh_login_required'
   // hardware OTP tokens (issue 6)
   | 'token_file_too_large'
   | 'token_file_invalid'
@@ -94,6 +98,10 @@ const STATUS: Record<ErrorCode, number> = {
   slow_down: 400,
   expired_token: 400,
   invalid_grant: 400,
+  challenge_required: 400,
+  challenge_cooldown: 429,
+  challenge_attempts_exhausted: 429,
+  fresh_login_required: 401,
   token_file_too_large: 413,
   token_file_invalid: 400,
   token_file_key_required: 400,
@@ -139,6 +147,10 @@ const TITLE: Record<ErrorCode, string> = {
   slow_down: 'Polling too fast',
   expired_token: 'The step-up expired',
   invalid_grant: 'The step-up token was already issued or cannot be issued',
+  challenge_required: 'Start a challenge for this factor first (or the last one expired)',
+  challenge_cooldown: 'Wait before requesting another challenge',
+  challenge_attempts_exhausted: 'Too many attempts for this challenge',
+  fresh_login_required: 'Sign in again to do this',
   token_file_too_large: 'Token file too large',
   token_file_invalid: 'Token file not acceptable',
   token_file_key_required: 'The token file is encrypted: a transport key or password is needed',

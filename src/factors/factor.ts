@@ -31,6 +31,56 @@ export interface FactorDescriptor {
    * token's resync), rather than letting the lock run out.
    */
   lockout?: { maxFailures: number; lockSeconds: number | null };
+  /** Challenge factors: the limits the flow enforces on every challenge. */
+  challenge?: ChallengeLimits;
+}
+
+export interface ChallengeLimits {
+  /** How long a challenge (a sent code, a WebAuthn challenge) stays usable. */
+  ttlSeconds: number;
+  /** Guesses per challenge; a resend keeps the count. */
+  maxAttempts: number;
+  /** Minimum time between two sends within one step-up. */
+  resendCooldownSeconds: number;
+  /** Sends per step-up (first send included). */
+  maxSends: number;
+}
+
+/** What a challenge is for: today a step-up transaction. */
+export interface ChallengePurpose {
+  kind: 'stepup';
+  stepupId: string;
+  clientId: string;
+  action: string;
+  context: Record<string, unknown>;
+  bindingMessage: string | null;
+}
+
+export interface ChallengeContext {
+  now: Date;
+  userId: string;
+  /** The user's language for anything sent to them ('en' | 'zh-CN'). */
+  locale: string;
+  purpose: ChallengePurpose;
+  /** The factor's state from the previous send in this step-up (a resend), if any. */
+  previous?: Record<string, unknown> | undefined;
+}
+
+export interface ChallengeStart {
+  /** Returned to the client (WebAuthn options; the masked phone number). */
+  publicData: Record<string, unknown>;
+  /** Stored by the flow until the challenge is used or expires. Hashes and public data only. */
+  state: Record<string, unknown>;
+  /** The factor the challenge was issued for, when it is one of several (the phone an SMS went to). */
+  factorId?: string;
+}
+
+/** A live challenge, as `verify` receives it. */
+export interface LiveChallenge {
+  state: Record<string, unknown>;
+  factorId: string | null;
+  createdAt: Date;
+  expiresAt: Date;
 }
 
 /** A stored factor as a factor module sees it: read-only, already parsed. */
@@ -38,6 +88,7 @@ export interface FactorRecord {
   id: string;
   userId: string;
   type: string;
+  label: string;
   status: 'pending' | 'active' | 'disabled';
   secretHash: string | null;
   secretSealed: string | null;
@@ -48,6 +99,8 @@ export interface FactorRecord {
 export interface FactorContext {
   /** From the gateway clock; factors never read the time themselves. */
   now: Date;
+  /** Challenge factors: the live challenge of this step-up, already charged one attempt. */
+  challenge?: LiveChallenge | undefined;
 }
 
 /** Why a verification failed. `invalid` is the only reason ever shown to the user. */
@@ -69,8 +122,19 @@ export interface Factor<Input = unknown, Change = unknown> {
    * factor: a factor that must not reveal that (password) still does the same work.
    */
   verify(record: FactorRecord | undefined, input: Input, ctx: FactorContext): Promise<VerifyOutcome<Change>>;
-  /** Challenge factors: start a challenge (send the SMS, issue WebAuthn options). */
-  startChallenge?(record: FactorRecord, ctx: FactorContext): Promise<unknown>;
+  /**
+   * Challenge factors: start a challenge (send the SMS, issue WebAuthn options) for the
+   * user's active factors of this type (one, if the caller named it). Throw an AppError
+   * (`service_unavailable`, `too_many_requests`…) when nothing was sent; the flow then leaves
+   * nothing usable behind.
+   */
+  startChallenge?(records: readonly FactorRecord[], ctx: ChallengeContext): Promise<ChallengeStart>;
+  /**
+   * Which of the user's active factors of this type `input` addresses, when that is not
+   * simply the one named by `factorId` (WebAuthn: the credential id in the assertion; SMS:
+   * the phone the live challenge went to). Undefined: none of them.
+   */
+  resolveFactor?(records: readonly FactorRecord[], input: unknown, challenge: LiveChallenge | undefined): FactorRecord | undefined;
 }
 
 /** The registry: factor modules by type id, all of the same shape. */

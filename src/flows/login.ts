@@ -49,6 +49,7 @@ function toRecord(f: repo.FactorRow | undefined): FactorRecord | undefined {
     id: f.id,
     userId: f.user_id,
     type: f.type,
+    label: '',
     status: f.status,
     secretHash: f.secret_hash,
     secretSealed: null,

@@ -4,7 +4,10 @@ import type { FactorRecord, FactorType, VerifyOutcome } from '../factors/factor.
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { hashToken } from '../crypto/ids.ts';
 import type { Tx } from '../store/database.ts';
-import type { FactorsTable } from '../store/schema.ts';
+import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
+import { acrAtLeast } from '../policy/acr.ts';
+import { recheckAtCompletion } from './stepup-recheck.ts';
+import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
 /**
@@ -63,19 +66,6 @@ export function assertPending(stepUp: StepUp, now: Date): void {
 export function remainingSets(stepUp: StepUp): string[][] {
   const have = new Set(stepUp.proven.map((p) => p.type));
   return stepUp.anyOf.map((set) => set.filter((t) => !have.has(t)));
-}
-
-function toRecord(row: FactorsTable): FactorRecord {
-  return {
-    id: row.id,
-    userId: row.user_id,
-    type: row.type,
-    status: row.status,
-    secretHash: row.secret_hash,
-    secretSealed: row.secret_sealed,
-    params: JSON.parse(row.params) as Record<string, unknown>,
-    counter: row.counter,
-  };
 }
 
 /** Charges one transaction attempt; false when the limit is reached (or the transaction moved on). */
@@ -148,6 +138,32 @@ async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange 
   return updated !== undefined;
 }
 
+/** Charges one attempt on the live challenge; undefined when it is used up, expired or consumed. */
+async function chargeChallenge(gw: Gateway, id: string, nowMs: number): Promise<FactorChallengesTable | undefined> {
+  return gw.store.db
+    .updateTable('factor_challenges')
+    .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
+    .where('id', '=', id)
+    .where('consumed_at', 'is', null)
+    .where('state', 'is not', null)
+    .where('expires_at', '>', nowMs)
+    .whereRef('attempts', '<', 'max_attempts')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Thrown inside the completion transaction to roll it back when a single-use thing was already used. */
+class ReplayLost extends Error {}
+
+async function completeInTransaction<R>(gw: Gateway, work: (tx: Tx) => Promise<R | undefined>): Promise<R | undefined> {
+  try {
+    return await gw.store.db.transaction().execute(work);
+  } catch (err) {
+    if (err instanceof ReplayLost) return undefined;
+    throw err;
+  }
+}
+
 export interface VerifyFactorInput {
   factor: FactorType;
   /** Which of the user's factors of that type (several WebAuthn credentials, say). */
@@ -165,16 +181,19 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   if (!allowed || module === undefined) {
     throw new AppError('factor_not_allowed', { invalidParams: [{ pointer: '/factor', reason: 'not a factor this step-up accepts (or already proven)' }] });
   }
-  const rows = await gw.store.db
-    .selectFrom('factors')
-    .selectAll()
-    .where('user_id', '=', stepUp.userId)
-    .where('type', '=', request.factor)
-    .where('status', '=', 'active')
-    .$if(request.factorId !== undefined, (q) => q.where('id', '=', request.factorId ?? ''))
-    .execute();
-  const row = rows[0];
-  if (row === undefined || (rows.length > 1 && request.factorId === undefined)) {
+  const rows = await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId);
+  const isChallenge = module.startChallenge !== undefined && module.descriptor.challenge !== undefined;
+  const challengeRow = isChallenge ? await liveChallengeRow(gw.store.db, stepUp.id, request.factor) : undefined;
+  const peeked = challengeRow === undefined || challengeRow.consumed_at !== null || challengeRow.expires_at <= nowMs ? undefined : toLiveChallenge(challengeRow);
+  if (isChallenge && peeked === undefined) {
+    throw new AppError('challenge_required', { invalidParams: [{ pointer: '/factor', reason: 'start a challenge first (POST …/challenge); the last one expired or was used' }] });
+  }
+  const records = rows.map(toFactorRecord);
+  let record: FactorRecord | undefined;
+  if (module.resolveFactor !== undefined) record = module.resolveFactor(records, request.input, peeked);
+  else if (records.length === 1 || request.factorId !== undefined) record = records[0];
+  const row = record === undefined ? undefined : rows.find((r) => r.id === record.id);
+  if (record === undefined || row === undefined) {
     throw new AppError('factor_not_allowed', {
       invalidParams: [{ pointer: request.factorId === undefined ? '/factor' : '/factorId', reason: rows.length > 1 ? 'several factors of this type: name one with factorId' : 'no such enrolled factor' }],
     });
@@ -192,12 +211,25 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     gw.metrics.stepups.inc({ event: 'denied' });
     throw new AppError('attempts_exhausted');
   }
+  let challenge: FactorChallengesTable | undefined;
+  if (challengeRow !== undefined) {
+    challenge = await chargeChallenge(gw, challengeRow.id, nowMs);
+    if (challenge === undefined) {
+      const fresh = await liveChallengeRow(gw.store.db, stepUp.id, request.factor);
+      await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'challenge_unusable' } });
+      gw.metrics.stepups.inc({ event: 'factor_failed' });
+      if (fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts) throw new AppError('challenge_attempts_exhausted');
+      throw new AppError('challenge_required');
+    }
+  }
   if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout))) {
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'locked' } });
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
     throw new AppError('factor_locked');
   }
 
-  const outcome = (await module.verify(toRecord(row), request.input, { now })) as VerifyOutcome<FactorStateChange>;
+  const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
+  const outcome = (await module.verify(record, request.input, { now, challenge: live })) as VerifyOutcome<FactorStateChange>;
   if (!outcome.ok) {
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason } });
     gw.metrics.stepups.inc({ event: 'factor_failed' });
@@ -205,8 +237,13 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     throw new AppError('factor_invalid');
   }
 
-  const result = await gw.store.db.transaction().execute(async (tx) => {
+  const result = await completeInTransaction(gw, async (tx) => {
     if (!(await applySuccess(tx, row.id, outcome.change, nowMs))) return undefined;
+    if (challenge !== undefined) {
+      // The challenge is single-use: of two concurrent correct answers one consumes it.
+      const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
+      if (consumed === undefined) throw new ReplayLost();
+    }
     const current = await tx
       .selectFrom('stepups')
       .selectAll()
@@ -216,32 +253,62 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     const s = toStepUp(current);
     assertPending(s, now);
     const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs }];
-    const done = satisfiedAlternative(s.anyOf, proven, s.acr);
     const amr = [...new Set(proven.flatMap((p) => p.amr))];
     if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
-    await tx
-      .updateTable('stepups')
-      .set({
-        proven: JSON.stringify(proven),
-        amr: JSON.stringify(amr),
-        version: s.version + 1,
-        ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }),
-      })
-      .where('id', '=', s.id)
-      .where('version', '=', s.version)
-      .execute();
-    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    let done = satisfiedAlternative(s.anyOf, proven, s.acr);
+    let status: StepUpStatus = 'pending';
+    let raised: Partial<StepUpsTable> = {};
     if (done !== undefined) {
-      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: s.acr } });
+      const recheck = await recheckAtCompletion(gw, tx, s, proven);
+      if (recheck.kind === 'ok') {
+        status = 'completed';
+        if (recheck.decision !== undefined && acrAtLeast(recheck.decision.acr, s.acr) && recheck.decision.acr !== s.acr) raised = { acr: recheck.decision.acr };
+      } else if (recheck.kind === 'deny') {
+        status = 'denied';
+        done = undefined;
+      } else {
+        // Velocity moved on since creation: the user must now prove more (say, the fingerprint).
+        done = undefined;
+        raised = {
+          requirement: JSON.stringify({ anyOf: recheck.decision.satisfiable }),
+          acr: recheck.decision.acr,
+          policy_id: recheck.decision.policyId,
+          policy_version: recheck.decision.version ?? s.policyVersion,
+          token_ttl_seconds: recheck.decision.tokenTtlSeconds,
+          max_age_seconds: recheck.decision.maxAgeSeconds,
+        };
+      }
     }
-    return toStepUp({ ...current, proven: JSON.stringify(proven), amr: JSON.stringify(amr), version: s.version + 1, ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }) });
+    const changes = {
+      proven: JSON.stringify(proven),
+      amr: JSON.stringify(amr),
+      version: s.version + 1,
+      status,
+      ...raised,
+      ...(status === 'completed' ? { completed_at: nowMs, auth_time: nowMs } : {}),
+    };
+    await tx.updateTable('stepups').set(changes).where('id', '=', s.id).where('version', '=', s.version).execute();
+    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    if (status === 'completed') {
+      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: raised.acr ?? s.acr } });
+    } else if (status === 'denied') {
+      await gw.audit.append(tx, { type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
+    } else if (raised.requirement !== undefined) {
+      await gw.audit.append(tx, { type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
+    }
+    return toStepUp({ ...current, ...changes });
   });
   if (result === undefined) {
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
     // The guarded state change lost (the same one-time code used concurrently): a replay.
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'replayed' } });
     throw new AppError('factor_invalid');
   }
   const completed = result.status === 'completed';
   if (completed) gw.metrics.stepups.inc({ event: 'completed' });
+  if (result.status === 'denied') {
+    gw.metrics.stepups.inc({ event: 'denied' });
+    throw new AppError('access_denied', { detail: 'No policy allows this action any more.' });
+  }
   return { stepUp: result, completed, remaining: remainingSets(result) };
 }

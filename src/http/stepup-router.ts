@@ -5,7 +5,9 @@ import { AppError } from '../errors/app-error.ts';
 import { createStepUp, createStepUpBody } from '../flows/create-stepup.ts';
 import { cancelStepUp, pollStepUpToken } from '../flows/stepup-token.ts';
 import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
+import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { effectiveStatus } from '../stepup/stepup-record.ts';
+import { negotiateLocale } from './pages-router.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { clientAssertionFields, clientOf, requireClient } from './client-auth.ts';
 import { locals } from './request-context.ts';
@@ -57,6 +59,21 @@ const verifyBody = z.discriminatedUnion('factor', [
   z.strictObject({ factor: z.enum(['totp', 'sms_otp', 'hardware_otp', 'recovery_code']), code: z.string().min(1).max(64), factorId: z.string().max(64).optional() }),
   z.strictObject({ factor: z.literal('webauthn'), credential: z.record(z.string(), z.unknown()), factorId: z.string().max(64).optional() }),
 ]);
+
+const challengeBody = z.strictObject({
+  factor: z.enum(['sms_otp', 'webauthn']).describe('A challenge factor the step-up accepts.'),
+  factorId: z.string().max(64).optional().describe('Which of the user\'s factors of that type (a phone); default: the only one, or all (WebAuthn).'),
+});
+
+const challengeSchema = z
+  .object({
+    factor: z.string(),
+    factor_id: z.string().nullable(),
+    expires_in: z.number().int().describe('Seconds the challenge stays usable.'),
+    resend_after: z.number().int().describe('Seconds before another challenge may be requested.'),
+  })
+  .catchall(z.unknown())
+  .describe('Plus factor-specific fields: WebAuthn `options`, SMS `destination` (masked).');
 
 const tokenBody = z.strictObject({ ...clientAssertionFields }).optional();
 
@@ -128,7 +145,27 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
     const input = factor === 'password' ? { password: body.password } : rest;
     const result = await verifyStepUpFactor(gw, stepUp, { factor, ...(factorId === undefined ? {} : { factorId }), input }, who(req, res));
     res.setHeader('Cache-Control', 'no-store');
-    res.json({ status: result.stepUp.status, completed: result.completed, remaining: result.remaining });
+    res.json({ status: result.stepUp.status, completed: result.completed, remaining: result.completed ? [] : result.remaining });
+  });
+
+  api.route(router, {
+    method: 'post', path: '/v1/stepup/:id/challenge', tag: 'step-up', security: ['ticket'],
+    summary: 'User app: start a challenge factor (send the SMS code, get WebAuthn options). A resend keeps the attempt count.',
+    body: challengeBody,
+    responses: {
+      200: { description: 'challenge started', schema: challengeSchema },
+      400: { description: 'factor_not_allowed' },
+      401: { description: 'invalid_ticket' },
+      409: { description: 'stepup_not_pending' },
+      410: { description: 'stepup_expired' },
+      429: { description: 'challenge_cooldown (Retry-After), challenge_attempts_exhausted, too_many_requests (send caps)' },
+      503: { description: 'the challenge could not be sent (provider down); nothing usable was left behind' },
+    },
+  }, [], async (req, res, { body }) => {
+    const stepUp = await authorizeTicket(gw, stepUpId(req), ticketOf(req));
+    const started = await startStepUpChallenge(gw, stepUp, { factor: body.factor, ...(body.factorId === undefined ? {} : { factorId: body.factorId }), locale: negotiateLocale(req.get('accept-language')) }, who(req, res));
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ ...started.publicData, factor: started.factor, factor_id: started.factorId, expires_in: started.expiresInSeconds, resend_after: started.resendAfterSeconds });
   });
 
   api.route(router, {

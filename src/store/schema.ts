@@ -149,6 +149,22 @@ export interface StepUpsTable {
   poll_interval_seconds: number;
 }
 
+export interface FactorChallengesTable {
+  id: string;
+  stepup_id: string;
+  factor_type: string;
+  factor_id: string | null;
+  /** JSON from the factor module (hashes, public data); null when nothing is usable. */
+  state: string | null;
+  attempts: number;
+  max_attempts: number;
+  sends: number;
+  created_at: number;
+  last_sent_at: number;
+  expires_at: number;
+  consumed_at: number | null;
+}
+
 export interface PolicySetsTable {
   version: number;
   /** JSON of the whole policy set at this version. */
@@ -189,6 +205,7 @@ export interface Database {
   clients: ClientsTable;
   client_assertion_jtis: ClientAssertionJtisTable;
   stepups: StepUpsTable;
+  factor_challenges: FactorChallengesTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;

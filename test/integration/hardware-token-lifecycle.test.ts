@@ -130,7 +130,7 @@ for (const dialect of testDialects()) {
           clock: t.clock,
           expectedAction: ACTION,
           expectedContext: CONTEXT,
-          expectedSubject: users.alice,
+          expectedSubject: users.alice as string,
           requiredAcr: 'urn:stepgate:aal2',
         });
         assert.equal(claims.acr, 'urn:stepgate:aal2');

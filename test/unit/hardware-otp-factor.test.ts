@@ -14,7 +14,7 @@ const NOW = new Date(Date.UTC(2026, 2, 1, 8, 0, 10));
 function record(seed: Buffer, params: Partial<HardwareOtpParams>, counter = 0, extra: Partial<FactorRecord> = {}): FactorRecord {
   const id = `fac_${randomBytes(6).toString('hex')}`;
   const full: HardwareOtpParams = { tokenId: 'hwt_1', serial: 'S1', kind: 'hotp', algorithm: 'SHA1', digits: 6, periodSeconds: 0, driftSteps: 0, validFrom: null, validUntil: null, ...params };
-  return { id, userId: 'usr_1', type: 'hardware_otp', status: 'active', secretHash: null, secretSealed: sealer.seal(seed, factorSeedAad(id)), params: { ...full }, counter, ...extra };
+  return { id, userId: 'usr_1', type: 'hardware_otp', label: 'Token S1', status: 'active', secretHash: null, secretSealed: sealer.seal(seed, factorSeedAad(id)), params: { ...full }, counter, ...extra };
 }
 
 /** The drift a successful verification asks to store. */

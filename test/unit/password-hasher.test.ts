@@ -11,7 +11,7 @@ const factor = createPasswordFactor(hasher);
 const ctx = { now: new Date(Date.UTC(2026, 0, 1)) };
 
 function record(secretHash: string | null, status: FactorRecord['status'] = 'active'): FactorRecord {
-  return { id: 'fac_1', userId: 'usr_1', type: 'password', status, secretHash, secretSealed: null, params: {}, counter: 0 };
+  return { id: 'fac_1', userId: 'usr_1', type: 'password', label: '', status, secretHash, secretSealed: null, params: {}, counter: 0 };
 }
 
 describe('password hasher (argon2id)', () => {

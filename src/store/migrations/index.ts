@@ -3,6 +3,7 @@ import * as m001 from './001-foundation.ts';
 import * as m010 from './010-signing-keys.ts';
 import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
+import * as m013 from './013-factor-challenges.ts';
 import * as m030 from './030-hardware-tokens.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
@@ -11,5 +12,6 @@ export const migrations: Record<string, Migration> = {
   '010-signing-keys': m010,
   '011-clients': m011,
   '012-stepups': m012,
+  '013-factor-challenges': m013,
   '030-hardware-tokens': m030,
 };
