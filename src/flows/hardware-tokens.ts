@@ -1,6 +1,5 @@
 import { createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import { newId } from '../crypto/ids.ts';
 import { AppError } from '../errors/app-error.ts';
 import { factorSeedAad, type HardwareOtpParams, parseHardwareOtpParams, unsealFactorSeed, withinValidity } from '../factors/hardware-otp/index.ts';
 import type { Gateway } from '../gateway.ts';
@@ -8,6 +7,7 @@ import { matchConsecutiveCodes, matchTokenCode, type TokenCodeParams, type Token
 import { normaliseSerial } from '../pskc/token-spec.ts';
 import type { Executor, Tx } from '../store/database.ts';
 import type { FactorsTable, HardwareTokensTable, HardwareTokenState } from '../store/schema.ts';
+import { activatePendingFactor, insertPendingFactor, MAX_LABEL_LENGTH, onFactorRemoved } from './factors.ts';
 import { tokenSeedAad } from './hardware-token-import.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
 
@@ -209,10 +209,30 @@ function stateConflict(row: HardwareTokensTable, wanted: string): AppError {
 
 // ---- state changes (inside one transaction each) -----------------------------------------
 
-/** unassigned → assigned: the inventory row moves (guarded) and the user's factor row is created. */
-async function assignInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, userId: string, match: TokenMatch, who: TokenActor, reason: string | undefined): Promise<string> {
+/**
+ * unassigned → assigned: the user's factor row is created through the framework's
+ * pending → active enrolment (per-type limit, `factor.enrolled`), then the inventory row
+ * moves with one guarded update. Any failure rolls the whole transaction back.
+ */
+async function assignInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, userId: string, match: TokenMatch, who: TokenActor, reason: string | undefined, label?: string): Promise<string> {
   const nowMs = gw.clock.now().getTime();
-  const factorId = newId('fac');
+  if (row.seed_sealed === null) throw stateConflict(row, 'it cannot be assigned');
+  const params = factorParams(row, match.next.driftSteps);
+  const factorId = await insertPendingFactor(gw, tx, {
+    userId,
+    type: 'hardware_otp',
+    label: label ?? `${row.manufacturer === '' ? 'Token' : row.manufacturer} ${row.serial}`.slice(0, MAX_LABEL_LENGTH),
+    // tokenType/period only for listings (flows/factors.ts shows them); verification reads the rest.
+    params: { ...params, tokenType: row.kind === 'hotp' ? 'event' : 'time', ...(row.kind === 'totp' ? { period: Number(row.period_seconds) } : {}) },
+    counter: match.next.counter,
+  });
+  // The seed copy is sealed for the factor row (its id is part of the associated data).
+  const seed = gw.sealer.unseal(row.seed_sealed, tokenSeedAad(row.id));
+  try {
+    await tx.updateTable('factors').set({ secret_sealed: gw.sealer.seal(seed, factorSeedAad(factorId)) }).where('id', '=', factorId).execute();
+  } finally {
+    seed.fill(0);
+  }
   const moved = await tx
     .updateTable('hardware_tokens')
     .set({ state: 'assigned', user_id: userId, factor_id: factorId, counter: match.next.counter, drift_steps: match.next.driftSteps, bind_failures: 0, assigned_at: nowMs, updated_at: nowMs })
@@ -223,35 +243,21 @@ async function assignInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, userId:
     .returning('id')
     .executeTakeFirst();
   if (moved === undefined) throw new AppError('token_state_conflict', { detail: `Token ${row.serial} changed while it was being assigned; try again.` });
-  if (row.seed_sealed === null) throw stateConflict(row, 'it cannot be assigned');
-  const seed = gw.sealer.unseal(row.seed_sealed, tokenSeedAad(row.id));
-  let sealed: string;
-  try {
-    sealed = gw.sealer.seal(seed, factorSeedAad(factorId));
-  } finally {
-    seed.fill(0);
-  }
-  const factor: FactorsTable = {
-    id: factorId,
-    user_id: userId,
-    type: 'hardware_otp',
-    label: `${row.manufacturer === '' ? 'Token' : row.manufacturer} ${row.serial}`.slice(0, 128),
-    status: 'active',
-    secret_hash: null,
-    secret_sealed: sealed,
-    params: JSON.stringify(factorParams(row, match.next.driftSteps)),
-    counter: match.next.counter,
-    failures: 0,
-    locked_until: null,
-    created_at: nowMs,
-    updated_at: nowMs,
-    last_used_at: null,
-  };
-  await tx.insertInto('factors').values(factor).execute();
+  if (!(await activatePendingFactor(gw, tx, userId, factorId, {}, who))) throw new AppError('token_state_conflict', { detail: 'The enrolment was replaced meanwhile; try again.' });
   const data = { tokenId: row.id, serial: row.serial, factorId, by: who.by, ...(reason === undefined ? {} : { reason }) };
   await gw.audit.append(tx, { ...auditOf(who), type: 'hardware_token.assigned', subject: userId, data });
-  await gw.audit.append(tx, { ...auditOf(who), type: 'factor.enrolled', subject: userId, data: { factorId, type: 'hardware_otp', serial: row.serial } });
   return factorId;
+}
+
+/** Copies an assigned token's live state (counter, drift) from its factor row back to the inventory. */
+function liveState(row: HardwareTokensTable, factor: Pick<FactorsTable, 'counter' | 'params'> | undefined): { counter: number; drift: number } {
+  let counter = Number(row.counter);
+  let drift = Number(row.drift_steps);
+  if (factor !== undefined) {
+    counter = Math.max(counter, Number(factor.counter));
+    drift = parseHardwareOtpParams(JSON.parse(factor.params) as Record<string, unknown>)?.driftSteps ?? drift;
+  }
+  return { counter, drift };
 }
 
 /**
@@ -260,22 +266,20 @@ async function assignInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, userId:
  */
 async function releaseInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, to: 'unassigned' | 'lost' | 'revoked', who: TokenActor, reason: string): Promise<void> {
   const nowMs = gw.clock.now().getTime();
-  let counter = Number(row.counter);
-  let drift = Number(row.drift_steps);
+  let factor: Pick<FactorsTable, 'counter' | 'params' | 'user_id'> | undefined;
   if (row.factor_id !== null) {
-    const f = await tx
+    factor = await tx
       .selectFrom('factors')
       .select(['counter', 'params', 'user_id'])
       .where('id', '=', row.factor_id)
       .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
       .executeTakeFirst();
-    if (f !== undefined) {
-      counter = Math.max(counter, Number(f.counter));
-      drift = parseHardwareOtpParams(JSON.parse(f.params) as Record<string, unknown>)?.driftSteps ?? drift;
+    if (factor !== undefined) {
       await tx.deleteFrom('factors').where('id', '=', row.factor_id).execute();
-      await gw.audit.append(tx, { ...auditOf(who), type: 'factor.removed', subject: f.user_id, data: { factorId: row.factor_id, type: 'hardware_otp', serial: row.serial, reason: to === 'unassigned' ? 'token_unassigned' : `token_${to}` } });
+      await gw.audit.append(tx, { ...auditOf(who), type: 'factor.removed', subject: factor.user_id, data: { factorId: row.factor_id, factorType: 'hardware_otp', reason: to === 'unassigned' ? 'token_unassigned' : `token_${to}` } });
     }
   }
+  const { counter, drift } = liveState(row, factor);
   const moved = await tx
     .updateTable('hardware_tokens')
     .set({
@@ -614,3 +618,28 @@ export async function tokenOfFactor(gw: Gateway, factorId: string): Promise<stri
   const row = await gw.store.db.selectFrom('hardware_tokens').select('serial').where('factor_id', '=', factorId).executeTakeFirst();
   return row?.serial;
 }
+
+/**
+ * A user (or an operator) removing the hardware_otp factor through /v1/me/factors: the
+ * framework deletes the factor row; the token goes back to stock with its counter and drift,
+ * in the same transaction. Reporting it lost is the separate, explicit action.
+ */
+onFactorRemoved(async (gw, tx, factor) => {
+  if (factor.type !== 'hardware_otp') return;
+  const row = await tx
+    .selectFrom('hardware_tokens')
+    .selectAll()
+    .where('factor_id', '=', factor.id)
+    .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
+    .executeTakeFirst();
+  if (row === undefined || row.state !== 'assigned') return;
+  const { counter, drift } = liveState(row, factor);
+  await tx
+    .updateTable('hardware_tokens')
+    .set({ state: 'unassigned', user_id: null, factor_id: null, counter, drift_steps: drift, assigned_at: null, bind_failures: 0, updated_at: gw.clock.now().getTime() })
+    .where('id', '=', row.id)
+    .where('factor_id', '=', factor.id)
+    .execute();
+  // The actor is on the factor.removed event appended right after this in the same transaction.
+  await gw.audit.append(tx, { type: 'hardware_token.unassigned', subject: factor.user_id, data: { tokenId: row.id, serial: row.serial, from: 'assigned', by: 'factor_removal', reason: 'factor removed' } });
+});
