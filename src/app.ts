@@ -19,6 +19,8 @@ import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
 import { hardwareTokensRouter } from './http/hardware-tokens-router.ts';
+import { meHardwareOtpRouter } from './http/me-hardware-otp-router.ts';
+import { hardwareOtpPagesRouter } from './http/hardware-otp-pages-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -85,9 +87,11 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));
   app.use(hardwareTokensRouter(gw, api));
+  app.use(meHardwareOtpRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
   app.use(securityPagesRouter(gw));
+  app.use(hardwareOtpPagesRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

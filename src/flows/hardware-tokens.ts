@@ -7,7 +7,7 @@ import { matchConsecutiveCodes, matchTokenCode, type TokenCodeParams, type Token
 import { normaliseSerial } from '../pskc/token-spec.ts';
 import type { Executor, Tx } from '../store/database.ts';
 import type { FactorsTable, HardwareTokensTable, HardwareTokenState } from '../store/schema.ts';
-import { activatePendingFactor, insertPendingFactor, MAX_LABEL_LENGTH, onFactorRemoved } from './factors.ts';
+import { activatePendingFactor, checkLabel, insertPendingFactor, MAX_LABEL_LENGTH, onFactorRemoved } from './factors.ts';
 import { tokenSeedAad } from './hardware-token-import.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
 
@@ -548,6 +548,8 @@ export interface BindInput {
   serial: string;
   code: string;
   nextCode?: string | undefined;
+  /** The user's name for it; default "<manufacturer> <serial>". */
+  label?: string | undefined;
 }
 
 /**
@@ -557,6 +559,7 @@ export interface BindInput {
  */
 export async function bindOwnToken(gw: Gateway, userId: string, input: BindInput, who: AuditActor): Promise<TokenView> {
   const self: TokenActor = { ...who, by: 'self' };
+  const label = input.label === undefined || input.label === '' ? undefined : checkLabel(input.label);
   await chargeUserAttempt(gw, userId);
   const serial = normaliseSerial(input.serial);
   const row = serial === undefined ? undefined : await lockedToken(gw, gw.store.db, serial);
@@ -578,7 +581,7 @@ export async function bindOwnToken(gw: Gateway, userId: string, input: BindInput
     await gw.store.db.transaction().execute(async (tx) => {
       const fresh = await lockedToken(gw, tx, row.serial);
       if (fresh === undefined || fresh.state !== 'unassigned' || fresh.counter !== row.counter) throw new AppError('token_bind_failed');
-      await assignInTx(gw, tx, fresh, userId, match, self, undefined);
+      await assignInTx(gw, tx, fresh, userId, match, self, undefined, label);
     });
   } catch (err) {
     if (err instanceof AppError && (err.code === 'token_bind_failed' || err.code === 'token_state_conflict')) return refuse();
