@@ -113,7 +113,7 @@ for (const dialect of testDialects()) {
       assert.equal(ok.status, 303);
       assert.equal(ok.headers.location, '/security?notice=enrolled#hardware-otp');
       const after = await tg.http().get('/security?notice=enrolled').set('Cookie', s.cookie);
-      assert.match(after.text, new RegExp(`action="/security/hardware-otp/fac_[^/"]+/resync"`));
+      assert.match(after.text, /action="\/security\/hardware-otp\/fac_[^/"]+\/resync"/);
       assert.ok(after.text.includes(serial));
       const zh = await tg.http().get('/security?notice=hwBindFailed').set('Cookie', s.cookie).set('Accept-Language', 'zh-CN');
       assert.ok(zh.text.includes('硬件令牌'));
