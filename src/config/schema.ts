@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { paymentCodeSectionSchema } from '../payment-code/config.ts';
 
 /**
  * The configuration schema. Defaults and their reasons are documented in
@@ -87,6 +88,9 @@ export const configSchema = z.strictObject({
   policies: z.strictObject({
     seedFile: z.string(),
   }),
+  // Read by the payment-code service's own loader; validated here too so `config check` and
+  // every gateway start catch a typo in it.
+  paymentCode: paymentCodeSectionSchema,
   hardwareTokens: z.strictObject({
     lookAhead: z.number().int().min(0).max(100),
     timeWindowSteps: z.number().int().min(0).max(5),
