@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { newId } from '../crypto/ids.ts';
 import { AppError, isAppError } from '../errors/app-error.ts';
 import type { Gateway } from '../gateway.ts';
-import { readTokenFile, type TokenFile, type TokenFileFormat, type TokenProblem, type TokenSpec } from '../pskc/index.ts';
+import type { TokenFile, TokenFileFormat, TokenProblem, TokenSpec } from '../pskc/index.ts';
 import type { HardwareTokenImportsTable, HardwareTokensTable } from '../store/schema.ts';
 import { isUniqueViolation } from '../store/users-repository.ts';
 import type { AuditActor } from './users.ts';
@@ -125,6 +125,9 @@ export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, 
   };
 
   const { hardwareTokens: cfg } = gw.config;
+  // Loaded on first use: every CLI command and `serve` start would otherwise parse the XML
+  // library's modules for nothing.
+  const { readTokenFile } = await import('../pskc/index.ts');
   let file: TokenFile;
   try {
     file = readTokenFile(input.data, {
