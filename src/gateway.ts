@@ -9,7 +9,9 @@ import { openStore, type Store, sqliteFileFor } from './store/database.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
+import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { smsOtpFactorFor } from './flows/sms-otp.ts';
 import { createHardwareOtpFactor } from './factors/hardware-otp/index.ts';
 
 /**
@@ -81,8 +83,11 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     },
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
+  const smsOtp = smsOtpFactorFor(gw);
   gw.factors = factorRegistry(
     passwordServices(gw).factor,
+    webauthnServices(gw).factor,
+    ...(smsOtp === undefined ? [] : [smsOtp]),
     createHardwareOtpFactor({
       sealer,
       window: { lookAhead: config.hardwareTokens.lookAhead, steps: config.hardwareTokens.timeWindowSteps },

@@ -40,6 +40,11 @@ export type ErrorCode =
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
   | 'fresh_login_required'
+  | 'phone_invalid'
+  | 'sms_region_not_allowed'
+  | 'sms_limit_exceeded'
+  | 'sms_unavailable'
+  | 'registration_refused'
   // hardware OTP tokens (issue 6)
   | 'token_file_too_large'
   | 'token_file_invalid'
@@ -102,6 +107,11 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_cooldown: 429,
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
+  phone_invalid: 400,
+  sms_region_not_allowed: 400,
+  sms_limit_exceeded: 429,
+  sms_unavailable: 503,
+  registration_refused: 400,
   token_file_too_large: 413,
   token_file_invalid: 400,
   token_file_key_required: 400,
@@ -151,6 +161,11 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_cooldown: 'Wait before requesting another challenge',
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
+  phone_invalid: 'Not a valid mobile phone number',
+  sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
+  sms_limit_exceeded: 'Too many SMS codes requested: try again later',
+  sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
+  registration_refused: 'The authenticator response was not accepted',
   token_file_too_large: 'Token file too large',
   token_file_invalid: 'Token file not acceptable',
   token_file_key_required: 'The token file is encrypted: a transport key or password is needed',

@@ -5,7 +5,10 @@ import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
 import * as m014 from './014-rate-limits.ts';
+import * as m025 from './025-sms.ts';
+import * as m026 from './026-sms-enrolment.ts';
 import * as m030 from './030-hardware-tokens.ts';
+import * as m040 from './040-webauthn-credentials.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -15,5 +18,8 @@ export const migrations: Record<string, Migration> = {
   '012-stepups': m012,
   '013-factor-challenges': m013,
   '014-rate-limits': m014,
+  '025-sms': m025,
+  '026-sms-enrolment': m026,
   '030-hardware-tokens': m030,
+  '040-webauthn-credentials': m040,
 };
