@@ -10,6 +10,8 @@ import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { createTotpFactor } from './factors/totp/index.ts';
+import { createRecoveryCodeFactor } from './factors/recovery-code/index.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -80,7 +82,11 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     },
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
-  gw.factors = factorRegistry(passwordServices(gw).factor);
+  gw.factors = factorRegistry(
+    passwordServices(gw).factor,
+    createTotpFactor({ sealer, windowSteps: config.totp.windowSteps }),
+    createRecoveryCodeFactor(),
+  );
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.
   if (options.migrate !== false) {

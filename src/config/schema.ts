@@ -1,10 +1,39 @@
 import { z } from 'zod';
+import { OTP_ALGORITHMS } from '../otp/hotp.ts';
 
 /**
  * The configuration schema. Defaults and their reasons are documented in
  * config/default.yaml, which is loaded first; the schema enforces types and bounds.
  */
 const positiveInt = z.number().int().positive();
+
+export const TOTP_DIGITS = [6, 8] as const;
+export const TOTP_PERIODS = [30, 60] as const;
+
+/** Authenticator-app TOTP: what a new enrolment gets, what it may choose, how codes are checked. */
+function totpConfigSchema() {
+  const algorithm = z.enum(OTP_ALGORITHMS);
+  const digits = z.union([z.literal(6), z.literal(8)]);
+  const period = z.union([z.literal(30), z.literal(60)]);
+  return z
+    .strictObject({
+      issuer: z.string().min(1).max(64).refine((s) => !s.includes(':'), 'must not contain ":" (it separates issuer and account in the otpauth label)'),
+      algorithm,
+      digits,
+      periodSeconds: period,
+      allowedAlgorithms: z.array(algorithm).min(1),
+      allowedDigits: z.array(digits).min(1),
+      allowedPeriods: z.array(period).min(1),
+      windowSteps: z.number().int().min(0).max(2),
+      secretBytes: z.number().int().min(20).max(64),
+      confirmMaxAttempts: z.number().int().min(1).max(20),
+    })
+    .superRefine((c, ctx) => {
+      if (!c.allowedAlgorithms.includes(c.algorithm)) ctx.addIssue({ code: 'custom', path: ['algorithm'], message: 'must be one of allowedAlgorithms' });
+      if (!c.allowedDigits.includes(c.digits)) ctx.addIssue({ code: 'custom', path: ['digits'], message: 'must be one of allowedDigits' });
+      if (!c.allowedPeriods.includes(c.periodSeconds)) ctx.addIssue({ code: 'custom', path: ['periodSeconds'], message: 'must be one of allowedPeriods' });
+    });
+}
 
 export const configSchema = z.strictObject({
   mode: z.enum(['development', 'production']),
@@ -73,6 +102,10 @@ export const configSchema = z.strictObject({
   }),
   policies: z.strictObject({
     seedFile: z.string(),
+  }),
+  totp: totpConfigSchema(),
+  recoveryCodes: z.strictObject({
+    count: z.number().int().min(5).max(20),
   }),
 });
 
