@@ -23,6 +23,7 @@ import {
 } from '../stepup/policy-store.ts';
 import type { Tx } from '../store/database.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
+import { userFactorQualifier } from './factor-constraints.ts';
 
 /**
  * Factor policies as stored, versioned, audited data: every change (admin API, `stepgate
@@ -341,11 +342,12 @@ export async function decideForUser(
   velocity?: VelocityWindowFacts[],
 ): Promise<{ decision: PolicyDecision; enrolledFactorTypes: string[]; velocity: VelocityWindowFacts[] }> {
   const enrolled = await enrolledFactorTypes(gw, user.id);
+  const factorQualifies = await userFactorQualifier(gw, user.id);
   const facts = velocity ?? (await velocityFacts(gw, set.policies, user.id, action));
   const decision = evaluatePolicies(set.policies, {
     action,
     context,
-    user: { groups: user.groups, enrolledFactorTypes: enrolled },
+    user: { groups: user.groups, enrolledFactorTypes: enrolled, factorQualifies },
     velocity: facts,
     ...(set.version === undefined ? {} : { version: set.version }),
   });

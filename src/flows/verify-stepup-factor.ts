@@ -5,6 +5,7 @@ import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { hashToken } from '../crypto/ids.ts';
 import type { Tx } from '../store/database.ts';
 import type { FactorChallengesTable } from '../store/schema.ts';
+import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
@@ -177,7 +178,8 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   if (!allowed || module === undefined) {
     throw new AppError('factor_not_allowed', { invalidParams: [{ pointer: '/factor', reason: 'not a factor this step-up accepts (or already proven)' }] });
   }
-  const rows = await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId);
+  // Only the factors that meet the step-up's policy (its `totp` constraints) can be used.
+  const rows = await rowsMeetingStepUpPolicy(gw, stepUp, request.factor, await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId));
   const isChallenge = module.startChallenge !== undefined && module.descriptor.challenge !== undefined;
   const challengeRow = isChallenge ? await liveChallengeRow(gw.store.db, stepUp.id, request.factor) : undefined;
   const peeked = challengeRow === undefined || challengeRow.consumed_at !== null || challengeRow.expires_at <= nowMs ? undefined : toLiveChallenge(challengeRow);

@@ -9,7 +9,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .on('factors')
     .columns(['user_id', 'type'])
     .unique()
-    .where(sql.raw("status = 'active' and type in ('totp', 'recovery_code')"))
+    .where(sql.raw<boolean>("status = 'active' and type in ('totp', 'recovery_code')"))
     .execute();
 }
 
