@@ -13,6 +13,8 @@ import { setupRouter } from './http/setup-router.ts';
 import { clientsRouter } from './http/clients-router.ts';
 import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
+import { meFactorsRouter } from './http/me-factors-router.ts';
+import { securityPagesRouter } from './http/security-pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
@@ -80,8 +82,10 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(setupRouter(gw, api));
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
+  app.use(meFactorsRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
+  app.use(securityPagesRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

@@ -19,7 +19,7 @@ export function createMetrics() {
   });
   const stepups = new Counter({
     name: 'stepgate_stepup_events_total',
-    help: 'Step-up transactions by event (created, completed, factor_failed, denied, expired, cancelled, token_issued).',
+    help: 'Step-up transactions by event (created, completed, challenge_sent, factor_failed, denied, expired, cancelled, token_issued).',
     labelNames: ['event'] as const,
     registers: [registry],
   });

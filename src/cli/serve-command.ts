@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { createApp } from '../app.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { firstRunSetupLink } from '../flows/admin-setup.ts';
+import { startMaintenance } from '../flows/maintenance.ts';
 import type { Config } from '../config/schema.ts';
 import type { Command } from './command.ts';
 
@@ -26,6 +27,7 @@ export async function startServer(config: Config, gateway?: Gateway): Promise<Ru
   });
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
+  const stopMaintenance = startMaintenance(gw, config.maintenance.intervalSeconds);
   let stopping: Promise<void> | undefined;
   return {
     gateway: gw,
@@ -33,6 +35,7 @@ export async function startServer(config: Config, gateway?: Gateway): Promise<Ru
     url: `http://127.0.0.1:${port}`,
     stop() {
       stopping ??= (async () => {
+        stopMaintenance();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         const grace = setTimeout(() => server.closeAllConnections(), config.http.shutdownGraceSeconds * 1000);

@@ -4,7 +4,7 @@ import type { SigningAlg } from '../stepup/signing-keys.ts';
 
 export const keysRotateCommand: Command = {
   name: ['keys', 'rotate'],
-  summary: 'Make a new active step-up signing key; the old one stays published until its tokens expire.',
+  summary: 'Make a new step-up signing key: published at once, signing after one refresh interval; the old one stays published until its tokens expire.',
   usage: 'stepgate keys rotate [--alg ES256|EdDSA] [--json] [--config FILE]',
   options: { alg: { type: 'string' }, json: { type: 'boolean' } },
   async run(args) {
@@ -23,7 +23,7 @@ export const keysRotateCommand: Command = {
       } else {
         args.out(`new active key ${result.kid}`);
         if (result.retiredKid !== undefined) args.out(`retired ${result.retiredKid}: published until ${result.publishUntil?.toISOString()}, signs nothing`);
-        args.out(`running gateways switch within ${gw.config.stepup.keyRefreshSeconds} s`);
+        args.out(`published now; gateways sign with it from ${gw.keys.activationDelaySeconds} s from now (so every JWKS has it first)`);
       }
       return 0;
     } finally {

@@ -96,9 +96,14 @@ export const configSchema = z.strictObject({
     maxAttempts: z.number().int().min(1).max(20),
     pollIntervalSeconds: z.number().int().min(1).max(60),
   }),
+  maintenance: z.strictObject({
+    intervalSeconds: z.number().int().min(1).max(3600),
+  }),
   factors: z.strictObject({
     maxFailures: z.number().int().min(1).max(1000),
     lockSeconds: positiveInt,
+    pendingSeconds: z.number().int().min(60).max(86400),
+    maxPerType: z.number().int().min(1).max(50),
   }),
   policies: z.strictObject({
     seedFile: z.string(),

@@ -7,6 +7,10 @@ import { isDecimalString } from '../policy/decimal.ts';
 import { currentPolicySet } from '../stepup/policy-store.ts';
 import { decideForUser } from './policies.ts';
 import type { Who } from './verify-stepup-factor.ts';
+import type { Tx } from '../store/database.ts';
+import type { StepUpsTable } from '../store/schema.ts';
+import { type ProvenFactor, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
+import { recheckAtCompletion } from './stepup-recheck.ts';
 
 /** What the relying service asks for. `context` is the exact thing being authorised. */
 const contextValue = z.union([z.string().max(256), z.number().finite(), z.boolean()]);
@@ -82,15 +86,42 @@ export async function createStepUp(gw: Gateway, client: RelyingClient, body: Cre
   return persist(gw, client, body, user.id, decision, who);
 }
 
+/**
+ * `maxAgeSeconds` > 0: an authentication this user completed for this client within that
+ * many seconds, whose proven factors satisfy the new requirement and acr, is reused — the
+ * new step-up is completed at once with the old `auth_time` (the token says when the user
+ * really authenticated). The new token is still bound to the new context. 0 (the default,
+ * and the demo payment policies) means every step-up is proven afresh.
+ */
+async function reusableAuthentication(tx: Tx, clientId: string, userId: string, decision: AllowDecision, nowMs: number) {
+  if (decision.maxAgeSeconds <= 0) return undefined;
+  const rows = await tx
+    .selectFrom('stepups')
+    .select(['id', 'proven', 'amr', 'auth_time'])
+    .where('user_id', '=', userId)
+    .where('client_id', '=', clientId)
+    .where('status', 'in', ['completed', 'token_issued'])
+    .where('auth_time', '>=', nowMs - decision.maxAgeSeconds * 1000)
+    .where('auth_time', '<=', nowMs)
+    .orderBy('auth_time', 'desc')
+    .limit(5)
+    .execute();
+  for (const r of rows) {
+    const proven = JSON.parse(r.proven) as ProvenFactor[];
+    if (r.auth_time !== null && satisfiedAlternative(decision.satisfiable, proven, decision.acr) !== undefined) {
+      return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
+    }
+  }
+  return undefined;
+}
+
 async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, userId: string, decision: AllowDecision, who: Who): Promise<CreatedStepUp> {
   const nowMs = gw.clock.now().getTime();
   const { transactionSeconds, maxAttempts, pollIntervalSeconds } = gw.config.stepup;
   const id = newId('stp');
   const ticket = newSecretToken();
   await gw.store.db.transaction().execute(async (tx) => {
-    await tx
-      .insertInto('stepups')
-      .values({
+    const values = {
         id,
         client_id: client.clientId,
         user_id: userId,
@@ -101,7 +132,7 @@ async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBod
         binding_message: body.binding_message ?? null,
         redirect_uri: body.redirect_uri ?? null,
         state: body.state ?? null,
-        status: 'pending',
+        status: 'pending' as const,
         policy_id: decision.policyId,
         policy_version: decision.version ?? 0,
         // Only the alternatives this user can complete are offered.
@@ -123,8 +154,8 @@ async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBod
         token_jti: null,
         last_polled_at: null,
         poll_interval_seconds: pollIntervalSeconds,
-      })
-      .execute();
+      } satisfies StepUpsTable;
+    await tx.insertInto('stepups').values(values).execute();
     await gw.audit.append(tx, {
       type: 'stepup.created',
       actor: client.clientId,
@@ -133,6 +164,26 @@ async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBod
       requestId: who.requestId ?? null,
       data: { stepupId: id, action: body.action, policyId: decision.policyId, policyVersion: decision.version ?? 0, acr: decision.acr },
     });
+    const reuse = await reusableAuthentication(tx, client.clientId, userId, decision, nowMs);
+    if (reuse !== undefined) {
+      const recheck = await recheckAtCompletion(gw, tx, toStepUp(values), reuse.proven);
+      if (recheck.kind === 'ok') {
+        await tx
+          .updateTable('stepups')
+          .set({ status: 'completed', proven: JSON.stringify(reuse.proven), amr: reuse.amr, completed_at: nowMs, auth_time: reuse.authTime, version: 1 })
+          .where('id', '=', id)
+          .execute();
+        await gw.audit.append(tx, {
+          type: 'stepup.completed',
+          actor: client.clientId,
+          subject: userId,
+          ip: who.ip ?? null,
+          requestId: who.requestId ?? null,
+          data: { stepupId: id, clientId: client.clientId, action: body.action, acr: decision.acr, reason: 'max_age', reusedFrom: reuse.fromId },
+        });
+        gw.metrics.stepups.inc({ event: 'completed' });
+      }
+    }
   });
   gw.metrics.stepups.inc({ event: 'created' });
   const base = gw.config.http.publicUrl.replace(/\/$/, '');

@@ -21,7 +21,7 @@ import {
   policySetAt,
   velocityFacts,
 } from '../stepup/policy-store.ts';
-import type { Tx } from '../store/database.ts';
+import type { Executor, Tx } from '../store/database.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
 
@@ -324,8 +324,8 @@ export interface PolicyUserFacts {
 }
 
 /** The factor types the user has active and the gateway can verify. */
-export async function enrolledFactorTypes(gw: Gateway, userId: string): Promise<string[]> {
-  const rows = await gw.store.db.selectFrom('factors').select('type').distinct().where('user_id', '=', userId).where('status', '=', 'active').execute();
+export async function enrolledFactorTypes(gw: Gateway, userId: string, executor: Executor = gw.store.db): Promise<string[]> {
+  const rows = await executor.selectFrom('factors').select('type').distinct().where('user_id', '=', userId).where('status', '=', 'active').execute();
   return rows.map((r) => r.type).filter((t) => gw.factors.has(t as never)).sort();
 }
 

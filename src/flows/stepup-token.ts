@@ -119,12 +119,22 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
 
 export async function cancelStepUp(gw: Gateway, id: string, clientId: string, who: Who): Promise<void> {
   const stepUp = await loadStepUpForClient(gw, id, clientId);
+  const nowMs = gw.clock.now().getTime();
+  if (effectiveStatus(stepUp, gw.clock.now()) === 'expired') {
+    // Already over: it expired, it was not cancelled (and the log says so).
+    if (stepUp.status !== 'expired') {
+      await markExpired(gw, stepUp, who);
+      gw.metrics.stepups.inc({ event: 'expired' });
+    }
+    throw new AppError('stepup_expired');
+  }
   await gw.store.db.transaction().execute(async (tx) => {
     const moved = await tx
       .updateTable('stepups')
       .set({ status: 'cancelled' })
       .where('id', '=', stepUp.id)
       .where('status', 'in', ['pending', 'completed'])
+      .where('expires_at', '>', nowMs)
       .returning('id')
       .executeTakeFirst();
     if (moved === undefined) throw new AppError('stepup_not_pending', { detail: `The step-up is ${stepUp.status}.` });

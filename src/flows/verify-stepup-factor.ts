@@ -4,8 +4,14 @@ import type { FactorRecord, FactorType, VerifyOutcome } from '../factors/factor.
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { hashToken } from '../crypto/ids.ts';
 import type { Tx } from '../store/database.ts';
+<<<<<<< HEAD
 import type { FactorChallengesTable } from '../store/schema.ts';
 import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
+=======
+import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
+import { acrAtLeast } from '../policy/acr.ts';
+import { recheckAtCompletion } from './stepup-recheck.ts';
+>>>>>>> main
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
@@ -251,25 +257,50 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     const s = toStepUp(current);
     assertPending(s, now);
     const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs }];
-    const done = satisfiedAlternative(s.anyOf, proven, s.acr);
     const amr = [...new Set(proven.flatMap((p) => p.amr))];
     if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
-    await tx
-      .updateTable('stepups')
-      .set({
-        proven: JSON.stringify(proven),
-        amr: JSON.stringify(amr),
-        version: s.version + 1,
-        ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }),
-      })
-      .where('id', '=', s.id)
-      .where('version', '=', s.version)
-      .execute();
-    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    let done = satisfiedAlternative(s.anyOf, proven, s.acr);
+    let status: StepUpStatus = 'pending';
+    let raised: Partial<StepUpsTable> = {};
     if (done !== undefined) {
-      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: s.acr } });
+      const recheck = await recheckAtCompletion(gw, tx, s, proven);
+      if (recheck.kind === 'ok') {
+        status = 'completed';
+        if (recheck.decision !== undefined && acrAtLeast(recheck.decision.acr, s.acr) && recheck.decision.acr !== s.acr) raised = { acr: recheck.decision.acr };
+      } else if (recheck.kind === 'deny') {
+        status = 'denied';
+        done = undefined;
+      } else {
+        // Velocity moved on since creation: the user must now prove more (say, the fingerprint).
+        done = undefined;
+        raised = {
+          requirement: JSON.stringify({ anyOf: recheck.decision.satisfiable }),
+          acr: recheck.decision.acr,
+          policy_id: recheck.decision.policyId,
+          policy_version: recheck.decision.version ?? s.policyVersion,
+          token_ttl_seconds: recheck.decision.tokenTtlSeconds,
+          max_age_seconds: recheck.decision.maxAgeSeconds,
+        };
+      }
     }
-    return toStepUp({ ...current, proven: JSON.stringify(proven), amr: JSON.stringify(amr), version: s.version + 1, ...(done === undefined ? {} : { status: 'completed' as const, completed_at: nowMs, auth_time: nowMs }) });
+    const changes = {
+      proven: JSON.stringify(proven),
+      amr: JSON.stringify(amr),
+      version: s.version + 1,
+      status,
+      ...raised,
+      ...(status === 'completed' ? { completed_at: nowMs, auth_time: nowMs } : {}),
+    };
+    await tx.updateTable('stepups').set(changes).where('id', '=', s.id).where('version', '=', s.version).execute();
+    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    if (status === 'completed') {
+      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: raised.acr ?? s.acr } });
+    } else if (status === 'denied') {
+      await gw.audit.append(tx, { type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
+    } else if (raised.requirement !== undefined) {
+      await gw.audit.append(tx, { type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
+    }
+    return toStepUp({ ...current, ...changes });
   });
   if (result === undefined) {
     gw.metrics.stepups.inc({ event: 'factor_failed' });
@@ -279,5 +310,9 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   }
   const completed = result.status === 'completed';
   if (completed) gw.metrics.stepups.inc({ event: 'completed' });
+  if (result.status === 'denied') {
+    gw.metrics.stepups.inc({ event: 'denied' });
+    throw new AppError('access_denied', { detail: 'No policy allows this action any more.' });
+  }
   return { stepUp: result, completed, remaining: remainingSets(result) };
 }

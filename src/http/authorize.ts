@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { AppError } from '../errors/app-error.ts';
 import type { Role } from '../flows/users.ts';
+import type { Gateway } from '../gateway.ts';
 import { type AuthContext, locals } from './request-context.ts';
 
 /** 401 `unauthorized` unless the request carries a live session (`res.locals.auth`). */
@@ -25,4 +26,25 @@ export function authOf(res: Response): AuthContext {
   const auth = locals(res).auth;
   if (auth === undefined) throw new TypeError('authOf used on a route without requireSession');
   return auth;
+}
+
+/**
+ * Enrolling, removing or re-binding a factor needs a recent sign-in (config
+ * `session.freshSeconds`), so a session left open on a shared computer cannot add the
+ * attacker's authenticator. 401 `fresh_login_required` otherwise; sign in again to refresh.
+ */
+export function requireFreshLogin(gw: Gateway): RequestHandler {
+  return (_req: Request, res: Response, next: NextFunction): void => {
+    const auth = locals(res).auth;
+    if (auth === undefined) throw new AppError('unauthorized', { detail: 'Sign in first.' });
+    if (!isFreshLogin(gw, auth)) {
+      throw new AppError('fresh_login_required', { detail: `Sign in again (within the last ${gw.config.session.freshSeconds} s) to change your factors.` });
+    }
+    next();
+  };
+}
+
+export function isFreshLogin(gw: Gateway, auth: AuthContext): boolean {
+  const age = gw.clock.now().getTime() - auth.authTime.getTime();
+  return age >= 0 && age <= gw.config.session.freshSeconds * 1000;
 }

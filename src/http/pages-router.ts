@@ -116,9 +116,24 @@ export function pagesRouter(gw: Gateway): Router {
 
   router.use('/static', express.static(PUBLIC_DIR, { index: false, maxAge: '1h', fallthrough: true }));
 
-  async function renderLogin(req: Request, res: Response, status: number, extra: { error?: string; errorParams?: Record<string, number>; username?: string; next?: string | undefined }) {
+  async function renderLogin(req: Request, res: Response, status: number, extra: { error?: string; errorParams?: Record<string, number>; username?: string; next?: string | undefined; reauth?: boolean }) {
     const auth = locals(res).auth;
     const t = translator(negotiateLocale(req.get('accept-language')));
+    if (auth !== undefined && extra.reauth === true) {
+      // Signed in, but a sensitive page wants a fresh sign-in: the same form, for this user.
+      views.render(req, res, status, 'login', {
+        titleKey: 'login.title',
+        signedIn: undefined,
+        reauth: true,
+        // The session's own CSRF token too: every POST that carries a session needs it.
+        csrf: auth.csrfToken,
+        loginCsrf: issueLoginCsrf(gw, req, res),
+        next: extra.next,
+        username: auth.username,
+        error: extra.error === undefined ? undefined : t(extra.error, extra.errorParams),
+      });
+      return;
+    }
     if (auth !== undefined) {
       const user = await getUser(gw, auth.userId);
       views.render(req, res, status, 'login', {
@@ -140,7 +155,7 @@ export function pagesRouter(gw: Gateway): Router {
   }
 
   router.get('/login', async (req, res) => {
-    await renderLogin(req, res, 200, { next: safeNext(req.query.next, publicUrl) });
+    await renderLogin(req, res, 200, { next: safeNext(req.query.next, publicUrl), reauth: req.query.reauth === '1' });
   });
 
   router.post('/login', async (req, res) => {
@@ -148,12 +163,13 @@ export function pagesRouter(gw: Gateway): Router {
     const next = safeNext(field(body, 'next'), publicUrl);
     const username = field(body, 'username') ?? '';
     const password = field(body, 'password') ?? '';
+    const reauth = field(body, 'reauth') === '1';
     if (!checkLoginCsrf(gw, req)) {
-      await renderLogin(req, res, 403, { error: 'login.error.expired', username: username.slice(0, 256), next });
+      await renderLogin(req, res, 403, { error: 'login.error.expired', username: username.slice(0, 256), next, reauth });
       return;
     }
     if (username === '' || password === '' || username.length > 256 || password.length > 1024) {
-      await renderLogin(req, res, 400, { error: 'login.error.missing', username: username.slice(0, 256), next });
+      await renderLogin(req, res, 400, { error: 'login.error.missing', username: username.slice(0, 256), next, reauth });
       return;
     }
     try {
@@ -166,13 +182,13 @@ export function pagesRouter(gw: Gateway): Router {
       res.redirect(303, next ?? '/login');
     } catch (err) {
       if (isAppError(err) && err.code === 'invalid_credentials') {
-        await renderLogin(req, res, 401, { error: 'login.error.invalid', username, next });
+        await renderLogin(req, res, 401, { error: 'login.error.invalid', username, next, reauth });
         return;
       }
       if (isAppError(err) && err.code === 'too_many_requests') {
         const seconds = err.retryAfterSeconds ?? gw.config.login.lockSeconds;
         res.setHeader('Retry-After', String(Math.ceil(seconds)));
-        await renderLogin(req, res, 429, { error: 'login.error.locked', errorParams: { minutes: Math.max(1, Math.ceil(seconds / 60)) }, username, next });
+        await renderLogin(req, res, 429, { error: 'login.error.locked', errorParams: { minutes: Math.max(1, Math.ceil(seconds / 60)) }, username, next, reauth });
         return;
       }
       throw err;

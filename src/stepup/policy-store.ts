@@ -99,18 +99,25 @@ export async function insertPolicySetVersion(
  * user past an amount limit. Step-ups without an amount add nothing to the total (there is
  * nothing to add) but still count.
  */
-export async function velocityFacts(gw: Gateway, policies: readonly Policy[], userId: string, action: string): Promise<VelocityWindowFacts[]> {
+export async function velocityFacts(
+  gw: Gateway,
+  policies: readonly Policy[],
+  userId: string,
+  action: string,
+  options: { executor?: Executor; excludeStepUpId?: string } = {},
+): Promise<VelocityWindowFacts[]> {
   const windows = velocityWindowsFor(policies, action);
   if (windows.length === 0) return [];
   const nowMs = gw.clock.now().getTime();
   const longest = Math.max(...windows.map((w) => w.windowSeconds));
-  const rows = await gw.store.db
+  const rows = await (options.executor ?? gw.store.db)
     .selectFrom('stepups')
     .select(['amount', 'currency', 'completed_at'])
     .where('user_id', '=', userId)
     .where('action', '=', action)
     .where('status', 'in', ['completed', 'token_issued'])
     .where('completed_at', '>', nowMs - longest * 1000)
+    .$if(options.excludeStepUpId !== undefined, (q) => q.where('id', '<>', options.excludeStepUpId ?? ''))
     .execute();
   return windows.map((w) => {
     const inWindow = rows.filter((r) => r.completed_at !== null && Number(r.completed_at) > nowMs - w.windowSeconds * 1000);

@@ -66,9 +66,18 @@ export class SigningKeyRing {
     this.#o = options;
   }
 
-  /** How long a retired key stays in the JWKS: the longest token TTL plus every cache that may still hold the old key. */
+  /**
+   * How long a retired key stays in the JWKS: it may still sign for one refresh interval
+   * after the rotation (see #load), then its tokens live up to the longest TTL, plus every
+   * cache that may still hold the old JWKS.
+   */
   get retiredPublishSeconds(): number {
-    return MAX_TOKEN_TTL_SECONDS + this.#o.refreshSeconds + 60;
+    return MAX_TOKEN_TTL_SECONDS + 2 * this.#o.refreshSeconds + 60;
+  }
+
+  /** When a key made now starts signing (it is published at once). */
+  get activationDelaySeconds(): number {
+    return this.#o.refreshSeconds;
   }
 
   async #newKeyRow(alg: SigningAlg) {
@@ -125,25 +134,32 @@ export class SigningKeyRing {
       .where((eb) => eb.or([eb('status', '=', 'active'), eb('publish_until', '>', nowMs)]))
       .orderBy('created_at', 'desc')
       .execute();
+    const published: PublishedKey[] = rows.map((row) => ({
+      kid: row.kid,
+      alg: row.alg,
+      status: row.status,
+      createdAt: new Date(row.created_at),
+      publishUntil: row.publish_until === null ? null : new Date(row.publish_until),
+      jwk: JSON.parse(row.public_jwk) as JWK,
+    }));
+    // Publish before use: a key younger than one refresh interval may not be in every
+    // process's JWKS yet (nor in the relying services' caches that fetched from them), so
+    // until then tokens are still signed with the key it replaced, which everyone publishes.
+    // The very first key has no predecessor and is used at once.
+    const seasonedBefore = nowMs - this.#o.refreshSeconds * 1000;
+    const newestActive = rows.find((r) => r.status === 'active');
+    const signer =
+      newestActive === undefined || newestActive.created_at <= seasonedBefore
+        ? newestActive
+        : (rows.find((r) => r.status === 'retired' && r.retired_at !== null && r.retired_at > seasonedBefore) ?? newestActive);
     let active: ActiveKey | undefined;
-    const published: PublishedKey[] = [];
-    for (const row of rows) {
-      published.push({
-        kid: row.kid,
-        alg: row.alg,
-        status: row.status,
-        createdAt: new Date(row.created_at),
-        publishUntil: row.publish_until === null ? null : new Date(row.publish_until),
-        jwk: JSON.parse(row.public_jwk) as JWK,
-      });
-      if (row.status === 'active') {
-        let privateKey = this.#privateKeys.get(row.kid);
-        if (privateKey === undefined) {
-          privateKey = createPrivateKey({ key: this.#o.sealer.unseal(row.private_sealed, aadFor(row.kid)), format: 'der', type: 'pkcs8' });
-          this.#privateKeys.set(row.kid, privateKey);
-        }
-        active = { kid: row.kid, alg: row.alg, privateKey };
+    if (signer !== undefined) {
+      let privateKey = this.#privateKeys.get(signer.kid);
+      if (privateKey === undefined) {
+        privateKey = createPrivateKey({ key: this.#o.sealer.unseal(signer.private_sealed, aadFor(signer.kid)), format: 'der', type: 'pkcs8' });
+        this.#privateKeys.set(signer.kid, privateKey);
       }
+      active = { kid: signer.kid, alg: signer.alg, privateKey };
     }
     return { loadedAtMs: nowMs, active, published };
   }

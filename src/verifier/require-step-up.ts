@@ -24,10 +24,10 @@ export interface RequireStepUpOptions {
    */
   context: (req: Request) => JsonObject | Promise<JsonObject>;
   /**
-   * The user this request acts for (from your own session). When given, the token's `sub` must
+   * The user this request acts for (from your own session). Required: the token's `sub` must
    * equal it, and a request without a user is refused.
    */
-  subject?: (req: Request) => string | undefined | Promise<string | undefined>;
+  subject: (req: Request) => string | undefined | Promise<string | undefined>;
   /** Reads the token. Default: `Authorization: StepUp <token>`. */
   extractToken?: (req: Request) => string | undefined;
   /** Longest accepted time since the user authenticated (`auth_time`), advertised as `max_age`. Default 300. */
@@ -86,6 +86,7 @@ export function stepUpAuthorization(req: Request): string | undefined {
 export function requireStepUp(options: RequireStepUpOptions): RequestHandler {
   if (!isStepUpAcr(options.requiredAcr)) throw new TypeError(`requiredAcr must be one of ${STEPUP_ACR_VALUES.join(', ')}`);
   if (typeof options.context !== 'function') throw new TypeError('context must be a function of the request');
+  if (typeof options.subject !== 'function') throw new TypeError('subject must be a function of the request (the user it acts for)');
   if (typeof options.action !== 'string' || options.action === '') throw new TypeError('action must be a non-empty string');
   const maxAgeSeconds = options.maxAgeSeconds ?? 300;
   if (!Number.isSafeInteger(maxAgeSeconds) || maxAgeSeconds < 0) throw new TypeError('maxAgeSeconds must be a non-negative integer');
@@ -151,12 +152,12 @@ export function requireStepUp(options: RequireStepUpOptions): RequestHandler {
     let expectedSubject: string | undefined;
     try {
       expectedContext = await options.context(req);
-      expectedSubject = options.subject === undefined ? undefined : await options.subject(req);
+      expectedSubject = await options.subject(req);
     } catch (err) {
       next(err);
       return;
     }
-    if (options.subject !== undefined && (expectedSubject === undefined || expectedSubject === '')) {
+    if (expectedSubject === undefined || expectedSubject === '') {
       const err = new StepUpTokenError('subject_mismatch', 'the request acts for no user');
       report(err, req);
       refuse(res, err.code);
@@ -173,7 +174,7 @@ export function requireStepUp(options: RequireStepUpOptions): RequestHandler {
         expectedAction: options.action,
         expectedContext,
         maxAuthAgeSeconds: maxAgeSeconds,
-        ...(expectedSubject === undefined ? {} : { expectedSubject }),
+        expectedSubject,
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(options.clockToleranceSeconds === undefined ? {} : { clockToleranceSeconds: options.clockToleranceSeconds }),
         ...(options.maxTokenAgeSeconds === undefined ? {} : { maxTokenAgeSeconds: options.maxTokenAgeSeconds }),

@@ -53,8 +53,11 @@ export interface VerifyStepUpTokenOptions {
   jwks: JwksCache | JWTVerifyGetKey;
   /** Minimum `acr`. Without it any known Stepgate acr is accepted. */
   requiredAcr?: StepUpAcr;
-  /** The user the relying service is acting for; `sub` must equal it. */
-  expectedSubject?: string;
+  /**
+   * The user the relying service is acting for; `sub` must equal it. Required: a token
+   * proves one user's consent, and a check that is easy to forget is a check that is forgotten.
+   */
+  expectedSubject: string;
   /** The action about to be performed (`payment_code.issue`); must equal `authorization_details[0].type`. */
   expectedAction: string;
   /** The exact context about to be acted on; must equal `authorization_details[0]` without `type`. */
@@ -75,7 +78,7 @@ interface Settings {
   audience: string;
   getKey: JWTVerifyGetKey;
   requiredAcr: StepUpAcr | undefined;
-  expectedSubject: string | undefined;
+  expectedSubject: string;
   expectedAction: string;
   expectedContext: JsonObject;
   replayStore: ReplayStore;
@@ -120,7 +123,6 @@ function checkOptions(options: VerifyStepUpTokenOptions): Settings {
   if (options.requiredAcr !== undefined && !isStepUpAcr(options.requiredAcr)) {
     throw new TypeError(`requiredAcr must be one of ${STEPUP_ACR_VALUES.join(', ')}`);
   }
-  if (options.expectedSubject !== undefined) nonEmptyString(options.expectedSubject, 'expectedSubject');
   assertExpectedContext(options.expectedContext);
   if (typeof options.replayStore?.consume !== 'function') throw new TypeError('replayStore must implement consume(jti, expiresAt)');
   const clock = options.clock ?? systemClock;
@@ -130,7 +132,7 @@ function checkOptions(options: VerifyStepUpTokenOptions): Settings {
     audience: nonEmptyString(options.audience, 'audience'),
     getKey: keyResolver(options.jwks),
     requiredAcr: options.requiredAcr,
-    expectedSubject: options.expectedSubject,
+    expectedSubject: nonEmptyString(options.expectedSubject, 'expectedSubject'),
     expectedAction: nonEmptyString(options.expectedAction, 'expectedAction'),
     expectedContext: options.expectedContext,
     replayStore: options.replayStore,
@@ -287,7 +289,7 @@ function checkClaims(claims: Record<string, unknown>, s: Settings): asserts clai
   const amr = claims.amr;
   if (!Array.isArray(amr) || amr.length === 0 || !amr.every((m) => typeof m === 'string')) throw malformed('"amr" must be an array of strings', 'amr');
 
-  if (s.expectedSubject !== undefined && claims.sub !== s.expectedSubject) {
+  if (claims.sub !== s.expectedSubject) {
     throw new StepUpTokenError('subject_mismatch', 'token was issued for another user', { field: 'sub' });
   }
 

@@ -132,14 +132,19 @@ for (const dialect of testDialects()) {
         const rotated = await tg.gw.keys.rotate();
         assert.equal(rotated.retiredKid, oldKid);
         assert.notEqual(rotated.kid, oldKid);
+        // Published at once, used only after one refresh interval: by then every process
+        // (and every relying service refreshing on an unknown kid) can know it.
+        const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
+        assert.deepEqual(new Set(kids), new Set([oldKid, rotated.kid]));
+        assert.equal((await tg.gw.keys.activeKey()).kid, oldKid, 'the new key does not sign before it is published everywhere');
+        tg.clock.advance(tg.gw.keys.activationDelaySeconds + 1);
+        tg.gw.keys.invalidate();
         const newToken = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now));
         const header = JSON.parse(Buffer.from(newToken.split('.')[0]!, 'base64url').toString());
         assert.equal(header.kid, rotated.kid);
-        const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
-        assert.deepEqual(new Set(kids), new Set([oldKid, rotated.kid]));
         await verifyWithJose(tg, oldToken);
         // Just before the end of the publication window the old key is still there…
-        tg.clock.advance(tg.gw.keys.retiredPublishSeconds - 1);
+        tg.clock.advance(tg.gw.keys.retiredPublishSeconds - tg.gw.keys.activationDelaySeconds - 2);
         tg.gw.keys.invalidate();
         assert.ok((await tg.gw.keys.jwks()).keys.some((k) => k.kid === oldKid));
         // …after it, gone: the old token (long expired by now) can no longer be verified at all.

@@ -24,6 +24,10 @@ interface Sent {
   code: string;
 }
 
+function claimsSub(token: string): string {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub as string;
+}
+
 function hash(code: string): string {
   return createHash('sha256').update(code).digest('hex');
 }
@@ -108,7 +112,7 @@ for (const dialect of testDialects()) {
       try {
         const claims = await verifyStepUpToken(tok.body.step_up_token, {
           issuer: 'http://localhost:8080', audience: pay.clientId, jwks: createJwksCache({ jwksUri: `${server.url}/.well-known/jwks.json` }),
-          requiredAcr: 'urn:stepgate:aal2', expectedAction: ACTION, expectedContext: CONTEXT, replayStore: new MemoryReplayStore(), clock: { now: () => tg.clock.now() },
+          requiredAcr: 'urn:stepgate:aal2', expectedSubject: claimsSub(tok.body.step_up_token), expectedAction: ACTION, expectedContext: CONTEXT, replayStore: new MemoryReplayStore(), clock: { now: () => tg.clock.now() },
         });
         assert.deepEqual(claims.amr, ['sms']);
       } finally {

@@ -221,8 +221,10 @@ describe('requireStepUp', () => {
   });
 
   it('rejects misconfiguration at start-up', () => {
-    const base = { issuer: TEST_ISSUER, audience: TEST_AUDIENCE, jwks: createJwksCache({ jwksUri: server.url }), replayStore: new MemoryReplayStore(), action: TEST_ACTION, context: () => ({}) };
+    const base = { issuer: TEST_ISSUER, audience: TEST_AUDIENCE, jwks: createJwksCache({ jwksUri: server.url }), replayStore: new MemoryReplayStore(), action: TEST_ACTION, context: () => ({}), subject: () => 'usr_x' };
     assert.throws(() => requireStepUp({ ...base } as unknown as RequireStepUpOptions), TypeError);
+    const { subject: _s, ...noSubject } = base;
+    assert.throws(() => requireStepUp({ ...noSubject, requiredAcr: 'urn:stepgate:aal2' } as unknown as RequireStepUpOptions), TypeError, 'the subject check cannot be left out');
     assert.throws(() => requireStepUp({ ...base, requiredAcr: 'aal2' } as unknown as RequireStepUpOptions), TypeError);
     assert.throws(() => requireStepUp({ ...base, requiredAcr: 'urn:stepgate:aal2', action: '' }), TypeError);
     assert.throws(() => requireStepUp({ ...base, requiredAcr: 'urn:stepgate:aal2', maxAgeSeconds: -1 }), TypeError);

@@ -1,0 +1,69 @@
+import type { Gateway } from '../gateway.ts';
+
+/**
+ * Housekeeping every gateway process runs on a timer (config `maintenance.intervalSeconds`).
+ * Each step is a set of conditional writes, so several processes running it at once do the
+ * work once: a step-up is marked expired — and `stepup.expired` audited — by exactly one.
+ */
+
+const BATCH = 200;
+
+/** Marks pending/completed step-ups past their expiry as expired, one audited event each. */
+export async function expireStaleStepUps(gw: Gateway): Promise<number> {
+  const nowMs = gw.clock.now().getTime();
+  let expired = 0;
+  for (;;) {
+    const stale = await gw.store.db
+      .selectFrom('stepups')
+      .select(['id', 'client_id', 'user_id', 'status'])
+      .where('status', 'in', ['pending', 'completed'])
+      .where('expires_at', '<=', nowMs)
+      .orderBy('expires_at')
+      .limit(BATCH)
+      .execute();
+    for (const s of stale) {
+      const moved = await gw.store.db.transaction().execute(async (tx) => {
+        const row = await tx.updateTable('stepups').set({ status: 'expired' }).where('id', '=', s.id).where('status', 'in', ['pending', 'completed']).returning('id').executeTakeFirst();
+        if (row === undefined) return false;
+        await gw.audit.append(tx, { type: 'stepup.expired', actor: null, subject: s.user_id, data: { stepupId: s.id, clientId: s.client_id, was: s.status } });
+        return true;
+      });
+      if (moved) {
+        expired += 1;
+        gw.metrics.stepups.inc({ event: 'expired' });
+      }
+    }
+    if (stale.length < BATCH) return expired;
+  }
+}
+
+/** Deletes single-use records nobody can use any more (their replay protection has expired with them). */
+export async function purgeExpiredRecords(gw: Gateway): Promise<void> {
+  const nowMs = gw.clock.now().getTime();
+  const db = gw.store.db;
+  await db.deleteFrom('client_assertion_jtis').where('expires_at', '<', nowMs).execute();
+  await db.deleteFrom('one_time_tokens').where('expires_at', '<', nowMs - 86_400_000).execute();
+  await db.deleteFrom('sessions').where('expires_at', '<', nowMs).execute();
+}
+
+export async function runMaintenance(gw: Gateway): Promise<void> {
+  await expireStaleStepUps(gw);
+  await purgeExpiredRecords(gw);
+}
+
+/** Starts the timer; the returned function stops it. Errors are logged, never thrown. */
+export function startMaintenance(gw: Gateway, intervalSeconds: number): () => void {
+  let running = false;
+  const tick = () => {
+    if (running) return;
+    running = true;
+    runMaintenance(gw)
+      .catch((err: unknown) => gw.logger.error({ err }, 'maintenance failed'))
+      .finally(() => {
+        running = false;
+      });
+  };
+  const timer = setInterval(tick, intervalSeconds * 1000);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,46 @@
+import type { Gateway } from '../gateway.ts';
+import { type AllowDecision, evaluatePolicies, velocityWindowsFor } from '../policy/evaluate-policies.ts';
+import type { Tx } from '../store/database.ts';
+import { currentPolicySet, velocityFacts } from '../stepup/policy-store.ts';
+import { type ProvenFactor, type StepUp, satisfiedAlternative } from '../stepup/stepup-record.ts';
+import { enrolledFactorTypes } from './policies.ts';
+
+/**
+ * The policy decision is taken again when a step-up is about to complete, if the action's
+ * policies have velocity conditions. At creation the figures were those of that moment; by
+ * completion other step-ups may have completed ("10 codes a day" with 3 created at once), so
+ * only the figures at completion — with this user's completions serialised — are trusted.
+ *
+ * - `ok`: what was proven satisfies the decision now in force (its acr may be higher).
+ * - `raise`: it does not; the step-up stays pending with the new requirement.
+ * - `deny`: no policy allows the action any more (or the user cannot satisfy it).
+ */
+export type Recheck = { kind: 'ok'; decision: AllowDecision | undefined } | { kind: 'raise'; decision: AllowDecision } | { kind: 'deny' };
+
+export async function recheckAtCompletion(gw: Gateway, tx: Tx, s: StepUp, proven: ProvenFactor[]): Promise<Recheck> {
+  const set = await currentPolicySet(tx);
+  if (set === undefined) return { kind: 'deny' };
+  if (velocityWindowsFor(set.policies, s.action).length === 0) return { kind: 'ok', decision: undefined };
+  // One completion at a time per user: a second one waits here and then counts the first.
+  // (SQLite: write transactions are serialised already, BEGIN IMMEDIATE.)
+  const user = await tx
+    .selectFrom('users')
+    .select(['id', 'groups'])
+    .where('id', '=', s.userId)
+    .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
+    .executeTakeFirst();
+  if (user === undefined) return { kind: 'deny' };
+  const facts = await velocityFacts(gw, set.policies, s.userId, s.action, { executor: tx, excludeStepUpId: s.id });
+  const enrolled = await enrolledFactorTypes(gw, s.userId, tx);
+  const decision = evaluatePolicies(set.policies, {
+    action: s.action,
+    context: s.context,
+    user: { groups: JSON.parse(user.groups) as string[], enrolledFactorTypes: enrolled },
+    velocity: facts,
+    version: set.version,
+  });
+  if (decision.decision === 'deny') return { kind: 'deny' };
+  if (satisfiedAlternative(decision.satisfiable, proven, decision.acr) !== undefined) return { kind: 'ok', decision };
+  if (decision.enrollmentRequired) return { kind: 'deny' };
+  return { kind: 'raise', decision };
+}

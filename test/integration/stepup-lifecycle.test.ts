@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { expireStaleStepUps, purgeExpiredRecords } from '../../src/flows/maintenance.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
+import { testDialects } from '../helpers/stores.ts';
+
+const ACTION = 'account.change_limit';
+const CONTEXT = { limit: '5000.00' };
+
+for (const dialect of testDialects()) {
+  describe(`step-up lifecycle: expiry, cancel, max age, metrics (${dialect})`, () => {
+    let tg: TestGateway;
+    let pay: Awaited<ReturnType<typeof makeClient>>;
+    let other: Awaited<ReturnType<typeof makeClient>>;
+
+    before(async () => {
+      tg = await createTestGateway({ dialect, config: { stepup: { pollIntervalSeconds: 1 } } });
+      await setPolicies(tg.gw, [
+        { id: 'remembered', action: ACTION, priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 600 },
+        { id: 'fresh', action: 'payment_code.issue', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 0 },
+      ]);
+      await makeUser(tg.gw, 'hugo');
+      pay = await makeClient(tg.gw, 'pay', [ACTION, 'payment_code.issue']);
+      other = await makeClient(tg.gw, 'other', [ACTION]);
+    });
+    after(async () => {
+      await tg.close();
+    });
+
+    async function create(action = ACTION, client = pay) {
+      const res = await tg.http().post('/v1/stepup').set('Authorization', client.basic).send({ subject: 'hugo', action, context: CONTEXT });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      return res.body as { stepup_id: string; ticket: string };
+    }
+    const status = async (id: string) => (await tg.gw.store.db.selectFrom('stepups').select(['status', 'auth_time']).where('id', '=', id).executeTakeFirstOrThrow());
+    const token = (id: string, client = pay) => tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', client.basic).send();
+
+    it('a step-up nobody polls is marked expired by the sweeper, audited once even when two sweep at once', async () => {
+      const s = await create();
+      tg.clock.advance(301);
+      const [a, b] = await Promise.all([expireStaleStepUps(tg.gw), expireStaleStepUps(tg.gw)]);
+      assert.ok(a + b >= 1);
+      assert.equal((await status(s.stepup_id)).status, 'expired');
+      const events = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'stepup.expired').execute();
+      assert.equal(events.filter((e) => e.data.includes(s.stepup_id)).length, 1);
+      assert.equal((await token(s.stepup_id)).body.code, 'expired_token');
+    });
+
+    it('cancelling an expired step-up says it expired and does not turn it into "cancelled"', async () => {
+      const s = await create();
+      tg.clock.advance(301);
+      const res = await tg.http().delete(`/v1/stepup/${s.stepup_id}`).set('Authorization', pay.basic);
+      assert.equal(res.status, 410);
+      assert.equal(res.body.code, 'stepup_expired');
+      assert.equal((await status(s.stepup_id)).status, 'expired');
+    });
+
+    it('maxAgeSeconds > 0 reuses a recent authentication for the same client, keeping its auth_time; 0 never does', async () => {
+      const first = await create();
+      const v = await tg.http().post(`/v1/stepup/${first.stepup_id}/verify`).set('Authorization', `Ticket ${first.ticket}`).send({ factor: 'password', password: PASSWORD });
+      assert.equal(v.body.completed, true);
+      const authTime = (await status(first.stepup_id)).auth_time;
+      tg.clock.advance(120);
+      const second = await create();
+      assert.equal((await status(second.stepup_id)).status, 'completed');
+      tg.clock.advance(1);
+      const tok = await token(second.stepup_id);
+      assert.equal(tok.status, 200);
+      const claims = JSON.parse(Buffer.from(tok.body.step_up_token.split('.')[1], 'base64url').toString());
+      assert.equal(claims.auth_time, Math.floor(Number(authTime) / 1000));
+      assert.deepEqual(claims.authorization_details, [{ ...CONTEXT, type: ACTION }]);
+      const reuse = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'stepup.completed').execute();
+      assert.ok(reuse.some((r) => r.data.includes('"max_age"') && r.data.includes(second.stepup_id)));
+      // Another client does not inherit this client's authentication.
+      const foreign = await create(ACTION, other);
+      assert.equal((await status(foreign.stepup_id)).status, 'pending');
+      // A policy with maxAgeSeconds 0 always asks again.
+      const fresh = await create('payment_code.issue');
+      assert.equal((await status(fresh.stepup_id)).status, 'pending');
+      // Past the max age: asked again.
+      tg.clock.advance(600);
+      const later = await create();
+      assert.equal((await status(later.stepup_id)).status, 'pending');
+    });
+
+    it('purges dead single-use records', async () => {
+      await tg.gw.store.db.insertInto('client_assertion_jtis').values({ client_id: pay.clientId, jti: 'old-jti', expires_at: tg.clock.now().getTime() - 1 }).execute();
+      await purgeExpiredRecords(tg.gw);
+      const left = await tg.gw.store.db.selectFrom('client_assertion_jtis').select('jti').where('jti', '=', 'old-jti').execute();
+      assert.equal(left.length, 0);
+    });
+
+    it('/metrics counts step-up events and token issue latency', async () => {
+      const res = await tg.http().get('/metrics');
+      assert.equal(res.status, 200);
+      for (const event of ['created', 'completed', 'expired', 'token_issued']) {
+        assert.match(res.text, new RegExp(`stepgate_stepup_events_total\\{event="${event}"\\} [1-9]`), event);
+      }
+      assert.match(res.text, /stepgate_token_issue_duration_seconds_count [1-9]/);
+    });
+  });
+}
