@@ -4,14 +4,10 @@ import type { FactorRecord, FactorType, VerifyOutcome } from '../factors/factor.
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { hashToken } from '../crypto/ids.ts';
 import type { Tx } from '../store/database.ts';
-<<<<<<< HEAD
-import type { FactorChallengesTable } from '../store/schema.ts';
-import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
-=======
 import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
 import { acrAtLeast } from '../policy/acr.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
->>>>>>> main
+import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
