@@ -15,6 +15,10 @@ import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
 import { meFactorsRouter } from './http/me-factors-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
+import { meTotpRouter } from './http/me-totp-router.ts';
+import { meRecoveryCodeRouter } from './http/me-recovery-code-router.ts';
+import { totpPagesRouter } from './http/totp-pages-router.ts';
+import { recoveryCodesPagesRouter } from './http/recovery-codes-pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
@@ -83,9 +87,13 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));
+  app.use(meTotpRouter(gw, api));
+  app.use(meRecoveryCodeRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
   app.use(securityPagesRouter(gw));
+  app.use(totpPagesRouter(gw));
+  app.use(recoveryCodesPagesRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

@@ -39,7 +39,8 @@ export type ErrorCode =
   | 'challenge_required'
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
-  | 'fresh_login_required';
+  | 'fresh_login_required'
+  | 'enrolment_attempts_exhausted';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -91,6 +92,7 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_cooldown: 429,
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
+  enrolment_attempts_exhausted: 429,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -130,6 +132,7 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_cooldown: 'Wait before requesting another challenge',
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
+  enrolment_attempts_exhausted: 'Too many wrong codes for this enrolment: start it again',
 };
 
 export class AppError extends Error {

@@ -1,6 +1,7 @@
 import type { Gateway } from '../gateway.ts';
 import { parseTotpParams, totpParamsAllowed } from '../factors/totp/index.ts';
 import type { Policy } from '../policy/policy-schema.ts';
+import type { Executor } from '../store/database.ts';
 import { policySetAt } from '../stepup/policy-store.ts';
 import type { StepUp } from '../stepup/stepup-record.ts';
 
@@ -22,8 +23,8 @@ export function factorMeetsPolicy(policy: Policy | undefined, factor: { type: st
 }
 
 /** For policy evaluation: does the user hold a factor of `type` that meets the policy? */
-export async function userFactorQualifier(gw: Gateway, userId: string): Promise<(policy: Policy, type: string) => boolean> {
-  const rows = await gw.store.db
+export async function userFactorQualifier(gw: Gateway, userId: string, executor: Executor = gw.store.db): Promise<(policy: Policy, type: string) => boolean> {
+  const rows = await executor
     .selectFrom('factors')
     .select(['type', 'params'])
     .where('user_id', '=', userId)

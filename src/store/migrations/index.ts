@@ -4,7 +4,7 @@ import * as m010 from './010-signing-keys.ts';
 import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
-import * as m020 from './020-one-totp-and-recovery-set.ts';
+import * as m020 from './020-one-recovery-code-set.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -13,5 +13,5 @@ export const migrations: Record<string, Migration> = {
   '011-clients': m011,
   '012-stepups': m012,
   '013-factor-challenges': m013,
-  '020-one-totp-and-recovery-set': m020,
+  '020-one-recovery-code-set': m020,
 };
