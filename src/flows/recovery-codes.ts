@@ -1,15 +1,16 @@
 import type { Gateway } from '../gateway.ts';
-import { AppError } from '../errors/app-error.ts';
+import { sql } from 'kysely';
 import { newId } from '../crypto/ids.ts';
 import { generateRecoveryCodes } from '../factors/recovery-code/index.ts';
-import { isUniqueViolation } from '../store/users-repository.ts';
 import type { AuditActor } from './users.ts';
 
 /**
- * Recovery codes: one active set per user (a unique index keeps it so across processes).
- * Generating a set replaces the old one in the same transaction, as a NEW row: a
- * verification still in flight against the old set then finds no row to update and fails,
- * so no old code works once the new set has been shown.
+ * Recovery codes: one set per user, one row (a unique index on user and type). Generating a
+ * set is ONE upsert: the first time it inserts the row, afterwards it overwrites the hashes
+ * and moves `counter` (the set's version) forward. A verification still in flight against
+ * the old set asks to write `counter = old + 1`, which the guard `counter < :next` then
+ * refuses, so no old code works once the new set exists. Two generations at once (two
+ * processes) simply follow each other: the later one is the set in force.
  */
 
 export const RECOVERY_CODES_LABEL = 'Recovery codes';
@@ -19,59 +20,65 @@ export interface GeneratedRecoveryCodes {
   /** Shown once; only salted hashes are stored. */
   codes: string[];
   createdAt: Date;
-  /** The set this one replaced (now unusable), if any. */
-  replacedFactorId: string | null;
+  /** Whether an older set was replaced (and stopped working). */
+  replaced: boolean;
 }
 
 export async function generateRecoveryCodeSet(gw: Gateway, userId: string, who: AuditActor): Promise<GeneratedRecoveryCodes> {
   const set = generateRecoveryCodes(gw.config.recoveryCodes.count);
   const now = gw.clock.now();
   const nowMs = now.getTime();
-  const factorId = newId('fac');
-  try {
-    return await gw.store.db.transaction().execute(async (tx) => {
-      const old = await tx.selectFrom('factors').select(['id']).where('user_id', '=', userId).where('type', '=', 'recovery_code').execute();
-      if (old.length > 0) {
-        await tx.deleteFrom('factors').where('user_id', '=', userId).where('type', '=', 'recovery_code').execute();
-        for (const o of old) {
-          await gw.audit.append(tx, { type: 'factor.removed', actor: who.actor, subject: userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: o.id, factorType: 'recovery_code', reason: 'regenerated' } });
-        }
-      }
-      await tx
-        .insertInto('factors')
-        .values({
-          id: factorId,
-          user_id: userId,
-          type: 'recovery_code',
-          label: RECOVERY_CODES_LABEL,
-          status: 'active',
-          secret_hash: set.stored,
-          secret_sealed: null,
-          params: JSON.stringify({ total: set.codes.length, remaining: set.codes.length }),
-          counter: 0,
-          failures: 0,
-          locked_until: null,
-          created_at: nowMs,
-          updated_at: nowMs,
-          last_used_at: null,
-        })
-        .execute();
-      const replaced = old[0]?.id ?? null;
-      await gw.audit.append(tx, {
-        type: 'factor.enrolled',
-        actor: who.actor,
-        subject: userId,
-        ip: who.ip ?? null,
-        requestId: who.requestId ?? null,
-        data: { factorId, factorType: 'recovery_code', count: set.codes.length, ...(replaced === null ? {} : { replaced }) },
-      });
-      return { factorId, codes: set.codes, createdAt: now, replacedFactorId: replaced };
+  const params = JSON.stringify({ total: set.codes.length, remaining: set.codes.length });
+  return gw.store.db.transaction().execute(async (tx) => {
+    const row = await tx
+      .insertInto('factors')
+      .values({
+        id: newId('fac'),
+        user_id: userId,
+        type: 'recovery_code',
+        label: RECOVERY_CODES_LABEL,
+        status: 'active',
+        secret_hash: set.stored,
+        secret_sealed: null,
+        params,
+        counter: 0,
+        failures: 0,
+        locked_until: null,
+        created_at: nowMs,
+        updated_at: nowMs,
+        last_used_at: null,
+      })
+      .onConflict((oc) =>
+        oc
+          .columns(['user_id', 'type'])
+          // The partial unique index's predicate, literally, so PostgreSQL can infer the index.
+          .where(sql<boolean>`type = 'recovery_code'`)
+          .doUpdateSet((eb) => ({
+            secret_hash: set.stored,
+            params,
+            status: 'active',
+            counter: eb('factors.counter', '+', 1),
+            failures: 0,
+            locked_until: null,
+            created_at: nowMs,
+            updated_at: nowMs,
+            last_used_at: null,
+          })),
+      )
+      .returning(['id', 'counter'])
+      .executeTakeFirstOrThrow();
+    // counter 0: just inserted; above 0: an existing set was overwritten.
+    const replaced = row.counter > 0;
+    await gw.audit.append(tx, {
+      type: replaced ? 'factor.regenerated' : 'factor.enrolled',
+      actor: who.actor,
+      subject: userId,
+      ip: who.ip ?? null,
+      requestId: who.requestId ?? null,
+      data: { factorId: row.id, factorType: 'recovery_code', count: set.codes.length },
     });
-  } catch (err) {
-    // Another request (perhaps on another process) generated a set at the same moment.
-    if (isUniqueViolation(err)) throw new AppError('conflict', { detail: 'Recovery codes were just generated by another request; generate again if you did not see them.' });
-    throw err;
-  }
+    return { factorId: row.id, codes: set.codes, createdAt: now, replaced };
+  });
 }
 
 /** How many unused codes the user's set has, or undefined without a set. */

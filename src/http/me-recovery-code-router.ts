@@ -12,7 +12,7 @@ const generatedSchema = z.object({
   factor_id: z.string(),
   codes: z.array(z.string()).describe('Shown only now: each works once. Store them somewhere safe.'),
   created_at: z.string(),
-  replaced_factor_id: z.string().nullable().describe('The set that stopped working, if there was one.'),
+  replaced: z.boolean().describe('Whether an older set was replaced: its codes stopped working.'),
 });
 
 export function meRecoveryCodeRouter(gw: Gateway, api: ApiRegistry): Router {
@@ -30,7 +30,7 @@ export function meRecoveryCodeRouter(gw: Gateway, api: ApiRegistry): Router {
   }, [requireSession, requireFreshLogin(gw)], async (req, res) => {
     const set = await generateRecoveryCodeSet(gw, authOf(res).userId, whoOf(req, res));
     res.setHeader('Cache-Control', 'no-store');
-    res.status(201).json({ factor_id: set.factorId, codes: set.codes, created_at: set.createdAt.toISOString(), replaced_factor_id: set.replacedFactorId });
+    res.status(201).json({ factor_id: set.factorId, codes: set.codes, created_at: set.createdAt.toISOString(), replaced: set.replaced });
   });
 
   return router;

@@ -24,7 +24,7 @@ export function recoveryCodesPagesRouter(gw: Gateway): Router {
     }
     try {
       const set = await generateRecoveryCodeSet(gw, auth.userId, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
-      views.render(req, res, 200, 'security/recovery-codes-shown', { titleKey: 'recoveryCodes.shown.heading', codes: set.codes, replaced: set.replacedFactorId !== null });
+      views.render(req, res, 200, 'security/recovery-codes-shown', { titleKey: 'recoveryCodes.shown.heading', codes: set.codes, replaced: set.replaced });
     } catch (err) {
       if (isAppError(err) && err.status < 500) {
         res.redirect(303, `${SECURITY_PATH}?notice=error`);
