@@ -80,17 +80,3 @@ export async function generateRecoveryCodeSet(gw: Gateway, userId: string, who: 
     return { factorId: row.id, codes: set.codes, createdAt: now, replaced };
   });
 }
-
-/** How many unused codes the user's set has, or undefined without a set. */
-export async function recoveryCodeStatus(gw: Gateway, userId: string): Promise<{ factorId: string; remaining: number; total: number; createdAt: Date; lastUsedAt: Date | null } | undefined> {
-  const row = await gw.store.db.selectFrom('factors').select(['id', 'params', 'created_at', 'last_used_at']).where('user_id', '=', userId).where('type', '=', 'recovery_code').where('status', '=', 'active').executeTakeFirst();
-  if (row === undefined) return undefined;
-  const params = JSON.parse(row.params) as { remaining?: unknown; total?: unknown };
-  return {
-    factorId: row.id,
-    remaining: typeof params.remaining === 'number' ? params.remaining : 0,
-    total: typeof params.total === 'number' ? params.total : 0,
-    createdAt: new Date(row.created_at),
-    lastUsedAt: row.last_used_at === null ? null : new Date(row.last_used_at),
-  };
-}
