@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
+import { CLIENT_ASSERTION_ALGS } from '../flows/clients.ts';
 import type { Gateway } from '../gateway.ts';
 import { SIGNING_ALGS } from '../stepup/signing-keys.ts';
 import type { ApiRegistry } from './api-registry.ts';
@@ -38,6 +39,9 @@ export function wellKnownRouter(gw: Gateway, api: ApiRegistry): Router {
       acr_values_supported: ACR_VALUES,
       amr_values_supported: AMR_VALUES,
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg_values_supported: CLIENT_ASSERTION_ALGS,
+      // private_key_jwt assertions name this as their `aud` (the generic token endpoint URL is accepted too).
+      client_assertion_audience: base,
       authorization_details_types_supported: 'any action configured in a policy',
     });
   });

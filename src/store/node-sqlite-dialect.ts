@@ -17,11 +17,21 @@ import {
  * SELECT and return no rows) and parameters are spread, not passed as one array.
  */
 function adapt(db: DatabaseSync): SqliteDatabase {
+  // Kysely prepares every query anew; preparing is a large share of a short query's cost, and
+  // our queries come from a small, fixed set of shapes, so prepared statements are reused.
+  const cache = new Map<string, { stmt: ReturnType<DatabaseSync['prepare']>; reader: boolean }>();
+  const MAX_CACHED = 500;
   return {
     close: () => db.close(),
     prepare(sql: string): SqliteStatement {
-      const stmt = db.prepare(sql);
-      const reader = stmt.columns().length > 0;
+      let entry = cache.get(sql);
+      if (entry === undefined) {
+        const stmt = db.prepare(sql);
+        entry = { stmt, reader: stmt.columns().length > 0 };
+        if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value as string);
+        cache.set(sql, entry);
+      }
+      const { stmt, reader } = entry;
       return {
         reader,
         all: (parameters) => stmt.all(...(parameters as never[])) as unknown[],

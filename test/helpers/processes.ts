@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { TestDatabase } from './stores.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/stepgate.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The environment without any STEPGATE_* setting of the machine running the tests. */
+export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('STEPGATE_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+export interface GatewayProcess {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * `stepgate serve` as its own OS process on `database` (a second gateway process is a
+ * second call). The public URL is shared so every process is the same issuer.
+ */
+export async function startGatewayProcess(database: TestDatabase, options: { masterKey: string; publicUrl?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [BIN, 'serve'], {
+    cwd: ROOT,
+    env: cleanEnv({
+      STEPGATE_HTTP_PORT: String(port),
+      STEPGATE_HTTP_HOST: '127.0.0.1',
+      STEPGATE_PUBLIC_URL: options.publicUrl ?? 'http://localhost:8080',
+      STEPGATE_DATA_DIR: database.dataDir,
+      STEPGATE_DATABASE_URL: database.url,
+      STEPGATE_DATABASE_SCHEMA: database.schema,
+      STEPGATE_MASTER_KEY: options.masterKey,
+      STEPGATE_LOG_LEVEL: 'warn',
+      ...options.env,
+    }),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    err += c.toString('utf8');
+  });
+  const exited = once(child, 'exit');
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) assert.fail(`stepgate serve exited with ${child.exitCode}: ${err}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) assert.fail(`stepgate serve did not get ready: ${err}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    port,
+    child,
+    stderr: () => err,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
