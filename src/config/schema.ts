@@ -7,9 +7,6 @@ import { OTP_ALGORITHMS } from '../otp/hotp.ts';
  */
 const positiveInt = z.number().int().positive();
 
-export const TOTP_DIGITS = [6, 8] as const;
-export const TOTP_PERIODS = [30, 60] as const;
-
 /** Authenticator-app TOTP: what a new enrolment gets, what it may choose, how codes are checked. */
 function totpConfigSchema() {
   const algorithm = z.enum(OTP_ALGORITHMS);
@@ -110,7 +107,7 @@ export const configSchema = z.strictObject({
   }),
   totp: totpConfigSchema(),
   recoveryCodes: z.strictObject({
-    count: z.number().int().min(5).max(20),
+    count: z.number().int().min(10).max(20),
   }),
 });
 
