@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import QRCode from 'qrcode';
 import { base32Encode } from '../../otp/index.ts';
 import { secretLengthFor, type TotpParams } from './totp-params.ts';
 
@@ -45,6 +44,8 @@ export interface QrImages {
  * standard four-module quiet zone, so phone cameras read it on dark themes too.
  */
 export async function qrImages(text: string): Promise<QrImages> {
+  // Loaded on first use: only enrolments need it, and start-up stays lean.
+  const { default: QRCode } = await import('qrcode');
   const common = { errorCorrectionLevel: 'M' as const, margin: 4, color: { dark: '#000000ff', light: '#ffffffff' } };
   const [png, svg] = await Promise.all([QRCode.toBuffer(text, { ...common, type: 'png', scale: 6 }), QRCode.toString(text, { ...common, type: 'svg' })]);
   return { png, svg };
