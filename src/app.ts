@@ -13,6 +13,7 @@ import { setupRouter } from './http/setup-router.ts';
 import { clientsRouter } from './http/clients-router.ts';
 import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
+import { rateLimitByAddress } from './http/rate-limit.ts';
 import { meFactorsRouter } from './http/me-factors-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
 import { meTotpRouter } from './http/me-totp-router.ts';
@@ -73,6 +74,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
       strictTransportSecurity: gw.config.mode === 'production',
     }),
   );
+  app.use(rateLimitByAddress(gw));
   app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));
   app.use(cookieParser());

@@ -57,7 +57,8 @@ export const serveCommand: Command = {
     const config = args.config();
     const running = await startServer(config);
     const { logger } = running.gateway;
-    logger.info({ port: config.http.port, database: running.gateway.store.location, mode: config.mode }, 'stepgate listening');
+    // The bound port (with http.port 0 the system picks one; scripts and tests read it here).
+    logger.info({ port: Number(new URL(running.url).port), database: running.gateway.store.location, mode: config.mode }, 'stepgate listening');
     const link = await firstRunSetupLink(running.gateway);
     if (link !== undefined) {
       // Printed to the operator's terminal, not to the log stream: it is a one-time secret.

@@ -93,6 +93,14 @@ export const configSchema = z.strictObject({
     maxAttempts: z.number().int().min(1).max(20),
     pollIntervalSeconds: z.number().int().min(1).max(60),
   }),
+  rateLimits: z.strictObject({
+    enabled: z.boolean(),
+    windowSeconds: z.number().int().min(1).max(3600),
+    perIp: z.number().int().min(1),
+    loginPerIp: z.number().int().min(1),
+    stepupUserPerIp: z.number().int().min(1),
+    perClient: z.number().int().min(1),
+  }),
   maintenance: z.strictObject({
     intervalSeconds: z.number().int().min(1).max(3600),
   }),

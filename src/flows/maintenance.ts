@@ -44,6 +44,7 @@ export async function purgeExpiredRecords(gw: Gateway): Promise<void> {
   await db.deleteFrom('client_assertion_jtis').where('expires_at', '<', nowMs).execute();
   await db.deleteFrom('one_time_tokens').where('expires_at', '<', nowMs - 86_400_000).execute();
   await db.deleteFrom('sessions').where('expires_at', '<', nowMs).execute();
+  await db.deleteFrom('rate_limits').where('expires_at', '<', nowMs).execute();
 }
 
 export async function runMaintenance(gw: Gateway): Promise<void> {

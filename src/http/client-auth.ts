@@ -11,6 +11,7 @@ import {
 } from '../flows/clients.ts';
 import type { Gateway } from '../gateway.ts';
 import { locals } from './request-context.ts';
+import { rateLimitClient } from './rate-limit.ts';
 
 /**
  * Relying-service authentication, as a passport strategy:
@@ -160,7 +161,7 @@ export function requireClient(gw: Gateway): RequestHandler {
         return;
       }
       (res.locals as { client?: ClientContext }).client = client;
-      next();
+      rateLimitClient(gw, res, client.clientId).then(() => next(), next);
     };
     authenticator.authenticate(CLIENT_STRATEGY, { session: false }, callback)(req, res, next);
   };

@@ -165,6 +165,13 @@ export interface FactorChallengesTable {
   consumed_at: number | null;
 }
 
+export interface RateLimitsTable {
+  /** `<bucket>:<subject>:<window number>`. */
+  key: string;
+  count: number;
+  expires_at: number;
+}
+
 export interface PolicySetsTable {
   version: number;
   /** JSON of the whole policy set at this version. */
@@ -206,6 +213,7 @@ export interface Database {
   client_assertion_jtis: ClientAssertionJtisTable;
   stepups: StepUpsTable;
   factor_challenges: FactorChallengesTable;
+  rate_limits: RateLimitsTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;

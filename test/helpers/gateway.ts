@@ -58,6 +58,8 @@ export function testConfig(database: TestDatabase, overrides: Record<string, unk
         secrets: { masterKey },
         log: { level: 'info' },
         http: { port: 0, host: '127.0.0.1', publicUrl: 'http://localhost:8080' },
+        // Tests make many requests from one address; rate limits have their own tests.
+        rateLimits: { enabled: false },
       },
       overrides,
     ),

@@ -38,27 +38,44 @@ export interface GatewayProcess {
  * second call). The public URL is shared so every process is the same issuer.
  */
 export async function startGatewayProcess(database: TestDatabase, options: { masterKey: string; publicUrl?: string; env?: Record<string, string> }): Promise<GatewayProcess> {
-  const port = await freePort();
+  // Port 0: the process binds a free port itself and logs it (no race with other tests).
   const child = spawn(process.execPath, [BIN, 'serve'], {
     cwd: ROOT,
     env: cleanEnv({
-      STEPGATE_HTTP_PORT: String(port),
+      STEPGATE_HTTP_PORT: '0',
       STEPGATE_HTTP_HOST: '127.0.0.1',
       STEPGATE_PUBLIC_URL: options.publicUrl ?? 'http://localhost:8080',
       STEPGATE_DATA_DIR: database.dataDir,
       STEPGATE_DATABASE_URL: database.url,
       STEPGATE_DATABASE_SCHEMA: database.schema,
       STEPGATE_MASTER_KEY: options.masterKey,
-      STEPGATE_LOG_LEVEL: 'warn',
+      STEPGATE_LOG_LEVEL: 'info',
       ...options.env,
     }),
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => {
     err += c.toString('utf8');
   });
   const exited = once(child, 'exit');
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`stepgate serve did not start: ${err}`)), 60_000);
+    const onData = (c: Buffer) => {
+      out += c.toString('utf8');
+      for (const line of out.split('\n')) {
+        if (!line.includes('"stepgate listening"')) continue;
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        child.stdout!.resume();
+        resolve(Number((JSON.parse(line) as { port: number }).port));
+        return;
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`stepgate serve exited with ${code}: ${err}`)));
+  });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {

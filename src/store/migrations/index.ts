@@ -4,6 +4,7 @@ import * as m010 from './010-signing-keys.ts';
 import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
+import * as m014 from './014-rate-limits.ts';
 import * as m020 from './020-one-recovery-code-set.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
@@ -13,5 +14,6 @@ export const migrations: Record<string, Migration> = {
   '011-clients': m011,
   '012-stepups': m012,
   '013-factor-challenges': m013,
+  '014-rate-limits': m014,
   '020-one-recovery-code-set': m020,
 };

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
+import { testDialects } from '../helpers/stores.ts';
+
+const ACTION = 'demo.confirm';
+
+for (const dialect of testDialects()) {
+  describe(`rate limits (${dialect})`, () => {
+    let tg: TestGateway;
+    let pay: Awaited<ReturnType<typeof makeClient>>;
+    before(async () => {
+      tg = await createTestGateway({
+        dialect,
+        config: { rateLimits: { enabled: true, windowSeconds: 60, perIp: 40, loginPerIp: 5, stepupUserPerIp: 8, perClient: 12 }, login: { delayBaseSeconds: 0 } },
+      });
+      await makeUser(tg.gw, 'kim');
+      pay = await makeClient(tg.gw, 'pay', [ACTION]);
+      await setPolicies(tg.gw, [{ id: 'p', action: ACTION, priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }]);
+    });
+    after(async () => {
+      await tg.close();
+    });
+
+    it('sign-ins per address: the 6th in a window is 429 with Retry-After, before any password is checked', async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i += 1) statuses.push((await tg.http().post('/v1/login').send({ username: 'kim', password: 'wrong password here' })).status);
+      assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429]);
+      const refused = await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD });
+      assert.equal(refused.status, 429);
+      assert.equal(refused.body.code, 'too_many_requests');
+      assert.ok(Number(refused.headers['retry-after']) >= 1);
+      assert.equal(refused.headers['ratelimit-limit'], '5');
+      // The refused attempts did not reach the account's failure counter.
+      const throttle = await tg.gw.store.db.selectFrom('login_throttle').select('failures').executeTakeFirstOrThrow();
+      assert.equal(throttle.failures, 5);
+      // Next window: allowed again.
+      tg.clock.advance(60);
+      assert.equal((await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD })).status, 200);
+    });
+
+    it('health, readiness and metrics are never counted', async () => {
+      for (let i = 0; i < 50; i += 1) assert.equal((await tg.http().get('/healthz')).status, 200);
+      assert.equal((await tg.http().get('/readyz')).status, 200);
+    });
+
+    it('a client\'s budget counts all its requests, after authentication', async () => {
+      tg.clock.advance(60);
+      const statuses: number[] = [];
+      for (let i = 0; i < 13; i += 1) {
+        statuses.push((await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'kim', action: ACTION, context: {} })).status);
+      }
+      assert.deepEqual(statuses.slice(0, 12), Array(12).fill(201));
+      assert.equal(statuses[12], 429);
+    });
+
+    it('the user side of step-up per address', async () => {
+      tg.clock.advance(60);
+      const created = await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'kim', action: ACTION, context: {} });
+      const { stepup_id: id, ticket } = created.body as { stepup_id: string; ticket: string };
+      const statuses: number[] = [];
+      for (let i = 0; i < 9; i += 1) statuses.push((await tg.http().get(`/v1/stepup/${id}`).set('Authorization', `Ticket ${ticket}`)).status);
+      assert.deepEqual(statuses, [...Array(8).fill(200), 429]);
+    });
+
+    it('all requests per address, and 20 parallel requests over the limit: exactly the budget passes', async () => {
+      tg.clock.advance(60);
+      const results = await Promise.all(Array.from({ length: 60 }, () => tg.http().get('/v1/me')));
+      assert.equal(results.filter((r) => r.status === 401).length, 40);
+      assert.equal(results.filter((r) => r.status === 429).length, 20);
+    });
+
+    it('fails closed: when the counters cannot be written the request is refused, not let through', async () => {
+      tg.clock.advance(60);
+      const db = tg.gw.store.db;
+      const original = db.insertInto.bind(db);
+      (db as { insertInto: unknown }).insertInto = (table: string) => {
+        if (table === 'rate_limits') throw new Error('store down');
+        return original(table as never);
+      };
+      try {
+        const res = await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD });
+        assert.equal(res.status, 503);
+        assert.equal(res.body.code, 'service_unavailable');
+      } finally {
+        (db as { insertInto: unknown }).insertInto = original;
+      }
+    });
+  });
+}
