@@ -9,6 +9,8 @@ import { adminCreateCommand } from './admin-command.ts';
 import { clientsCommands } from './clients-command.ts';
 import { policiesCommands } from './policies-command.ts';
 import { keysListCommand, keysRotateCommand } from './signing-keys-command.ts';
+import { paymentCodeCommands } from './payment-code-command.ts';
+import { demoCommand } from './demo-command.ts';
 
 /** Every CLI command. Add new ones here. */
-export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands];
+export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand];

@@ -1,3 +1,4 @@
+import { maskedPaymentCodeConfig } from '../payment-code/config.ts';
 import type { Command } from './command.ts';
 
 export const configCheckCommand: Command = {
@@ -7,7 +8,11 @@ export const configCheckCommand: Command = {
   options: {},
   async run(args) {
     const config = args.config();
-    const masked = { ...config, secrets: { masterKey: config.secrets.masterKey === '' ? '' : '***' } };
+    const masked = {
+      ...config,
+      secrets: { masterKey: config.secrets.masterKey === '' ? '' : '***' },
+      paymentCode: maskedPaymentCodeConfig(config.paymentCode),
+    };
     args.out(JSON.stringify(masked, null, 2));
     return 0;
   },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { OTP_ALGORITHMS } from '../otp/hotp.ts';
+import { paymentCodeSectionSchema } from '../payment-code/config.ts';
 
 /**
  * The configuration schema. Defaults and their reasons are documented in
@@ -117,6 +118,9 @@ export const configSchema = z.strictObject({
   recoveryCodes: z.strictObject({
     count: z.number().int().min(10).max(20),
   }),
+  // Read by the payment-code service's own loader; validated here too so `config check` and
+  // every gateway start catch a typo in it.
+  paymentCode: paymentCodeSectionSchema,
 });
 
 export type Config = z.infer<typeof configSchema>;

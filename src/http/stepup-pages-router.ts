@@ -41,6 +41,20 @@ function returnUrl(stepUp: StepUp, outcome: 'completed' | 'denied'): string | un
   return url.toString();
 }
 
+/**
+ * The page's forms end in a 303 to the client's registered redirect URI, and browsers apply
+ * CSP `form-action` to the whole redirect chain (Chromium blocks the form otherwise). Allow
+ * exactly that origin — it was checked against the client's registration when the step-up
+ * was created — on this page only.
+ */
+function allowReturnTo(res: Response, stepUp: StepUp): void {
+  if (stepUp.redirectUri === null) return;
+  const csp = res.getHeader('Content-Security-Policy');
+  if (typeof csp !== 'string') return;
+  const origin = new URL(stepUp.redirectUri).origin;
+  res.setHeader('Content-Security-Policy', csp.replace(/form-action ([^;]*)/, (_m, sources: string) => `form-action ${sources} ${origin}`));
+}
+
 export function stepUpPagesRouter(gw: Gateway): Router {
   const router = Router();
   const views = createViews(gw);
@@ -51,6 +65,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
   }
 
   function render(req: Request, res: Response, status: number, stepUp: StepUp, extra: { error?: string } = {}) {
+    allowReturnTo(res, stepUp);
     const now = gw.clock.now();
     const state = effectiveStatus(stepUp, now);
     const remaining = remainingSets(stepUp);

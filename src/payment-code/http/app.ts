@@ -1,0 +1,73 @@
+import cookieParser from 'cookie-parser';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import helmet from 'helmet';
+import { PaymentCodeError } from '../errors.ts';
+import { PAYMENT_CODE_VERSION, type PaymentCodeService } from '../service.ts';
+import { ApiRoutes, buildOpenApi } from './api.ts';
+import { apiRouter } from './api-router.ts';
+import { demoRouter } from './demo-router.ts';
+import { errorHandler, requestId, requestIdOf } from './problem.ts';
+
+function accessLog(svc: PaymentCodeService) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = (req.route as { path?: string } | undefined)?.path;
+      svc.logger.info(
+        { requestId: requestIdOf(res), method: req.method, route: route === undefined ? 'unmatched' : `${req.baseUrl}${route}`, status: res.statusCode, ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6) },
+        'request',
+      );
+    });
+    next();
+  };
+}
+
+/** The service's express app. The middleware list reads as the request pipeline. */
+export function createPaymentCodeApp(svc: PaymentCodeService): Express {
+  const app = express();
+  const api = new ApiRoutes();
+  const limit = svc.config.http.bodyLimitBytes;
+  const demo = svc.config.mode === 'development' && svc.config.demo.enabled;
+
+  app.disable('x-powered-by');
+  app.set('trust proxy', svc.config.http.trustProxyHops);
+  app.set('query parser', 'simple');
+  app.use(requestId);
+  app.use(accessLog(svc));
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:'],
+          // The demo's forms end in a redirect to the gateway's step-up page.
+          formAction: ["'self'", svc.config.gateway.url, svc.config.gateway.issuer],
+          frameAncestors: ["'none'"],
+          objectSrc: ["'none'"],
+          baseUri: ["'none'"],
+          upgradeInsecureRequests: svc.config.mode === 'production' ? [] : null,
+        },
+      },
+      strictTransportSecurity: svc.config.mode === 'production',
+    }),
+  );
+  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
+  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 20 }));
+  app.use(cookieParser());
+
+  app.use(apiRouter(svc, api));
+  // The demo wallet exists in development only; in production its paths are plain 404s.
+  if (demo) app.use(demoRouter(svc));
+
+  const openapi = buildOpenApi(api, svc.config.http.publicUrl, PAYMENT_CODE_VERSION);
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+  app.use((_req: Request, _res: Response, next: NextFunction) => {
+    next(new PaymentCodeError('not_found'));
+  });
+  app.use(errorHandler(svc.logger));
+  return app;
+}

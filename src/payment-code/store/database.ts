@@ -1,0 +1,173 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { DatabaseSync } from 'node:sqlite';
+import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialectConfig, sql, type TableMetadata, type Transaction } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import pg from 'pg';
+import { PostgresReplayStore, type ReplayStore, SqliteReplayStore, systemClock, type VerifierClock } from '../../verifier/index.ts';
+import { migrations } from './migrations/index.ts';
+import type { PaymentCodeDatabase } from './schema.ts';
+import { openNodeSqlite } from './sqlite-dialect.ts';
+
+export type PcDb = Kysely<PaymentCodeDatabase>;
+export type PcTx = Transaction<PaymentCodeDatabase>;
+export type PcExecutor = PcDb | PcTx;
+export type PcDialect = 'sqlite' | 'postgres';
+
+/** The service's database: its own file or PostgreSQL schema, never the gateway's. */
+export interface PaymentCodeStore {
+  readonly db: PcDb;
+  readonly dialect: PcDialect;
+  /** File path or URL without password, for logs. */
+  readonly location: string;
+  /** A verifier replay store in this same database (table `pc_stepup_replay`); create one per service. */
+  replayStore(clock: VerifierClock): ReplayStore;
+  migrate(): Promise<string[]>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenPaymentCodeStoreOptions {
+  /** postgres:// URL; empty means SQLite at `sqliteFile`. */
+  url: string;
+  sqliteFile: string;
+  schema?: string;
+  poolMax?: number;
+  sqliteBusyTimeoutMs?: number;
+}
+
+const INT8_OID = 20;
+const REPLAY_TABLE = 'pc_stepup_replay';
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparseable)';
+  }
+}
+
+export async function openPaymentCodeStore(options: OpenPaymentCodeStoreOptions): Promise<PaymentCodeStore> {
+  return options.url === '' ? openSqlite(options) : openPostgres(options);
+}
+
+function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
+  if (options.sqliteFile !== ':memory:') mkdirSync(dirname(options.sqliteFile), { recursive: true });
+  const { dialect, raw } = openNodeSqlite(options.sqliteFile, options.sqliteBusyTimeoutMs ?? 5000);
+  const db = new Kysely<PaymentCodeDatabase>({ dialect });
+  return makeStore({
+    db,
+    dialect: 'sqlite',
+    location: options.sqliteFile,
+    ping: async () => {
+      raw.prepare('select 1').get();
+    },
+    replayStore: (clock) => new SqliteReplayStore({ database: raw as DatabaseSync, tableName: REPLAY_TABLE, clock }),
+  });
+}
+
+async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<PaymentCodeStore> {
+  const schema = options.schema ?? 'public';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name ${schema}`);
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolMax ?? 10,
+    // Our integers (epoch ms, counters) fit in a double.
+    types: { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) },
+    options: `-c search_path=${schema}`,
+    connectionTimeoutMillis: 5000,
+  });
+  pool.on('error', () => {});
+  if (schema !== 'public') {
+    const client = await pool.connect();
+    try {
+      await client.query(`create schema if not exists ${schema}`);
+    } catch (err) {
+      // Two processes may race to create the schema; the loser sees a unique violation.
+      if ((err as { code?: string }).code !== '23505') throw err;
+    } finally {
+      client.release();
+    }
+  }
+  const db = new Kysely<PaymentCodeDatabase>({ dialect: new SchemaScopedPostgresDialect({ pool }, schema) });
+  return makeStore({
+    db,
+    dialect: 'postgres',
+    location: redactUrl(options.url),
+    schema,
+    ping: async () => {
+      await sql`select 1`.execute(db);
+    },
+    replayStore: (clock) => new PostgresReplayStore({ pool, schema, tableName: REPLAY_TABLE, clock }),
+  });
+}
+
+/**
+ * Kysely's PostgreSQL introspector scans every schema of the database; one dropped by someone
+ * else mid-scan (other deployments, parallel tests) fails our migration. Look at ours only.
+ */
+class SchemaScopedPostgresDialect extends PostgresDialect {
+  readonly #schema: string;
+
+  constructor(config: PostgresDialectConfig, schema: string) {
+    super(config);
+    this.#schema = schema;
+  }
+
+  override createIntrospector(db: Kysely<unknown>): DatabaseIntrospector {
+    const schema = this.#schema;
+    return {
+      async getSchemas() {
+        const r = await sql<{ name: string }>`select nspname as name from pg_catalog.pg_namespace where nspname = ${schema}`.execute(db);
+        return r.rows;
+      },
+      async getTables(): Promise<TableMetadata[]> {
+        const r = await sql<{ name: string; kind: string }>`
+          select c.relname as name, c.relkind as kind
+          from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          where n.nspname = ${schema} and c.relkind in ('r', 'p', 'v', 'm', 'f')`.execute(db);
+        return r.rows.map((t) => ({ name: t.name, schema, isView: t.kind === 'v' || t.kind === 'm', isForeign: t.kind === 'f', columns: [] }));
+      },
+    };
+  }
+}
+
+interface StoreParts {
+  db: PcDb;
+  dialect: PcDialect;
+  location: string;
+  schema?: string;
+  ping(): Promise<void>;
+  replayStore(clock: VerifierClock): ReplayStore;
+}
+
+function makeStore(parts: StoreParts): PaymentCodeStore {
+  const { db, schema } = parts;
+  return {
+    db,
+    dialect: parts.dialect,
+    location: parts.location,
+    ping: parts.ping,
+    replayStore: parts.replayStore,
+    async migrate() {
+      const migrator = new Migrator({
+        db,
+        provider: { getMigrations: async () => migrations },
+        migrationTableName: 'pc_migrations',
+        migrationLockTableName: 'pc_migrations_lock',
+        ...(schema === undefined ? {} : { migrationTableSchema: schema }),
+      });
+      const { error, results } = await migrator.migrateToLatest();
+      if (error !== undefined) throw error;
+      const replay = parts.replayStore(systemClock);
+      // Create the replay table now: fail at start-up rather than on the first payment.
+      if (replay instanceof PostgresReplayStore) await replay.init();
+      return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}
