@@ -9,9 +9,11 @@ import { openStore, type Store, sqliteFileFor } from './store/database.ts';
 import { SigningKeyRing } from './stepup/signing-keys.ts';
 import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
+import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
 import { createTotpFactor } from './factors/totp/index.ts';
 import { createRecoveryCodeFactor } from './factors/recovery-code/index.ts';
+import { smsOtpFactorFor } from './flows/sms-otp.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -82,8 +84,11 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     },
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
+  const smsOtp = smsOtpFactorFor(gw);
   gw.factors = factorRegistry(
     passwordServices(gw).factor,
+    webauthnServices(gw).factor,
+    ...(smsOtp === undefined ? [] : [smsOtp]),
     createTotpFactor({ sealer, windowSteps: config.totp.windowSteps }),
     createRecoveryCodeFactor(),
   );

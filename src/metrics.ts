@@ -29,7 +29,13 @@ export function createMetrics() {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [registry],
   });
-  return { registry, httpDuration, logins, stepups, tokenIssueDuration };
+  const sms = new Counter({
+    name: 'stepgate_sms_total',
+    help: 'SMS codes by provider and outcome (sent, failed, refused_limit, refused_region): watch it for cost and SMS pumping.',
+    labelNames: ['provider', 'outcome'] as const,
+    registers: [registry],
+  });
+  return { registry, httpDuration, logins, stepups, tokenIssueDuration, sms };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -27,6 +27,12 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   STEPGATE_DATABASE_SCHEMA: { path: ['database', 'schema'], type: 'string' },
   STEPGATE_MASTER_KEY: { path: ['secrets', 'masterKey'], type: 'string' },
   STEPGATE_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
+  STEPGATE_SMS_PROVIDER: { path: ['sms', 'provider'], type: 'string' },
+  STEPGATE_SMS_TWILIO_ACCOUNT_SID: { path: ['sms', 'twilio', 'accountSid'], type: 'string' },
+  STEPGATE_SMS_TWILIO_AUTH_TOKEN: { path: ['sms', 'twilio', 'authToken'], type: 'string' },
+  STEPGATE_SMS_ALIYUN_ACCESS_KEY_ID: { path: ['sms', 'aliyun', 'accessKeyId'], type: 'string' },
+  STEPGATE_SMS_ALIYUN_ACCESS_KEY_SECRET: { path: ['sms', 'aliyun', 'accessKeySecret'], type: 'string' },
+  STEPGATE_SMS_WEBHOOK_SECRET: { path: ['sms', 'webhook', 'secret'], type: 'string' },
 };
 
 type Tree = Record<string, unknown>;
@@ -102,6 +108,37 @@ function checkMode(config: Config): void {
   if (!config.http.publicUrl.startsWith('https://')) {
     throw new ConfigError('http.publicUrl', 'production mode requires an https:// public URL');
   }
+  if (config.sms.provider === 'outbox') {
+    throw new ConfigError('sms.provider', 'production mode refuses the outbox provider (codes would never leave the database): choose twilio, aliyun or webhook');
+  }
+  if (config.sms.provider === 'webhook' && !config.sms.webhook.url.startsWith('https://')) {
+    throw new ConfigError('sms.webhook.url', 'production mode requires an https:// webhook URL');
+  }
+}
+
+/** The chosen SMS provider must have what it needs to send, so a typo fails at start-up, not at the first code. */
+function checkSmsProvider(config: Config): void {
+  const { sms } = config;
+  const need = (key: string, value: string) => {
+    if (value === '') throw new ConfigError(`sms.${key}`, `required for sms.provider ${sms.provider}`);
+  };
+  if (sms.provider === 'twilio') {
+    need('twilio.accountSid', sms.twilio.accountSid);
+    need('twilio.authToken', sms.twilio.authToken);
+    if (sms.twilio.from === '' && sms.twilio.messagingServiceSid === '') {
+      throw new ConfigError('sms.twilio.from', 'set twilio.from or twilio.messagingServiceSid');
+    }
+  } else if (sms.provider === 'aliyun') {
+    need('aliyun.accessKeyId', sms.aliyun.accessKeyId);
+    need('aliyun.accessKeySecret', sms.aliyun.accessKeySecret);
+    need('aliyun.signName', sms.aliyun.signName);
+    need('aliyun.templateCodes.en', sms.aliyun.templateCodes.en);
+    need('aliyun.templateCodes.zh-CN', sms.aliyun.templateCodes['zh-CN']);
+    if (!sms.aliyun.templateParams.includes('code')) throw new ConfigError('sms.aliyun.templateParams', 'must include code');
+  } else if (sms.provider === 'webhook') {
+    need('webhook.url', sms.webhook.url);
+    if (sms.webhook.secret.length < 32) throw new ConfigError('sms.webhook.secret', 'must be at least 32 characters (openssl rand -base64 32)');
+  }
 }
 
 export interface LoadConfigOptions {
@@ -127,6 +164,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       throw new ConfigError('secrets.masterKey', 'must be the base64 of exactly 32 bytes');
     }
   }
+  checkSmsProvider(config);
   checkMode(config);
   return config;
 }

@@ -33,6 +33,12 @@ function totpConfigSchema() {
     });
 }
 
+/** One SMS send budget: at most `hour` messages per clock hour and `day` per UTC day (0 = none allowed). */
+const smsBudget = z.strictObject({
+  hour: z.number().int().min(0),
+  day: z.number().int().min(0),
+});
+
 export const configSchema = z.strictObject({
   mode: z.enum(['development', 'production']),
   http: z.strictObject({
@@ -118,9 +124,58 @@ export const configSchema = z.strictObject({
   recoveryCodes: z.strictObject({
     count: z.number().int().min(10).max(20),
   }),
+  webauthn: z.strictObject({
+    rpId: z.string().max(253),
+    rpName: z.string().min(1).max(64),
+    origins: z.array(z.string().min(1).max(2048)).max(20),
+    counterRegression: z.enum(['refuse', 'flag-only']),
+    attestation: z.enum(['none', 'direct']),
+    aaguidAllowList: z.array(z.string()).max(1000),
+    trustRootsFile: z.string(),
+    timeoutSeconds: z.number().int().min(30).max(600),
+    passkeyLogin: z.boolean(),
+  }),
   // Read by the payment-code service's own loader; validated here too so `config check` and
   // every gateway start catch a typo in it.
   paymentCode: paymentCodeSectionSchema,
+  sms: z.strictObject({
+    provider: z.enum(['', 'outbox', 'twilio', 'aliyun', 'webhook']),
+    brand: z.string().regex(/^[^\p{Cc}\p{Cf}【】[\]]{1,20}$/u, 'must be 1–20 printable characters without brackets'),
+    codeTtlSeconds: z.number().int().min(60).max(600),
+    maxAttempts: z.number().int().min(1).max(5),
+    resendCooldownSeconds: z.number().int().min(30).max(600),
+    maxSends: z.number().int().min(1).max(10),
+    sendTimeoutSeconds: z.number().int().min(1).max(60),
+    unavailableRetryAfterSeconds: z.number().int().min(1).max(3600),
+    defaultRegion: z.string().regex(/^([A-Z]{2})?$/, 'must be an ISO 3166-1 alpha-2 region (CN) or empty'),
+    allowedRegions: z.array(z.string().regex(/^[A-Z]{2}$/, 'must be an ISO 3166-1 alpha-2 region such as CN')).min(1),
+    caps: z.strictObject({
+      perNumber: smsBudget,
+      perUser: smsBudget,
+      perCountryCode: smsBudget,
+      countryCodeOverrides: z.record(z.string().regex(/^[1-9][0-9]{0,2}$/, 'must be a country calling code without +, e.g. 86'), smsBudget),
+      global: smsBudget,
+    }),
+    twilio: z.strictObject({
+      accountSid: z.string(),
+      authToken: z.string(),
+      from: z.string(),
+      messagingServiceSid: z.string(),
+      baseUrl: z.url({ protocol: /^https?$/ }),
+    }),
+    aliyun: z.strictObject({
+      accessKeyId: z.string(),
+      accessKeySecret: z.string(),
+      endpoint: z.url({ protocol: /^https?$/ }),
+      signName: z.string(),
+      templateCodes: z.strictObject({ en: z.string(), 'zh-CN': z.string() }),
+      templateParams: z.array(z.enum(['code', 'summary', 'minutes'])).min(1),
+    }),
+    webhook: z.strictObject({
+      url: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]),
+      secret: z.string(),
+    }),
+  }),
 });
 
 export type Config = z.infer<typeof configSchema>;

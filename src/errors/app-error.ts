@@ -40,7 +40,12 @@ export type ErrorCode =
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
   | 'fresh_login_required'
-  | 'enrolment_attempts_exhausted';
+  | 'enrolment_attempts_exhausted'
+  | 'phone_invalid'
+  | 'sms_region_not_allowed'
+  | 'sms_limit_exceeded'
+  | 'sms_unavailable'
+  | 'registration_refused';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -93,6 +98,11 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
   enrolment_attempts_exhausted: 429,
+  phone_invalid: 400,
+  sms_region_not_allowed: 400,
+  sms_limit_exceeded: 429,
+  sms_unavailable: 503,
+  registration_refused: 400,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -133,6 +143,11 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
   enrolment_attempts_exhausted: 'Too many wrong codes for this enrolment: start it again',
+  phone_invalid: 'Not a valid mobile phone number',
+  sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
+  sms_limit_exceeded: 'Too many SMS codes requested: try again later',
+  sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
+  registration_refused: 'The authenticator response was not accepted',
 };
 
 export class AppError extends Error {

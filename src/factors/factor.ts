@@ -48,6 +48,8 @@ export interface ChallengePurpose {
   action: string;
   context: Record<string, unknown>;
   bindingMessage: string | null;
+  /** The acr the step-up must reach: a factor offers only what can reach it (WebAuthn: device-bound credentials for aal3). */
+  acr: string;
 }
 
 export interface ChallengeContext {
@@ -95,14 +97,32 @@ export interface FactorContext {
   now: Date;
   /** Challenge factors: the live challenge of this step-up, already charged one attempt. */
   challenge?: LiveChallenge | undefined;
+  /** The step-up being verified, so a factor can check what its challenge was bound to (SMS codes). */
+  stepupId?: string | undefined;
 }
 
 /** Why a verification failed. `invalid` is the only reason ever shown to the user. */
 export type VerifyFailure = 'invalid' | 'expired' | 'replayed' | 'locked' | 'not_enrolled';
 
 export type VerifyOutcome<Change> =
-  | { ok: true; amr: readonly Amr[]; change?: Change }
-  | { ok: false; reason: VerifyFailure; change?: Change };
+  | {
+      ok: true;
+      amr: readonly Amr[];
+      /**
+       * The acr this one proof reaches on its own when that is more than its factor type
+       * implies (WebAuthn with UV on a device-bound credential: aal3). Never a guess.
+       */
+      acr?: string;
+      change?: Change;
+    }
+  | {
+      ok: false;
+      reason: VerifyFailure;
+      /** A finer reason for the audit log (`origin_mismatch`, `counter_regressed`); never shown to the user. */
+      detail?: string;
+      /** Applied even though the proof failed (a credential flagged as possibly cloned). */
+      change?: Change;
+    };
 
 /**
  * A factor module. Optional capabilities (challenges, enrolment) are added by the modules

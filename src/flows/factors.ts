@@ -28,7 +28,7 @@ export interface FactorView {
 }
 
 /** Public parameter keys a listing may show; anything else in `params` stays internal. */
-const SHOWN_PARAMS = ['algorithm', 'digits', 'period', 'phoneMasked', 'country', 'serial', 'tokenType', 'aaguid', 'backupEligible', 'backedUp', 'transports', 'remaining', 'authenticatorName'];
+const SHOWN_PARAMS = ['algorithm', 'digits', 'period', 'phoneMasked', 'country', 'serial', 'tokenType', 'aaguid', 'backupEligible', 'backedUp', 'transports', 'remaining', 'authenticatorName', 'flaggedAt'];
 
 export function toFactorView(row: FactorsTable, nowMs: number): FactorView {
   const params = JSON.parse(row.params) as Record<string, unknown>;

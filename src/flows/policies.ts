@@ -24,6 +24,7 @@ import {
 import type { Executor, Tx } from '../store/database.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
+import { webauthnAcrFacts } from './webauthn.ts';
 
 /**
  * Factor policies as stored, versioned, audited data: every change (admin API, `stepgate
@@ -344,10 +345,12 @@ export async function decideForUser(
   const enrolled = await enrolledFactorTypes(gw, user.id);
   const factorQualifies = await userFactorQualifier(gw, user.id);
   const facts = velocity ?? (await velocityFacts(gw, set.policies, user.id, action));
+  // What the user's own credentials can prove (a synced passkey cannot reach aal3).
+  const acrFacts = enrolled.includes('webauthn') ? await webauthnAcrFacts(gw, user.id) : undefined;
   const decision = evaluatePolicies(set.policies, {
     action,
     context,
-    user: { groups: user.groups, enrolledFactorTypes: enrolled, factorQualifies },
+    user: { groups: user.groups, enrolledFactorTypes: enrolled, factorQualifies, ...(acrFacts === undefined ? {} : { acrFacts }) },
     velocity: facts,
     ...(set.version === undefined ? {} : { version: set.version }),
   });

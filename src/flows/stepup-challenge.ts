@@ -152,7 +152,7 @@ export async function startStepUpChallenge(gw: Gateway, stepUp: StepUp, request:
       now,
       userId: stepUp.userId,
       locale: request.locale,
-      purpose: { kind: 'stepup', stepupId: stepUp.id, clientId: stepUp.clientId, action: stepUp.action, context: stepUp.context, bindingMessage: stepUp.bindingMessage },
+      purpose: { kind: 'stepup', stepupId: stepUp.id, clientId: stepUp.clientId, action: stepUp.action, context: stepUp.context, bindingMessage: stepUp.bindingMessage, acr: stepUp.acr },
       previous,
     });
   } catch (err) {

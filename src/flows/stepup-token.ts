@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { issueStepUpToken } from '../stepup/issue-token.ts';
-import { effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
+import { achievedAcr, effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
 import { loadStepUp, type Who } from './verify-stepup-factor.ts';
 
 /**
@@ -75,6 +75,7 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
   }
 
   const jti = randomUUID();
+  const acr = achievedAcr(stepUp);
   const iat = Math.floor(nowMs / 1000);
   const key = await gw.keys.activeKey();
   const token = await gw.store.db.transaction().execute(async (tx) => {
@@ -96,7 +97,7 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
       jti,
       txn: stepUp.id,
       auth_time: Math.floor((stepUp.authTime?.getTime() ?? nowMs) / 1000),
-      acr: stepUp.acr,
+      acr,
       amr: stepUp.amr,
       authorization_details: [{ ...stepUp.context, type: stepUp.action }],
     });
@@ -107,7 +108,7 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
       ip: who.ip ?? null,
       requestId: who.requestId ?? null,
       // The jti identifies the token for investigations; the token itself is never stored or logged.
-      data: { stepupId: stepUp.id, jti, acr: stepUp.acr, expiresIn: stepUp.tokenTtlSeconds },
+      data: { stepupId: stepUp.id, jti, acr, expiresIn: stepUp.tokenTtlSeconds },
     });
     return signed;
   });

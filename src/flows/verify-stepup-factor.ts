@@ -9,7 +9,7 @@ import { acrAtLeast } from '../policy/acr.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
 import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
-import { effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
+import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
 /**
  * Proving one factor inside a step-up transaction (native API and the step-up page).
@@ -26,8 +26,10 @@ export interface FactorStateChange {
   secretHash?: string;
   /** New counter / last accepted time step; applied only if it moves forward (replay guard). */
   counter?: number;
-  /** Replacement of the public parameters. */
+  /** Replacement of the public parameters; written only if they did not change since they were read. */
   params?: Record<string, unknown>;
+  /** A security event the change stands for (`factor.flagged`), audited in the same transaction. */
+  audit?: { type: `factor.${string}`; data: Record<string, unknown> };
 }
 
 export interface VerifyResult {
@@ -84,7 +86,7 @@ async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promis
 }
 
 /** Charges one factor failure in advance; false when the factor is locked. */
-async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promise<boolean> {
+export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promise<boolean> {
   const { maxFailures } = gw.config.factors;
   const charged = await gw.store.db
     .updateTable('factors')
@@ -117,7 +119,25 @@ async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promi
   return true;
 }
 
-async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number): Promise<boolean> {
+/**
+ * What a failed verification still writes (a credential flagged as possibly cloned), with
+ * its audit event; guarded on the parameters read, so a concurrent change is not lost.
+ */
+async function applyFailureChange(gw: Gateway, factorId: string, paramsBefore: string, change: FactorStateChange, who: Who & { userId: string }): Promise<void> {
+  if (change.params === undefined && change.audit === undefined) return;
+  const nowMs = gw.clock.now().getTime();
+  await gw.store.db.transaction().execute(async (tx) => {
+    if (change.params !== undefined) {
+      const written = await tx.updateTable('factors').set({ params: JSON.stringify(change.params), updated_at: nowMs }).where('id', '=', factorId).where('params', '=', paramsBefore).returning('id').executeTakeFirst();
+      if (written === undefined) return;
+    }
+    if (change.audit !== undefined) {
+      await gw.audit.append(tx, { type: change.audit.type, subject: who.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId, ...change.audit.data } });
+    }
+  });
+}
+
+export async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number, paramsBefore?: string): Promise<boolean> {
   let q = tx
     .updateTable('factors')
     .set({
@@ -133,6 +153,7 @@ async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange 
   // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
   // one code exactly one matches.
   if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
+  if (change?.params !== undefined && paramsBefore !== undefined) q = q.where('params', '=', paramsBefore);
   const updated = await q.returning('id').executeTakeFirst();
   return updated !== undefined;
 }
@@ -229,16 +250,20 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   }
 
   const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
-  const outcome = (await module.verify(record, request.input, { now, challenge: live })) as VerifyOutcome<FactorStateChange>;
+  const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
   if (!outcome.ok) {
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason } });
+    if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
+    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason, ...(outcome.detail === undefined ? {} : { detail: outcome.detail }) } });
     gw.metrics.stepups.inc({ event: 'factor_failed' });
     // One answer for every failure: never a hint about which secret was wrong or why.
     throw new AppError('factor_invalid');
   }
 
   const result = await completeInTransaction(gw, async (tx) => {
-    if (!(await applySuccess(tx, row.id, outcome.change, nowMs))) return undefined;
+    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) return undefined;
+    if (outcome.change?.audit !== undefined) {
+      await gw.audit.append(tx, { type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
+    }
     if (challenge !== undefined) {
       // The challenge is single-use: of two concurrent correct answers one consumes it.
       const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
@@ -252,7 +277,7 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
       .executeTakeFirstOrThrow();
     const s = toStepUp(current);
     assertPending(s, now);
-    const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs }];
+    const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs, ...(outcome.acr === undefined ? {} : { acr: outcome.acr }) }];
     const amr = [...new Set(proven.flatMap((p) => p.amr))];
     if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
     let done = satisfiedAlternative(s.anyOf, proven, s.acr);
@@ -290,7 +315,7 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
     await tx.updateTable('stepups').set(changes).where('id', '=', s.id).where('version', '=', s.version).execute();
     await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
     if (status === 'completed') {
-      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: raised.acr ?? s.acr } });
+      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
     } else if (status === 'denied') {
       await gw.audit.append(tx, { type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
     } else if (raised.requirement !== undefined) {

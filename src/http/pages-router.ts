@@ -6,6 +6,7 @@ import { isAppError } from '../errors/app-error.ts';
 import { login } from '../flows/login.ts';
 import { endSession } from '../flows/sessions.ts';
 import { getUser } from '../flows/users.ts';
+import { passkeyLoginOffered } from '../flows/webauthn.ts';
 import type { Gateway } from '../gateway.ts';
 import { checkLoginCsrf, issueLoginCsrf } from './csrf.ts';
 import { locals } from './request-context.ts';
@@ -151,6 +152,7 @@ export function pagesRouter(gw: Gateway): Router {
       next: extra.next,
       username: extra.username ?? '',
       error: extra.error === undefined ? undefined : t(extra.error, extra.errorParams),
+      passkey: passkeyLoginOffered(gw),
     });
   }
 

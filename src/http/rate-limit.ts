@@ -48,7 +48,8 @@ function enforce(res: Response, d: RateDecision): void {
 }
 
 const UNCOUNTED = new Set(['/healthz', '/readyz', '/metrics']);
-const LOGIN = /^\/(v1\/)?login$/;
+// Password sign-in and passkey sign-in (its options and its answer) share the sign-in budget.
+const LOGIN = /^\/(v1\/)?login(\/webauthn(\/options)?)?$/;
 const STEPUP_PAGE = /^\/stepup\//;
 const STEPUP_USER_API = /^\/v1\/stepup\/[^/]+\/(verify|challenge)$/;
 const STEPUP_STATUS_API = /^\/v1\/stepup\/[^/]+$/;

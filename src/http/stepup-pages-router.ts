@@ -4,9 +4,12 @@ import type { Gateway } from '../gateway.ts';
 import { isAppError } from '../errors/app-error.ts';
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
+import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { denyStepUpByUser } from '../flows/stepup-token.ts';
 import { effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
-import { createViews } from './pages-router.ts';
+import { createViews, negotiateLocale } from './pages-router.ts';
+import { smsErrorText } from './sms-pages-router.ts';
+import { smsStepUpView } from './sms-stepup-view.ts';
 import { locals } from './request-context.ts';
 
 /**
@@ -19,11 +22,11 @@ const ID = /^stp_[A-Za-z0-9_-]{10,64}$/;
 const TICKET = /^[A-Za-z0-9_-]{16,128}$/;
 export const STEPUP_CSRF_FIELD = '_stepup_csrf';
 
-function cookieName(gw: Gateway): string {
+export function stepUpTicketCookieName(gw: Gateway): string {
   return gw.config.mode === 'production' ? '__Secure-stepgate_ticket' : 'stepgate_ticket';
 }
 
-function stepUpCsrf(gw: Gateway, stepUp: StepUp): string {
+export function stepUpCsrf(gw: Gateway, stepUp: StepUp): string {
   return createHmac('sha256', gw.sealer.deriveKey('stepup-page-csrf')).update(`${stepUp.id}.${stepUp.ticketHash}`).digest('base64url');
 }
 
@@ -32,7 +35,7 @@ function field(body: unknown, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function returnUrl(stepUp: StepUp, outcome: 'completed' | 'denied'): string | undefined {
+export function returnUrl(stepUp: StepUp, outcome: 'completed' | 'denied'): string | undefined {
   if (stepUp.redirectUri === null) return undefined;
   const url = new URL(stepUp.redirectUri);
   url.searchParams.set('stepup_id', stepUp.id);
@@ -60,11 +63,11 @@ export function stepUpPagesRouter(gw: Gateway): Router {
   const views = createViews(gw);
 
   function ticketFrom(req: Request): string | undefined {
-    const value = (req.cookies as Record<string, unknown> | undefined)?.[cookieName(gw)];
+    const value = (req.cookies as Record<string, unknown> | undefined)?.[stepUpTicketCookieName(gw)];
     return typeof value === 'string' && TICKET.test(value) ? value : undefined;
   }
 
-  function render(req: Request, res: Response, status: number, stepUp: StepUp, extra: { error?: string } = {}) {
+  async function render(req: Request, res: Response, status: number, stepUp: StepUp, extra: { error?: string; errorText?: string } = {}) {
     allowReturnTo(res, stepUp);
     const now = gw.clock.now();
     const state = effectiveStatus(stepUp, now);
@@ -90,6 +93,8 @@ export function stepUpPagesRouter(gw: Gateway): Router {
       stepupCsrf: stepUpCsrf(gw, stepUp),
       sessionCsrf: locals(res).auth?.csrfToken,
       error: extra.error,
+      errorText: extra.errorText,
+      sms: needed.includes('sms_otp') && state === 'pending' ? await smsStepUpView(gw, stepUp) : undefined,
     });
   }
 
@@ -108,7 +113,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
     const id = req.params.id;
     const ticket = req.query.ticket;
     if (typeof ticket === 'string' && ID.test(id) && TICKET.test(ticket)) {
-      res.cookie(cookieName(gw), ticket, {
+      res.cookie(stepUpTicketCookieName(gw), ticket, {
         httpOnly: true,
         sameSite: 'lax',
         secure: gw.config.mode === 'production',
@@ -120,7 +125,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
       return;
     }
     const stepUp = await load(req, res);
-    if (stepUp !== undefined) render(req, res, 200, stepUp);
+    if (stepUp !== undefined) await render(req, res, 200, stepUp);
   });
 
   router.post('/stepup/:id/verify', async (req, res) => {
@@ -128,13 +133,13 @@ export function stepUpPagesRouter(gw: Gateway): Router {
     if (stepUp === undefined) return;
     const presented = field(req.body, STEPUP_CSRF_FIELD) ?? '';
     if (!constantTimeEqual(presented, stepUpCsrf(gw, stepUp))) {
-      render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
+      await render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
       return;
     }
     const factor = field(req.body, 'factor') ?? '';
     const input = factor === 'password' ? { password: field(req.body, 'password') ?? '' } : { code: field(req.body, 'code') ?? '' };
     if ((factor === 'password' && input.password === '') || (factor !== 'password' && input.code === '')) {
-      render(req, res, 400, stepUp, { error: 'stepup.error.missing' });
+      await render(req, res, 400, stepUp, { error: 'stepup.error.missing' });
       return;
     }
     try {
@@ -154,8 +159,35 @@ export function stepUpPagesRouter(gw: Gateway): Router {
         : err.code === 'attempts_exhausted' ? 'stepup.error.exhausted'
         : err.code === 'stepup_expired' ? 'stepup.error.expired'
         : err.code === 'stepup_not_pending' ? 'stepup.error.notPending'
+        : err.code === 'challenge_required' ? 'sms.error.expired'
+        : err.code === 'challenge_attempts_exhausted' ? 'sms.error.exhausted'
         : 'stepup.error.notAllowed';
-      render(req, res, err.status, fresh, { error: key });
+      await render(req, res, err.status, fresh, { error: key });
+    }
+  });
+
+  // Challenge factors on the page: send (or resend) the SMS code, then the verify form takes it.
+  router.post('/stepup/:id/challenge', async (req, res) => {
+    const stepUp = await load(req, res);
+    if (stepUp === undefined) return;
+    if (!constantTimeEqual(field(req.body, STEPUP_CSRF_FIELD) ?? '', stepUpCsrf(gw, stepUp))) {
+      await render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
+      return;
+    }
+    const factorId = field(req.body, 'factorId');
+    try {
+      await startStepUpChallenge(
+        gw,
+        stepUp,
+        { factor: 'sms_otp', ...(factorId === undefined || factorId === '' ? {} : { factorId: factorId.slice(0, 64) }), locale: negotiateLocale(req.get('accept-language')) },
+        { ip: req.ip ?? null, requestId: locals(res).requestId },
+      );
+      res.redirect(303, `/stepup/${stepUp.id}`);
+    } catch (err) {
+      if (!isAppError(err) || (err.status >= 500 && err.status !== 503)) throw err;
+      if (err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.ceil(err.retryAfterSeconds)));
+      const fresh = (await authorizeTicket(gw, stepUp.id, ticketFrom(req)).catch(() => undefined)) ?? stepUp;
+      await render(req, res, err.status, fresh, { errorText: smsErrorText(req, err) });
     }
   });
 
@@ -163,7 +195,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
     const stepUp = await load(req, res);
     if (stepUp === undefined) return;
     if (!constantTimeEqual(field(req.body, STEPUP_CSRF_FIELD) ?? '', stepUpCsrf(gw, stepUp))) {
-      render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
+      await render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
       return;
     }
     await denyStepUpByUser(gw, stepUp, { ip: req.ip ?? null, requestId: locals(res).requestId });

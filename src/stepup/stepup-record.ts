@@ -1,4 +1,4 @@
-import { acrAtLeast, acrForFactorSet } from '../policy/acr.ts';
+import { type AcrValue, acrAtLeast, acrForFactorSet, acrLevel, isAcrValue } from '../policy/acr.ts';
 import type { StepUpStatus, StepUpsTable } from '../store/schema.ts';
 
 /** A proven factor inside a step-up transaction. */
@@ -7,6 +7,8 @@ export interface ProvenFactor {
   factorId: string;
   amr: string[];
   at: number;
+  /** The acr this proof reached on its own, when its factor reported one (WebAuthn: aal3 on a device-bound credential). */
+  acr?: string;
 }
 
 /** A step-up transaction as flows see it (parsed row). */
@@ -79,6 +81,27 @@ export function effectiveStatus(s: StepUp, now: Date): StepUpStatus {
 }
 
 /**
+ * The acr a fully proven factor set reaches: what the factor types give (acrForFactorSet,
+ * conservative), raised by what one of its proofs reported on its own. Facts come from each
+ * proof itself, never from another factor's amr (a hardware OTP's `hwk` does not make a
+ * synced passkey device-bound). Proofs stored before factors reported an acr: a WebAuthn
+ * proof whose own amr holds `hwk` and `user` counts as device-bound with UV.
+ */
+export function reachedAcr(set: readonly string[], proven: readonly ProvenFactor[]): AcrValue | null {
+  let best = acrForFactorSet(set);
+  if (best === null) return null;
+  for (const p of proven) {
+    if (!set.includes(p.type)) continue;
+    let own: string | undefined = p.acr;
+    if (own === undefined && p.type === 'webauthn') {
+      own = acrForFactorSet(['webauthn'], { webauthnUserVerified: p.amr.includes('user'), webauthnDeviceBound: p.amr.includes('hwk') }) ?? undefined;
+    }
+    if (own !== undefined && isAcrValue(own) && acrLevel(own) > acrLevel(best)) best = own;
+  }
+  return best;
+}
+
+/**
  * The first alternative that is fully proven AND whose proof reaches the required acr. The
  * acr comes from what was actually proven (a synced passkey proves `user` but not `hwk`, so
  * it cannot complete an aal3 policy), never from what the policy hoped for.
@@ -87,8 +110,18 @@ export function satisfiedAlternative(anyOf: string[][], proven: ProvenFactor[], 
   const have = new Set(proven.map((p) => p.type));
   return anyOf.find((set) => {
     if (!set.every((t) => have.has(t))) return false;
-    const amr = new Set(proven.filter((p) => set.includes(p.type)).flatMap((p) => p.amr));
-    const reached = acrForFactorSet(set, { webauthnUserVerified: amr.has('user'), webauthnDeviceBound: amr.has('hwk') });
+    const reached = reachedAcr(set, proven);
     return reached !== null && acrAtLeast(reached, requiredAcr);
   });
+}
+
+/**
+ * The acr a completed step-up's token carries: what the completing proof reached, which is at
+ * least the policy's (a device-bound fingerprint on an aal2 policy yields aal3: RFC 9470 says
+ * the acr is the one satisfied).
+ */
+export function achievedAcr(s: Pick<StepUp, 'anyOf' | 'proven' | 'acr'>): string {
+  const done = satisfiedAlternative(s.anyOf, s.proven, s.acr);
+  const reached = done === undefined ? null : reachedAcr(done, s.proven);
+  return reached !== null && acrAtLeast(reached, s.acr) ? reached : s.acr;
 }

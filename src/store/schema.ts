@@ -172,6 +172,15 @@ export interface RateLimitsTable {
   expires_at: number;
 }
 
+/** WebAuthn: credential id → its factor row (unique across users; passkey sign-in looks it up). */
+export interface WebAuthnCredentialsTable {
+  /** base64url credential id. */
+  credential_id: string;
+  factor_id: string;
+  user_id: string;
+  created_at: number;
+}
+
 export interface PolicySetsTable {
   version: number;
   /** JSON of the whole policy set at this version. */
@@ -214,6 +223,7 @@ export interface Database {
   stepups: StepUpsTable;
   factor_challenges: FactorChallengesTable;
   rate_limits: RateLimitsTable;
+  webauthn_credentials: WebAuthnCredentialsTable;
   policy_sets: PolicySetsTable;
   signing_keys: SigningKeysTable;
   users: UsersTable;
@@ -225,6 +235,9 @@ export interface Database {
   meta: MetaTable;
   /** Rows used only by the store conformance suite. */
   store_probe: StoreProbeTable;
+  sms_outbox: SmsOutboxTable;
+  sms_send_counters: SmsSendCountersTable;
+  sms_enrolment_codes: SmsEnrolmentCodesTable;
 }
 
 export interface StoreProbeTable {
@@ -232,4 +245,40 @@ export interface StoreProbeTable {
   value: number;
   used_at: number | null;
   note: Generated<string>;
+}
+
+/** Development SMS outbox (provider `outbox`, refused in production): the texts, codes included. */
+export interface SmsOutboxTable {
+  id: string;
+  /** E.164 destination. */
+  to_number: string;
+  locale: string;
+  /** stepup | enrolment */
+  purpose: string;
+  text: string;
+  created_at: number;
+}
+
+/** One SMS send budget in one fixed window (src/sms/send-caps.ts). */
+export interface SmsSendCountersTable {
+  /** `<scope>:<window>:<window start ms>:<subject>`; the subject of a number budget is a keyed hash, never the number. */
+  key: string;
+  count: number;
+  /** End of the window: the row can be pruned afterwards. */
+  expires_at: number;
+}
+
+/** The ownership code of a phone being enrolled (one per pending sms_otp factor). */
+export interface SmsEnrolmentCodesTable {
+  factor_id: string;
+  user_id: string;
+  /** HMAC of the code; null while sending or after a failed send (nothing usable). */
+  code_mac: string | null;
+  attempts: number;
+  max_attempts: number;
+  sends: number;
+  /** 0 after a failed send: the user may retry at once. */
+  last_sent_at: number;
+  expires_at: number;
+  consumed_at: number | null;
 }

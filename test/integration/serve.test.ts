@@ -71,7 +71,7 @@ function get(port: number, path: string, agent?: { keepAlive: boolean }): Promis
   });
 }
 
-async function waitForHealth(served: Served, port: number, timeoutMs = 20_000): Promise<void> {
+async function waitForHealth(served: Served, port: number, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (served.child.exitCode !== null) assert.fail(`serve exited with ${served.child.exitCode}: ${served.stderr()}`);

@@ -6,6 +6,9 @@ import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
 import * as m014 from './014-rate-limits.ts';
 import * as m020 from './020-one-recovery-code-set.ts';
+import * as m025 from './025-sms.ts';
+import * as m026 from './026-sms-enrolment.ts';
+import * as m040 from './040-webauthn-credentials.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +19,7 @@ export const migrations: Record<string, Migration> = {
   '013-factor-challenges': m013,
   '014-rate-limits': m014,
   '020-one-recovery-code-set': m020,
+  '025-sms': m025,
+  '026-sms-enrolment': m026,
+  '040-webauthn-credentials': m040,
 };
