@@ -149,7 +149,9 @@ export async function applySuccess(tx: Tx, factorId: string, change: FactorState
       ...(change?.counter === undefined ? {} : { counter: change.counter }),
       ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
     })
-    .where('id', '=', factorId);
+    .where('id', '=', factorId)
+    // A factor disabled or removed while it was being verified does not succeed.
+    .where('status', '=', 'active');
   // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
   // one code exactly one matches.
   if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
