@@ -11,6 +11,8 @@ import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
 import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { createTotpFactor } from './factors/totp/index.ts';
+import { createRecoveryCodeFactor } from './factors/recovery-code/index.ts';
 import { smsOtpFactorFor } from './flows/sms-otp.ts';
 import { createHardwareOtpFactor } from './factors/hardware-otp/index.ts';
 
@@ -88,6 +90,8 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     passwordServices(gw).factor,
     webauthnServices(gw).factor,
     ...(smsOtp === undefined ? [] : [smsOtp]),
+    createTotpFactor({ sealer, windowSteps: config.totp.windowSteps }),
+    createRecoveryCodeFactor(),
     createHardwareOtpFactor({
       sealer,
       window: { lookAhead: config.hardwareTokens.lookAhead, steps: config.hardwareTokens.timeWindowSteps },

@@ -40,6 +40,7 @@ export type ErrorCode =
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
   | 'fresh_login_required'
+  | 'enrolment_attempts_exhausted'
   | 'phone_invalid'
   | 'sms_region_not_allowed'
   | 'sms_limit_exceeded'
@@ -107,6 +108,7 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_cooldown: 429,
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
+  enrolment_attempts_exhausted: 429,
   phone_invalid: 400,
   sms_region_not_allowed: 400,
   sms_limit_exceeded: 429,
@@ -161,6 +163,7 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_cooldown: 'Wait before requesting another challenge',
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
+  enrolment_attempts_exhausted: 'Too many wrong codes for this enrolment: start it again',
   phone_invalid: 'Not a valid mobile phone number',
   sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
   sms_limit_exceeded: 'Too many SMS codes requested: try again later',

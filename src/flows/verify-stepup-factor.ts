@@ -7,6 +7,7 @@ import type { Tx } from '../store/database.ts';
 import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
 import { acrAtLeast } from '../policy/acr.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
+import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
@@ -150,7 +151,9 @@ export async function applySuccess(tx: Tx, factorId: string, change: FactorState
       ...(change?.counter === undefined ? {} : { counter: change.counter }),
       ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
     })
-    .where('id', '=', factorId);
+    .where('id', '=', factorId)
+    // A factor disabled or removed while it was being verified does not succeed.
+    .where('status', '=', 'active');
   // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
   // one code exactly one matches.
   if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
@@ -202,7 +205,8 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   if (!allowed || module === undefined) {
     throw new AppError('factor_not_allowed', { invalidParams: [{ pointer: '/factor', reason: 'not a factor this step-up accepts (or already proven)' }] });
   }
-  const rows = await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId);
+  // Only the factors that meet the step-up's policy (its `totp` constraints) can be used.
+  const rows = await rowsMeetingStepUpPolicy(gw, stepUp, request.factor, await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId));
   const isChallenge = module.startChallenge !== undefined && module.descriptor.challenge !== undefined;
   const challengeRow = isChallenge ? await liveChallengeRow(gw.store.db, stepUp.id, request.factor) : undefined;
   const peeked = challengeRow === undefined || challengeRow.consumed_at !== null || challengeRow.expires_at <= nowMs ? undefined : toLiveChallenge(challengeRow);

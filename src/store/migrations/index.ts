@@ -5,6 +5,7 @@ import * as m011 from './011-clients.ts';
 import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
 import * as m014 from './014-rate-limits.ts';
+import * as m020 from './020-one-recovery-code-set.ts';
 import * as m025 from './025-sms.ts';
 import * as m026 from './026-sms-enrolment.ts';
 import * as m030 from './030-hardware-tokens.ts';
@@ -18,6 +19,7 @@ export const migrations: Record<string, Migration> = {
   '012-stepups': m012,
   '013-factor-challenges': m013,
   '014-rate-limits': m014,
+  '020-one-recovery-code-set': m020,
   '025-sms': m025,
   '026-sms-enrolment': m026,
   '030-hardware-tokens': m030,
