@@ -1,5 +1,7 @@
 // Runs every test file with node:test. Files run in parallel (each has its own database);
 // pass file paths or globs to run a subset: npm test -- test/unit/seal.test.ts
+// --test-force-exit: a test file whose tests are done exits even if a stray handle (a child
+// process that outlived a failed test) is still open, so one failure cannot hang CI.
 import { spawnSync } from 'node:child_process';
 
 const args = process.argv.slice(2);
@@ -7,7 +9,7 @@ const files = args.length > 0 ? args : ['test/**/*.test.ts'];
 const concurrency = process.env.STEPGATE_TEST_CONCURRENCY ?? '4';
 const result = spawnSync(
   process.execPath,
-  ['--disable-warning=ExperimentalWarning', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=120000', ...files],
+  ['--disable-warning=ExperimentalWarning', '--test', '--test-force-exit', `--test-concurrency=${concurrency}`, '--test-timeout=120000', ...files],
   { stdio: 'inherit' },
 );
 process.exit(result.status ?? 1);

@@ -19,9 +19,16 @@ import { meFactorsRouter } from './http/me-factors-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
 import { meSmsOtpRouter } from './http/me-sms-otp-router.ts';
 import { smsPagesRouter } from './http/sms-pages-router.ts';
+import { meTotpRouter } from './http/me-totp-router.ts';
+import { meRecoveryCodeRouter } from './http/me-recovery-code-router.ts';
+import { totpPagesRouter } from './http/totp-pages-router.ts';
+import { recoveryCodesPagesRouter } from './http/recovery-codes-pages-router.ts';
 import { wellKnownRouter } from './http/well-known-router.ts';
 import { stepUpRouter } from './http/stepup-router.ts';
 import { stepUpPagesRouter } from './http/stepup-pages-router.ts';
+import { hardwareTokensRouter } from './http/hardware-tokens-router.ts';
+import { meHardwareOtpRouter } from './http/me-hardware-otp-router.ts';
+import { hardwareOtpPagesRouter } from './http/hardware-otp-pages-router.ts';
 import { meWebAuthnRouter } from './http/me-webauthn-router.ts';
 import { webauthnLoginRouter } from './http/webauthn-login-router.ts';
 import { stepUpWebAuthnRouter } from './http/stepup-webauthn-router.ts';
@@ -95,14 +102,21 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));
+  app.use(hardwareTokensRouter(gw, api));
+  app.use(meHardwareOtpRouter(gw, api));
   app.use(meSmsOtpRouter(gw, api));
+  app.use(meTotpRouter(gw, api));
+  app.use(meRecoveryCodeRouter(gw, api));
   app.use(meWebAuthnRouter(gw, api));
   app.use(webauthnLoginRouter(gw, api));
   app.use(stepUpWebAuthnRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
   app.use(securityPagesRouter(gw));
+  app.use(hardwareOtpPagesRouter(gw));
   app.use(smsPagesRouter(gw));
+  app.use(totpPagesRouter(gw));
+  app.use(recoveryCodesPagesRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

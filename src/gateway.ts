@@ -14,7 +14,10 @@ import { factorRegistry, type FactorRegistry } from './factors/factor.ts';
 import { passwordServices } from './flows/users.ts';
 import { webauthnServices } from './flows/webauthn.ts';
 import { seedPolicySet } from './flows/policies.ts';
+import { createTotpFactor } from './factors/totp/index.ts';
+import { createRecoveryCodeFactor } from './factors/recovery-code/index.ts';
 import { smsOtpFactorFor } from './flows/sms-otp.ts';
+import { createHardwareOtpFactor } from './factors/hardware-otp/index.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -111,7 +114,19 @@ export async function createGateway(config: Config, options: CreateGatewayOption
   } satisfies Gateway;
   // Factor modules are built from the gateway's configuration (argon2 parameters…).
   const smsOtp = smsOtpFactorFor(gw);
-  gw.factors = factorRegistry(passwordServices(gw).factor, webauthnServices(gw).factor, ...(smsOtp === undefined ? [] : [smsOtp]));
+  gw.factors = factorRegistry(
+    passwordServices(gw).factor,
+    webauthnServices(gw).factor,
+    ...(smsOtp === undefined ? [] : [smsOtp]),
+    createTotpFactor({ sealer, windowSteps: config.totp.windowSteps }),
+    createRecoveryCodeFactor(),
+    createHardwareOtpFactor({
+      sealer,
+      window: { lookAhead: config.hardwareTokens.lookAhead, steps: config.hardwareTokens.timeWindowSteps },
+      maxFailures: config.hardwareTokens.maxFailures,
+      lockSeconds: config.hardwareTokens.lockSeconds,
+    }),
+  );
   await passwordServices(gw).hasher.prepareDummy();
   // Like the signing key above: a fresh database gets its first policy set (config policies.seedFile).
   // An invalid seed file stops the start here (ConfigError), not with a 500 later.

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { OTP_ALGORITHMS } from '../otp/hotp.ts';
 import { paymentCodeSectionSchema } from '../payment-code/config.ts';
 
 /**
@@ -6,6 +7,31 @@ import { paymentCodeSectionSchema } from '../payment-code/config.ts';
  * config/default.yaml, which is loaded first; the schema enforces types and bounds.
  */
 const positiveInt = z.number().int().positive();
+
+/** Authenticator-app TOTP: what a new enrolment gets, what it may choose, how codes are checked. */
+function totpConfigSchema() {
+  const algorithm = z.enum(OTP_ALGORITHMS);
+  const digits = z.union([z.literal(6), z.literal(8)]);
+  const period = z.union([z.literal(30), z.literal(60)]);
+  return z
+    .strictObject({
+      issuer: z.string().min(1).max(64).refine((s) => !s.includes(':'), 'must not contain ":" (it separates issuer and account in the otpauth label)'),
+      algorithm,
+      digits,
+      periodSeconds: period,
+      allowedAlgorithms: z.array(algorithm).min(1),
+      allowedDigits: z.array(digits).min(1),
+      allowedPeriods: z.array(period).min(1),
+      windowSteps: z.number().int().min(0).max(2),
+      secretBytes: z.number().int().min(20).max(64),
+      confirmMaxAttempts: z.number().int().min(1).max(20),
+    })
+    .superRefine((c, ctx) => {
+      if (!c.allowedAlgorithms.includes(c.algorithm)) ctx.addIssue({ code: 'custom', path: ['algorithm'], message: 'must be one of allowedAlgorithms' });
+      if (!c.allowedDigits.includes(c.digits)) ctx.addIssue({ code: 'custom', path: ['digits'], message: 'must be one of allowedDigits' });
+      if (!c.allowedPeriods.includes(c.periodSeconds)) ctx.addIssue({ code: 'custom', path: ['periodSeconds'], message: 'must be one of allowedPeriods' });
+    });
+}
 
 /** One SMS send budget: at most `hour` messages per clock hour and `day` per UTC day (0 = none allowed). */
 const smsBudget = z.strictObject({
@@ -95,6 +121,10 @@ export const configSchema = z.strictObject({
   policies: z.strictObject({
     seedFile: z.string(),
   }),
+  totp: totpConfigSchema(),
+  recoveryCodes: z.strictObject({
+    count: z.number().int().min(10).max(20),
+  }),
   webauthn: z.strictObject({
     rpId: z.string().max(253),
     rpName: z.string().min(1).max(64),
@@ -145,6 +175,20 @@ export const configSchema = z.strictObject({
     webhook: z.strictObject({
       url: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]),
       secret: z.string(),
+    }),
+  }),
+  hardwareTokens: z.strictObject({
+    lookAhead: z.number().int().min(0).max(100),
+    timeWindowSteps: z.number().int().min(0).max(5),
+    syncLookAhead: z.number().int().min(1).max(1000),
+    syncWindowSteps: z.number().int().min(1).max(120),
+    maxFailures: z.number().int().min(1).max(100),
+    lockSeconds: z.number().int().min(0),
+    bindMaxFailures: z.number().int().min(1).max(100),
+    import: z.strictObject({
+      maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
+      maxTokens: z.number().int().min(1).max(10_000_000),
+      maxPbkdf2Iterations: z.number().int().min(1000).max(100_000_000),
     }),
   }),
 });

@@ -41,11 +41,23 @@ export type ErrorCode =
   | 'challenge_cooldown'
   | 'challenge_attempts_exhausted'
   | 'fresh_login_required'
+  | 'enrolment_attempts_exhausted'
   | 'phone_invalid'
   | 'sms_region_not_allowed'
   | 'sms_limit_exceeded'
   | 'sms_unavailable'
-  | 'registration_refused';
+  | 'registration_refused'
+  // hardware OTP tokens (issue 6)
+  | 'token_file_too_large'
+  | 'token_file_invalid'
+  | 'token_file_key_required'
+  | 'token_file_decryption_failed'
+  | 'token_import_rejected'
+  | 'token_not_found'
+  | 'token_state_conflict'
+  | 'token_code_invalid'
+  | 'token_bind_failed'
+  | 'token_resync_failed';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -98,11 +110,22 @@ const STATUS: Record<ErrorCode, number> = {
   challenge_cooldown: 429,
   challenge_attempts_exhausted: 429,
   fresh_login_required: 401,
+  enrolment_attempts_exhausted: 429,
   phone_invalid: 400,
   sms_region_not_allowed: 400,
   sms_limit_exceeded: 429,
   sms_unavailable: 503,
   registration_refused: 400,
+  token_file_too_large: 413,
+  token_file_invalid: 400,
+  token_file_key_required: 400,
+  token_file_decryption_failed: 400,
+  token_import_rejected: 400,
+  token_not_found: 404,
+  token_state_conflict: 409,
+  token_code_invalid: 400,
+  token_bind_failed: 400,
+  token_resync_failed: 400,
 };
 
 const TITLE: Record<ErrorCode, string> = {
@@ -143,11 +166,23 @@ const TITLE: Record<ErrorCode, string> = {
   challenge_cooldown: 'Wait before requesting another challenge',
   challenge_attempts_exhausted: 'Too many attempts for this challenge',
   fresh_login_required: 'Sign in again to do this',
+  enrolment_attempts_exhausted: 'Too many wrong codes for this enrolment: start it again',
   phone_invalid: 'Not a valid mobile phone number',
   sms_region_not_allowed: 'SMS codes cannot be sent to numbers in this region',
   sms_limit_exceeded: 'Too many SMS codes requested: try again later',
   sms_unavailable: 'SMS delivery is unavailable: try again later or use another method',
   registration_refused: 'The authenticator response was not accepted',
+  token_file_too_large: 'Token file too large',
+  token_file_invalid: 'Token file not acceptable',
+  token_file_key_required: 'The token file is encrypted: a transport key or password is needed',
+  // One title for a wrong key, a wrong password and a tampered file: it must not say which.
+  token_file_decryption_failed: 'The token file could not be decrypted: wrong key or password, or the file was altered',
+  token_import_rejected: 'Some tokens in the file are not acceptable; nothing was imported',
+  token_not_found: 'No such hardware token',
+  token_state_conflict: 'The hardware token is not in a state that allows this',
+  token_code_invalid: 'The code from the token was not accepted',
+  token_bind_failed: 'Serial number or code not accepted',
+  token_resync_failed: 'The two codes were not accepted for resynchronisation',
 };
 
 export class AppError extends Error {

@@ -25,6 +25,12 @@ export interface FactorDescriptor {
   possession: boolean;
   /** Whether a user may hold several active factors of this type. */
   multiple: boolean;
+  /**
+   * The factor's own failure limit, instead of config `factors.maxFailures`/`lockSeconds`.
+   * `lockSeconds: null` keeps it locked until something resets `failures` (a hardware
+   * token's resync), rather than letting the lock run out.
+   */
+  lockout?: { maxFailures: number; lockSeconds: number | null };
   /** Challenge factors: the limits the flow enforces on every challenge. */
   challenge?: ChallengeLimits;
 }

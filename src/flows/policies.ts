@@ -23,6 +23,7 @@ import {
 } from '../stepup/policy-store.ts';
 import type { Executor, Tx } from '../store/database.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
+import { userFactorQualifier } from './factor-constraints.ts';
 import { webauthnAcrFacts } from './webauthn.ts';
 
 /**
@@ -342,13 +343,14 @@ export async function decideForUser(
   velocity?: VelocityWindowFacts[],
 ): Promise<{ decision: PolicyDecision; enrolledFactorTypes: string[]; velocity: VelocityWindowFacts[] }> {
   const enrolled = await enrolledFactorTypes(gw, user.id);
+  const factorQualifies = await userFactorQualifier(gw, user.id);
   const facts = velocity ?? (await velocityFacts(gw, set.policies, user.id, action));
   // What the user's own credentials can prove (a synced passkey cannot reach aal3).
   const acrFacts = enrolled.includes('webauthn') ? await webauthnAcrFacts(gw, user.id) : undefined;
   const decision = evaluatePolicies(set.policies, {
     action,
     context,
-    user: { groups: user.groups, enrolledFactorTypes: enrolled, ...(acrFacts === undefined ? {} : { acrFacts }) },
+    user: { groups: user.groups, enrolledFactorTypes: enrolled, factorQualifies, ...(acrFacts === undefined ? {} : { acrFacts }) },
     velocity: facts,
     ...(set.version === undefined ? {} : { version: set.version }),
   });

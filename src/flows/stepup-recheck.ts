@@ -4,6 +4,7 @@ import type { Tx } from '../store/database.ts';
 import { currentPolicySet, velocityFacts } from '../stepup/policy-store.ts';
 import { type ProvenFactor, type StepUp, satisfiedAlternative } from '../stepup/stepup-record.ts';
 import { enrolledFactorTypes } from './policies.ts';
+import { userFactorQualifier } from './factor-constraints.ts';
 
 /**
  * The policy decision is taken again when a step-up is about to complete, if the action's
@@ -32,10 +33,11 @@ export async function recheckAtCompletion(gw: Gateway, tx: Tx, s: StepUp, proven
   if (user === undefined) return { kind: 'deny' };
   const facts = await velocityFacts(gw, set.policies, s.userId, s.action, { executor: tx, excludeStepUpId: s.id });
   const enrolled = await enrolledFactorTypes(gw, s.userId, tx);
+  const factorQualifies = await userFactorQualifier(gw, s.userId, tx);
   const decision = evaluatePolicies(set.policies, {
     action: s.action,
     context: s.context,
-    user: { groups: JSON.parse(user.groups) as string[], enrolledFactorTypes: enrolled },
+    user: { groups: JSON.parse(user.groups) as string[], enrolledFactorTypes: enrolled, factorQualifies },
     velocity: facts,
     version: set.version,
   });

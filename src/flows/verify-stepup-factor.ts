@@ -7,6 +7,7 @@ import type { Tx } from '../store/database.ts';
 import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
 import { acrAtLeast } from '../policy/acr.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
+import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 
@@ -85,8 +86,8 @@ async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promis
 }
 
 /** Charges one factor failure in advance; false when the factor is locked. */
-export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number): Promise<boolean> {
-  const { maxFailures } = gw.config.factors;
+export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number, lockout: { maxFailures: number; lockSeconds: number | null } = gw.config.factors): Promise<boolean> {
+  const { maxFailures, lockSeconds } = lockout;
   const charged = await gw.store.db
     .updateTable('factors')
     .set((eb) => ({ failures: eb('failures', '+', 1) }))
@@ -96,6 +97,8 @@ export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number)
     .returning('failures')
     .executeTakeFirst();
   if (charged === undefined) {
+    // A lock without expiry stays until reset (failures = 0), e.g. by a hardware-token resync.
+    if (lockSeconds === null) return false;
     // A lock that has run out restarts the count.
     const restarted = await gw.store.db
       .updateTable('factors')
@@ -107,11 +110,11 @@ export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number)
       .executeTakeFirst();
     return restarted !== undefined;
   }
-  if (charged.failures >= maxFailures) {
+  if (charged.failures >= maxFailures && lockSeconds !== null) {
     // The charge that reaches the limit locks the factor (a success below still unlocks it).
     await gw.store.db
       .updateTable('factors')
-      .set({ locked_until: nowMs + gw.config.factors.lockSeconds * 1000 })
+      .set({ locked_until: nowMs + lockSeconds * 1000 })
       .where('id', '=', factorId)
       .execute();
   }
@@ -148,7 +151,9 @@ export async function applySuccess(tx: Tx, factorId: string, change: FactorState
       ...(change?.counter === undefined ? {} : { counter: change.counter }),
       ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
     })
-    .where('id', '=', factorId);
+    .where('id', '=', factorId)
+    // A factor disabled or removed while it was being verified does not succeed.
+    .where('status', '=', 'active');
   // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
   // one code exactly one matches.
   if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
@@ -200,7 +205,8 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
   if (!allowed || module === undefined) {
     throw new AppError('factor_not_allowed', { invalidParams: [{ pointer: '/factor', reason: 'not a factor this step-up accepts (or already proven)' }] });
   }
-  const rows = await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId);
+  // Only the factors that meet the step-up's policy (its `totp` constraints) can be used.
+  const rows = await rowsMeetingStepUpPolicy(gw, stepUp, request.factor, await activeFactorRows(gw.store.db, stepUp.userId, request.factor, request.factorId));
   const isChallenge = module.startChallenge !== undefined && module.descriptor.challenge !== undefined;
   const challengeRow = isChallenge ? await liveChallengeRow(gw.store.db, stepUp.id, request.factor) : undefined;
   const peeked = challengeRow === undefined || challengeRow.consumed_at !== null || challengeRow.expires_at <= nowMs ? undefined : toLiveChallenge(challengeRow);
@@ -241,7 +247,7 @@ export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: V
       throw new AppError('challenge_required');
     }
   }
-  if (!(await chargeFactor(gw, row.id, nowMs))) {
+  if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout))) {
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'locked' } });
     gw.metrics.stepups.inc({ event: 'factor_failed' });
     throw new AppError('factor_locked');

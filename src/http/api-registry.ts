@@ -23,6 +23,11 @@ export interface RouteSpec<B extends z.ZodType | undefined = z.ZodType | undefin
   tag: string;
   security?: SecurityScheme[];
   body?: B;
+  /**
+   * A non-JSON body (a file upload), documented only: the route's own middleware parses it
+   * (after authorisation, with its own size limit) and the handler reads `req.body`.
+   */
+  rawBody?: { contentTypes: string[]; description: string };
   query?: Q;
   responses: Record<number, ResponseSpec>;
 }
@@ -121,6 +126,9 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
     if (params.length > 0) op.parameters = params;
     if (r.body !== undefined) {
       op.requestBody = { required: true, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } };
+    } else if (r.rawBody !== undefined) {
+      const raw = r.rawBody;
+      op.requestBody = { required: true, description: raw.description, content: Object.fromEntries(raw.contentTypes.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) };
     }
     const responses: Record<string, unknown> = {};
     for (const [status, resp] of Object.entries(r.responses)) {

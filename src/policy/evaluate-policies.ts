@@ -16,6 +16,11 @@ export interface PolicyEvaluationInput {
      * a completion below the policy's `acr`.
      */
     acrFacts?: AcrFacts;
+    /**
+     * Whether the user's enrolled factor of `factorType` meets `policy`'s constraints on it
+     * (the policy field `totp`). Without it every enrolled factor qualifies.
+     */
+    factorQualifies?: (policy: Policy, factorType: string) => boolean;
   };
   /** One entry per window `velocityWindowsFor` lists; a missing window makes its condition not hold. */
   velocity?: readonly VelocityWindowFacts[];
@@ -100,7 +105,7 @@ export function evaluatePolicies(policies: readonly Policy[], input: PolicyEvalu
   const facts = input.user.acrFacts ?? BEST_CASE_ACR_FACTS;
   const anyOf = decider.require.anyOf.map((alt) => [...alt]);
   const satisfiable = anyOf.filter((alt) => {
-    if (!alt.every((t) => enrolled.has(t))) return false;
+    if (!alt.every((t) => enrolled.has(t) && (input.user.factorQualifies?.(decider, t) ?? true))) return false;
     const reached = acrForFactorSet(alt, facts);
     return reached !== null && acrAtLeast(reached, decider.acr);
   });

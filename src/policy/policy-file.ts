@@ -114,6 +114,7 @@ export function canonicalPolicy(p: Policy): Policy {
     ['acr', p.acr],
     ['tokenTtlSeconds', p.tokenTtlSeconds],
     ['maxAgeSeconds', p.maxAgeSeconds],
+    ['totp', p.totp === undefined ? undefined : defined([['algorithms', p.totp.algorithms], ['digits', p.totp.digits], ['periodSeconds', p.totp.periodSeconds]])],
   ]);
 }
 

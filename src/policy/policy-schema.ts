@@ -104,6 +104,18 @@ export const policyRequirementSchema = z.strictObject({
     .max(16),
 });
 
+/**
+ * Which authenticator-app (TOTP) enrolments the policy accepts, e.g. `{algorithms: [SHA256,
+ * SHA512], digits: [8]}` for a stricter action. A missing list accepts any value the
+ * gateway's `totp` config allows. A user whose app does not qualify has no usable `totp` for
+ * this policy: the alternative is not offered, as if it were not enrolled.
+ */
+export const totpConstraintSchema = z.strictObject({
+  algorithms: z.array(z.enum(['SHA1', 'SHA256', 'SHA512'])).min(1).max(3).optional(),
+  digits: z.array(z.union([z.literal(6), z.literal(8)], { error: 'must be 6 or 8' })).min(1).max(2).optional(),
+  periodSeconds: z.array(z.union([z.literal(30), z.literal(60)], { error: 'must be 30 or 60' })).min(1).max(2).optional(),
+});
+
 export const policySchema = z.strictObject({
   id: z.string({ error: 'must be a policy id' }).regex(POLICY_ID_PATTERN, 'must be 1–64 of a-z, 0-9 and "-"'),
   action: z
@@ -122,6 +134,7 @@ export const policySchema = z.strictObject({
     .max(MAX_TOKEN_TTL_SECONDS, `must be at most ${MAX_TOKEN_TTL_SECONDS} seconds`)
     .default(DEFAULT_TOKEN_TTL_SECONDS),
   maxAgeSeconds: z.number().int().min(0, 'must not be negative').max(MAX_MAX_AGE_SECONDS).default(0),
+  totp: totpConstraintSchema.optional(),
 });
 
 /** The file / admin API document: `{ policies: [...] }`. */
@@ -135,6 +148,7 @@ export type GroupsCondition = z.output<typeof groupsConditionSchema>;
 export type VelocityCondition = z.output<typeof velocityConditionSchema>;
 export type PolicyConditions = z.output<typeof policyConditionsSchema>;
 export type PolicyRequirement = z.output<typeof policyRequirementSchema>;
+export type TotpConstraint = z.output<typeof totpConstraintSchema>;
 /** A policy after parsing: defaults applied. */
 export type Policy = z.output<typeof policySchema>;
 /** A policy as written (defaults may be omitted). */

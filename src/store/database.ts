@@ -162,6 +162,10 @@ function makeStore(db: Db, dialect: DialectName, location: string, ping: () => P
         provider: { getMigrations: async () => migrations },
         migrationTableName: 'stepgate_migrations',
         migrationLockTableName: 'stepgate_migrations_lock',
+        // Migration numbers are ranges per feature (see migrations/index.ts), so a feature that
+        // lands later may carry a lower number than one already applied: it is applied then.
+        // Migrations never depend on one with a higher number.
+        allowUnorderedMigrations: true,
         // Kysely looks for its tables across all schemas unless told which one; with several
         // schemas in one database (tests, several deployments) it must be ours.
         ...(schema === undefined ? {} : { migrationTableSchema: schema }),

@@ -246,6 +246,9 @@ export interface Database {
   sms_outbox: SmsOutboxTable;
   sms_send_counters: SmsSendCountersTable;
   sms_enrolment_codes: SmsEnrolmentCodesTable;
+  hardware_tokens: HardwareTokensTable;
+  hardware_token_imports: HardwareTokenImportsTable;
+  hardware_token_bind_throttle: HardwareTokenBindThrottleTable;
 }
 
 export interface StoreProbeTable {
@@ -289,4 +292,80 @@ export interface SmsEnrolmentCodesTable {
   last_sent_at: number;
   expires_at: number;
   consumed_at: number | null;
+}
+
+// ---- hardware OTP tokens (issue 6) --------------------------------------------------------
+
+/**
+ * unassigned (in stock) → assigned (bound to a user; its `factors` row is what step-up
+ * verifies) → lost | revoked (final). "locked" is not stored: it is the assigned token's
+ * factor having reached its failure limit.
+ */
+export type HardwareTokenState = 'unassigned' | 'assigned' | 'lost' | 'revoked';
+
+export interface HardwareTokensTable {
+  /** `hwt_…` */
+  id: string;
+  /** Normalised serial (upper case, no spaces): unique, how people find and bind a token. */
+  serial: string;
+  manufacturer: string;
+  model: string;
+  /** hotp (event) | totp (time). */
+  kind: 'hotp' | 'totp';
+  /** SHA1 | SHA256 | SHA512 (RFC 4226/6238) | SM3 (GM/T 0021). */
+  algorithm: string;
+  digits: number;
+  /** Time step of time tokens; 0 for event tokens. */
+  period_seconds: number;
+  /**
+   * The seed, sealed with the master key (aad `hardware_tokens.seed_sealed:<id>`). Null once
+   * the token is lost or revoked: a final state needs no seed, and a wiped seed cannot leak.
+   */
+  seed_sealed: string | null;
+  /**
+   * While not assigned: HOTP next counter / TOTP last accepted time step. While assigned
+   * the factor row's counter is authoritative; it is copied back when the token leaves the user.
+   */
+  counter: number;
+  /** Known clock offset of a time token, in steps (same copy-back rule as counter). */
+  drift_steps: number;
+  state: HardwareTokenState;
+  user_id: string | null;
+  /** The user's `factors` row while assigned. */
+  factor_id: string | null;
+  valid_from: number | null;
+  valid_until: number | null;
+  import_id: string;
+  /** Failed self-service bind attempts against this serial (charged before comparing). */
+  bind_failures: number;
+  created_at: number;
+  updated_at: number;
+  assigned_at: number | null;
+}
+
+export interface HardwareTokenImportsTable {
+  /** `hwi_…` */
+  id: string;
+  created_at: number;
+  /** User id, or `cli:<os user>`. */
+  actor: string;
+  source: 'api' | 'cli';
+  file_name: string;
+  /** SHA-256 (hex) of the uploaded file, to recognise a file imported twice. */
+  file_sha256: string;
+  format: 'pskc' | 'csv';
+  encryption: 'none' | 'psk' | 'pbkdf2';
+  /** completed (all tokens stored) | failed (nothing stored). */
+  status: 'completed' | 'failed';
+  token_count: number;
+  problem_count: number;
+  /** Why a failed import failed (an AppError code). */
+  error_code: string | null;
+}
+
+export interface HardwareTokenBindThrottleTable {
+  user_id: string;
+  failures: number;
+  locked_until: number | null;
+  last_failed_at: number;
 }

@@ -23,5 +23,6 @@ function sealedColumn<T extends keyof Database>(spec: SealedColumn<T>): SealedCo
 export const SEALED_COLUMNS: readonly SealedColumn[] = [
   sealedColumn({ table: 'factors', idColumn: 'id', column: 'secret_sealed', aad: (id) => `factors.secret_sealed:${id}` }),
   sealedColumn({ table: 'signing_keys', idColumn: 'kid', column: 'private_sealed', aad: (kid) => `signing_keys.private_sealed:${kid}` }),
+  sealedColumn({ table: 'hardware_tokens', idColumn: 'id', column: 'seed_sealed', aad: (id) => `hardware_tokens.seed_sealed:${id}` }),
   sealedColumn({ table: 'master_key_check', idColumn: 'id', column: 'sealed', aad: (id) => `master_key_check.sealed:${id}` }),
 ];

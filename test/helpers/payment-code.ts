@@ -200,7 +200,7 @@ export interface SpawnedP {
 }
 
 /** `stepgate payment-code-service` as an operator runs it: a real process, configured through its environment. */
-export async function spawnP(config: PaymentCodeConfig, timeoutMs = 30_000): Promise<SpawnedP> {
+export async function spawnP(config: PaymentCodeConfig, timeoutMs = 60_000): Promise<SpawnedP> {
   const child = spawn(process.execPath, [BIN, 'payment-code-service'], { cwd: ROOT, env: pEnv(config), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -209,7 +209,11 @@ export async function spawnP(config: PaymentCodeConfig, timeoutMs = 30_000): Pro
   });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`P did not start in ${timeoutMs} ms: ${err}${out}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      // A process left running would keep the test file from ever exiting.
+      child.kill('SIGKILL');
+      reject(new Error(`P did not start in ${timeoutMs} ms: ${err}${out}`));
+    }, timeoutMs);
     child.stdout!.on('data', (c: Buffer) => {
       out += c.toString('utf8');
       for (const line of out.split('\n')) {

@@ -61,7 +61,11 @@ export async function startGatewayProcess(database: TestDatabase, options: { mas
   const exited = once(child, 'exit');
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`stepgate serve did not start: ${err}`)), 60_000);
+    const timer = setTimeout(() => {
+      // A process left running would keep the test file from ever exiting.
+      child.kill('SIGKILL');
+      reject(new Error(`stepgate serve did not start: ${err}`));
+    }, 60_000);
     const onData = (c: Buffer) => {
       out += c.toString('utf8');
       for (const line of out.split('\n')) {
@@ -86,7 +90,10 @@ export async function startGatewayProcess(database: TestDatabase, options: { mas
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) assert.fail(`stepgate serve did not get ready: ${err}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      assert.fail(`stepgate serve did not get ready: ${err}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {

@@ -191,7 +191,8 @@ describe('replay store specifics', () => {
     try {
       const file = join(dir, 'r.sqlite');
       const moduleUrl = new URL(`file://${resolve('src/verifier/replay-store-sqlite.ts')}`).href;
-      const count = 40;
+      // Enough work per process that they overlap even on a loaded machine.
+      const count = 1500;
       // Each child opens its own store, says it is ready, waits for "go", then races through the
       // same jtis in its own random order, so the processes collide on many of them.
       const script = `

@@ -6,8 +6,10 @@ import * as m012 from './012-stepups.ts';
 import * as m013 from './013-factor-challenges.ts';
 import * as m014 from './014-rate-limits.ts';
 import * as m016 from './016-master-key-check.ts';
+import * as m020 from './020-one-recovery-code-set.ts';
 import * as m025 from './025-sms.ts';
 import * as m026 from './026-sms-enrolment.ts';
+import * as m030 from './030-hardware-tokens.ts';
 import * as m040 from './040-webauthn-credentials.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
@@ -19,7 +21,9 @@ export const migrations: Record<string, Migration> = {
   '013-factor-challenges': m013,
   '014-rate-limits': m014,
   '016-master-key-check': m016,
+  '020-one-recovery-code-set': m020,
   '025-sms': m025,
   '026-sms-enrolment': m026,
+  '030-hardware-tokens': m030,
   '040-webauthn-credentials': m040,
 };

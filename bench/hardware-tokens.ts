@@ -1,0 +1,267 @@
+// npx node --disable-warning=ExperimentalWarning bench/hardware-tokens.ts
+//   [--tokens N] [--users N] [--connections C] [--pg] [--only import,verify] [--smoke]
+//
+// Hardware OTP tokens (issue 6), measured, not tested (it asserts nothing):
+//   1. import: a PSKC file of N tokens (default 100,000; HOTP, PSK aes128-cbc + HMAC-SHA1
+//      ValueMAC, written by python-pskc and cached in the temp dir) through
+//      `stepgate tokens import` as an operator runs it. Target: < 30 s.
+//   2. verify: step-up verifications per second through the HTTP API of a `stepgate serve`
+//      process, for HOTP, TOTP and GM/T 0021 SM3 (time) tokens — each request a correct code
+//      for a distinct user's pending step-up (POST /v1/stepup/{id}/verify), so every one is
+//      the whole path: ticket, attempt charge, factor charge, unseal, code search, guarded
+//      counter update, step-up completion, audit append.
+import { spawn, spawnSync } from 'node:child_process';
+import { createSecretKey, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../src/config/load-config.ts';
+import { hashToken, newId } from '../src/crypto/ids.ts';
+import { importTokenFile } from '../src/flows/hardware-token-import.ts';
+import { assignToken } from '../src/flows/hardware-tokens.ts';
+import { savePolicySet } from '../src/flows/policies.ts';
+import { createGateway } from '../src/gateway.ts';
+import { tokenCodeGenerator, tokenStep, type TokenCodeParams } from '../src/otp/index.ts';
+import { readTokenFile } from '../src/pskc/index.ts';
+import type { StepUpsTable } from '../src/store/schema.ts';
+import { load } from './lib/load.ts';
+import { type Child, freePort, ROOT, startStepgate } from './lib/processes.ts';
+import { ACTION, CONTEXT, seedGateway } from './lib/seed.ts';
+
+const { values } = parseArgs({
+  options: {
+    tokens: { type: 'string', default: '100000' },
+    users: { type: 'string', default: '1000' },
+    connections: { type: 'string', default: '32' },
+    pg: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+  },
+});
+const SMOKE = values.smoke === true;
+const TOKENS = SMOKE ? 1000 : Number(values.tokens);
+const USERS = SMOKE ? 100 : Number(values.users);
+const CONNECTIONS = Number(values.connections);
+const PG_URL = process.env.STEPGATE_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const ONLY = values.only === undefined ? undefined : new Set(values.only.split(','));
+const wanted = (name: string) => ONLY === undefined || ONLY.has(name);
+const log = (line: string) => process.stderr.write(`${line}\n`);
+const PSK = '000102030405060708090a0b0c0d0e0f';
+
+interface Row {
+  scenario: string;
+  value: number;
+  unit: string;
+  note?: string;
+}
+const rows: Row[] = [];
+
+function baseEnv(dataDir: string, schema: string): Record<string, string> {
+  return {
+    STEPGATE_DATA_DIR: dataDir,
+    STEPGATE_MASTER_KEY: randomBytes(32).toString('base64'),
+    STEPGATE_LOG_LEVEL: 'warn',
+    ...(values.pg ? { STEPGATE_DATABASE_URL: PG_URL, STEPGATE_DATABASE_SCHEMA: schema } : {}),
+  };
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  if (!values.pg) return;
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    await client.query(`drop schema if exists ${schema} cascade`);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The python-pskc file, generated once per size (generation is not what is measured). */
+function pskcFile(count: number): string {
+  const file = join(tmpdir(), `stepgate-bench-pskc-${count}.xml`);
+  if (existsSync(file)) return file;
+  log(`generating ${count} tokens with python-pskc (cached as ${file})`);
+  const started = Date.now();
+  const r = spawnSync('/usr/bin/python3', [join(ROOT, 'test/fixtures/pskc-write.py')], {
+    input: JSON.stringify({ encryption: 'psk', cipher: 'aes128-cbc', key_hex: PSK, generate: { count, prefix: 'BENCH', algorithm: 'hotp' }, out: `${file}.tmp` }),
+    stdio: ['pipe', 'inherit', 'inherit'],
+  });
+  if (r.status !== 0) throw new Error('python-pskc failed (apt-get install python3-pskc)');
+  spawnSync('mv', [`${file}.tmp`, file]);
+  log(`  generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return file;
+}
+
+async function benchImport(work: string): Promise<void> {
+  const file = pskcFile(TOKENS);
+  const bytes = statSync(file).size;
+  // Where the time goes: parse + MAC check + decrypt alone, in this process.
+  const { readFileSync } = await import('node:fs');
+  const data = readFileSync(file);
+  const parseStarted = process.hrtime.bigint();
+  const parsed = readTokenFile(data, { psk: Buffer.from(PSK, 'hex'), now: new Date(), maxBytes: 2 ** 31 - 1, maxTokens: 10_000_000, maxPbkdf2Iterations: 10_000_000 });
+  const parseSeconds = Number(process.hrtime.bigint() - parseStarted) / 1e9;
+  for (const t of parsed.tokens) t.seed.fill(0);
+
+  const schema = `bench_hwi_${process.pid}`;
+  const dataDir = join(work, 'import');
+  const env = { ...baseEnv(dataDir, schema), BENCH_PSK: PSK };
+  // Migrations first, so the measured run is the import and the process start only.
+  const migrate = spawnSync(process.execPath, [join(ROOT, 'bin/stepgate.js'), 'migrate'], { cwd: ROOT, env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  if (migrate.status !== 0) throw new Error('migrate failed');
+  log(`importing ${TOKENS} tokens (${(bytes / 1e6).toFixed(1)} MB) with stepgate tokens import (${values.pg ? 'PostgreSQL' : 'SQLite'})`);
+  const started = process.hrtime.bigint();
+  const out = await run([join(ROOT, 'bin/stepgate.js'), 'tokens', 'import', file, '--psk-hex-env', 'BENCH_PSK', '--json'], { ...cleanEnv(), ...env });
+  const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  const reported = JSON.parse(out) as { import: { token_count: number; seconds: number } };
+  rows.push({ scenario: `import ${TOKENS} tokens, PSKC aes128-cbc (${values.pg ? 'postgres' : 'sqlite'}): command wall time`, value: wall, unit: 's', note: `target < 30 s; ${(reported.import.token_count / wall).toFixed(0)} tokens/s` });
+  rows.push({ scenario: '  of which the import itself (read, verify MACs, decrypt, seal, one transaction)', value: reported.import.seconds, unit: 's' });
+  rows.push({ scenario: '  of which parse + MAC + decrypt only (in this process)', value: parseSeconds, unit: 's', note: `${(bytes / 1e6 / parseSeconds).toFixed(0)} MB/s` });
+  await dropSchema(schema);
+}
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('STEPGATE_')) env[k] = v;
+  return env;
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString('utf8');
+    });
+    child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}`))));
+  });
+}
+
+type Family = 'hotp' | 'totp' | 'sm3';
+const FAMILIES: Record<Family, { csv: (serial: string, seedHex: string) => string; params: TokenCodeParams }> = {
+  hotp: { csv: (s, k) => `${s},${k},hotp,6,0,SHA1`, params: { kind: 'hotp', algorithm: 'SHA1', digits: 6, periodSeconds: 0 } },
+  totp: { csv: (s, k) => `${s},${k},totp,6,30,SHA1`, params: { kind: 'totp', algorithm: 'SHA1', digits: 6, periodSeconds: 30 } },
+  sm3: { csv: (s, k) => `${s},${k},totp,6,60,SM3`, params: { kind: 'totp', algorithm: 'SM3', digits: 6, periodSeconds: 60 } },
+};
+
+async function benchVerify(work: string): Promise<void> {
+  const schema = `bench_hwv_${process.pid}`;
+  const dataDir = join(work, 'verify');
+  const port = await freePort();
+  const env: Record<string, string> = { ...baseEnv(dataDir, schema), STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_PUBLIC_URL: `http://127.0.0.1:${port}` };
+  const config = loadConfig({ env });
+  const families = Object.keys(FAMILIES) as Family[];
+  log(`seeding ${USERS * families.length} users with one token each`);
+  const seeded = await seedGateway(config, USERS * families.length, log);
+  const gw = await createGateway(config);
+  const keys = new Map<string, Buffer>();
+  const plan: { family: Family; userId: string; username: string; serial: string }[] = [];
+  try {
+    await savePolicySet(gw, [{ id: 'bench-hw', action: ACTION, priority: 10, require: { anyOf: [['hardware_otp']] }, acr: 'urn:stepgate:aal2', tokenTtlSeconds: 120 }], { who: { actor: 'bench' } });
+    const lines: string[] = [];
+    families.forEach((family, f) => {
+      for (let i = 0; i < USERS; i += 1) {
+        const n = f * USERS + i;
+        const serial = `V-${family.toUpperCase()}-${i}`;
+        const seed = randomBytes(20);
+        keys.set(serial, seed);
+        lines.push(FAMILIES[family].csv(serial, seed.toString('hex')));
+        plan.push({ family, userId: `usr_bench${String(n).padStart(8, '0')}`, username: `u${n}`, serial });
+      }
+    });
+    await importTokenFile(gw, { data: Buffer.from(lines.join('\n')), fileName: 'bench.csv', source: 'cli' }, { actor: 'bench' });
+    for (const p of plan) {
+      const now = new Date();
+      const params = FAMILIES[p.family].params;
+      const gen = tokenCodeGenerator(createSecretKey(keys.get(p.serial) as Buffer), params);
+      // Time tokens are bound with the previous step's code, so the current one is still unused.
+      const code = params.kind === 'hotp' ? gen(0) : gen(tokenStep(params, now) - 1);
+      await assignToken(gw, { actor: 'bench', by: 'helpdesk' }, { serial: p.serial, userId: p.userId, code, reason: 'bench' });
+    }
+  } finally {
+    await gw.close();
+  }
+
+  const server: Child = await startStepgate(['serve'], env, { port });
+  try {
+    for (const family of families) {
+      const mine = plan.filter((p) => p.family === family);
+      // Pending step-ups straight into the database (creating them is the create scenario of npm run bench).
+      const opener = await createGateway(config);
+      const tickets: { id: string; ticket: string; serial: string }[] = [];
+      try {
+        const nowMs = Date.now();
+        const stepups: StepUpsTable[] = mine.map((p) => {
+          const id = newId('stp');
+          const ticket = randomBytes(32).toString('base64url');
+          tickets.push({ id, ticket, serial: p.serial });
+          return {
+            id, client_id: seeded.clientId, user_id: p.userId, action: ACTION, context: JSON.stringify(CONTEXT), amount: CONTEXT.amount, currency: CONTEXT.currency,
+            binding_message: null, redirect_uri: null, state: null, status: 'pending', policy_id: 'bench-hw', policy_version: 2, requirement: JSON.stringify({ anyOf: [['hardware_otp']] }),
+            acr: 'urn:stepgate:aal2', token_ttl_seconds: 120, max_age_seconds: 0, ticket_hash: hashToken(ticket), attempts: 0, max_attempts: 5, proven: '[]', amr: '[]', version: 0,
+            created_at: nowMs, expires_at: nowMs + 290_000, completed_at: null, auth_time: null, token_issued_at: null, token_jti: null, last_polled_at: null, poll_interval_seconds: 2,
+          };
+        });
+        for (let i = 0; i < stepups.length; i += 500) await opener.store.db.insertInto('stepups').values(stepups.slice(i, i + 500)).execute();
+      } finally {
+        await opener.close();
+      }
+      const params = FAMILIES[family].params;
+      const at = new Date();
+      const bodies = tickets.map((t) => {
+        const gen = tokenCodeGenerator(createSecretKey(keys.get(t.serial) as Buffer), params);
+        const code = params.kind === 'hotp' ? gen(1) : gen(tokenStep(params, at));
+        return { path: `/v1/stepup/${t.id}/verify`, ticket: t.ticket, body: JSON.stringify({ factor: 'hardware_otp', code }) };
+      });
+      // One by hand first: a bench that measures refusals would measure the wrong thing.
+      const first = bodies.shift();
+      if (first !== undefined) {
+        const res = await fetch(`${server.url}${first.path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Ticket ${first.ticket}` }, body: first.body });
+        if (res.status !== 200) throw new Error(`${family}: a correct code was refused: ${res.status} ${await res.text()}`);
+      }
+      let next = 0;
+      log(`verifying ${bodies.length} ${family} codes through the HTTP API`);
+      const cpuBefore = server.cpuSeconds();
+      const r = await load({
+        url: server.url,
+        connections: CONNECTIONS,
+        durationSeconds: 120,
+        amount: bodies.length,
+        requests: [
+          {
+            method: 'POST',
+            path: '/x',
+            headers: { 'content-type': 'application/json' },
+            setupRequest: (req) => {
+              const b = bodies[next++ % bodies.length] as (typeof bodies)[number];
+              return { ...req, path: b.path, headers: { 'content-type': 'application/json', authorization: `Ticket ${b.ticket}` }, body: b.body };
+            },
+          },
+        ],
+      });
+      const cpu = server.cpuSeconds() - cpuBefore;
+      rows.push({
+        scenario: `verify ${family === 'sm3' ? 'SM3 (GM/T 0021, time)' : family.toUpperCase()} through POST /v1/stepup/{id}/verify (${values.pg ? 'postgres' : 'sqlite'})`,
+        value: r.rps,
+        unit: 'verifications/s',
+        note: `p50 ${r.p50} ms, p99 ${r.p99} ms, ${r.requests} requests, ${r.non2xx + r.errors} not 2xx, ${cpu > 0 ? ((r.rps * r.durationSeconds) / cpu).toFixed(0) : '?'} per gateway CPU-second`,
+      });
+    }
+  } finally {
+    await server.stop();
+    await dropSchema(schema);
+  }
+}
+
+const work = mkdtempSync(join(tmpdir(), 'stepgate-bench-hw-'));
+try {
+  log(`machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} CPUs; node ${process.version}`);
+  if (wanted('import')) await benchImport(work);
+  if (wanted('verify')) await benchVerify(work);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+const width = Math.max(...rows.map((r) => r.scenario.length));
+for (const r of rows) process.stdout.write(`${r.scenario.padEnd(width)}  ${r.value.toFixed(r.unit === 's' ? 2 : 0).padStart(9)} ${r.unit}${r.note === undefined ? '' : `  (${r.note})`}\n`);

@@ -1,0 +1,2 @@
+export { createRecoveryCodeFactor, type RecoveryCodeChange, type RecoveryCodeFactor, type RecoveryCodeInput } from './recovery-code-factor.ts';
+export { generateRecoveryCodes, normaliseRecoveryCode, RECOVERY_CODE_LENGTH, type RecoveryCodeSet, remainingCodes, useRecoveryCode } from './recovery-code-set.ts';

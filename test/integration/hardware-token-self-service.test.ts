@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
+import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
+import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
+import { hiddenField, signIn } from '../helpers/session.ts';
+import { makeUser, PASSWORD } from '../helpers/stepup-fixtures.ts';
+import { testDialects } from '../helpers/stores.ts';
+
+for (const dialect of testDialects()) {
+  describe(`hardware tokens: self-service (${dialect})`, () => {
+    let tg: TestGateway;
+    const seeds: Record<string, string> = {};
+    let n = 0;
+
+    async function stock(): Promise<string> {
+      n += 1;
+      const serial = `SELF-${n}`;
+      seeds[serial] = randomSeedHex();
+      await importTokenFile(tg.gw, { data: Buffer.from(`${serial},${seeds[serial]},hotp,6,0,SHA1\n`), fileName: 'stock.csv', source: 'cli' }, { actor: 'test' });
+      return serial;
+    }
+
+    async function state(serial: string) {
+      return tg.gw.store.db.selectFrom('hardware_tokens').select(['state', 'user_id', 'counter']).where('serial', '=', serial).executeTakeFirstOrThrow();
+    }
+
+    before(async () => {
+      tg = await createTestGateway({ dialect, config: { session: { freshSeconds: 300 } } });
+      await makeUser(tg.gw, 'uma');
+      await makeUser(tg.gw, 'vic');
+    });
+    after(async () => {
+      await tg.close();
+    });
+
+    it('JSON API: bind needs CSRF and a fresh sign-in; bound, listed, resynchronised, given back, reported lost', async (t) => {
+      if (needOathtool(t)) return;
+      const serial = await stock();
+      const seed = seeds[serial] as string;
+      const s = await signIn(tg, 'uma', PASSWORD);
+      const body = { serial: serial.toLowerCase(), code: oathHotp(seed, 0), label: 'Bank fob' };
+      const noCsrf = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s.cookie).send(body);
+      assert.equal(noCsrf.status, 403);
+      const bad = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ serial, code: '12ab56' });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.invalid_params.map((p: { pointer: string }) => p.pointer), ['/code']);
+      const wrong = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ ...body, code: oathHotp(seed, 50) });
+      const unknown = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ ...body, serial: 'NOT-IN-STOCK' });
+      for (const r of [wrong, unknown]) {
+        assert.equal(r.status, 400);
+        assert.equal(r.body.code, 'token_bind_failed');
+      }
+      assert.equal(JSON.stringify({ ...wrong.body, request_id: 0 }), JSON.stringify({ ...unknown.body, request_id: 0 }));
+
+      tg.clock.advance(301);
+      const stale = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send(body);
+      assert.equal(stale.status, 401);
+      assert.equal(stale.body.code, 'fresh_login_required');
+      const s2 = await signIn(tg, 'uma', PASSWORD);
+      const bound = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf).send(body);
+      assert.equal(bound.status, 201, JSON.stringify(bound.body));
+      assert.equal(bound.body.factor.type, 'hardware_otp');
+      assert.equal(bound.body.factor.label, 'Bank fob');
+      assert.deepEqual(bound.body.factor.details, { algorithm: 'SHA1', digits: 6, serial, tokenType: 'event' });
+      const id = bound.body.factor.id as string;
+      const list = await tg.http().get('/v1/me/factors').set('Cookie', s2.cookie);
+      assert.ok(list.body.factors.some((f: { id: string }) => f.id === id));
+      assert.ok(!JSON.stringify(list.body).includes(seed));
+
+      const resync = await tg.http().post(`/v1/me/factors/hardware_otp/${id}/resync`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf).send({ code: oathHotp(seed, 70), next_code: oathHotp(seed, 71) });
+      assert.equal(resync.status, 200, JSON.stringify(resync.body));
+      const badResync = await tg.http().post(`/v1/me/factors/hardware_otp/${id}/resync`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf).send({ code: oathHotp(seed, 80), next_code: oathHotp(seed, 82) });
+      assert.equal(badResync.body.code, 'token_resync_failed');
+
+      // Another user cannot touch it.
+      const v = await signIn(tg, 'vic', PASSWORD);
+      assert.equal((await tg.http().post(`/v1/me/factors/hardware_otp/${id}/lost`).set('Cookie', v.cookie).set('X-CSRF-Token', v.csrf)).status, 404);
+      assert.equal((await tg.http().delete(`/v1/me/factors/${id}`).set('Cookie', v.cookie).set('X-CSRF-Token', v.csrf)).status, 404);
+
+      // Giving it back through the framework's DELETE returns it to stock with its counter.
+      const removed = await tg.http().delete(`/v1/me/factors/${id}`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf);
+      assert.equal(removed.status, 204);
+      assert.deepEqual({ ...(await state(serial)) }, { state: 'unassigned', user_id: null, counter: 72 });
+      const events = (await tg.gw.store.db.selectFrom('audit_log').select('type').orderBy('seq', 'desc').limit(2).execute()).map((e) => e.type);
+      assert.deepEqual(events, ['factor.removed', 'hardware_token.unassigned']);
+
+      // vic binds it now (an old code no longer works), then reports it lost.
+      assert.equal((await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', v.cookie).set('X-CSRF-Token', v.csrf).send({ serial, code: oathHotp(seed, 71) })).body.code, 'token_bind_failed');
+      const vb = await tg.http().post('/v1/me/factors/hardware_otp').set('Cookie', v.cookie).set('X-CSRF-Token', v.csrf).send({ serial, code: oathHotp(seed, 72) });
+      assert.equal(vb.status, 201);
+      const lost = await tg.http().post(`/v1/me/factors/hardware_otp/${vb.body.factor.id}/lost`).set('Cookie', v.cookie).set('X-CSRF-Token', v.csrf);
+      assert.equal(lost.status, 204);
+      assert.equal((await state(serial)).state, 'lost');
+      assert.ok(!(await tg.http().get('/v1/me/factors').set('Cookie', v.cookie)).body.factors.some((f: { type: string }) => f.type === 'hardware_otp'));
+    });
+
+    it('the /security page: the section, binding by form, a refusal notice, Chinese strings', async (t) => {
+      if (needOathtool(t)) return;
+      const serial = await stock();
+      const seed = seeds[serial] as string;
+      const s = await signIn(tg, 'vic', PASSWORD);
+      const page = await tg.http().get('/security').set('Cookie', s.cookie);
+      assert.equal(page.status, 200);
+      assert.match(page.text, /action="\/security\/hardware-otp\/bind"/);
+      const csrf = hiddenField(page.text, '_csrf');
+      const refused = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ _csrf: csrf, serial, code: '000000' });
+      assert.equal(refused.status, 303);
+      assert.equal(refused.headers.location, '/security?notice=hwBindFailed#hardware-otp');
+      const noCsrf = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ serial, code: oathHotp(seed, 0) });
+      assert.equal(noCsrf.status, 403);
+      const ok = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ _csrf: csrf, serial, code: oathHotp(seed, 0), next_code: '' });
+      assert.equal(ok.status, 303);
+      assert.equal(ok.headers.location, '/security?notice=enrolled#hardware-otp');
+      const after = await tg.http().get('/security?notice=enrolled').set('Cookie', s.cookie);
+      assert.match(after.text, /action="\/security\/hardware-otp\/fac_[^/"]+\/resync"/);
+      assert.ok(after.text.includes(serial));
+      const zh = await tg.http().get('/security?notice=hwBindFailed').set('Cookie', s.cookie).set('Accept-Language', 'zh-CN');
+      assert.ok(zh.text.includes('硬件令牌'));
+      assert.ok(zh.text.includes('序列号或动态口令不正确'));
+      tg.clock.advance(301);
+      const stale = await tg.http().get('/security').set('Cookie', s.cookie);
+      assert.ok(!stale.text.includes('action="/security/hardware-otp/bind"'));
+      const staleBind = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ _csrf: csrf, serial, code: oathHotp(seed, 1) });
+      assert.equal(staleBind.status, 303);
+      assert.match(staleBind.headers.location ?? '', /^\/login\?reauth=1/);
+    });
+  });
+}
