@@ -63,21 +63,31 @@ export const serveCommand: Command = {
     const config = args.config();
     const running = await startServer(config);
     const { logger } = running.gateway;
-    // The bound port (with http.port 0 the system picks one; scripts and tests read it here).
-    logger.info({ port: Number(new URL(running.url).port), database: running.gateway.store.location, mode: config.mode }, 'stepgate listening');
-    const link = await firstRunSetupLink(running.gateway);
-    if (link !== undefined) {
-      // Printed to the operator's terminal, not to the log stream: it is a one-time secret.
-      args.err(`\n  No administrator exists yet. Open this one-time set-up link (valid ${Math.round(config.admin.setupLinkSeconds / 60)} min):\n\n    ${link}\n`);
-    }
-    await new Promise<void>((resolve) => {
+    // Signal handlers first: a SIGTERM arriving while the set-up link is issued must still be
+    // a graceful shutdown (exit 0), not Node's default kill.
+    let signalled = false;
+    const stopped = new Promise<void>((resolve) => {
       const shutdown = (signal: string) => {
+        signalled = true;
         logger.info({ signal }, 'shutting down');
         void running.stop().then(resolve);
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
     });
+    // The bound port (with http.port 0 the system picks one; scripts and tests read it here).
+    logger.info({ port: Number(new URL(running.url).port), database: running.gateway.store.location, mode: config.mode }, 'stepgate listening');
+    try {
+      const link = await firstRunSetupLink(running.gateway);
+      if (link !== undefined && !signalled) {
+        // Printed to the operator's terminal, not to the log stream: it is a one-time secret.
+        args.err(`\n  No administrator exists yet. Open this one-time set-up link (valid ${Math.round(config.admin.setupLinkSeconds / 60)} min):\n\n    ${link}\n`);
+      }
+    } catch (err) {
+      // The store closes under a shutdown that began meanwhile; anything else is real.
+      if (!signalled) throw err;
+    }
+    await stopped;
     return 0;
   },
 };

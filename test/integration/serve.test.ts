@@ -196,6 +196,23 @@ describe('stepgate serve', { concurrency: true }, () => {
     }
   });
 
+  it('a SIGTERM right after it starts listening (while the set-up link is issued) is still a clean exit 0', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    const served = serve({ STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir });
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!logLines(served.stdout()).some((l) => l.msg === 'stepgate listening')) {
+        if (served.child.exitCode !== null || Date.now() > deadline) assert.fail(`serve did not start: ${served.stderr()}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const { code } = await stopWithSigterm(served);
+      assert.equal(code, 0, `graceful, not killed by the signal (stderr: ${served.stderr()})`);
+    } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
+    }
+  });
+
   it('in production mode without a master key it refuses to start: exit 2, one line naming secrets.masterKey', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
