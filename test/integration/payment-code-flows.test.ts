@@ -457,6 +457,41 @@ for (const dialect of testDialects()) {
       await p.svc.store.db.updateTable('pc_events').set({ data: victim.data }).where('seq', '=', victim.seq).execute();
     });
 
+    it('/metrics counts challenges, issuance, redemptions and refusals by bounded labels, never a code or a subject', async () => {
+      const scrape = async () => {
+        const res = await fetch(`${p.url}/metrics`);
+        assert.equal(res.status, 200);
+        assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+        return res.text();
+      };
+      const value = (text: string, series: string): number => {
+        const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+        return line === undefined ? 0 : Number(line.slice(series.length + 1));
+      };
+      const before = await scrape();
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
+      assert.equal(first.status, 401, first.text);
+      assert.equal((await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string)).status, 200);
+      const issue = () => call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const issued = await issue();
+      assert.equal(issued.status, 201, issued.text);
+      assert.equal((await redeem({ code: issued.body.code })).status, 200);
+      assert.equal((await redeem({ code: issued.body.code })).body.code, 'code_already_redeemed');
+      const reused = await issue();
+      assert.ok(reused.status >= 400 && reused.status < 500, reused.text);
+      const after = await scrape();
+      const delta = (series: string) => value(after, series) - value(before, series);
+      assert.equal(delta('stepgate_payment_code_stepup_required_total{action="payment_code.issue"}'), 1);
+      assert.equal(delta('stepgate_payment_code_issued_total{kind="online"}'), 1);
+      assert.equal(delta('stepgate_payment_code_redemptions_total{kind="online"}'), 1);
+      assert.equal(delta('stepgate_payment_code_refused_total{operation="redeem",code="code_already_redeemed"}'), 1);
+      assert.equal(delta(`stepgate_payment_code_refused_total{operation="issue",code="${reused.body.code as string}"}`), 1);
+      assert.ok(delta('stepgate_payment_code_phase_duration_seconds_count{phase="token_verification"}') >= 1, 'token verification time is observed');
+      assert.ok(delta('stepgate_payment_code_http_request_duration_seconds_count{method="POST",route="/v1/payment-codes/redeem",status="2xx"}') >= 1);
+      assert.match(after, /^stepgate_payment_code_process_resident_memory_bytes /m);
+      for (const secret of [issued.body.code as string, g.alice.id]) assert.ok(!after.includes(secret), 'no code or subject in any label');
+    });
+
     it('housekeeping deletes what can no longer decide anything, and keeps the records', async () => {
       const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       clock.advance(2 * 86_400);
