@@ -48,6 +48,8 @@ const USERS = Number(values.users);
 const ONLY = values.only === undefined ? undefined : new Set(values.only.split(','));
 const PG_URL = process.env.STEPGATE_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const wanted = (name: string) => ONLY === undefined || ONLY.has(name);
+// --profile DIR: every server process writes a V8 CPU profile there on exit (Chrome DevTools opens them).
+const profileArgs = (name: string): string[] => (values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(values.profile, name)}`]);
 const TOKENS = Number(values.tokens ?? (SMOKE ? 1000 : 100_000));
 // Users with a TOTP factor (a fixed number whatever the table size, so both scale points do
 // the same work): half verify pre-made step-ups, half run the whole flow; each code is used once.
@@ -196,8 +198,7 @@ async function main(): Promise<void> {
     const seedStarted = Date.now();
     const seeded = await seedGateway(config, USERS, log, { totpUsers: TOTP_USERS });
     log(`  seeded in ${((Date.now() - seedStarted) / 1000).toFixed(1)} s`);
-    // --profile DIR: the gateway writes a V8 CPU profile there on exit (open it in Chrome DevTools).
-    const gw = await startStepgate(['serve', '--config', configFile], env, { port, ...(values.profile === undefined ? {} : { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] }) });
+    const gw = await startStepgate(['serve', '--config', configFile], env, { port, nodeArgs: profileArgs('gateway') });
     children.push(gw);
     const json = { 'content-type': 'application/json' };
     const pick = () => `u${Math.floor(Math.random() * USERS)}`;
@@ -360,7 +361,7 @@ async function main(): Promise<void> {
       const opened = await createPaymentCodeService(pConfig, { logger: createPaymentCodeLogger('warn') });
       const wallet = await createApiKey(opened.store.db, opened.events, opened.clock, { name: 'bench wallet', role: 'wallet' }, 'bench');
       await opened.close();
-      const pProc = await startStepgate(['payment-code-service'], pEnv, { port: pPort, readyPath: '/readyz' });
+      const pProc = await startStepgate(['payment-code-service'], pEnv, { port: pPort, readyPath: '/readyz', nodeArgs: profileArgs('payment-code') });
       children.push(pProc);
 
       if (wanted('flow-totp')) {
@@ -411,7 +412,7 @@ async function main(): Promise<void> {
         });
         await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
         const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`;
-        const verifierProc = await startScript(join(ROOT, 'bench/lib/verifier-server.ts'), [jwksUri, 'http://gw', 'cli_p', work]);
+        const verifierProc = await startScript(join(ROOT, 'bench/lib/verifier-server.ts'), [jwksUri, 'http://gw', 'cli_p', work], profileArgs('verifier'));
         children.push(verifierProc);
         try {
           const n = SMOKE ? 1000 : 40_000;
