@@ -36,6 +36,17 @@ import { passwordResetRouter } from './http/password-reset-router.ts';
 
 export const VERSION = '0.1.0';
 
+/**
+ * `Cache-Control: no-store` unless a route says otherwise: answers carry sessions, tickets,
+ * tokens, secrets shown once and personal data, and an error for one of those says something
+ * too. Only public documents (static assets, JWKS, discovery, the OpenAPI document) set their
+ * own caching.
+ */
+function noStoreByDefault(req: Request, res: Response, next: NextFunction): void {
+  if (!req.path.startsWith('/static/') && req.path !== '/openapi.json') res.setHeader('Cache-Control', 'no-store');
+  next();
+}
+
 function accessLog(gw: Gateway) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const started = process.hrtime.bigint();
@@ -84,6 +95,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
       strictTransportSecurity: gw.config.mode === 'production',
     }),
   );
+  app.use(noStoreByDefault);
   app.use(rateLimitByAddress(gw));
   app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));

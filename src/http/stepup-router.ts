@@ -137,6 +137,7 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
       410: { description: 'stepup_expired' },
       423: { description: 'factor_locked' },
       429: { description: 'attempts_exhausted' },
+      503: { description: 'overloaded: every argon2 slot is busy (password only); nothing was charged, retry after Retry-After' },
     },
   }, [], async (req, res, { body }) => {
     const stepUp = await authorizeTicket(gw, stepUpId(req), ticketOf(req));

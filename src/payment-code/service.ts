@@ -8,6 +8,7 @@ import { type ClientAuth, GatewayClient, loadClientKey } from './gateway-client.
 import { createPaymentCodeApp } from './http/app.ts';
 import type { IssueDeps } from './issue-code.ts';
 import { createPaymentCodeLogger, type Logger } from './logger.ts';
+import { createPaymentCodeMetrics, type PaymentCodeMetrics } from './metrics.ts';
 import type { OfflineSeedDeps } from './offline-seeds.ts';
 import type { RedeemDeps } from './redeem.ts';
 import { purgeExpired } from './purge.ts';
@@ -24,6 +25,7 @@ export interface PaymentCodeService {
   readonly store: PaymentCodeStore;
   readonly clock: VerifierClock;
   readonly logger: Logger;
+  readonly metrics: PaymentCodeMetrics;
   readonly sealer: PaymentCodeSealer;
   readonly events: EventLog;
   readonly qrKeys: QrKeyRing;
@@ -100,7 +102,15 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
   const replayStore = store.replayStore(clock);
-  const observe: PhaseObserver = options.observe ?? (() => {});
+  const metrics = createPaymentCodeMetrics();
+  const extra = options.observe;
+  const observe: PhaseObserver =
+    extra === undefined
+      ? metrics.observePhase
+      : (phase, seconds) => {
+          metrics.observePhase(phase, seconds);
+          extra(phase, seconds);
+        };
   const gate = new StepUpGate({
     db: store.db,
     sealer,
@@ -159,6 +169,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     store,
     clock,
     logger,
+    metrics,
     sealer,
     events,
     qrKeys,

@@ -13,6 +13,7 @@ import type { PaymentCodeConfig } from '../../src/payment-code/config.ts';
 import { verifyEventChain } from '../../src/payment-code/events.ts';
 import { base32Decode, offlineCode, parseDeviceSeed } from '../../src/payment-code/offline-otp.ts';
 import { purgeExpired } from '../../src/payment-code/purge.ts';
+import { createQrKey, listQrKeys, PUBLISH_LEAD_SECONDS, RELOAD_INTERVAL_SECONDS, retireQrKey } from '../../src/payment-code/signing-keys.ts';
 import { needTool } from '../helpers/env.ts';
 import {
   bearer,
@@ -455,6 +456,67 @@ for (const dialect of testDialects()) {
       assert.equal(broken.ok, false);
       if (!broken.ok) assert.equal(broken.brokenSeq, Number(victim.seq));
       await p.svc.store.db.updateTable('pc_events').set({ data: victim.data }).where('seq', '=', victim.seq).execute();
+    });
+
+    it('/metrics counts challenges, issuance, redemptions and refusals by bounded labels, never a code or a subject', async () => {
+      const scrape = async () => {
+        const res = await fetch(`${p.url}/metrics`);
+        assert.equal(res.status, 200);
+        assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+        return res.text();
+      };
+      const value = (text: string, series: string): number => {
+        const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+        return line === undefined ? 0 : Number(line.slice(series.length + 1));
+      };
+      const before = await scrape();
+      const first = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT }, bearer(wallet));
+      assert.equal(first.status, 401, first.text);
+      assert.equal((await completeWithPassword(g.url, first.body.stepup_id as string, first.body.ticket as string)).status, 200);
+      const issue = () => call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
+      const issued = await issue();
+      assert.equal(issued.status, 201, issued.text);
+      assert.equal((await redeem({ code: issued.body.code })).status, 200);
+      assert.equal((await redeem({ code: issued.body.code })).body.code, 'code_already_redeemed');
+      const reused = await issue();
+      assert.ok(reused.status >= 400 && reused.status < 500, reused.text);
+      const after = await scrape();
+      const delta = (series: string) => value(after, series) - value(before, series);
+      assert.equal(delta('stepgate_payment_code_stepup_required_total{action="payment_code.issue"}'), 1);
+      assert.equal(delta('stepgate_payment_code_issued_total{kind="online"}'), 1);
+      assert.equal(delta('stepgate_payment_code_redemptions_total{kind="online"}'), 1);
+      assert.equal(delta('stepgate_payment_code_refused_total{operation="redeem",code="code_already_redeemed"}'), 1);
+      assert.equal(delta(`stepgate_payment_code_refused_total{operation="issue",code="${reused.body.code as string}"}`), 1);
+      assert.ok(delta('stepgate_payment_code_phase_duration_seconds_count{phase="token_verification"}') >= 1, 'token verification time is observed');
+      assert.ok(delta('stepgate_payment_code_http_request_duration_seconds_count{method="POST",route="/v1/payment-codes/redeem",status="2xx"}') >= 1);
+      assert.match(after, /^stepgate_payment_code_process_resident_memory_bytes /m);
+      for (const secret of [issued.body.code as string, g.alice.id]) assert.ok(!after.includes(secret), 'no code or subject in any label');
+    });
+
+    it('signed-QR key rotation: the new key is published at once, signs after the lead; a retired key verifies nothing', async () => {
+      const kidOf = (body: Record<string, unknown>) => JSON.parse(Buffer.from(((body.signed_qr as { payload: string }).payload.split('.')[0] as string), 'base64url').toString('utf8')).kid as string;
+      const jwksKids = async () => ((await call(p.url, 'GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map((k) => k.kid);
+      const before = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      const oldKid = kidOf(before.body);
+      const newKid = await createQrKey(p.svc.store.db, p.svc.sealer, clock, p.svc.events, 'test');
+      assert.deepEqual((await jwksKids()).slice(-2), [oldKid, newKid], 'published at once');
+      clock.advance(RELOAD_INTERVAL_SECONDS + 1);
+      const during = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      assert.equal(kidOf(during.body), oldKid, 'the old key signs during the lead, though the service has seen the new one');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'signing', 'the key that signs cannot be retired');
+      clock.advance(PUBLISH_LEAD_SECONDS);
+      const afterLead = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      assert.equal(kidOf(afterLead.body), newKid);
+      assert.equal((await redeem({ code: (afterLead.body.signed_qr as { payload: string }).payload })).status, 200, 'codes signed by the new key redeem');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, newKid, 'test'), 'signing');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'retired');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'unknown', 'retiring twice changes nothing');
+      assert.ok(!(await jwksKids()).includes(oldKid), 'a retired key leaves the JWKS');
+      clock.advance(RELOAD_INTERVAL_SECONDS + 1);
+      const stale = await redeem({ code: (during.body.signed_qr as { payload: string }).payload });
+      assert.equal(stale.body.code, 'qr_invalid', 'a code signed by a retired key no longer verifies (not even as expired)');
+      const views = await listQrKeys(p.svc.store.db, clock);
+      assert.deepEqual(views.filter((k) => k.kid === oldKid || k.kid === newKid).map((k) => [k.status, k.signing]), [['retired', false], ['active', true]]);
     });
 
     it('housekeeping deletes what can no longer decide anything, and keeps the records', async () => {

@@ -160,6 +160,19 @@ const STEP_UP_RESPONSES = {
 
 export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
   const router = Router();
+  // Counts the outcome of an operation for /metrics: a 401 step-up challenge, or a refusal by
+  // its problem code. The error itself goes on unchanged.
+  const counted = async <T>(operation: 'issue' | 'offline_seed' | 'redeem', action: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof PaymentCodeError) {
+        if (err.code === 'step_up_required') svc.metrics.stepUpRequired.inc({ action });
+        else svc.metrics.refused.inc({ operation, code: err.code });
+      }
+      throw err;
+    }
+  };
   const requireKey = (role: ApiKeyRole) => async (req: Request, res: Response, next: NextFunction) => {
     try {
       (res.locals as { caller?: ApiKeyCaller }).caller = await authenticateApiKey(svc.store.db, req.get('authorization'), role);
@@ -177,7 +190,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
     if (body.stepup_id === undefined) {
-      await svc.gate.begin({
+      await counted('issue', ISSUE_ACTION, () => svc.gate.begin({
         owner,
         action: ISSUE_ACTION,
         subject: body.subject,
@@ -187,10 +200,12 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
         ...(body.state === undefined ? {} : { state: body.state }),
         requestId: requestIdOf(res),
         pointerMap,
-      });
+      }));
       return;
     }
-    const issued = await renderCode(await issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId: body.stepup_id, request: body.context, requestId: requestIdOf(res) }), svc.issueDeps.observe);
+    const stepupId = body.stepup_id;
+    const issued = await counted('issue', ISSUE_ACTION, async () => renderCode(await issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId, request: body.context, requestId: requestIdOf(res) }), svc.issueDeps.observe));
+    svc.metrics.issued.inc({ kind: 'online' });
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json({
       code_id: issued.codeId,
@@ -227,7 +242,8 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
       423: { description: 'device_locked: too many wrong offline codes for the device' },
     },
   }, [requireKey('acquirer')], async (_req, res, { body }) => {
-    const r = await redeem(svc.redeemDeps, caller(res), body, requestIdOf(res));
+    const r = await counted('redeem', 'redeem', () => redeem(svc.redeemDeps, caller(res), body, requestIdOf(res)));
+    svc.metrics.redemptions.inc({ kind: r.kind });
     res.setHeader('Cache-Control', 'no-store');
     res.json({
       redemption_id: r.redemptionId,
@@ -252,7 +268,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
     if (body.stepup_id === undefined) {
-      await svc.gate.begin({
+      await counted('offline_seed', OFFLINE_SEED_ACTION, () => svc.gate.begin({
         owner,
         action: OFFLINE_SEED_ACTION,
         subject: body.subject,
@@ -262,10 +278,12 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
         ...(body.state === undefined ? {} : { state: body.state }),
         requestId: requestIdOf(res),
         pointerMap,
-      });
+      }));
       return;
     }
-    const s = await provisionSeed(svc.seedDeps, { owner, subject: body.subject, stepupId: body.stepup_id, request: body.context, requestId: requestIdOf(res) });
+    const stepupId = body.stepup_id;
+    const s = await counted('offline_seed', OFFLINE_SEED_ACTION, () => provisionSeed(svc.seedDeps, { owner, subject: body.subject, stepupId, request: body.context, requestId: requestIdOf(res) }));
+    svc.metrics.issued.inc({ kind: 'offline_seed' });
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json({
       seed_id: s.seedId,

@@ -12,11 +12,11 @@ function accessLog(svc: PaymentCodeService) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
-      const route = (req.route as { path?: string } | undefined)?.path;
-      svc.logger.info(
-        { requestId: requestIdOf(res), method: req.method, route: route === undefined ? 'unmatched' : `${req.baseUrl}${route}`, status: res.statusCode, ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6) },
-        'request',
-      );
+      const path = (req.route as { path?: string } | undefined)?.path;
+      const route = path === undefined ? 'unmatched' : `${req.baseUrl}${path}`;
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      svc.metrics.httpDuration.observe({ method: req.method, route, status: `${Math.floor(res.statusCode / 100)}xx` }, seconds);
+      svc.logger.info({ requestId: requestIdOf(res), method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1000) }, 'request');
     });
     next();
   };
@@ -64,6 +64,11 @@ export function createPaymentCodeApp(svc: PaymentCodeService): Express {
   const openapi = buildOpenApi(api, svc.config.http.publicUrl, PAYMENT_CODE_VERSION);
   app.get('/openapi.json', (_req, res) => {
     res.json(openapi);
+  });
+  // Prometheus scrape endpoint. Like the gateway's, it carries no secrets and no per-user
+  // labels; expose it on the internal network only (docs/payment-codes.md, "Operations").
+  app.get('/metrics', async (_req, res) => {
+    res.type(svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());
   });
   app.use((_req: Request, _res: Response, next: NextFunction) => {
     next(new PaymentCodeError('not_found'));

@@ -1,0 +1,56 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import type { Phase } from './step-up.ts';
+
+/**
+ * The payment-code service's Prometheus metrics, served at GET /metrics. One registry per
+ * service instance (tests run several in one process). Labels are bounded: route templates,
+ * phases, code kinds and problem codes — never a code, a subject or an amount.
+ */
+export function createPaymentCodeMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'stepgate_payment_code_' });
+  const httpDuration = new Histogram({
+    name: 'stepgate_payment_code_http_request_duration_seconds',
+    help: 'HTTP request latency by method, route template and status class.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const phaseDuration = new Histogram({
+    name: 'stepgate_payment_code_phase_duration_seconds',
+    help: 'Time spent per phase: gateway_token (fetching the step-up token), token_verification, code_write, render, redeem.',
+    labelNames: ['phase'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  const issued = new Counter({
+    name: 'stepgate_payment_code_issued_total',
+    help: 'Payment codes and offline seeds handed out, by kind (online, offline_seed).',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const stepUpRequired = new Counter({
+    name: 'stepgate_payment_code_stepup_required_total',
+    help: 'Requests answered 401 with a new step-up at the gateway, by action.',
+    labelNames: ['action'] as const,
+    registers: [registry],
+  });
+  const refused = new Counter({
+    name: 'stepgate_payment_code_refused_total',
+    help: 'Issuance and redemption requests refused, by operation (issue, offline_seed, redeem) and problem code (token_invalid, code_already_redeemed, …): watch for replay and guessing.',
+    labelNames: ['operation', 'code'] as const,
+    registers: [registry],
+  });
+  const redemptions = new Counter({
+    name: 'stepgate_payment_code_redemptions_total',
+    help: 'Successful redemptions by kind (online, offline, signed_qr).',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const observePhase = (phase: Phase, seconds: number): void => {
+    phaseDuration.observe({ phase }, seconds);
+  };
+  return { registry, httpDuration, phaseDuration, issued, stepUpRequired, refused, redemptions, observePhase };
+}
+
+export type PaymentCodeMetrics = ReturnType<typeof createPaymentCodeMetrics>;
