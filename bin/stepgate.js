@@ -8,6 +8,13 @@ if (major < 24) {
   );
   process.exit(1);
 }
+// The libuv pool runs argon2 (up to one hash per core in flight, password.maxConcurrentHashes)
+// next to file, DNS and async crypto work: cores + the default 4, so a login flood never
+// takes the threads everything else needs. Read when the pool first starts, so set it now.
+if (process.env.UV_THREADPOOL_SIZE === undefined) {
+  const { availableParallelism } = await import('node:os');
+  process.env.UV_THREADPOOL_SIZE = String(Math.min(1024, availableParallelism() + 4));
+}
 // node:sqlite still announces itself as experimental on Node 24; keep other warnings.
 const emitWarning = process.emitWarning;
 process.emitWarning = function (warning, ...rest) {

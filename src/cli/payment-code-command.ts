@@ -4,7 +4,9 @@ import { API_KEY_ROLES, createApiKey, listApiKeys, revokeApiKey } from '../payme
 import { loadPaymentCodeConfig, type PaymentCodeConfig, PaymentCodeConfigError } from '../payment-code/config.ts';
 import { EventLog, verifyEventChain } from '../payment-code/events.ts';
 import { offlineCode, parseDeviceSeed } from '../payment-code/offline-otp.ts';
+import { loadPaymentCodeMasterKey, PaymentCodeSealer } from '../payment-code/sealer.ts';
 import { openConfiguredPaymentCodeStore, startPaymentCodeServer } from '../payment-code/service.ts';
+import { createQrKey, listQrKeys, PUBLISH_LEAD_SECONDS, retireQrKey } from '../payment-code/signing-keys.ts';
 import type { PaymentCodeStore } from '../payment-code/store/database.ts';
 import type { ApiKeyRole } from '../payment-code/store/schema.ts';
 import { systemClock } from '../verifier/index.ts';
@@ -219,6 +221,62 @@ export const paymentCodeEventsVerifyCommand: Command = {
   },
 };
 
+export const paymentCodeKeysRotateCommand: Command = {
+  name: ['payment-code', 'keys', 'rotate'],
+  summary: `New signed-QR signing key: published in the JWKS at once, signing after ${PUBLISH_LEAD_SECONDS / 60} minutes.`,
+  usage: 'stepgate payment-code keys rotate [--json] [--config FILE]',
+  options: { json: { type: 'boolean' } },
+  async run(args) {
+    return withStore(args, async (store, config) => {
+      const sealer = new PaymentCodeSealer(loadPaymentCodeMasterKey(config.secrets.masterKey, config.dataDir, config.mode).bytes);
+      const kid = await createQrKey(store.db, sealer, systemClock, new EventLog(store.dialect, systemClock), cliActor());
+      const signsFrom = new Date(systemClock.now().getTime() + PUBLISH_LEAD_SECONDS * 1000).toISOString();
+      if (args.values.json === true) args.out(JSON.stringify({ kid, signs_from: signsFrom }));
+      else args.out(`created ${kid}: published now, signs from ${signsFrom}. Retire the old key once its last codes have expired: npx stepgate payment-code keys retire KID`);
+      return 0;
+    });
+  },
+};
+
+export const paymentCodeKeysListCommand: Command = {
+  name: ['payment-code', 'keys', 'list'],
+  summary: 'List the signed-QR signing keys: which are published, which one signs.',
+  usage: 'stepgate payment-code keys list [--json] [--config FILE]',
+  options: { json: { type: 'boolean' } },
+  async run(args) {
+    return withStore(args, async (store) => {
+      const keys = await listQrKeys(store.db, systemClock);
+      if (args.values.json === true) {
+        args.out(JSON.stringify(keys.map((k) => ({ kid: k.kid, alg: k.alg, status: k.status, signing: k.signing, created_at: k.createdAt.toISOString(), retired_at: k.retiredAt?.toISOString() ?? null }))));
+      } else {
+        for (const k of keys) args.out(`${k.kid}  ${k.alg}  ${k.status === 'retired' ? 'retired  ' : k.signing ? 'signing  ' : 'published'}  created ${k.createdAt.toISOString()}`);
+      }
+      return 0;
+    });
+  },
+};
+
+export const paymentCodeKeysRetireCommand: Command = {
+  name: ['payment-code', 'keys', 'retire'],
+  summary: 'Retire a signed-QR key: it leaves the JWKS and its codes stop verifying. Not the key that signs now.',
+  usage: 'stepgate payment-code keys retire KID [--config FILE]',
+  options: {},
+  positionals: 1,
+  async run(args) {
+    if (args.positionals.length !== 1) throw new UsageError('give exactly one key id');
+    const kid = args.positionals[0] as string;
+    return withStore(args, async (store) => {
+      const outcome = await retireQrKey(store.db, systemClock, new EventLog(store.dialect, systemClock), kid, cliActor());
+      if (outcome === 'retired') {
+        args.out(`retired ${kid}`);
+        return 0;
+      }
+      args.err(outcome === 'signing' ? `${kid} signs now: rotate first and retire it after the new key has taken over` : `${kid}: no such active key`);
+      return 1;
+    });
+  },
+};
+
 export const paymentCodeCommands: Command[] = [
   paymentCodeServiceCommand,
   paymentCodeGenerateCommand,
@@ -227,4 +285,7 @@ export const paymentCodeCommands: Command[] = [
   paymentCodeApiKeysRevokeCommand,
   paymentCodeClientKeyCommand,
   paymentCodeEventsVerifyCommand,
+  paymentCodeKeysRotateCommand,
+  paymentCodeKeysListCommand,
+  paymentCodeKeysRetireCommand,
 ];

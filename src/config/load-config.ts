@@ -27,6 +27,7 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   STEPGATE_DATABASE_SCHEMA: { path: ['database', 'schema'], type: 'string' },
   STEPGATE_MASTER_KEY: { path: ['secrets', 'masterKey'], type: 'string' },
   STEPGATE_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
+  STEPGATE_PASSWORD_MAX_CONCURRENT_HASHES: { path: ['password', 'maxConcurrentHashes'], type: 'int' },
   STEPGATE_SMS_PROVIDER: { path: ['sms', 'provider'], type: 'string' },
   STEPGATE_SMS_TWILIO_ACCOUNT_SID: { path: ['sms', 'twilio', 'accountSid'], type: 'string' },
   STEPGATE_SMS_TWILIO_AUTH_TOKEN: { path: ['sms', 'twilio', 'authToken'], type: 'string' },

@@ -73,6 +73,7 @@ export const configSchema = z.strictObject({
       iterations: z.number().int().min(2),
       parallelism: z.number().int().min(1).max(16),
     }),
+    maxConcurrentHashes: z.number().int().min(0).max(1024),
     extraBlocklistFile: z.string(),
   }),
   login: z.strictObject({

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'setup_token_invalid'
   | 'reset_token_invalid'
   | 'service_unavailable'
+  | 'overloaded'
   | 'internal_error'
   | 'stepup_not_found'
   | 'invalid_ticket'
@@ -91,6 +92,7 @@ const STATUS: Record<ErrorCode, number> = {
   setup_token_invalid: 400,
   reset_token_invalid: 400,
   service_unavailable: 503,
+  overloaded: 503,
   internal_error: 500,
   stepup_not_found: 404,
   invalid_ticket: 401,
@@ -147,6 +149,7 @@ const TITLE: Record<ErrorCode, string> = {
   setup_token_invalid: 'Set-up link invalid or expired',
   reset_token_invalid: 'Password-reset link invalid, expired or used',
   service_unavailable: 'Service unavailable',
+  overloaded: 'Too many sign-ins at once: try again in a moment',
   internal_error: 'Internal server error',
   stepup_not_found: 'Step-up not found',
   invalid_ticket: 'Invalid or unknown step-up ticket',

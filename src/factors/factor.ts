@@ -155,6 +155,13 @@ export interface Factor<Input = unknown, Change = unknown> {
    * the phone the live challenge went to). Undefined: none of them.
    */
   resolveFactor?(records: readonly FactorRecord[], input: unknown, challenge: LiveChallenge | undefined): FactorRecord | undefined;
+  /**
+   * Factors whose verification uses a scarce resource (password: an argon2 slot) run the
+   * whole verification inside `admit`, which refuses at once (an AppError, 503) when the
+   * resource is exhausted. The flow calls it before anything is charged, so a refusal
+   * writes nothing.
+   */
+  admit?<T>(work: () => Promise<T>): Promise<T>;
 }
 
 /** The registry: factor modules by type id, all of the same shape. */

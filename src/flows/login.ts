@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hashToken } from '../crypto/ids.ts';
-import { AppError } from '../errors/app-error.ts';
+import { AppError, isAppError } from '../errors/app-error.ts';
 import type { FactorRecord } from '../factors/factor.ts';
 import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
@@ -10,6 +10,7 @@ import { loginThrottleKey, normaliseUsername, passwordServices, toUserView, type
 
 /**
  * Password login. The order is the security argument:
+ *  0. take an argon2 slot without waiting, or refuse (503 `overloaded`) having written nothing;
  *  1. charge the attempt to the login name's throttle row (one conditional upsert), or
  *     refuse it without any comparison when the name is locked;
  *  2. look the user up and verify, against a dummy hash when there is no such user or no
@@ -92,12 +93,24 @@ export async function login(gw: Gateway, input: LoginInput, ctx: LoginContext = 
   const now = gw.clock.now();
   const nowMs = now.getTime();
 
-  const charge = await repo.chargeLoginAttempt(db, key, { nowMs, maxFailures, lockUntilMs: nowMs + lockSeconds * 1000 });
-  if (charge === undefined) return refuseLocked(gw, key, username, ctx);
-
-  const found = await repo.findUserWithPassword(db, username);
-  const { factor } = passwordServices(gw);
-  const outcome = await factor.verify(toRecord(found?.factor), { password: input.password }, { now });
+  const { factor, hasher } = passwordServices(gw);
+  // An argon2 slot first: beyond capacity the login is refused (503 overloaded) before
+  // anything is charged or written. The slot is held for the charge and the comparison only,
+  // not for the failure delay below.
+  const admitted = await hasher
+    .admit(async () => {
+      const charge = await repo.chargeLoginAttempt(db, key, { nowMs, maxFailures, lockUntilMs: nowMs + lockSeconds * 1000 });
+      if (charge === undefined) return undefined;
+      const found = await repo.findUserWithPassword(db, username);
+      const outcome = await factor.verify(toRecord(found?.factor), { password: input.password }, { now });
+      return { charge, found, outcome };
+    })
+    .catch((err: unknown) => {
+      if (isAppError(err) && err.code === 'overloaded') gw.metrics.logins.inc({ outcome: 'overloaded' });
+      throw err;
+    });
+  if (admitted === undefined) return refuseLocked(gw, key, username, ctx);
+  const { charge, found, outcome } = admitted;
   const user = found?.user;
 
   if (outcome.ok && user !== undefined && user.status === 'active' && found?.factor !== undefined) {

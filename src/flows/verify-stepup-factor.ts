@@ -197,6 +197,14 @@ export interface VerifyFactorInput {
 }
 
 export async function verifyStepUpFactor(gw: Gateway, stepUp: StepUp, request: VerifyFactorInput, who: Who): Promise<VerifyResult> {
+  // A password verification takes its argon2 slot before anything is charged (or is
+  // refused with 503 `overloaded`, having written nothing).
+  const admit = gw.factors.get(request.factor)?.admit;
+  if (admit !== undefined) return admit(() => verifyAdmitted(gw, stepUp, request, who));
+  return verifyAdmitted(gw, stepUp, request, who);
+}
+
+async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactorInput, who: Who): Promise<VerifyResult> {
   const now = gw.clock.now();
   const nowMs = now.getTime();
   assertPending(stepUp, now);

@@ -66,6 +66,7 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
       401: { description: 'invalid_credentials: unknown username or wrong password (indistinguishable).' },
       403: { description: 'csrf_failed: the request carried a live session but not its CSRF token.' },
       429: { description: 'too_many_requests: too many failures for this username; see Retry-After.' },
+      503: { description: 'overloaded: every argon2 slot is busy; refused at once, nothing was charged or written; see Retry-After.' },
     },
   }, [], async (req, res, { body }) => {
     const result = await login(gw, body, { ip: req.ip ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config) });

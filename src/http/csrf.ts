@@ -87,6 +87,15 @@ function loginCsrfCookie(req: Request, config: Config): string | undefined {
  * the cookie.
  */
 export function issueLoginCsrf(gw: Gateway, req: Request, res: Response): string {
+  // One token per response: the login form and the page header's language switch share it.
+  const issued = (res.locals as { loginCsrf?: string }).loginCsrf;
+  if (issued !== undefined) return issued;
+  const token = chooseLoginCsrf(gw, req, res);
+  (res.locals as { loginCsrf?: string }).loginCsrf = token;
+  return token;
+}
+
+function chooseLoginCsrf(gw: Gateway, req: Request, res: Response): string {
   const current = loginCsrfCookie(req, gw.config);
   if (current !== undefined && isValidLoginCsrfToken(gw, current)) {
     const issued = Number(current.split('.')[1]);

@@ -33,7 +33,7 @@ export function subjectHandle(key: KeyObject, subject: string): string {
 }
 
 export async function signQr(ring: QrKeyRing, issuer: string, claims: QrClaims): Promise<string> {
-  const key = ring.active;
+  const key = await ring.signingKey();
   const { iat, exp, ...rest } = claims;
   return new SignJWT({ ...rest })
     .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: QR_TYP })

@@ -50,6 +50,8 @@ export async function startGatewayProcess(database: TestDatabase, options: { mas
       STEPGATE_DATABASE_SCHEMA: database.schema,
       STEPGATE_MASTER_KEY: options.masterKey,
       STEPGATE_LOG_LEVEL: 'info',
+      // Tests fire many logins at once to test the lockout; the overload refusal has its own tests.
+      STEPGATE_PASSWORD_MAX_CONCURRENT_HASHES: '64',
       ...options.env,
     }),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -9,6 +9,9 @@ import {
   paymentCodeApiKeysRevokeCommand,
   paymentCodeClientKeyCommand,
   paymentCodeEventsVerifyCommand,
+  paymentCodeKeysListCommand,
+  paymentCodeKeysRetireCommand,
+  paymentCodeKeysRotateCommand,
 } from '../../src/cli/payment-code-command.ts';
 import { authenticateApiKey } from '../../src/payment-code/api-keys.ts';
 import { loadPaymentCodeConfig } from '../../src/payment-code/config.ts';
@@ -55,6 +58,33 @@ for (const dialect of testDialects()) {
         } finally {
           await store.close();
         }
+      } finally {
+        await db.drop();
+      }
+    });
+
+    it('keys rotate / list / retire: the new key is published but does not sign yet; the signing key cannot be retired', async () => {
+      const db = createPDatabase(dialect);
+      try {
+        const configFile = join(db.dataDir, 'pc.yaml');
+        writeFileSync(configFile, `paymentCode:\n  dataDir: ${JSON.stringify(db.dataDir)}\n  database:\n    url: ${JSON.stringify(db.url)}\n    schema: ${db.schema}\n`);
+        const first = await run(paymentCodeKeysRotateCommand, ['--json', '--config', configFile]);
+        assert.equal(first.code, 0, first.err);
+        const second = await run(paymentCodeKeysRotateCommand, ['--json', '--config', configFile]);
+        const k1 = (JSON.parse(first.out) as { kid: string }).kid;
+        const k2 = (JSON.parse(second.out) as { kid: string }).kid;
+        assert.notEqual(k1, k2);
+        const listed = JSON.parse((await run(paymentCodeKeysListCommand, ['--json', '--config', configFile])).out) as { kid: string; status: string; signing: boolean }[];
+        assert.deepEqual(listed.map((k) => [k.kid, k.status, k.signing]), [[k1, 'active', true], [k2, 'active', false]]);
+        const refused = await run(paymentCodeKeysRetireCommand, [k1, '--config', configFile]);
+        assert.equal(refused.code, 1);
+        assert.match(refused.err, /signs now: rotate first/);
+        assert.equal((await run(paymentCodeKeysRetireCommand, [k2, '--config', configFile])).code, 0);
+        assert.equal((await run(paymentCodeKeysRetireCommand, ['pcq-nope', '--config', configFile])).code, 1);
+        const after = JSON.parse((await run(paymentCodeKeysListCommand, ['--json', '--config', configFile])).out) as { kid: string; status: string }[];
+        assert.deepEqual(after.map((k) => k.status), ['active', 'retired']);
+        const verified = await run(paymentCodeEventsVerifyCommand, ['--config', configFile]);
+        assert.match(verified.out, /event chain intact: 3 events/, 'two creations and one retirement, audited');
       } finally {
         await db.drop();
       }

@@ -13,6 +13,7 @@ import type { PaymentCodeConfig } from '../../src/payment-code/config.ts';
 import { verifyEventChain } from '../../src/payment-code/events.ts';
 import { base32Decode, offlineCode, parseDeviceSeed } from '../../src/payment-code/offline-otp.ts';
 import { purgeExpired } from '../../src/payment-code/purge.ts';
+import { createQrKey, listQrKeys, PUBLISH_LEAD_SECONDS, RELOAD_INTERVAL_SECONDS, retireQrKey } from '../../src/payment-code/signing-keys.ts';
 import { needTool } from '../helpers/env.ts';
 import {
   bearer,
@@ -426,6 +427,22 @@ for (const dialect of testDialects()) {
       assert.equal(page.status, 200);
       const html = await page.text();
       assert.match(html, /DEMO — development only/);
+      assert.match(html, /<html lang="en">/);
+      const zh = await fetch(`${p.url}/demo`, { headers: { 'accept-language': 'zh-CN,zh;q=0.9,en;q=0.8' } });
+      const zhHtml = await zh.text();
+      assert.match(zhHtml, /<html lang="zh-CN">/);
+      assert.match(zhHtml, /<h1>演示钱包<\/h1>/);
+      assert.match(zhHtml, /显示我的付款码/);
+      assert.ok(!zhHtml.includes('Show my payment code'), 'no English left on the Chinese page');
+      const switched = await fetch(`${p.url}/demo?lang=en`, { headers: { 'accept-language': 'zh-CN' } });
+      assert.match(await switched.text(), /<h1>Demo wallet<\/h1>/, 'the switch wins over Accept-Language');
+      const langCookie = (switched.headers.getSetCookie().find((c) => c.startsWith('pc_demo_lang=')) ?? '').split(';')[0] as string;
+      assert.equal(langCookie, 'pc_demo_lang=en');
+      const remembered = await fetch(`${p.url}/demo`, { headers: { 'accept-language': 'zh-CN', cookie: langCookie } });
+      assert.match(await remembered.text(), /<h1>Demo wallet<\/h1>/, 'and is remembered');
+      const zhRefusal = await fetch(`${p.url}/demo/pay`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'zh-CN' }, body: 'username=alice&amountLimit=1.00' });
+      assert.equal(zhRefusal.status, 403);
+      assert.match(await zhRefusal.text(), /表单已过期/, 'messages from the router are translated too');
       const noCsrf = await fetch(`${p.url}/demo/pay`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'username=alice&amountLimit=1.00' });
       assert.equal(noCsrf.status, 403);
       const prodDb = createPDatabase('sqlite');
@@ -490,6 +507,32 @@ for (const dialect of testDialects()) {
       assert.ok(delta('stepgate_payment_code_http_request_duration_seconds_count{method="POST",route="/v1/payment-codes/redeem",status="2xx"}') >= 1);
       assert.match(after, /^stepgate_payment_code_process_resident_memory_bytes /m);
       for (const secret of [issued.body.code as string, g.alice.id]) assert.ok(!after.includes(secret), 'no code or subject in any label');
+    });
+
+    it('signed-QR key rotation: the new key is published at once, signs after the lead; a retired key verifies nothing', async () => {
+      const kidOf = (body: Record<string, unknown>) => JSON.parse(Buffer.from(((body.signed_qr as { payload: string }).payload.split('.')[0] as string), 'base64url').toString('utf8')).kid as string;
+      const jwksKids = async () => ((await call(p.url, 'GET', '/.well-known/jwks.json')).body.keys as { kid: string }[]).map((k) => k.kid);
+      const before = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      const oldKid = kidOf(before.body);
+      const newKid = await createQrKey(p.svc.store.db, p.svc.sealer, clock, p.svc.events, 'test');
+      assert.deepEqual((await jwksKids()).slice(-2), [oldKid, newKid], 'published at once');
+      clock.advance(RELOAD_INTERVAL_SECONDS + 1);
+      const during = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      assert.equal(kidOf(during.body), oldKid, 'the old key signs during the lead, though the service has seen the new one');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'signing', 'the key that signs cannot be retired');
+      clock.advance(PUBLISH_LEAD_SECONDS);
+      const afterLead = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      assert.equal(kidOf(afterLead.body), newKid);
+      assert.equal((await redeem({ code: (afterLead.body.signed_qr as { payload: string }).payload })).status, 200, 'codes signed by the new key redeem');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, newKid, 'test'), 'signing');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'retired');
+      assert.equal(await retireQrKey(p.svc.store.db, clock, p.svc.events, oldKid, 'test'), 'unknown', 'retiring twice changes nothing');
+      assert.ok(!(await jwksKids()).includes(oldKid), 'a retired key leaves the JWKS');
+      clock.advance(RELOAD_INTERVAL_SECONDS + 1);
+      const stale = await redeem({ code: (during.body.signed_qr as { payload: string }).payload });
+      assert.equal(stale.body.code, 'qr_invalid', 'a code signed by a retired key no longer verifies (not even as expired)');
+      const views = await listQrKeys(p.svc.store.db, clock);
+      assert.deepEqual(views.filter((k) => k.kid === oldKid || k.kid === newKid).map((k) => [k.status, k.signing]), [['retired', false], ['active', true]]);
     });
 
     it('housekeeping deletes what can no longer decide anything, and keeps the records', async () => {

@@ -129,3 +129,43 @@ describe('argon2 concurrency cap', () => {
     assert.equal((await Promise.all(hashes)).length, 8);
   });
 });
+
+describe('argon2 admission (no queue for sign-ins)', () => {
+  it('admits up to the size, refuses the next at once with overloaded, and frees the slot after', async () => {
+    const slots = new Semaphore(1);
+    const h = new PasswordHasher(PARAMS, slots);
+    const phc = await h.hash('tangerine-lamp-41');
+    let inside!: () => void;
+    const holding = h.admit(() => new Promise<void>((resolve) => (inside = resolve)));
+    await assert.rejects(h.admit(async () => 'never'), (err: { code?: string; status?: number; retryAfterSeconds?: number }) => err.code === 'overloaded' && err.status === 503 && err.retryAfterSeconds === 1);
+    assert.equal(slots.waiting, 0, 'nobody queues');
+    inside();
+    await holding;
+    assert.equal(slots.active, 0);
+    assert.equal(await h.admit(() => h.verify(phc, 'tangerine-lamp-41')), true);
+  });
+
+  it('hashes inside an admitted section with the slot it holds (verify, then rehash, on a full semaphore)', async () => {
+    const slots = new Semaphore(1);
+    const h = new PasswordHasher(PARAMS, slots);
+    const old = await new PasswordHasher({ ...PARAMS, iterations: 3 }, new Semaphore(1)).hash('tangerine-lamp-41');
+    const f = createPasswordFactor(h);
+    const outcome = await h.admit(() => f.verify(record(old), { password: 'tangerine-lamp-41' }, ctx));
+    assert.equal(outcome.ok, true);
+    assert.ok(outcome.ok && outcome.change !== undefined, 'rehashed without a second slot');
+    assert.equal(slots.active, 0);
+  });
+
+  it('tryAcquire releases once however often the release is called', () => {
+    const slots = new Semaphore(2);
+    const a = slots.tryAcquire();
+    const b = slots.tryAcquire();
+    assert.ok(a !== undefined && b !== undefined);
+    assert.equal(slots.tryAcquire(), undefined);
+    a();
+    a();
+    assert.equal(slots.active, 1);
+    b();
+    assert.equal(slots.active, 0);
+  });
+});

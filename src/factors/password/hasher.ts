@@ -1,6 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { hash, parseOptions, verify } from '@node-rs/argon2';
+import { AppError } from '../../errors/app-error.ts';
 
 /** argon2id cost parameters (config `password.argon2`). */
 export interface Argon2Params {
@@ -16,7 +18,8 @@ const ARGON2ID = 2;
 /**
  * Caps the number of argon2 computations in flight. Each one holds ~19 MiB and a libuv
  * thread for tens of milliseconds; without a cap a login flood fills the thread pool (which
- * file and DNS work also need) and the memory. Waiters queue in arrival order.
+ * file and DNS work also need) and the memory. `run` waits in arrival order (operator work:
+ * creating users, setting passwords); `tryAcquire` never waits (sign-in, see `admit`).
  */
 export class Semaphore {
   readonly #max: number;
@@ -36,6 +39,25 @@ export class Semaphore {
     return this.#waiting.length;
   }
 
+  /** A slot now, or undefined when all are taken (nobody waits). Call the release once. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.#active >= this.#max) return undefined;
+    this.#active += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#release();
+    };
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    // The slot passes straight to the next waiter, so `active` never dips and overshoots.
+    if (next === undefined) this.#active -= 1;
+    else next();
+  }
+
   async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#active >= this.#max) {
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
@@ -45,16 +67,32 @@ export class Semaphore {
     try {
       return await fn();
     } finally {
-      const next = this.#waiting.shift();
-      // The slot passes straight to the next waiter, so `active` never dips and overshoots.
-      if (next === undefined) this.#active -= 1;
-      else next();
+      this.#release();
     }
   }
 }
 
-/** One per process: the CPU is the shared resource, whatever number of gateways run in it. */
-export const argon2Slots = new Semaphore(Math.max(1, availableParallelism()));
+/**
+ * One semaphore per process and size: the CPU is the shared resource, whatever number of
+ * gateways run in the process. `size` 0 means one slot per core (`password.maxConcurrentHashes`).
+ */
+const semaphores = new Map<number, Semaphore>();
+export function argon2SlotsFor(size = 0): Semaphore {
+  const n = size === 0 ? Math.max(1, availableParallelism()) : size;
+  let s = semaphores.get(n);
+  if (s === undefined) {
+    s = new Semaphore(n);
+    semaphores.set(n, s);
+  }
+  return s;
+}
+export const argon2Slots = argon2SlotsFor(0);
+
+/** The semaphore whose slot the current async context holds (inside `admit`). */
+const admitted = new AsyncLocalStorage<Semaphore>();
+
+/** How long a refused sign-in is told to wait: one argon2 verification is tens of milliseconds. */
+const OVERLOADED_RETRY_SECONDS = 1;
 
 /**
  * argon2id password hashing with PHC strings. Inputs must already be normalised
@@ -72,8 +110,34 @@ export class PasswordHasher {
     this.#slots = slots;
   }
 
+  /**
+   * Runs `work` holding one argon2 slot, or refuses at once with `overloaded` (503,
+   * Retry-After) when every slot is taken: a sign-in beyond capacity is answered in
+   * microseconds instead of queueing behind the hashes (which would only turn a flood into
+   * timeouts for everyone). Call it before anything is charged or written, so a refusal
+   * changes nothing. Hashing inside `work` uses the slot held (verify, then a rehash).
+   */
+  async admit<T>(work: () => Promise<T>): Promise<T> {
+    if (admitted.getStore() === this.#slots) return work();
+    const release = this.#slots.tryAcquire();
+    if (release === undefined) {
+      throw new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many sign-ins are being checked right now; try again in a moment.' });
+    }
+    try {
+      return await admitted.run(this.#slots, work);
+    } finally {
+      release();
+    }
+  }
+
+  /** Runs one argon2 computation in the slot `admit` holds, or waits for one. */
+  #inSlot<T>(fn: () => Promise<T>): Promise<T> {
+    if (admitted.getStore() === this.#slots) return fn();
+    return this.#slots.run(fn);
+  }
+
   hash(password: string): Promise<string> {
-    return this.#slots.run(() =>
+    return this.#inSlot(() =>
       hash(password, {
         algorithm: ARGON2ID,
         memoryCost: this.params.memoryKiB,
@@ -85,7 +149,7 @@ export class PasswordHasher {
 
   /** False (never a throw) for a malformed stored hash: a corrupt row must not become a 500 on login. */
   async verify(phc: string, password: string): Promise<boolean> {
-    return this.#slots.run(async () => {
+    return this.#inSlot(async () => {
       try {
         return await verify(phc, password);
       } catch {

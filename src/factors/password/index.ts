@@ -1,9 +1,9 @@
 import type { Config } from '../../config/schema.ts';
-import { PasswordHasher } from './hasher.ts';
+import { argon2SlotsFor, PasswordHasher } from './hasher.ts';
 import { createPasswordFactor, type PasswordFactor } from './password-factor.ts';
 import { loadBlocklist, PasswordPolicy } from './policy.ts';
 
-export { PasswordHasher, argon2Slots } from './hasher.ts';
+export { PasswordHasher, argon2Slots, argon2SlotsFor } from './hasher.ts';
 export { createPasswordFactor, type PasswordFactor, type PasswordInput, type PasswordChange } from './password-factor.ts';
 export { normalisePassword, PasswordPolicy, loadBlocklist, type PolicyViolation } from './policy.ts';
 
@@ -23,7 +23,7 @@ const byConfig = new WeakMap<object, PasswordServices>();
 export function passwordServicesFor(config: Pick<Config, 'password' | 'audit'>): PasswordServices {
   let s = byConfig.get(config);
   if (s === undefined) {
-    const hasher = new PasswordHasher(config.password.argon2);
+    const hasher = new PasswordHasher(config.password.argon2, argon2SlotsFor(config.password.maxConcurrentHashes));
     const policy = new PasswordPolicy({
       minLength: config.password.minLength,
       maxLength: config.password.maxLength,

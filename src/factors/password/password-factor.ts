@@ -22,6 +22,7 @@ export function createPasswordFactor(hasher: PasswordHasher): PasswordFactor {
     type: 'password',
     descriptor: { kind: 'direct', amr: ['pwd'], possession: false, multiple: false },
     hasher,
+    admit: (work) => hasher.admit(work),
     async verify(record: FactorRecord | undefined, input: PasswordInput): Promise<VerifyOutcome<PasswordChange>> {
       // Callers may pass unvalidated input (the step-up API's `input: unknown`).
       const given = (input as { password?: unknown } | null | undefined)?.password;
