@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestGateway, TEST_MASTER_KEY, type TestGateway } from '../helpers/gateway.ts';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/processes.ts';
-import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
+import { makeClient, makeUser, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
 import { DEFAULT_TOTP, insertActiveTotp, oathtoolTotp } from '../helpers/totp.ts';
 import { needTool } from '../helpers/env.ts';
@@ -84,7 +84,10 @@ for (const dialect of testDialects()) {
     let totp: { secret: Buffer };
     let ipSeq = 0;
     /** A fresh client address per test (the budgets are per address). */
-    const newIp = () => `198.51.100.${(ipSeq += 1)}`;
+    const newIp = () => {
+      ipSeq += 1;
+      return `10.${(ipSeq >> 16) & 255}.${(ipSeq >> 8) & 255}.${ipSeq & 255}`;
+    };
 
     before(async () => {
       setup = await createTestGateway({ dialect, clock: { now: () => new Date() } });
