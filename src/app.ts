@@ -33,6 +33,7 @@ import { meWebAuthnRouter } from './http/me-webauthn-router.ts';
 import { webauthnLoginRouter } from './http/webauthn-login-router.ts';
 import { stepUpWebAuthnRouter } from './http/stepup-webauthn-router.ts';
 import { passwordResetRouter } from './http/password-reset-router.ts';
+import { consoleRouter } from './http/console-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -129,6 +130,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(smsPagesRouter(gw));
   app.use(totpPagesRouter(gw));
   app.use(recoveryCodesPagesRouter(gw));
+  app.use(consoleRouter(gw));
 
   const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
   app.get('/openapi.json', (_req, res) => {

@@ -18,7 +18,10 @@ export interface RunningServer {
 export async function startServer(config: Config, gateway?: Gateway): Promise<RunningServer> {
   const gw = gateway ?? (await createGateway(config));
   const { app } = createApp(gw);
-  const server = createServer(app);
+  // Node checks the header and request deadlines only every connectionsCheckingInterval
+  // (30 s by default), so a slowloris client could hold a connection for 30 s whatever the
+  // configured timeouts; checking every second makes them mean what they say.
+  const server = createServer({ connectionsCheckingInterval: 1000 }, app);
   server.requestTimeout = config.http.requestTimeoutSeconds * 1000;
   server.headersTimeout = config.http.headersTimeoutSeconds * 1000;
   server.keepAliveTimeout = config.http.keepAliveTimeoutSeconds * 1000;

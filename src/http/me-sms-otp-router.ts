@@ -6,7 +6,7 @@ import { MAX_LABEL_LENGTH } from '../flows/factors.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { authOf, requireFreshLogin, requireSession } from './authorize.ts';
 import { factorIdOf, factorJsonSchema, factorToJson, whoOf } from './me-factors-router.ts';
-import { negotiateLocale } from './pages-router.ts';
+import { localeOf } from './pages-router.ts';
 
 /**
  * Enrolling a phone for SMS codes (session + X-CSRF-Token + a fresh sign-in): start with
@@ -53,7 +53,7 @@ export function meSmsOtpRouter(gw: Gateway, api: ApiRegistry): Router {
       ...sendErrors,
     },
   }, [requireSession, fresh], async (req, res, { body }) => {
-    const started = await startSmsEnrolment(gw, authOf(res).userId, { phone: body.phone, label: body.label }, negotiateLocale(req.get('accept-language')), whoOf(req, res));
+    const started = await startSmsEnrolment(gw, authOf(res).userId, { phone: body.phone, label: body.label }, localeOf(req), whoOf(req, res));
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json(startedToJson(started));
   });
@@ -63,7 +63,7 @@ export function meSmsOtpRouter(gw: Gateway, api: ApiRegistry): Router {
     summary: 'Send a new code for a pending phone (after the cooldown). The attempt count is kept.',
     responses: { 200: { description: 'A new code was sent; the previous one is void.', schema: startedSchema }, 404: { description: 'No such pending phone.' }, ...sessionErrors, ...sendErrors },
   }, [requireSession, fresh], async (req, res) => {
-    const started = await resendSmsEnrolmentCode(gw, authOf(res).userId, factorIdOf(req), negotiateLocale(req.get('accept-language')), whoOf(req, res));
+    const started = await resendSmsEnrolmentCode(gw, authOf(res).userId, factorIdOf(req), localeOf(req), whoOf(req, res));
     res.setHeader('Cache-Control', 'no-store');
     res.json(startedToJson(started));
   });

@@ -2,13 +2,13 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response, Router } from 'express';
 import { Eta } from 'eta';
-import { isAppError } from '../errors/app-error.ts';
+import { AppError, isAppError } from '../errors/app-error.ts';
 import { login } from '../flows/login.ts';
 import { endSession } from '../flows/sessions.ts';
 import { getUser } from '../flows/users.ts';
 import { passkeyLoginOffered } from '../flows/webauthn.ts';
 import type { Gateway } from '../gateway.ts';
-import { checkLoginCsrf, issueLoginCsrf } from './csrf.ts';
+import { CSRF_FIELD, checkLoginCsrf, issueLoginCsrf, LOGIN_CSRF_FIELD } from './csrf.ts';
 import { locals } from './request-context.ts';
 import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
 
@@ -45,6 +45,19 @@ export function translator(locale: Locale): (key: string, params?: Record<string
     const text = all[locale][key] ?? all.en[key] ?? key;
     return params === undefined ? text : text.replace(/\{(\w+)\}/g, (m, name: string) => (params[name] === undefined ? m : String(params[name])));
   };
+}
+
+/** The language-preference cookie set by the switch in the page header (`POST /lang`). */
+export const LANG_COOKIE = 'stepgate_lang';
+
+function isLocale(v: unknown): v is Locale {
+  return typeof v === 'string' && (LOCALES as readonly string[]).includes(v);
+}
+
+/** The page language: the switch's cookie when it names a supported locale, otherwise Accept-Language. */
+export function localeOf(req: Request): Locale {
+  const chosen = (req.cookies as Record<string, unknown> | undefined)?.[LANG_COOKIE];
+  return isLocale(chosen) ? chosen : negotiateLocale(req.get('accept-language'));
 }
 
 /** Picks the best supported locale from Accept-Language (q-values honoured); English by default. */
@@ -85,6 +98,50 @@ export function safeNext(value: unknown, publicUrl: string): string | undefined 
   return `${url.pathname}${url.search}${url.hash}`;
 }
 
+/** Roles that may open the admin console (src/http/console-*.ts). */
+export const STAFF_ROLES: readonly string[] = ['admin', 'helpdesk', 'auditor'];
+
+export function isStaff(roles: readonly string[]): boolean {
+  return roles.some((r) => STAFF_ROLES.includes(r));
+}
+
+/** Where the language switch sends the browser back to: this page for a GET, the referring page otherwise. */
+function returnPathOf(req: Request, publicUrl: string): string {
+  if (req.method === 'GET') return safeNext(req.originalUrl, publicUrl) ?? '/';
+  const referer = req.get('referer');
+  if (referer !== undefined) {
+    try {
+      const url = new URL(referer);
+      if (url.origin === new URL(publicUrl).origin) return safeNext(`${url.pathname}${url.search}`, publicUrl) ?? '/';
+    } catch {
+      // not a URL: fall through
+    }
+  }
+  return '/';
+}
+
+/** What the layout needs on every page: who is signed in, the navigation and the language switch. */
+function chromeOf(gw: Gateway, req: Request, res: Response, lang: Locale) {
+  const auth = locals(res).auth;
+  const path = req.path;
+  const staff = auth !== undefined && isStaff(auth.roles);
+  const userNav = auth === undefined ? [] : [{ href: '/security', key: 'nav.security' }, ...(staff ? [{ href: '/console', key: 'nav.console' }] : [])];
+  return {
+    nav: {
+      signedIn: auth === undefined ? undefined : { username: auth.username },
+      items: userNav.map((i) => ({ ...i, current: path === i.href || path.startsWith(`${i.href}/`) })),
+      csrf: auth?.csrfToken,
+    },
+    langSwitch: {
+      to: lang === 'en' ? 'zh-CN' : 'en',
+      next: returnPathOf(req, gw.config.http.publicUrl),
+      // With a session the global CSRF check covers POST /lang; without one, the login form's double-submit token.
+      field: auth === undefined ? LOGIN_CSRF_FIELD : CSRF_FIELD,
+      token: auth === undefined ? issueLoginCsrf(gw, req, res) : auth.csrfToken,
+    },
+  };
+}
+
 export interface Views {
   /** Renders `template` with `data` plus `lang`, `t` (translator) and `title`, and sends it. */
   render(req: Request, res: Response, status: number, template: string, data: Record<string, unknown> & { titleKey: string }): void;
@@ -95,9 +152,9 @@ export function createViews(gw: Gateway): Views {
   messageCatalogues();
   return {
     render(req, res, status, template, data) {
-      const lang = negotiateLocale(req.get('accept-language'));
+      const lang = localeOf(req);
       const t = translator(lang);
-      const html = eta.render(template, { ...data, lang, t, title: t(data.titleKey) });
+      const html = eta.render(template, { ...chromeOf(gw, req, res, lang), ...data, lang, t, title: t(data.titleKey) });
       res.setHeader('Vary', 'Accept-Language, Cookie');
       res.setHeader('Cache-Control', 'no-store');
       res.status(status).type('html').send(html);
@@ -119,7 +176,7 @@ export function pagesRouter(gw: Gateway): Router {
 
   async function renderLogin(req: Request, res: Response, status: number, extra: { error?: string; errorParams?: Record<string, number>; username?: string; next?: string | undefined; reauth?: boolean }) {
     const auth = locals(res).auth;
-    const t = translator(negotiateLocale(req.get('accept-language')));
+    const t = translator(localeOf(req));
     if (auth !== undefined && extra.reauth === true) {
       // Signed in, but a sensitive page wants a fresh sign-in: the same form, for this user.
       views.render(req, res, status, 'login', {
@@ -195,6 +252,24 @@ export function pagesRouter(gw: Gateway): Router {
       }
       throw err;
     }
+  });
+
+  // The language switch in every page's header. A preference, not a secret, but still only
+  // from our own pages: the session's CSRF token (checked globally) or the login form's token.
+  router.post('/lang', (req, res) => {
+    const body: unknown = req.body;
+    const lang = field(body, 'lang');
+    const next = safeNext(field(body, 'next'), publicUrl) ?? '/';
+    if (locals(res).auth === undefined && !checkLoginCsrf(gw, req)) throw new AppError('csrf_failed', { detail: 'Reload the page and use the language switch again.' });
+    if (!isLocale(lang)) throw new AppError('validation_failed', { detail: 'Unsupported language.', invalidParams: [{ pointer: '/lang', reason: `one of ${LOCALES.join(', ')}` }] });
+    res.cookie(LANG_COOKIE, lang, { httpOnly: true, sameSite: 'lax', path: '/', secure: gw.config.mode === 'production', maxAge: 365 * 24 * 3600 * 1000 });
+    res.redirect(303, next);
+  });
+
+  // The front door: staff to the console, everyone else to their security page or sign-in.
+  router.get('/', (_req, res) => {
+    const auth = locals(res).auth;
+    res.redirect(303, auth === undefined ? '/login' : isStaff(auth.roles) ? '/console' : '/security');
   });
 
   router.post('/logout', async (req, res) => {

@@ -5,7 +5,7 @@ import { checkResetFormCsrf, completePasswordReset, resetFormCsrf, resetTokenUse
 import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { userJsonSchema, userToJson } from './auth-router.ts';
-import { createViews, negotiateLocale, translator } from './pages-router.ts';
+import { createViews, localeOf, translator } from './pages-router.ts';
 import { locals } from './request-context.ts';
 import { parseInput } from './validate.ts';
 
@@ -67,7 +67,7 @@ export function passwordResetRouter(gw: Gateway, api: ApiRegistry): Router {
   });
 
   router.post('/reset-password', async (req: Request, res: Response, next: NextFunction) => {
-    const t = translator(negotiateLocale(req.get('accept-language')));
+    const t = translator(localeOf(req));
     let form: z.output<typeof resetForm>;
     try {
       form = parseInput(resetForm, req.body);

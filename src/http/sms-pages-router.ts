@@ -6,7 +6,7 @@ import { confirmSmsEnrolment, resendSmsEnrolmentCode, smsEnrolmentAvailable, sta
 import { configuredSmsProvider, maskPhoneNumber } from '../sms/index.ts';
 import { isFreshLogin } from './authorize.ts';
 import { factorIdOf } from './me-factors-router.ts';
-import { createViews, negotiateLocale, translator } from './pages-router.ts';
+import { createViews, localeOf, translator } from './pages-router.ts';
 import { locals } from './request-context.ts';
 import { reauthUrl, SECURITY_PATH } from './security-pages-router.ts';
 
@@ -23,7 +23,7 @@ function field(body: unknown, name: string): string | undefined {
 
 /** The message for an error from the SMS flows, in the page's language. */
 export function smsErrorText(req: Request, err: AppError): string {
-  const t = translator(negotiateLocale(req.get('accept-language')));
+  const t = translator(localeOf(req));
   const seconds = Math.max(1, Math.ceil(err.retryAfterSeconds ?? 60));
   switch (err.code) {
     case 'phone_invalid':
@@ -99,7 +99,7 @@ export function smsPagesRouter(gw: Gateway): Router {
     const phone = (field(req.body, 'phone') ?? '').slice(0, 32);
     const label = (field(req.body, 'label') ?? '').slice(0, 64);
     try {
-      const started = await startSmsEnrolment(gw, auth.userId, { phone, label }, negotiateLocale(req.get('accept-language')), who(req, res, auth.userId));
+      const started = await startSmsEnrolment(gw, auth.userId, { phone, label }, localeOf(req), who(req, res, auth.userId));
       res.redirect(303, `${base}/${started.factorId}`);
     } catch (err) {
       if (!isAppError(err) || (err.status >= 500 && err.code !== 'sms_unavailable')) throw err;
@@ -112,7 +112,7 @@ export function smsPagesRouter(gw: Gateway): Router {
     const auth = signedIn(req, res, true);
     if (auth === undefined) return;
     try {
-      await renderConfirm(req, res, 200, factorIdOf(req), { notice: req.query.notice === 'resent' ? translator(negotiateLocale(req.get('accept-language')))('sms.resent') : undefined });
+      await renderConfirm(req, res, 200, factorIdOf(req), { notice: req.query.notice === 'resent' ? translator(localeOf(req))('sms.resent') : undefined });
     } catch (err) {
       if (isAppError(err) && err.code === 'not_found') {
         res.redirect(303, `${SECURITY_PATH}?notice=error`);
@@ -127,7 +127,7 @@ export function smsPagesRouter(gw: Gateway): Router {
     if (auth === undefined) return;
     const factorId = factorIdOf(req);
     try {
-      await resendSmsEnrolmentCode(gw, auth.userId, factorId, negotiateLocale(req.get('accept-language')), who(req, res, auth.userId));
+      await resendSmsEnrolmentCode(gw, auth.userId, factorId, localeOf(req), who(req, res, auth.userId));
       res.redirect(303, `${base}/${factorId}?notice=resent`);
     } catch (err) {
       if (!isAppError(err) || (err.status >= 500 && err.code !== 'sms_unavailable')) throw err;

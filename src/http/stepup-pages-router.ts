@@ -7,7 +7,7 @@ import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/ver
 import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { denyStepUpByUser } from '../flows/stepup-token.ts';
 import { effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
-import { createViews, negotiateLocale } from './pages-router.ts';
+import { createViews, localeOf } from './pages-router.ts';
 import { smsErrorText } from './sms-pages-router.ts';
 import { smsStepUpView } from './sms-stepup-view.ts';
 import { locals } from './request-context.ts';
@@ -179,7 +179,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
       await startStepUpChallenge(
         gw,
         stepUp,
-        { factor: 'sms_otp', ...(factorId === undefined || factorId === '' ? {} : { factorId: factorId.slice(0, 64) }), locale: negotiateLocale(req.get('accept-language')) },
+        { factor: 'sms_otp', ...(factorId === undefined || factorId === '' ? {} : { factorId: factorId.slice(0, 64) }), locale: localeOf(req) },
         { ip: req.ip ?? null, requestId: locals(res).requestId },
       );
       res.redirect(303, `/stepup/${stepUp.id}`);

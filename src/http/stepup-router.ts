@@ -7,7 +7,7 @@ import { cancelStepUp, pollStepUpToken } from '../flows/stepup-token.ts';
 import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
 import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { effectiveStatus } from '../stepup/stepup-record.ts';
-import { negotiateLocale } from './pages-router.ts';
+import { localeOf } from './pages-router.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { clientAssertionFields, clientOf, requireClient } from './client-auth.ts';
 import { locals } from './request-context.ts';
@@ -164,7 +164,7 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
     },
   }, [], async (req, res, { body }) => {
     const stepUp = await authorizeTicket(gw, stepUpId(req), ticketOf(req));
-    const started = await startStepUpChallenge(gw, stepUp, { factor: body.factor, ...(body.factorId === undefined ? {} : { factorId: body.factorId }), locale: negotiateLocale(req.get('accept-language')) }, who(req, res));
+    const started = await startStepUpChallenge(gw, stepUp, { factor: body.factor, ...(body.factorId === undefined ? {} : { factorId: body.factorId }), locale: localeOf(req) }, who(req, res));
     res.setHeader('Cache-Control', 'no-store');
     res.json({ ...started.publicData, factor: started.factor, factor_id: started.factorId, expires_in: started.expiresInSeconds, resend_after: started.resendAfterSeconds });
   });

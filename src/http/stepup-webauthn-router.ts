@@ -7,7 +7,7 @@ import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { authorizeTicket, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
 import type { StepUp } from '../stepup/stepup-record.ts';
 import type { ApiRegistry } from './api-registry.ts';
-import { negotiateLocale } from './pages-router.ts';
+import { localeOf } from './pages-router.ts';
 import { locals } from './request-context.ts';
 import { returnUrl, STEPUP_CSRF_FIELD, stepUpCsrf, stepUpTicketCookieName } from './stepup-pages-router.ts';
 
@@ -54,7 +54,7 @@ export function stepUpWebAuthnRouter(gw: Gateway, api: ApiRegistry): Router {
     },
   }, [], async (req, res, { body }) => {
     const stepUp = await load(req, body[STEPUP_CSRF_FIELD]);
-    const started = await startStepUpChallenge(gw, stepUp, { factor: 'webauthn', locale: negotiateLocale(req.get('accept-language')) }, who(req, res));
+    const started = await startStepUpChallenge(gw, stepUp, { factor: 'webauthn', locale: localeOf(req) }, who(req, res));
     res.setHeader('Cache-Control', 'no-store');
     res.json({ options: started.publicData.options as Record<string, unknown>, expires_in: started.expiresInSeconds });
   });

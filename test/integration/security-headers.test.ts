@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { firstRunSetupLink } from '../../src/flows/admin-setup.ts';
 import { createSession } from '../../src/flows/sessions.ts';
+import { LANG_COOKIE } from '../../src/http/pages-router.ts';
 import { sessionCookieName } from '../../src/http/session.ts';
 import { createApp } from '../../src/app.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -133,9 +134,12 @@ function assertCookie(c: CookieSeen, production: boolean): void {
   assert.ok(path.startsWith('/'), `${label}: explicit Path (${c.raw})`);
   if (production) {
     assert.ok(has('Secure'), `${label}: Secure in production (${c.raw})`);
-    if (path === '/') assert.ok(name.startsWith('__Host-'), `${label}: __Host- prefix for a whole-site cookie (${c.raw})`);
+    // The language preference is the one exemption: not a secret, and a planted value can
+    // only pick another of the supported languages.
+    if (path === '/') assert.ok(name === LANG_COOKIE || name.startsWith('__Host-'), `${label}: __Host- prefix for a whole-site cookie (${c.raw})`);
     else assert.ok(name.startsWith('__Secure-'), `${label}: __Secure- prefix for a path-scoped cookie (${c.raw})`);
   } else {
+    assert.ok(!has('Secure'), `${label}: not Secure over development http (the browser would drop it)`);
     assert.ok(!name.startsWith('__Host-') && !name.startsWith('__Secure-'), `${label}: no secure prefix over development http`);
   }
 }
@@ -267,7 +271,7 @@ for (const dialect of testDialects()) {
         assert.doesNotMatch(String(js.headers['cache-control']), /no-store/, 'static assets may be cached');
       });
 
-      it('every cookie set on the way (login form, sign-in by form and JSON, step-up ticket, sign-out) has the right attributes', async () => {
+      it('every cookie set on the way (login form, sign-in by form and JSON, language switch, step-up ticket, sign-out) has the right attributes', async () => {
         const form = await record('GET /login', await tg.http().get('/login'));
         const formCookie = setCookies(form).map((c) => c.split(';')[0]).join('; ');
         const field = /name="_login_csrf" value="([^"]*)"/.exec(form.text)?.[1];
@@ -276,11 +280,13 @@ for (const dialect of testDialects()) {
         assert.equal(signedIn.status, 303, signedIn.text);
         const session = setCookies(signedIn).find((c) => c.startsWith(`${sessionCookieName(tg.config)}=`));
         assert.ok(session !== undefined, 'the form sign-in sets the session cookie');
+        const lang = await record('POST /lang', await tg.http().post('/lang').set('Cookie', session.split(';')[0] ?? '').type('form').send({ lang: 'zh-CN', next: '/security', _csrf: await csrfOf(session) }));
+        assert.equal(lang.status, 303, lang.text);
         const out = await record('POST /logout', await tg.http().post('/logout').set('Cookie', session.split(';')[0] ?? '').type('form').send({ _csrf: await csrfOf(session) }));
         assert.ok(out.status < 400, out.text);
         await record('dead session', await tg.http().get('/security').set('Cookie', `${sessionCookieName(tg.config)}=forged`));
         const names = new Set(cookiesSeen.map((c) => c.raw.slice(0, c.raw.indexOf('='))));
-        for (const expected of [sessionCookieName(tg.config), production ? '__Host-stepgate_login_csrf' : 'stepgate_login_csrf', production ? '__Secure-stepgate_ticket' : 'stepgate_ticket']) {
+        for (const expected of [LANG_COOKIE, sessionCookieName(tg.config), production ? '__Host-stepgate_login_csrf' : 'stepgate_login_csrf', production ? '__Secure-stepgate_ticket' : 'stepgate_ticket']) {
           assert.ok(names.has(expected), `saw cookie ${expected} (saw ${[...names].join(' ')})`);
         }
         for (const c of cookiesSeen) assertCookie(c, production);

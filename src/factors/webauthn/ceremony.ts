@@ -358,6 +358,25 @@ export async function verifyRegistration(settings: WebAuthnSettings, input: Veri
 
 // ---- authentication --------------------------------------------------------------------------
 
+/** One minimal DER INTEGER (positive, no superfluous leading zero) at `at`; returns the offset after it. */
+function derPositiveInteger(b: Uint8Array, at: number): number | undefined {
+  if (b[at] !== 0x02) return undefined;
+  const len = b[at + 1];
+  if (len === undefined || len === 0 || len > 0x7f || at + 2 + len > b.length) return undefined;
+  const first = b[at + 2] as number;
+  if (first & 0x80) return undefined;
+  if (first === 0 && (len === 1 || ((b[at + 3] as number) & 0x80) === 0)) return undefined;
+  return at + 2 + len;
+}
+
+/** `SEQUENCE { INTEGER r, INTEGER s }` in its only DER encoding (P-256 and P-384 fit the short length form). */
+export function isCanonicalDerEcdsaSignature(b: Uint8Array): boolean {
+  if (b.length < 8 || b[0] !== 0x30 || b[1] !== b.length - 2 || (b[1] as number) > 0x7f) return false;
+  const afterR = derPositiveInteger(b, 2);
+  if (afterR === undefined) return false;
+  return derPositiveInteger(b, afterR) === b.length;
+}
+
 export interface VerifyAssertionInput {
   response: unknown;
   expectedChallenge: string;
@@ -393,6 +412,16 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
   const flagFailure = checkFlags(auth.rpIdHash, auth.flags, settings);
   if (flagFailure !== undefined) return { ok: false, reason: flagFailure };
   if (auth.flags.be !== input.credential.backupEligible) return { ok: false, reason: 'backup_eligibility_changed' };
+
+  // The library's ASN.1 reader is lenient (found by fuzzing: a SEQUENCE tag with its class
+  // bits changed still verifies), so one signature would have many accepted encodings. An
+  // EC2 key's signature must be the one canonical DER encoding (WebAuthn §6.5.6).
+  try {
+    const kty = helpers.decodeCredentialPublicKey(isoBase64URL.toBuffer(input.credential.publicKey)).get(1);
+    if (kty === 2 && !isCanonicalDerEcdsaSignature(isoBase64URL.toBuffer(response.response.signature))) return { ok: false, reason: 'signature_invalid' };
+  } catch {
+    return { ok: false, reason: 'signature_invalid' };
+  }
 
   let verified: Awaited<ReturnType<ServerLibrary['verifyAuthenticationResponse']>>;
   try {

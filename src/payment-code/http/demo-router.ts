@@ -10,6 +10,7 @@ import { OFFLINE_SEED_ACTION, provisionSeed, seedBindingMessage, seedStepUpConte
 import { redeem } from '../redeem.ts';
 import type { PaymentCodeService } from '../service.ts';
 import { redeemBody, SUBJECT_PATTERN } from './api-router.ts';
+import { demoLanguage, type Translate, translator } from './demo-i18n.ts';
 import { requestIdOf } from './problem.ts';
 
 /**
@@ -63,8 +64,19 @@ export function demoRouter(svc: PaymentCodeService): Router {
     return token;
   }
 
+  /** The translator for this request's language (?lang=, the cookie, Accept-Language). */
+  function tr(req: Request, res: Response): Translate {
+    const cached = (res.locals as { t?: Translate }).t;
+    if (cached !== undefined) return cached;
+    const lang = demoLanguage(req, res, '/demo');
+    const t = translator(lang);
+    Object.assign(res.locals, { t, lang });
+    return t;
+  }
+
   function render(req: Request, res: Response, status: number, template: string, data: Record<string, unknown>): void {
-    const html = eta.render(template, { ...data, csrf: csrfToken(req, res) });
+    const t = tr(req, res);
+    const html = eta.render(template, { ...data, t, lang: (res.locals as { lang?: string }).lang, csrf: csrfToken(req, res) });
     res.setHeader('Cache-Control', 'no-store');
     res.status(status).type('html').send(html);
   }
@@ -77,7 +89,7 @@ export function demoRouter(svc: PaymentCodeService): Router {
   function checkCsrf(req: Request, res: Response): boolean {
     const cookie = (req.cookies as Record<string, unknown> | undefined)?.[CSRF_COOKIE];
     if (typeof cookie === 'string' && sameSecret(cookie, field(req, '_csrf'))) return true;
-    render(req, res, 403, 'demo-message', { heading: 'The form expired', error: { code: 'csrf_failed', message: 'Reload the demo page and try again.' } });
+    render(req, res, 403, 'demo-message', { heading: tr(req, res)('message.form_expired'), error: { code: 'csrf_failed', message: tr(req, res)('message.form_expired_detail') } });
     return false;
   }
 
@@ -89,7 +101,7 @@ export function demoRouter(svc: PaymentCodeService): Router {
     const badUser = subject === undefined;
     const badAmount = !AMOUNT_PATTERN.test(amountLimit) || (amountUnits(amountLimit) ?? 0n) <= 0n;
     if (badUser || badAmount) {
-      render(req, res, 400, 'demo', { users, error: { code: 'validation_failed', message: badUser ? 'Pick one of the demo users.' : 'The amount must look like 120.00.' } });
+      render(req, res, 400, 'demo', { users, error: { code: 'validation_failed', message: tr(req, res)(badUser ? 'message.pick_user' : 'message.bad_amount') } });
       return undefined;
     }
     return { subject, amountLimit };
@@ -160,13 +172,13 @@ export function demoRouter(svc: PaymentCodeService): Router {
   router.get('/demo/return', async (req, res) => {
     const stepupId = typeof req.query.stepup_id === 'string' ? req.query.stepup_id : '';
     if (req.query.error === 'access_denied') {
-      render(req, res, 200, 'demo-message', { heading: 'You declined the payment', error: undefined });
+      render(req, res, 200, 'demo-message', { heading: tr(req, res)('message.declined'), error: undefined });
       return;
     }
     const nonce = (req.cookies as Record<string, unknown> | undefined)?.[FLOW_COOKIE];
     const record = /^stp_[A-Za-z0-9_-]{10,64}$/.test(stepupId) ? await svc.store.db.selectFrom('pc_stepups').selectAll().where('id', '=', stepupId).executeTakeFirst() : undefined;
     if (typeof nonce !== 'string' || record === undefined || !sameSecret(record.owner, ownerFor(nonce))) {
-      render(req, res, 401, 'demo-message', { heading: 'This payment was started elsewhere', error: { code: 'step_up_unknown', message: 'Start again from the demo wallet in this browser.' } });
+      render(req, res, 401, 'demo-message', { heading: tr(req, res)('message.elsewhere'), error: { code: 'step_up_unknown', message: tr(req, res)('message.elsewhere_detail') } });
       return;
     }
     const context = JSON.parse(record.context) as Record<string, string | number | boolean>;
@@ -196,31 +208,32 @@ export function demoRouter(svc: PaymentCodeService): Router {
       });
     } catch (err) {
       if (!isPaymentCodeError(err)) throw err;
-      render(req, res, err.status, 'demo-message', { heading: 'No code this time', error: explain(err) });
+      render(req, res, err.status, 'demo-message', { heading: tr(req, res)('message.no_code'), error: explain(err) });
     }
   });
 
   router.post('/demo/till', async (req, res) => {
     if (!checkCsrf(req, res)) return;
+    const t = tr(req, res);
     const parsed = redeemBody.safeParse({ code: field(req, 'code'), amount: field(req, 'amount'), merchant: field(req, 'merchant') || 'Demo till' });
     if (!parsed.success) {
-      render(req, res, 400, 'demo-message', { heading: 'The till refused the code', error: { code: 'validation_failed', message: 'The amount must look like 120.00.' } });
+      render(req, res, 400, 'demo-message', { heading: tr(req, res)('message.till_refused'), error: { code: 'validation_failed', message: tr(req, res)('message.bad_amount') } });
       return;
     }
     try {
       const r = await redeem(svc.redeemDeps, DEMO_TILL, parsed.data, requestIdOf(res));
       render(req, res, 200, 'demo-message', {
-        heading: 'Paid',
+        heading: t('message.paid'),
         lines: [
-          ['Amount', `${r.amount} ${r.currency}`],
-          ['Merchant', r.merchant],
-          ['Payer (gateway user id)', r.subject],
-          ['Redemption', r.redemptionId],
+          [t('message.amount'), `${r.amount} ${r.currency}`],
+          [t('message.merchant'), r.merchant],
+          [t('message.payer'), r.subject],
+          [t('message.redemption'), r.redemptionId],
         ],
       });
     } catch (err) {
       if (!isPaymentCodeError(err)) throw err;
-      render(req, res, err.status, 'demo-message', { heading: 'The till refused the code', error: explain(err) });
+      render(req, res, err.status, 'demo-message', { heading: t('message.till_refused'), error: explain(err) });
     }
   });
 

@@ -2,12 +2,18 @@
 // generator (the same algorithm as `stepgate payment-code generate`, docs/payment-codes.md):
 // code = prefix ‖ "2" ‖ slot ‖ TOTP-SHA256(seed, now, 8 digits, period).
 
+// Texts come translated from the page (data-t-* attributes, the service's catalogues).
+function label(el, attribute, fallback, params) {
+  const text = el.getAttribute(attribute) ?? fallback;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+}
+
 function countdown() {
   for (const el of document.querySelectorAll('[data-expires-at]')) {
     const expiresAt = Date.parse(el.getAttribute('data-expires-at'));
     const tick = () => {
       const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
-      el.textContent = left > 0 ? `Valid for ${left} s` : 'Expired: ask for a new code';
+      el.textContent = left > 0 ? label(el, 'data-t-valid', 'Valid for {s} s', { s: left }) : label(el, 'data-t-expired', 'Expired: ask for a new code', {});
       el.classList.toggle('expired', left === 0);
       if (left > 0) setTimeout(tick, 1000);
     };
@@ -65,7 +71,7 @@ async function offlineGenerator() {
     const step = Math.floor(now / seed.period);
     const code = `${seed.prefix}2${seed.slot}${await otp(seed.key, step)}`;
     codeEl.textContent = code.replace(/^(\d{2})(\d{4})(\d{4})(\d{4})(\d{4})$/, '$1 $2 $3 $4 $5');
-    leftEl.textContent = `Next code in ${Math.ceil((step + 1) * seed.period - now)} s`;
+    leftEl.textContent = label(box, 'data-t-next', 'Next code in {s} s', { s: Math.ceil((step + 1) * seed.period - now) });
     setTimeout(tick, 1000);
   };
   await tick();
@@ -75,6 +81,7 @@ document.addEventListener('DOMContentLoaded', () => {
   countdown();
   offlineGenerator().catch((err) => {
     const box = document.querySelector('[data-offline-code]');
-    if (box !== null) box.textContent = `Cannot make codes here: ${err.message}`;
+    const holder = document.querySelector('[data-device-seed]');
+    if (box !== null) box.textContent = label(holder ?? box, 'data-t-cannot', 'Cannot make codes here: {message}', { message: err.message });
   });
 });
