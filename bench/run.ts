@@ -466,7 +466,8 @@ async function main(): Promise<void> {
     const machine = { cpus: availableParallelism(), model: cpus()[0]?.model ?? '?', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version };
     printTable(machine);
     const stamp = new Date().toISOString().replace(/[:]/g, '-').slice(0, 19);
-    const out = values.out ?? join(ROOT, 'bench/results', `${stamp}${SMOKE ? '-smoke' : ''}.json`);
+    // Smoke runs and partial runs (--only) are not results to keep: both names are gitignored.
+    const out = values.out ?? join(ROOT, 'bench/results', `${stamp}${SMOKE ? '-smoke' : ONLY !== undefined ? '-partial' : ''}.json`);
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
     writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), smoke: SMOKE, users: USERS, connections: CONNECTIONS, durationSeconds: DURATION, database: values.pg ? 'postgres' : 'sqlite', machine, load: loadAverage(), rows: rows.map((r) => ({ ...r, met: met(r) })) }, null, 2)}\n`);
     log(`written ${out}`);
