@@ -49,7 +49,11 @@ const ONLY = values.only === undefined ? undefined : new Set(values.only.split('
 const PG_URL = process.env.STEPGATE_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const wanted = (name: string) => ONLY === undefined || ONLY.has(name);
 // --profile DIR: every server process writes a V8 CPU profile there on exit (Chrome DevTools opens them).
-const profileArgs = (name: string): string[] => (values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(values.profile, name)}`]);
+const profileArgs = (name: string): string[] => [
+  ...(values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(values.profile, name)}`]),
+  // Experiments with V8 flags (heap sizes…) without editing the bench: STEPGATE_BENCH_NODE_ARGS="--max-old-space-size=128".
+  ...(process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+];
 const TOKENS = Number(values.tokens ?? (SMOKE ? 1000 : 100_000));
 // Users with a TOTP factor (a fixed number whatever the table size, so both scale points do
 // the same work): half verify pre-made step-ups, half run the whole flow; each code is used once.
@@ -441,6 +445,12 @@ async function main(): Promise<void> {
     }
 
     const gatewayRss = gw.rssMb();
+    const metricsText = await (await fetch(`${gw.url}/metrics`)).text();
+    const gauge = (name: string) => {
+      const line = metricsText.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+      return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1)) / 2 ** 20;
+    };
+    const memoryNote = `at the end: V8 heap used ${gauge('stepgate_nodejs_heap_size_used_bytes').toFixed(0)} MB of ${gauge('stepgate_nodejs_heap_size_total_bytes').toFixed(0)} MB, external ${gauge('stepgate_nodejs_external_memory_bytes').toFixed(0)} MB, RSS ${gauge('stepgate_process_resident_memory_bytes').toFixed(0)} MB`;
     await gw.stop();
 
     if (wanted('hardware')) {
@@ -460,7 +470,7 @@ async function main(): Promise<void> {
     }
 
     const maxRss = Math.max(gatewayRss, ...rows.filter((r) => r.scenario.startsWith('gateway:')).map((r) => r.rssMb ?? 0));
-    rows.push({ scenario: 'footprint: RSS of a gateway process under load (max seen)', rps: 0, value: maxRss, unit: 'MB', max: 250 });
+    rows.push({ scenario: 'footprint: RSS of a gateway process under load (max seen)', rps: 0, value: maxRss, unit: 'MB', max: 250, note: memoryNote });
 
     // ---- report -------------------------------------------------------------------------
     const machine = { cpus: availableParallelism(), model: cpus()[0]?.model ?? '?', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version };
