@@ -39,7 +39,7 @@ const EXTRA_SCREENSHOTS = process.env.STEPGATE_SCREENSHOTS === undefined || proc
 const DOC_SHOTS = new Set([
   'login', 'console-verify', 'console-dashboard', 'console-tokens', 'console-token-import', 'console-token', 'console-policies-dry-run', 'console-policy-diff',
   'console-users', 'console-user', 'console-clients', 'console-keys', 'console-audit-verified', 'console-policies-helpdesk', 'console-user-auditor',
-  'stepup', 'stepup-approved', 'stepup-phone', 'console-dashboard.zh-CN', 'console-policies.zh-CN', 'console-user.zh-CN', 'stepup.zh-CN',
+  'stepup', 'stepup-approved', 'stepup-phone', 'security', 'security.zh-CN', 'console-dashboard.zh-CN', 'console-policies.zh-CN', 'console-user.zh-CN', 'stepup.zh-CN',
 ]);
 
 const TOUR_POLICIES = `policies:
@@ -335,6 +335,26 @@ describe('console tour in the browser', () => {
     const text = await wordsOf(user);
     assert.deepEqual(english.filter((s) => text.includes(s)), []);
     await shoot(t, user, 'stepup.zh-CN');
+  });
+
+  it("the user's own pages (my security, authenticator enrolment) pass axe, in both languages", async (t) => {
+    if (need(t)) return;
+    const user = await newPage();
+    await user.goto(`${web.url}/login?next=%2Fsecurity`);
+    await user.fill('#username', 'lena');
+    await user.fill('#password', PASSWORD);
+    await Promise.all([user.waitForURL(`${web.url}/security`), user.click('form[action="/login"] button[type=submit]')]);
+    assert.equal(await user.locator('a[href="/console"]').count(), 0, 'no console link for a user without a staff role');
+    await shoot(t, user, 'security');
+    await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
+    await shoot(t, user, 'security-totp-enrol');
+    // A page that answered a POST cannot be fetched again: the switch goes back to the page the form was on.
+    await Promise.all([user.waitForURL(`${web.url}/security`), user.click('form.lang-switch button')]);
+    assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
+    await shoot(t, user, 'security.zh-CN');
+    await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
+    assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
+    await shoot(t, user, 'security-totp-enrol.zh-CN');
   });
 
   it('the step-up page is readable on a phone', async (t) => {

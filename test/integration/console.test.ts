@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
+import { createSession } from '../../src/flows/sessions.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, needPskc, oathHotp, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
@@ -165,6 +166,26 @@ for (const dialect of testDialects()) {
       const me = await t.http().get('/v1/me').set('Cookie', elevated);
       assert.deepEqual([...me.body.session.amr].sort(), ['mfa', 'otp', 'pwd']);
       assert.equal(await count('session.second_factor_verified') >= 1, true);
+    });
+
+    it('two concurrent uses of one code: exactly one session is completed', async (tc) => {
+      if (needOathtool(tc)) return;
+      const a = await passwordSession('audit');
+      const b = await passwordSession('audit');
+      const code = totpFor('audit');
+      const results = await Promise.all([a, b].map((s) => post(s, '/console/verify', { code, next: '/console' })));
+      assert.deepEqual(results.map((r) => r.status).sort(), [303, 401]);
+    });
+
+    it('a passkey sign-in (WebAuthn with user verification) opens the console without the code form', async () => {
+      const session = await createSession(t.gw, ids.nofactor as string, ['hwk', 'user']);
+      const res = await t.http().get('/console').set('Cookie', `stepgate_session=${session.sessionId}`);
+      assert.equal(res.status, 200);
+      const synced = await createSession(t.gw, ids.nofactor as string, ['swk', 'user']);
+      assert.equal((await t.http().get('/console').set('Cookie', `stepgate_session=${synced.sessionId}`)).status, 200);
+      // `otp` alone (a recovery code, say) is not a console second factor.
+      const otpOnly = await createSession(t.gw, ids.nofactor as string, ['pwd', 'otp']);
+      assert.equal((await t.http().get('/console').set('Cookie', `stepgate_session=${otpOnly.sessionId}`)).status, 303);
     });
 
     it('signs in the three roles with a second factor', async (tc) => {
