@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type ActivityDay } from '../../src/flows/console-dashboard.ts';
+import type { ActivityDay } from '../../src/flows/console-dashboard.ts';
 import { isConsoleSecondFactorType, sessionHasSecondFactor } from '../../src/flows/console-session.ts';
 import { barChart } from '../../src/http/console-chart.ts';
 
