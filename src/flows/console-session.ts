@@ -73,7 +73,7 @@ export interface CurrentSession {
  * factor, field `/factor` or `/factorId`), `factor_locked`, `factor_invalid` (one answer for
  * every wrong, replayed or expired code), `unauthorized` (the session ended meanwhile).
  */
-export async function completeSessionSecondFactor(gw: Gateway, session: CurrentSession, input: SessionSecondFactorInput, who: AuditActor): Promise<NewSession> {
+export async function completeSessionSecondFactor(gw: Gateway, session: CurrentSession, input: SessionSecondFactorInput, who: AuditActor): Promise<NewSession & { amr: string[] }> {
   const now = gw.clock.now();
   const nowMs = now.getTime();
   const module = gw.factors.get(input.factor);
@@ -102,7 +102,7 @@ export async function completeSessionSecondFactor(gw: Gateway, session: CurrentS
     const amr = [...new Set([...session.amr, ...outcome.amr, 'mfa'])];
     const next = await createSessionIn(gw, tx, session.userId, amr);
     await gw.audit.append(tx, { ...base, type: 'session.second_factor_verified', data: { factor: input.factor, factorId: row.id, amr } });
-    return next;
+    return { ...next, amr };
   });
   if (created === 'replayed') {
     await gw.audit.append(gw.store.db, { ...base, type: 'session.second_factor_failed', data: { factor: input.factor, factorId: row.id, reason: 'replayed' } });
