@@ -8,7 +8,7 @@ import request from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
 import { FixedClock } from '../../src/clock.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
-import { type LateServer, lateServer, launchChromium, SCREENSHOT_DIR, screenshot } from '../helpers/browser.ts';
+import { type LateServer, lateServer, launchChromium, SCREENSHOT_DIR, screenshot, VirtualAuthenticator } from '../helpers/browser.ts';
 import { hasTool, needTool } from '../helpers/env.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, needPskc, oathHotp, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
@@ -87,11 +87,11 @@ describe('console tour in the browser', () => {
     web = await lateServer();
     tg = await createTestGateway({ config: { http: { publicUrl: web.url } }, clock: new FixedClock(Date.UTC(2026, 11, 1, 9, 0, 0)) });
     web.setHandler(tg.app);
-    const people: [string, Role[]][] = [['root', ['admin']], ['desk', ['helpdesk']], ['audit', ['auditor']], ['lena', []]];
+    const people: [string, Role[]][] = [['root', ['admin']], ['desk', ['helpdesk']], ['audit', ['auditor']], ['lena', []], ['keyadmin', ['admin']]];
     for (const [username, roles] of people) {
       const u = await createUser(tg.gw, { username, password: PASSWORD, roles, displayName: username === 'lena' ? 'Lena Wang' : undefined }, { actor: null });
       ids[username] = u.id;
-      if (roles.length > 0) secrets[username] = (await insertActiveTotp(tg.gw, u.id)).secret;
+      if (roles.length > 0 && username !== 'keyadmin') secrets[username] = (await insertActiveTotp(tg.gw, u.id)).secret;
     }
     await setPolicies(tg.gw, [{ id: 'everything-webauthn', action: ACTION, priority: 10, require: { anyOf: [['webauthn']] }, acr: 'urn:stepgate:aal2', tokenTtlSeconds: 120 }]);
     pay = await makeClient(tg.gw, 'payment-code service', [ACTION]);
@@ -359,6 +359,39 @@ describe('console tour in the browser', () => {
     await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
     assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
     await shoot(t, user, 'security-totp-enrol.zh-CN');
+  });
+
+  it('an administrator whose second factor is a passkey completes the session with it on the second-factor page', async (t) => {
+    if (need(t)) return;
+    assert.ok(browser !== undefined);
+    const context = await browser.newContext({ locale: 'en-US' });
+    contexts.push(context);
+    // No WebAuthn autofill on /login: the virtual authenticator would answer it at once.
+    await context.addInitScript(() => {
+      const pkc = (globalThis as { PublicKeyCredential?: object }).PublicKeyCredential;
+      if (pkc !== undefined) Object.defineProperty(pkc, 'isConditionalMediationAvailable', { value: async () => false });
+    });
+    const page = await context.newPage();
+    const authenticator = await VirtualAuthenticator.add(context, page);
+    try {
+      await page.goto(`${web.url}/login?next=%2Fsecurity`);
+      await page.fill('#username', 'keyadmin');
+      await page.fill('#password', PASSWORD);
+      await Promise.all([page.waitForURL(`${web.url}/security`), page.click('form[action="/login"] button[type=submit]')]);
+      // A password session with no second factor: the console sends it to enrol one.
+      await page.goto(`${web.url}/console`);
+      assert.equal(page.url(), `${web.url}/security?notice=consoleEnrol`);
+      await page.fill('#webauthn-label', 'Admin laptop');
+      await Promise.all([page.waitForURL(/\/security\?notice=enrolled$/), page.click('#webauthn-add')]);
+      await page.goto(`${web.url}/console/users`);
+      assert.match(page.url(), /\/console\/verify\?next=%2Fconsole%2Fusers$/);
+      await page.waitForSelector('#console-passkey-button:not([hidden])');
+      await shoot(t, page, 'console-verify-passkey');
+      await Promise.all([page.waitForURL(`${web.url}/console/users`), page.click('#console-passkey-button')]);
+      assert.equal(await page.textContent('h1'), 'Users');
+    } finally {
+      await authenticator.clear().catch(() => undefined);
+    }
   });
 
   it('the step-up page is readable on a phone', async (t) => {
