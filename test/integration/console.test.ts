@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
@@ -397,6 +398,21 @@ for (const dialect of testDialects()) {
       assert.equal(ev.actor, ids.root);
       assert.match(ev.data, /secret leaked in a log/);
 
+      // A private_key_jwt client: its JWK Set at creation, then a new one registered (key rotation on the client side).
+      const jwk = (kid: string) => ({ ...(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as object), kid, use: 'sig' });
+      const privateJwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+      const leaked = await post(root, '/console/clients', { name: 'Signer', actions: 'payment_code.issue', authMethod: 'private_key_jwt', jwks: JSON.stringify({ keys: [privateJwk] }), reason: 'key-based client' });
+      assert.equal(leaked.status, 400);
+      assert.match(leaked.text, /<code>jwks\/keys\/0\/d<\/code>/);
+      const signer = await post(root, '/console/clients', { name: 'Signer', actions: 'payment_code.issue', authMethod: 'private_key_jwt', jwks: JSON.stringify({ keys: [jwk('k1')] }), reason: 'key-based client' });
+      assert.equal(signer.status, 201, signer.text.slice(0, 300));
+      assert.doesNotMatch(signer.text, /id="client-secret"/, 'a key-based client has no secret to show');
+      const signerId = (await t.gw.store.db.selectFrom('clients').select('client_id').where('name', '=', 'Signer').executeTakeFirstOrThrow()).client_id;
+      const registered = await post(root, `/console/clients/${signerId}/jwks`, { jwks: JSON.stringify({ keys: [jwk('k2'), jwk('k3')] }), reason: 'quarterly key rotation' });
+      assert.equal(registered.status, 303);
+      const stored = JSON.parse((await t.gw.store.db.selectFrom('clients').select('jwks').where('client_id', '=', signerId).executeTakeFirstOrThrow()).jwks ?? '{}') as { keys: { kid: string }[] };
+      assert.deepEqual(stored.keys.map((k) => k.kid), ['k2', 'k3']);
+
       const keysBefore = await t.gw.keys.publishedKeys();
       const badAlg = await post(root, '/console/keys/rotate', { alg: 'RS256', reason: 'yearly rotation' });
       assert.equal(badAlg.status, 400);
@@ -447,6 +463,20 @@ for (const dialect of testDialects()) {
         const zh = await get(root, page).set('Accept-Language', 'zh-CN');
         assert.equal(zh.status, 200, page);
         assert.match(zh.text, /<html lang="zh-CN">/, page);
+      }
+    });
+
+    it('a tampered audit log: verifying shows the first broken event, visibly', async (tc) => {
+      if (needOathtool(tc)) return;
+      const row = await t.gw.store.db.selectFrom('audit_log').select(['seq', 'data']).where('type', '=', 'user.disabled').executeTakeFirstOrThrow();
+      await t.gw.store.db.updateTable('audit_log').set({ data: row.data.replace('phone stolen', 'phone found') }).where('seq', '=', row.seq).execute();
+      try {
+        const res = await post(staff('audit'), '/console/audit/verify');
+        assert.equal(res.status, 200);
+        assert.match(res.text, /data-chain-ok="false"/);
+        assert.match(res.text, new RegExp(`The chain is BROKEN at event ${row.seq} \\(hash_mismatch\\)`));
+      } finally {
+        await t.gw.store.db.updateTable('audit_log').set({ data: row.data }).where('seq', '=', row.seq).execute();
       }
     });
   });
