@@ -58,7 +58,9 @@ export type ErrorCode =
   | 'token_state_conflict'
   | 'token_code_invalid'
   | 'token_bind_failed'
-  | 'token_resync_failed';
+  | 'token_resync_failed'
+  // admin console (issue 8)
+  | 'second_factor_required';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -85,6 +87,7 @@ const STATUS: Record<ErrorCode, number> = {
   account_locked: 423,
   too_many_requests: 429,
   forbidden: 403,
+  second_factor_required: 403,
   csrf_failed: 403,
   not_found: 404,
   conflict: 409,
@@ -142,6 +145,7 @@ const TITLE: Record<ErrorCode, string> = {
   account_locked: 'Account temporarily locked',
   too_many_requests: 'Too many requests',
   forbidden: 'Forbidden',
+  second_factor_required: 'Second factor required',
   csrf_failed: 'CSRF check failed',
   not_found: 'Not found',
   conflict: 'Conflict',

@@ -281,6 +281,11 @@ async function readRow(executor: Executor, clientId: string): Promise<ClientRow 
   return executor.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
 }
 
+/** The operator's reason, when the change was made with one (the console asks for it). */
+function whyOf(who: AuditActor & { reason?: string }): { reason?: string } {
+  return who.reason === undefined ? {} : { reason: who.reason };
+}
+
 function auditBase(who: AuditActor, clientId: string) {
   return { actor: who.actor, subject: clientId, ip: who.ip ?? null, requestId: who.requestId ?? null };
 }
@@ -289,7 +294,7 @@ function kidsOf(jwks: JSONWebKeySet | null | undefined): (string | null)[] {
   return (jwks?.keys ?? []).map((k) => k.kid ?? null);
 }
 
-export async function createClient(gw: Gateway, input: CreateClientInput, who: AuditActor): Promise<CreatedClient> {
+export async function createClient(gw: Gateway, input: CreateClientInput, who: AuditActor & { reason?: string }): Promise<CreatedClient> {
   const problems: InvalidParam[] = [];
   const name = validateName(input.name, problems);
   const actions = validateActions(input.actions, problems);
@@ -327,7 +332,7 @@ export async function createClient(gw: Gateway, input: CreateClientInput, who: A
     await gw.audit.append(tx, {
       type: 'client.created',
       ...auditBase(who, row.client_id),
-      data: { name, authMethod, allowedActions: actions, redirectUris, jwkKids: kidsOf(jwks) },
+      data: { name, authMethod, allowedActions: actions, redirectUris, jwkKids: kidsOf(jwks), ...whyOf(who) },
     });
   });
   const client = toClient(row);
@@ -361,7 +366,7 @@ async function refusal(executor: Executor, clientId: string, needs: ClientAuthMe
  * Replaces the client's secret. The old secret stops working at once (there is no overlap
  * window): deploy the new one to the client right after rotating.
  */
-export async function rotateClientSecret(gw: Gateway, clientId: string, who: AuditActor): Promise<{ client: Client; clientSecret: string }> {
+export async function rotateClientSecret(gw: Gateway, clientId: string, who: AuditActor & { reason?: string }): Promise<{ client: Client; clientSecret: string }> {
   const clientSecret = newSecretToken();
   const nowMs = gw.clock.now().getTime();
   const row = await gw.store.db.transaction().execute(async (tx) => {
@@ -374,14 +379,14 @@ export async function rotateClientSecret(gw: Gateway, clientId: string, who: Aud
       .returningAll()
       .executeTakeFirst();
     if (updated === undefined) throw await refusal(tx, clientId, 'client_secret_basic');
-    await gw.audit.append(tx, { type: 'client.secret_rotated', ...auditBase(who, clientId), data: { name: updated.name } });
+    await gw.audit.append(tx, { type: 'client.secret_rotated', ...auditBase(who, clientId), data: { name: updated.name, ...whyOf(who) } });
     return updated;
   });
   return { client: toClient(row), clientSecret };
 }
 
 /** Replaces the registered JWKS of a private_key_jwt client (key rotation on the client side). */
-export async function setClientJwks(gw: Gateway, clientId: string, jwks: unknown, who: AuditActor): Promise<Client> {
+export async function setClientJwks(gw: Gateway, clientId: string, jwks: unknown, who: AuditActor & { reason?: string }): Promise<Client> {
   const problems: InvalidParam[] = [];
   const valid = validateClientJwks(jwks, '', problems);
   if (valid === undefined) fail(problems);
@@ -396,7 +401,7 @@ export async function setClientJwks(gw: Gateway, clientId: string, jwks: unknown
       .returningAll()
       .executeTakeFirst();
     if (updated === undefined) throw await refusal(tx, clientId, 'private_key_jwt');
-    await gw.audit.append(tx, { type: 'client.jwks_updated', ...auditBase(who, clientId), data: { jwkKids: kidsOf(valid) } });
+    await gw.audit.append(tx, { type: 'client.jwks_updated', ...auditBase(who, clientId), data: { jwkKids: kidsOf(valid), ...whyOf(who) } });
     return updated;
   });
   return toClient(row);
@@ -406,7 +411,7 @@ export async function setClientJwks(gw: Gateway, clientId: string, jwks: unknown
  * Disables a client: its credentials stop working at once. Disabling a disabled client
  * changes nothing and records nothing.
  */
-export async function disableClient(gw: Gateway, clientId: string, who: AuditActor): Promise<Client> {
+export async function disableClient(gw: Gateway, clientId: string, who: AuditActor & { reason?: string }): Promise<Client> {
   const nowMs = gw.clock.now().getTime();
   const row = await gw.store.db.transaction().execute(async (tx) => {
     const updated = await tx
@@ -421,7 +426,7 @@ export async function disableClient(gw: Gateway, clientId: string, who: AuditAct
       if (current === undefined) throw new AppError('not_found', { detail: 'No such client.' });
       return current;
     }
-    await gw.audit.append(tx, { type: 'client.disabled', ...auditBase(who, clientId), data: { name: updated.name } });
+    await gw.audit.append(tx, { type: 'client.disabled', ...auditBase(who, clientId), data: { name: updated.name, ...whyOf(who) } });
     return updated;
   });
   return toClient(row);

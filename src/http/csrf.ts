@@ -13,7 +13,7 @@ import { locals } from './request-context.ts';
  *   carries a live session must present the session's token, in the `X-CSRF-Token` header
  *   (JSON clients: the `csrf_token` from login or /v1/me) or the `_csrf` field of an
  *   urlencoded form (pages: `res.locals.auth.csrfToken`). Multipart bodies are parsed
- *   later than this check, so they must send the header.
+ *   later than this check, so they send the header or, from an HTML form, `?_csrf=`.
  * - Before a session exists (the login form): a signed double-submit token. The same value
  *   is in an HttpOnly cookie and in the form's `_login_csrf` field; it is an HMAC (key
  *   derived from the master key) over a nonce and its issue time, so a cookie planted by
@@ -33,6 +33,12 @@ export function presentedCsrfToken(req: Request): string | undefined {
   if (req.is('application/x-www-form-urlencoded')) {
     const field = (req.body as Record<string, unknown> | undefined)?.[CSRF_FIELD];
     if (typeof field === 'string' && field !== '') return field;
+  }
+  // A multipart form (the console's file upload) cannot send a header and is parsed only
+  // after this check, so its form carries the token in the action URL instead.
+  if (req.is('multipart/form-data')) {
+    const query = req.query[CSRF_FIELD];
+    if (typeof query === 'string' && query !== '') return query;
   }
   return undefined;
 }

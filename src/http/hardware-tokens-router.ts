@@ -173,7 +173,7 @@ function actorOf(op: Operator): TokenActor {
 }
 
 /** Only an administrator may change an administrator's tokens (as for their accounts). */
-async function assertMayManageUser(gw: Gateway, op: Operator, userId: string | null): Promise<void> {
+export async function assertMayManageUser(gw: Gateway, op: Operator, userId: string | null): Promise<void> {
   if (userId === null || op.roles.includes('admin')) return;
   const user = await getUser(gw, userId);
   if (user?.roles.includes('admin')) throw new AppError('forbidden', { detail: "Only an administrator can change an administrator's tokens." });

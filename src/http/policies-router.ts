@@ -77,7 +77,7 @@ const velocityInput = z.strictObject({
     .describe('Their summed amounts; a currency left out makes an amount limit in it not hold.'),
 });
 
-const evaluateBody = z.strictObject({
+export const evaluateBody = z.strictObject({
   action: createStepUpBody.shape.action,
   context: createStepUpBody.shape.context,
   subject: z.string().min(1).max(128).optional().describe("A real user (id or username): their groups, enrolled factors and velocity figures, as POST /v1/stepup would see them."),
