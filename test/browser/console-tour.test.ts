@@ -186,8 +186,15 @@ describe('console tour in the browser', () => {
     seed = randomSeedHex();
     const pskc = writePskc({ tokens: [{ serial: SERIAL, secret_hex: seed, algorithm: 'hotp', counter: 0, digits: 6, manufacturer: 'Feitian' }, { serial: 'TOUR-0002', secret_hex: randomSeedHex(), algorithm: 'hotp', counter: 0, manufacturer: 'Feitian' }] });
     await visit(t, admin, '/console/tokens', 'console-tokens');
+    // First a file that is refused (a serial twice): the page's script shows the server's answer, the problems listed by serial.
+    const twice = writePskc({ tokens: [{ serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }, { serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }] });
+    await admin.setInputFiles('#file', { name: 'duplicates.pskc.xml', mimeType: 'application/pskc+xml', buffer: twice });
+    await admin.click('#token-import-form button[type=submit]');
+    await admin.waitForSelector('#error-import');
+    assert.match((await admin.textContent('#error-import')) ?? '', /TOUR-DUP/);
+    await checkAccessibility(admin, 'console-tokens-refused');
     await admin.setInputFiles('#file', { name: 'tour-batch.pskc.xml', mimeType: 'application/pskc+xml', buffer: pskc });
-    await Promise.all([admin.waitForURL(/\/console\/tokens\/imports\/[\w-]+$/), admin.click('form[enctype="multipart/form-data"] button[type=submit]')]);
+    await Promise.all([admin.waitForURL(/\/console\/tokens\/imports\/[\w-]+$/), admin.click('#token-import-form button[type=submit]')]);
     assert.match((await admin.textContent('main')) ?? '', /2 tokens imported from tour-batch\.pskc\.xml/);
     assert.equal(await admin.locator(`tr[data-serial="${SERIAL}"]`).count(), 1);
     await shoot(t, admin, 'console-token-import');
