@@ -45,10 +45,16 @@ function consoleGate(gw: Gateway) {
       return;
     }
     if (req.method !== 'GET') throw new AppError('second_factor_required', { detail: 'Complete your sign-in with a second factor first.' });
-    const { choices } = await consoleSecondFactors(gw, auth.userId);
     const back = safeNext(req.originalUrl, gw.config.http.publicUrl) ?? CONSOLE_PATH;
-    res.redirect(303, choices.length === 0 ? '/security?notice=consoleEnrol' : `${VERIFY_PATH}?next=${encodeURIComponent(back)}`);
+    res.redirect(303, (await secondFactorOptions(gw, auth.userId)).none ? '/security?notice=consoleEnrol' : `${VERIFY_PATH}?next=${encodeURIComponent(back)}`);
   };
+}
+
+/** How this staff user can complete a session: a code form, a passkey sign-in, or neither (enrol first). */
+async function secondFactorOptions(gw: Gateway, userId: string) {
+  const { choices, passkeys } = await consoleSecondFactors(gw, userId);
+  const passkey = passkeys > 0 && passkeyLoginOffered(gw);
+  return { choices, passkey, none: choices.length === 0 && !passkey };
 }
 
 /** The console's own error page for a refused page or action (HTML, not problem+json). */
@@ -76,15 +82,15 @@ export function consoleRouter(gw: Gateway): Router {
   async function renderVerify(req: Request, res: Response, formError?: FormError): Promise<void> {
     const auth = locals(res).auth;
     if (auth === undefined) return;
-    const { choices, passkeys } = await consoleSecondFactors(gw, auth.userId);
-    if (choices.length === 0) {
+    const { choices, passkey, none } = await secondFactorOptions(gw, auth.userId);
+    if (none) {
       res.redirect(303, '/security?notice=consoleEnrol');
       return;
     }
     views.render(req, res, formError?.status ?? 200, 'console/verify', {
       titleKey: 'console.verify.title',
       choices,
-      passkey: passkeys > 0 && passkeyLoginOffered(gw),
+      passkey,
       next: safeNext(formField(req, 'next') || queryField(req, 'next'), gw.config.http.publicUrl) ?? CONSOLE_PATH,
       csrf: auth.csrfToken,
       formError,
@@ -108,9 +114,9 @@ export function consoleRouter(gw: Gateway): Router {
       const { choices } = await consoleSecondFactors(gw, auth.userId);
       const factorId = formField(req, 'factorId');
       const chosen = choices.find((c) => c.id === factorId) ?? (factorId === '' && choices.length === 1 ? choices[0] : undefined);
-      if (chosen === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/factorId', reason: 'choose one of your factors' }] });
+      if (chosen === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/factorId', reason: 'console.invalid.factorChoice' }] });
       const code = formField(req, 'code').replace(/\s+/g, '');
-      if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'the 6 to 10 digits your authenticator or token shows' }] });
+      if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'console.invalid.verifyCode' }] });
       const session = await completeSessionSecondFactor(gw, { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr }, { factor: chosen.type, factorId: chosen.id, code }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
       setSessionCookie(res, gw.config, session.sessionId);
       res.redirect(303, next);
