@@ -29,7 +29,7 @@ function tokenActor(req: Request, res: Response): TokenActor {
 function codeField(req: Request, name: string, optional = false): string | undefined {
   const v = formField(req, name).replace(/\s+/g, '');
   if (v === '' && optional) return undefined;
-  if (!/^\d{4,10}$/.test(v)) throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${name}`, reason: 'the digits the token shows (4 to 10)' }] });
+  if (!/^\d{4,10}$/.test(v)) throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${name}`, reason: 'console.invalid.tokenCode' }] });
   return v;
 }
 
@@ -43,7 +43,7 @@ async function multipartForm(req: Request): Promise<FormData> {
   try {
     return await new Request('http://console.invalid/', { method: 'POST', headers: { 'content-type': type }, body }).formData();
   } catch {
-    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'the upload could not be read' }] });
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'console.invalid.upload' }] });
   }
 }
 
@@ -86,11 +86,11 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
   router.post(`${base}/import`, requireRole('admin'), upload, consoleForm('import', async (req, res) => {
     const form = await multipartForm(req);
     const file = form.get('file');
-    if (!(file instanceof File) || file.size === 0) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'choose a PSKC or CSV file' }] });
+    if (!(file instanceof File) || file.size === 0) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'console.invalid.file' }] });
     const password = form.get('password');
     const keyHex = form.get('key');
     if (typeof keyHex === 'string' && keyHex !== '' && !/^(?:[0-9a-fA-F]{2}){16,32}$/.test(keyHex.trim())) {
-      throw new AppError('validation_failed', { invalidParams: [{ pointer: '/key', reason: '16 to 32 bytes as hex' }] });
+      throw new AppError('validation_failed', { invalidParams: [{ pointer: '/key', reason: 'console.invalid.hexKey' }] });
     }
     const op = operatorOf(req, res);
     const result = await importTokenFile(
@@ -128,7 +128,7 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
   router.post(`${base}/:serial/assign`, manage, consoleForm('assign', async (req, res) => {
     const username = formField(req, 'username').trim();
     const user = username === '' ? undefined : await findUserByUsername(gw, username);
-    if (user === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/username', reason: 'no such user' }] });
+    if (user === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/username', reason: 'console.invalid.noUser' }] });
     const code = codeField(req, 'code') ?? '';
     const nextCode = codeField(req, 'nextCode', true);
     const reason = reasonOf(req);

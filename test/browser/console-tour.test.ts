@@ -243,7 +243,13 @@ describe('console tour in the browser', () => {
     await user.goto(created.body.user_url as string);
     await user.waitForSelector('#f-hardware_otp');
     await shoot(t, user, 'stepup');
-    await user.fill('#f-hardware_otp', oathHotp(seed, 1));
+    // A mistyped code first: the page says so and the attempt counts.
+    const right = oathHotp(seed, 1);
+    await user.fill('#f-hardware_otp', right === '000000' ? '111111' : '000000');
+    await user.click('form.factor button[type=submit]');
+    await user.waitForSelector('p.error[role="alert"]');
+    await shoot(t, user, 'stepup-wrong-code');
+    await user.fill('#f-hardware_otp', right);
     await user.click('form.factor button[type=submit]');
     await user.waitForSelector('p.success');
     await shoot(t, user, 'stepup-approved');

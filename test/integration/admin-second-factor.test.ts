@@ -34,7 +34,7 @@ for (const dialect of testDialects()) {
     async function signIn(username: string) {
       const res = await t.http().post('/v1/login').send({ username, password: PASSWORD });
       assert.equal(res.status, 200, res.text);
-      return { cookie: `stepgate_session=${cookieFrom(res)}`, csrf: res.body.csrf_token as string };
+      return { cookie: `stepgate_session=${cookieFrom(res)}`, csrf: res.body.csrf_token as string, expiresAt: res.body.expires_at as string };
     }
 
     before(async () => {
@@ -71,6 +71,7 @@ for (const dialect of testDialects()) {
     it('POST /v1/session/second-factor: CSRF, bad input, a wrong code, then the right one; the session is replaced', async (tc) => {
       if (needOathtool(tc)) return;
       const s = await signIn('root');
+      const signedInExpiry = s.expiresAt;
       const noCsrf = await t.http().post('/v1/session/second-factor').set('Cookie', s.cookie).send({ code: '123456' });
       assert.equal(noCsrf.status, 403);
       assert.equal(noCsrf.body.code, 'csrf_failed');
@@ -87,6 +88,8 @@ for (const dialect of testDialects()) {
       assert.deepEqual([...ok.body.amr].sort(), ['mfa', 'otp', 'pwd']);
       const cookie = `stepgate_session=${cookieFrom(ok)}`;
       assert.notEqual(cookie, s.cookie);
+      // The new session ends when the password sign-in's would have (a code never extends a sign-in).
+      assert.equal(ok.body.expires_at, signedInExpiry);
       assert.notEqual(ok.body.csrf_token, s.csrf);
       assert.equal((await t.http().get('/v1/admin/users').set('Cookie', s.cookie)).status, 401, 'the old session id is gone');
       const list = await t.http().get('/v1/admin/users').set('Cookie', cookie);

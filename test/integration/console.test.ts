@@ -276,6 +276,10 @@ for (const dialect of testDialects()) {
       assert.match(missing.text, /<code>reason<\/code>/);
       assert.match(missing.text, /aria-invalid="true"/);
       assert.equal(await count('user.disabled'), before);
+      const missingZh = await post(desk, `/console/users/${ids.lena}/disable`, { reason: '' }).set('Accept-Language', 'zh-CN');
+      assert.equal(missingZh.status, 400);
+      assert.match(missingZh.text, /请更正下列字段/);
+      assert.match(missingZh.text, /请说明原因/);
       const disabled = await post(desk, `/console/users/${ids.lena}/disable`, { reason: 'phone stolen, ticket 4411' });
       assert.equal(disabled.status, 303);
       const row = await t.gw.store.db.selectFrom('audit_log').selectAll().where('type', '=', 'user.disabled').orderBy('seq', 'desc').executeTakeFirstOrThrow();
@@ -436,6 +440,10 @@ for (const dialect of testDialects()) {
       const badFilter = await get(audit, '/console/audit?since=yesterday');
       assert.equal(badFilter.status, 400);
       assert.match(badFilter.text, /<code>since<\/code>/);
+      assert.match(badFilter.text, /a UTC date and time/);
+      const badExport = await get(audit, '/console/audit/export.ndjson?since=yesterday&type=user.*');
+      assert.equal(badExport.status, 303);
+      assert.equal(badExport.headers.location, '/console/audit?since=yesterday&type=user.*');
       const verified = await post(audit, '/console/audit/verify');
       assert.equal(verified.status, 200);
       assert.match(verified.text, /data-chain-ok="true"/);
