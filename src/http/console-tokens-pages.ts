@@ -92,6 +92,8 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
     if (typeof keyHex === 'string' && keyHex !== '' && !/^(?:[0-9a-fA-F]{2}){16,32}$/.test(keyHex.trim())) {
       throw new AppError('validation_failed', { invalidParams: [{ pointer: '/key', reason: 'console.invalid.hexKey' }] });
     }
+    const reason = typeof form.get('reason') === 'string' ? String(form.get('reason')).trim() : '';
+    if (reason.length < 3 || reason.length > 500) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/reason', reason: 'console.invalid.reason' }] });
     const op = operatorOf(req, res);
     const result = await importTokenFile(
       gw,
@@ -103,7 +105,7 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
         psk: typeof keyHex === 'string' && keyHex.trim() !== '' ? Buffer.from(keyHex.trim(), 'hex') : undefined,
         source: 'api',
       },
-      { actor: op.userId, ip: op.ip, requestId: op.requestId },
+      { actor: op.userId, ip: op.ip, requestId: op.requestId, reason },
     );
     // Post/redirect/get: the report's address carries no form token and can be reloaded.
     res.redirect(303, `${base}/imports/${encodeURIComponent(result.id)}`);

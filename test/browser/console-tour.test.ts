@@ -189,11 +189,13 @@ describe('console tour in the browser', () => {
     // First a file that is refused (a serial twice): the page's script shows the server's answer, the problems listed by serial.
     const twice = writePskc({ tokens: [{ serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }, { serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }] });
     await admin.setInputFiles('#file', { name: 'duplicates.pskc.xml', mimeType: 'application/pskc+xml', buffer: twice });
+    await admin.fill('#reason-import', 'Delivery note 2026-12 from Feitian');
     await admin.click('#token-import-form button[type=submit]');
     await admin.waitForSelector('#error-import');
     assert.match((await admin.textContent('#error-import')) ?? '', /TOUR-DUP/);
     await checkAccessibility(admin, 'console-tokens-refused');
     await admin.setInputFiles('#file', { name: 'tour-batch.pskc.xml', mimeType: 'application/pskc+xml', buffer: pskc });
+    await admin.fill('#reason-import', 'Delivery note 2026-12 from Feitian');
     await Promise.all([admin.waitForURL(/\/console\/tokens\/imports\/[\w-]+$/), admin.click('#token-import-form button[type=submit]')]);
     assert.match((await admin.textContent('main')) ?? '', /2 tokens imported from tour-batch\.pskc\.xml/);
     assert.equal(await admin.locator(`tr[data-serial="${SERIAL}"]`).count(), 1);
