@@ -250,10 +250,11 @@ async function main(): Promise<void> {
     }
 
     if (wanted('flow-password')) {
-      log('full step-up with a password (argon2-bound; the TOTP flow is the target scenario)');
+      // As many connections as argon2 slots: more would be refused by design (503 overloaded).
+      log(`full step-up with a password (argon2-bound, ${availableParallelism()} connections; the TOTP flow is the target scenario)`);
       const { r, cpu } = await measured(gw, () =>
         load({
-          url: gw.url, connections: CONNECTIONS, durationSeconds: DURATION,
+          url: gw.url, connections: availableParallelism(), durationSeconds: DURATION,
           requests: [
             { method: 'POST', path: '/v1/stepup', headers: { ...json, authorization: seeded.basic }, setupRequest: (req) => ({ ...req, body: JSON.stringify({ subject: pick(), action: ACTION, context: CONTEXT }) }),
               onResponse: (_s, body, ctx) => { const b = JSON.parse(body) as { stepup_id: string; ticket: string }; ctx.id = b.stepup_id; ctx.ticket = b.ticket; } },

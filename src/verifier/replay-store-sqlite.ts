@@ -21,8 +21,9 @@ export interface SqliteReplayStoreOptions {
  * `INSERT … ON CONFLICT DO NOTHING` statement: SQLite serialises writers, so across
  * connections and processes exactly one insert of a jti changes a row.
  *
- * node:sqlite is synchronous: a consume blocks the event loop for one small write (and, under
- * contention from another process, up to `busyTimeoutMs`).
+ * node:sqlite is synchronous: a commit blocks the event loop for one small write and its fsync
+ * (and, under contention from another process, up to `busyTimeoutMs`). With a file of its own
+ * the store commits the consumes of one event-loop turn together (group commit).
  */
 export class SqliteReplayStore implements ReplayStore {
   readonly #db: DatabaseSync;
@@ -64,16 +65,54 @@ export class SqliteReplayStore implements ReplayStore {
 
   async consume(jti: string, expiresAt: Date): Promise<boolean> {
     assertConsumeArguments(jti, expiresAt);
-    const now = this.#clock.now().getTime();
-    if (now >= this.#nextPruneAt) {
+    this.#pruneIfDue();
+    // A connection the caller shares may be inside the caller's own transaction: one
+    // autocommitted statement, never a transaction of ours around it.
+    if (!this.#ownsDatabase) return Number(this.#insert.run(jti, expiresAt.getTime()).changes) === 1;
+    // Our own file is synchronous = FULL: every commit is an fsync, on the event loop. The
+    // consumes that arrive within one turn of the loop are committed together (one fsync for
+    // all), and each caller hears its answer only after that commit: exactly-once is the
+    // insert's, unchanged (a jti twice in one batch: the second insert changes nothing).
+    return new Promise<boolean>((resolve, reject) => {
+      this.#batch.push({ jti, expiresAtMs: expiresAt.getTime(), resolve, reject });
+      if (this.#batch.length === 1) setImmediate(() => this.#commitBatch());
+    });
+  }
+
+  readonly #batch: { jti: string; expiresAtMs: number; resolve: (first: boolean) => void; reject: (err: unknown) => void }[] = [];
+
+  #commitBatch(): void {
+    const batch = this.#batch.splice(0, this.#batch.length);
+    if (batch.length === 0) return;
+    let results: boolean[];
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
       try {
-        this.#prune(now);
-      } catch {
-        // Pruning is housekeeping: a busy database must not turn into a refused token.
+        results = batch.map((b) => Number(this.#insert.run(b.jti, b.expiresAtMs).changes) === 1);
+        this.#db.exec('COMMIT');
+      } catch (err) {
+        try {
+          this.#db.exec('ROLLBACK');
+        } catch {
+          // The failed statement may have ended the transaction already.
+        }
+        throw err;
       }
+    } catch (err) {
+      for (const b of batch) b.reject(err);
+      return;
     }
-    const result = this.#insert.run(jti, expiresAt.getTime());
-    return Number(result.changes) === 1;
+    batch.forEach((b, i) => b.resolve(results[i] as boolean));
+  }
+
+  #pruneIfDue(): void {
+    const now = this.#clock.now().getTime();
+    if (now < this.#nextPruneAt) return;
+    try {
+      this.#prune(now);
+    } catch {
+      // Pruning is housekeeping: a busy database must not turn into a refused token.
+    }
   }
 
   /** Deletes expired rows; returns how many. */
@@ -82,6 +121,8 @@ export class SqliteReplayStore implements ReplayStore {
   }
 
   close(): void {
+    // Consumes still waiting for their turn are committed (and answered) first.
+    if (this.#db.isOpen) this.#commitBatch();
     if (this.#ownsDatabase && this.#db.isOpen) this.#db.close();
   }
 

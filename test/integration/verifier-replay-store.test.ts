@@ -186,6 +186,33 @@ describe('replay store specifics', () => {
     }
   });
 
+  it('sqlite: consumes of one event-loop turn commit together, each answered after the commit, a jti twice in one batch wins once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
+    try {
+      const file = join(dir, 'r.sqlite');
+      const clock = new FixedClock(T0);
+      const store = new SqliteReplayStore({ file, clock });
+      const jtis = Array.from({ length: 50 }, (_, i) => `batch-${i}`);
+      // All issued in one turn: one batch, with three copies of batch-7 inside it.
+      const answers = await Promise.all([...jtis, 'batch-7', 'batch-7'].map((j) => store.consume(j, at(120))));
+      assert.deepEqual(answers.slice(0, 50), jtis.map(() => true));
+      assert.deepEqual(answers.slice(50), [false, false]);
+      // Committed (not merely answered): another connection on the file sees every one.
+      const other = new SqliteReplayStore({ file, clock });
+      for (const j of jtis) assert.equal(await other.consume(j, at(120)), false, j);
+      other.close();
+      // close() answers consumes still waiting for their turn, then closes.
+      const pending = store.consume('at-close', at(120));
+      store.close();
+      assert.equal(await pending, true);
+      const reopened = new SqliteReplayStore({ file, clock });
+      assert.equal(await reopened.consume('at-close', at(120)), false);
+      reopened.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('sqlite: exactly one winner per jti across three processes on one file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
     try {
