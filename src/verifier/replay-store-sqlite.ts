@@ -102,7 +102,7 @@ export class SqliteReplayStore implements ReplayStore {
       for (const b of batch) b.reject(err);
       return;
     }
-    batch.forEach((b, i) => b.resolve(results[i] as boolean));
+    for (const [i, b] of batch.entries()) b.resolve(results[i] as boolean);
   }
 
   #pruneIfDue(): void {
