@@ -223,6 +223,17 @@ async function main(): Promise<void> {
         errors: other,
         note: `${CONNECTIONS} connections; ${(refused / flood.r.durationSeconds).toFixed(0)} refusals/s (503 overloaded), p50 of all answers ${flood.r.p50} ms; ${other} neither 200 nor 503`,
       });
+      // How fast a refusal is when the process is not itself saturated by refusals: the slots
+      // kept busy by as many connections as slots, and one more connection probing alongside.
+      log('password login refusal latency (slots busy, one probing connection)');
+      const busy = load({ url: gw.url, connections: slots, durationSeconds: DURATION, requests: loginRequests });
+      const probe = await load({ url: gw.url, connections: 1, durationSeconds: DURATION, requests: loginRequests });
+      await busy;
+      const probeRefused = probe.statuses['503'] ?? 0;
+      rows.push({
+        scenario: 'gateway: login refusal latency beyond capacity (p50 of a probe; slots kept busy)', rps: probeRefused / probe.durationSeconds, p50: probe.p50, p99: probe.p99, value: probe.p50, unit: 'ms', max: 5,
+        note: `${probeRefused} of ${probe.requests} probe logins refused with 503; p50/p99 over all probe answers (the admitted ones take an argon2 time)`,
+      });
     }
 
     if (wanted('token')) {
