@@ -12,7 +12,7 @@
 //      counter update, step-up completion, audit append.
 import { spawn, spawnSync } from 'node:child_process';
 import { createSecretKey, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,6 +37,8 @@ const { values } = parseArgs({
     pg: { type: 'boolean', default: false },
     only: { type: 'string' },
     smoke: { type: 'boolean', default: false },
+    /** Also write the rows as JSON here (npm run bench folds them into its table). */
+    json: { type: 'string' },
   },
 });
 const SMOKE = values.smoke === true;
@@ -54,6 +56,13 @@ interface Row {
   value: number;
   unit: string;
   note?: string;
+  /** Verification rows: the figures npm run bench puts in its table. */
+  kind?: 'import' | Family;
+  perCpuSecond?: number;
+  p50?: number;
+  p99?: number;
+  errors?: number;
+  rssMb?: number;
 }
 const rows: Row[] = [];
 
@@ -116,7 +125,7 @@ async function benchImport(work: string): Promise<void> {
   const out = await run([join(ROOT, 'bin/stepgate.js'), 'tokens', 'import', file, '--psk-hex-env', 'BENCH_PSK', '--json'], { ...cleanEnv(), ...env });
   const wall = Number(process.hrtime.bigint() - started) / 1e9;
   const reported = JSON.parse(out) as { import: { token_count: number; seconds: number } };
-  rows.push({ scenario: `import ${TOKENS} tokens, PSKC aes128-cbc (${values.pg ? 'postgres' : 'sqlite'}): command wall time`, value: wall, unit: 's', note: `target < 30 s; ${(reported.import.token_count / wall).toFixed(0)} tokens/s` });
+  rows.push({ scenario: `import ${TOKENS} tokens, PSKC aes128-cbc (${values.pg ? 'postgres' : 'sqlite'}): command wall time`, value: wall, unit: 's', note: `target < 30 s; ${(reported.import.token_count / wall).toFixed(0)} tokens/s`, kind: 'import' });
   rows.push({ scenario: '  of which the import itself (read, verify MACs, decrypt, seal, one transaction)', value: reported.import.seconds, unit: 's' });
   rows.push({ scenario: '  of which parse + MAC + decrypt only (in this process)', value: parseSeconds, unit: 's', note: `${(bytes / 1e6 / parseSeconds).toFixed(0)} MB/s` });
   await dropSchema(schema);
@@ -151,7 +160,10 @@ async function benchVerify(work: string): Promise<void> {
   const dataDir = join(work, 'verify');
   const port = await freePort();
   const env: Record<string, string> = { ...baseEnv(dataDir, schema), STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_PUBLIC_URL: `http://127.0.0.1:${port}` };
-  const config = loadConfig({ env });
+  // The per-address budgets would measure themselves (one loopback address), not the tokens.
+  const configFile = join(work, 'hardware-bench.yaml');
+  writeFileSync(configFile, 'rateLimits:\n  perIp: 1000000000\n  loginPerIp: 1000000000\n  stepupUserPerIp: 1000000000\n  perClient: 1000000000\n');
+  const config = loadConfig({ env, file: configFile });
   const families = Object.keys(FAMILIES) as Family[];
   log(`seeding ${USERS * families.length} users with one token each`);
   const seeded = await seedGateway(config, USERS * families.length, log);
@@ -184,7 +196,7 @@ async function benchVerify(work: string): Promise<void> {
     await gw.close();
   }
 
-  const server: Child = await startStepgate(['serve'], env, { port });
+  const server: Child = await startStepgate(['serve', '--config', configFile], env, { port });
   try {
     for (const family of families) {
       const mine = plan.filter((p) => p.family === family);
@@ -243,6 +255,12 @@ async function benchVerify(work: string): Promise<void> {
       });
       const cpu = server.cpuSeconds() - cpuBefore;
       rows.push({
+        kind: family,
+        ...(cpu > 0 ? { perCpuSecond: (r.rps * r.durationSeconds) / cpu } : {}),
+        p50: r.p50,
+        p99: r.p99,
+        errors: r.non2xx + r.errors,
+        rssMb: server.rssMb(),
         scenario: `verify ${family === 'sm3' ? 'SM3 (GM/T 0021, time)' : family.toUpperCase()} through POST /v1/stepup/{id}/verify (${values.pg ? 'postgres' : 'sqlite'})`,
         value: r.rps,
         unit: 'verifications/s',
@@ -263,5 +281,6 @@ try {
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
+if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify({ tokens: TOKENS, rows }, null, 2)}\n`);
 const width = Math.max(...rows.map((r) => r.scenario.length));
 for (const r of rows) process.stdout.write(`${r.scenario.padEnd(width)}  ${r.value.toFixed(r.unit === 's' ? 2 : 0).padStart(9)} ${r.unit}${r.note === undefined ? '' : `  (${r.note})`}\n`);

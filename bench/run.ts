@@ -3,7 +3,10 @@
 // Measures the gateway against the same machine's own limits, in the same run: every
 // scenario is reported next to the baseline it is a fraction of (see docs/performance.md).
 // Not a test: it asserts nothing; --smoke runs every scenario for a moment so it cannot rot.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -11,11 +14,17 @@ import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createLocalJWKSet, exportJWK, jwtVerify, SignJWT } from 'jose';
 import { loadConfig } from '../src/config/load-config.ts';
 import { createGateway } from '../src/gateway.ts';
+import { createApiKey } from '../src/payment-code/api-keys.ts';
+import { loadPaymentCodeConfig } from '../src/payment-code/config.ts';
+import { createPaymentCodeLogger } from '../src/payment-code/logger.ts';
+import { createPaymentCodeService } from '../src/payment-code/service.ts';
+import { countingGateway } from './lib/commits.ts';
 import { MemoryReplayStore, verifyStepUpToken } from '../src/verifier/index.ts';
-import { type LoadResult, load } from './lib/load.ts';
-import { argon2VerifyRate, joseSignRate, joseVerifyRate, pgInsertRate, type Rate, sqliteInsertRate } from './lib/micro.ts';
+import { type FlowResult, type LoadResult, load, runFlows } from './lib/load.ts';
+import { argon2VerifyRate, es256VerifyRate, joseSignRate, joseVerifyRate, pgInsertRate, type Rate, sqliteDurableInsertRate, sqliteInsertRate } from './lib/micro.ts';
 import { type Child, freePort, ROOT, startScript, startStepgate } from './lib/processes.ts';
-import { ACTION, BENCH_PASSWORD, CONTEXT, seedCompletedStepUps, seedGateway } from './lib/seed.ts';
+import { ACTION, BENCH_PASSWORD, benchTotpCode, benchUserId, CONTEXT, seedCompletedStepUps, seedGateway, seedPendingTotpStepUps, TOTP_CONTEXT } from './lib/seed.ts';
+import { webauthnAssertionRate } from './lib/webauthn.ts';
 
 const { values } = parseArgs({
   options: {
@@ -27,6 +36,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     profile: { type: 'string' },
+    /** Tokens in the PSKC import scenario (bench/hardware-tokens.ts). */
+    tokens: { type: 'string' },
   },
 });
 const SMOKE = values.smoke === true;
@@ -37,6 +48,12 @@ const USERS = Number(values.users);
 const ONLY = values.only === undefined ? undefined : new Set(values.only.split(','));
 const PG_URL = process.env.STEPGATE_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const wanted = (name: string) => ONLY === undefined || ONLY.has(name);
+// --profile DIR: every server process writes a V8 CPU profile there on exit (Chrome DevTools opens them).
+const profileArgs = (name: string): string[] => (values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(values.profile, name)}`]);
+const TOKENS = Number(values.tokens ?? (SMOKE ? 1000 : 100_000));
+// Users with a TOTP factor (a fixed number whatever the table size, so both scale points do
+// the same work): half verify pre-made step-ups, half run the whole flow; each code is used once.
+const TOTP_USERS = Math.min(USERS, SMOKE ? 400 : 40_000);
 
 interface Row {
   scenario: string;
@@ -51,15 +68,21 @@ interface Row {
   target?: number;
   errors?: number;
   note?: string;
+  /** A figure that is not a rate (commits per verification, seconds, MB) and the most it may be. */
+  value?: number;
+  unit?: string;
+  max?: number;
 }
 const rows: Row[] = [];
+const met = (r: Row): boolean | undefined =>
+  r.max !== undefined && r.value !== undefined ? r.value <= r.max : r.target !== undefined && r.ratio !== undefined ? r.ratio >= r.target : undefined;
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-function addLoad(scenario: string, r: LoadResult, proc: Child | undefined, cpu: number | undefined, extra: Partial<Row> = {}): Row {
-  const row: Row = { scenario, rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors + r.non2xx, ...extra };
+function addLoad(scenario: string, r: LoadResult | FlowResult, proc: Child | undefined, cpu: number | undefined, extra: Partial<Row> = {}): Row {
+  const row: Row = { scenario, rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors + ('non2xx' in r ? r.non2xx : 0), ...extra };
   if (cpu !== undefined && cpu > 0) row.perCpuSecond = (r.rps * r.durationSeconds) / cpu;
   if (proc !== undefined) row.rssMb = proc.rssMb();
-  if (row.baselineRate !== undefined) row.ratio = (row.perCpuSecond ?? row.rps) / row.baselineRate;
+  if (row.baselineRate !== undefined && row.ratio === undefined) row.ratio = (row.perCpuSecond ?? row.rps) / row.baselineRate;
   rows.push(row);
   log(`  ${scenario}: ${r.rps.toFixed(0)}/s p50 ${r.p50} ms p99 ${r.p99} ms${row.ratio === undefined ? '' : ` ratio ${(row.ratio * 100).toFixed(0)} %`}${row.errors ? ` errors ${row.errors}` : ''}`);
   return row;
@@ -69,6 +92,36 @@ async function measured(proc: Child, run: () => Promise<LoadResult>): Promise<{ 
   const before = proc.cpuSeconds();
   const r = await run();
   return { r, cpu: proc.cpuSeconds() - before };
+}
+
+const jsonHeaders = { 'content-type': 'application/json' };
+async function post(url: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, { method: 'POST', headers: { ...jsonHeaders, ...headers }, body: JSON.stringify(body) });
+  const text = await res.text();
+  let parsed: Record<string, unknown> = {};
+  try {
+    parsed = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    parsed = { text };
+  }
+  return { status: res.status, body: parsed };
+}
+
+/** The sum and count of a Prometheus histogram series, scraped from /metrics. */
+async function histogram(url: string, name: string, label: string): Promise<{ sum: number; count: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const find = (suffix: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}_${suffix}{`) && l.includes(label));
+    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+  };
+  return { sum: find('sum'), count: find('count') };
+}
+
+function runNode(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${args[0]} exited with ${code}`))));
+  });
 }
 
 async function main(): Promise<void> {
@@ -85,6 +138,8 @@ async function main(): Promise<void> {
     micro.joseVerify = await joseVerifyRate(MICRO_SECONDS);
     micro.argon2 = await argon2VerifyRate(Math.max(MICRO_SECONDS, SMOKE ? 0.3 : 5), config0.password.argon2);
     micro.sqliteInsert = await sqliteInsertRate(MICRO_SECONDS, work);
+    micro.sqliteDurableInsert = await sqliteDurableInsertRate(MICRO_SECONDS, work);
+    micro.es256Verify = await es256VerifyRate(MICRO_SECONDS);
     if (values.pg) micro.pgInsert = await pgInsertRate(MICRO_SECONDS, PG_URL, `bench_${process.pid}`);
     for (const [k, v] of Object.entries(micro)) {
       rows.push({ scenario: `baseline: ${k}`, rps: v.perSecond, perCpuSecond: v.perCpuSecond });
@@ -102,6 +157,23 @@ async function main(): Promise<void> {
       load({ url: bare.url, connections: CONNECTIONS, durationSeconds: DURATION, requests: [{ method: 'POST', path: '/work?hmac=1&writes=2', body: '{}' }, { method: 'POST', path: '/work?hmac=1&writes=3', body: '{}' }, { method: 'POST', path: '/work?sign=1&writes=2', body: '{}' }] }),
     );
     addLoad('baseline: bare http flow (3 requests, 7 writes, 1 sign)', flowBase.r, bare, flowBase.cpu);
+    // The TOTP flow with the payment-code service: create (2 writes), verify (HMAC, 3 writes),
+    // token (sign, 2 writes) at the gateway; begin (1 write) and complete (verify, 3 writes) at P.
+    const pFlowBase = await measured(bare, () =>
+      load({
+        url: bare.url, connections: CONNECTIONS, durationSeconds: DURATION,
+        requests: [
+          { method: 'POST', path: '/work?writes=1', body: '{}' },
+          { method: 'POST', path: '/work?writes=2', body: '{}' },
+          { method: 'POST', path: '/work?hmac=1&writes=3', body: '{}' },
+          { method: 'POST', path: '/work?sign=1&writes=2', body: '{}' },
+          { method: 'POST', path: '/work?verify=1&writes=3', body: '{}' },
+        ],
+      }),
+    );
+    addLoad('baseline: bare http flow with P (5 requests, 11 writes, 1 HMAC, 1 sign, 1 verify)', pFlowBase.r, bare, pFlowBase.cpu, { note: `${(pFlowBase.r.rps / 5).toFixed(0)} flows/s` });
+    const perCpu = (m: { r: LoadResult; cpu: number }) => (m.r.rps * m.r.durationSeconds) / Math.max(m.cpu, 1e-6);
+    const echoPerCpu = perCpu(echo);
 
     // ---- the gateway ---------------------------------------------------------------------
     const dataDir = join(work, 'gateway');
@@ -124,23 +196,29 @@ async function main(): Promise<void> {
     const config = loadConfig({ env, file: configFile });
     log(`seeding ${USERS} users`);
     const seedStarted = Date.now();
-    const seeded = await seedGateway(config, USERS, log);
+    const seeded = await seedGateway(config, USERS, log, { totpUsers: TOTP_USERS });
     log(`  seeded in ${((Date.now() - seedStarted) / 1000).toFixed(1)} s`);
-    // --profile DIR: the gateway writes a V8 CPU profile there on exit (open it in Chrome DevTools).
-    const gw = await startStepgate(['serve', '--config', configFile], env, { port, ...(values.profile === undefined ? {} : { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] }) });
+    const gw = await startStepgate(['serve', '--config', configFile], env, { port, nodeArgs: profileArgs('gateway') });
     children.push(gw);
     const json = { 'content-type': 'application/json' };
     const pick = () => `u${Math.floor(Math.random() * USERS)}`;
 
     if (wanted('login')) {
-      log('password login');
-      const { r, cpu } = await measured(gw, () =>
-        load({
-          url: gw.url, connections: CONNECTIONS, durationSeconds: DURATION,
-          requests: [{ method: 'POST', path: '/v1/login', headers: json, setupRequest: (req) => ({ ...req, body: JSON.stringify({ username: pick(), password: BENCH_PASSWORD }) }) }],
-        }),
-      );
-      addLoad('gateway: password login', r, gw, cpu, { baseline: 'argon2id verify', baselineRate: micro.argon2!.perCpuSecond, target: 0.8 });
+      // As many connections as argon2 slots (password.maxConcurrentHashes = cores): beyond that
+      // a login is refused by design (503 overloaded), which the flood row below measures.
+      const slots = availableParallelism();
+      log(`password login (${slots} connections = argon2 slots)`);
+      const loginRequests = [{ method: 'POST' as const, path: '/v1/login', headers: json, setupRequest: (req: { body?: string }) => ({ ...req, path: '/v1/login', body: JSON.stringify({ username: pick(), password: BENCH_PASSWORD }) }) }];
+      const { r, cpu } = await measured(gw, () => load({ url: gw.url, connections: slots, durationSeconds: DURATION, requests: loginRequests }));
+      addLoad('gateway: password login', r, gw, cpu, { baseline: 'argon2id verify', baselineRate: micro.argon2!.perCpuSecond, target: 0.8, note: `${slots} connections` });
+      log(`password login flood (${CONNECTIONS} connections)`);
+      const flood = await measured(gw, () => load({ url: gw.url, connections: CONNECTIONS, durationSeconds: DURATION, requests: loginRequests }));
+      const refused = flood.r.statuses['503'] ?? 0;
+      const other = flood.r.requests - (flood.r.statuses['200'] ?? 0) - refused;
+      addLoad('gateway: password login flood (beyond capacity)', flood.r, gw, flood.cpu, {
+        errors: other,
+        note: `${CONNECTIONS} connections; ${(refused / flood.r.durationSeconds).toFixed(0)} refusals/s (503 overloaded), p50 of all answers ${flood.r.p50} ms; ${other} neither 200 nor 503`,
+      });
     }
 
     if (wanted('token')) {
@@ -212,13 +290,185 @@ async function main(): Promise<void> {
       log(`  verifier: ${(n / wall).toFixed(0)}/s ratio ${((perCpu / rawPerCpu) * 100).toFixed(0)} %`);
     }
 
+    const half = Math.floor(TOTP_USERS / 2);
+
+    if (wanted('totp')) {
+      log('TOTP verification (pending step-ups, one code per user, used once)');
+      const opener = await createGateway(config);
+      const pending = await seedPendingTotpStepUps(opener, seeded.clientId, 0, half);
+      await opener.close();
+      let next = 0;
+      const { r, cpu } = await measured(gw, () =>
+        load({
+          url: gw.url, connections: CONNECTIONS, durationSeconds: DURATION, amount: pending.length,
+          requests: [{ method: 'POST', path: '/x', headers: json, setupRequest: (req) => {
+            const p = pending[next++ % pending.length]!;
+            return { ...req, path: `/v1/stepup/${p.id}/verify`, headers: { ...json, authorization: `Ticket ${p.ticket}` }, body: JSON.stringify({ factor: 'totp', code: benchTotpCode(p.user) }) };
+          } }],
+        }),
+      );
+      addLoad('gateway: TOTP verification', r, gw, cpu, { baseline: 'bare http JSON echo', baselineRate: echoPerCpu, target: 0.6, note: `${pending.length} step-ups` });
+      const durable = micro.sqliteDurableInsert!.perSecond;
+      rows.push({ scenario: 'gateway: TOTP verification vs durable writes', rps: r.rps, baseline: 'SQLite durable single-row insert (synchronous=FULL), wall', baselineRate: durable, ratio: r.rps / durable, target: 0.7 });
+    }
+
+    if (wanted('commits')) {
+      log('durable commits per factor verification (gateway in this process, instrumented store)');
+      const n = SMOKE ? 20 : 200;
+      const opener = await createGateway(config);
+      const pending = await seedPendingTotpStepUps(opener, seeded.clientId, TOTP_USERS - n, TOTP_USERS);
+      await opener.close();
+      const local = await countingGateway(config);
+      try {
+        const before = local.counts();
+        let ok = 0;
+        for (const p of pending) {
+          const res = await post(`${local.url}/v1/stepup/${p.id}/verify`, { authorization: `Ticket ${p.ticket}` }, { factor: 'totp', code: benchTotpCode(p.user) });
+          if (res.status === 200) ok += 1;
+        }
+        const after = local.counts();
+        const commits = (after.commits - before.commits) / Math.max(ok, 1);
+        const rateLimit = (after.rateLimitCommits - before.rateLimitCommits) / Math.max(ok, 1);
+        rows.push({ scenario: 'gateway: durable commits per TOTP verification (the flow)', rps: 0, value: commits - rateLimit, unit: 'commits', max: 2, note: `${ok}/${pending.length} verified; plus ${rateLimit.toFixed(1)} rate-limit counter commits per request; ${((after.statements - before.statements) / Math.max(ok, 1)).toFixed(1)} statements` });
+        log(`  ${(commits - rateLimit).toFixed(2)} commits per verification (+ ${rateLimit.toFixed(2)} rate-limit)`);
+      } finally {
+        await local.close();
+      }
+    }
+
+    if (wanted('flow-totp') || wanted('verifier-http')) {
+      // ---- the payment-code service P as its own process ---------------------------------
+      const pPort = await freePort();
+      const pUrl = `http://127.0.0.1:${pPort}`;
+      const pMasterKey = randomBytes(32).toString('base64');
+      const pSchema = `bench_pc_${process.pid}`;
+      const pEnv: Record<string, string> = {
+        STEPGATE_MODE: 'development',
+        STEPGATE_PAYMENT_CODE_HTTP_PORT: String(pPort),
+        STEPGATE_PAYMENT_CODE_HTTP_HOST: '127.0.0.1',
+        STEPGATE_PAYMENT_CODE_PUBLIC_URL: pUrl,
+        STEPGATE_PAYMENT_CODE_DATA_DIR: join(work, 'pc'),
+        STEPGATE_PAYMENT_CODE_MASTER_KEY: pMasterKey,
+        STEPGATE_PAYMENT_CODE_LOG_LEVEL: 'warn',
+        STEPGATE_PAYMENT_CODE_GATEWAY_URL: gw.url,
+        STEPGATE_PAYMENT_CODE_CLIENT_ID: seeded.clientId,
+        STEPGATE_PAYMENT_CODE_CLIENT_SECRET: seeded.clientSecret,
+        STEPGATE_PAYMENT_CODE_ISSUE_ACR: 'urn:stepgate:aal2',
+        ...(values.pg ? { STEPGATE_PAYMENT_CODE_DATABASE_URL: PG_URL, STEPGATE_PAYMENT_CODE_DATABASE_SCHEMA: pSchema } : {}),
+      };
+      // The wallet's API key, made in P's store before P starts.
+      const pConfig = loadPaymentCodeConfig({ env: pEnv });
+      const opened = await createPaymentCodeService(pConfig, { logger: createPaymentCodeLogger('warn') });
+      const wallet = await createApiKey(opened.store.db, opened.events, opened.clock, { name: 'bench wallet', role: 'wallet' }, 'bench');
+      await opened.close();
+      const pProc = await startStepgate(['payment-code-service'], pEnv, { port: pPort, readyPath: '/readyz', nodeArgs: profileArgs('payment-code') });
+      children.push(pProc);
+
+      if (wanted('flow-totp')) {
+        log('full step-up flow with TOTP and the payment-code service (wallet → P → G → P)');
+        const request = { amountLimit: TOTP_CONTEXT.amount, currency: TOTP_CONTEXT.currency, deviceId: TOTP_CONTEXT.deviceId, payee: TOTP_CONTEXT.payee };
+        const walletAuth = { authorization: `Bearer ${wallet.key}` };
+        let shown = 0;
+        const fail = (what: string, res: { status: number; body: unknown }) => {
+          if (shown++ < 3) log(`  ${what}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+          return false;
+        };
+        const flow = async (i: number): Promise<boolean> => {
+          const n = half + i;
+          const subject = benchUserId(n);
+          const begun = await post(`${pUrl}/v1/payment-codes`, walletAuth, { subject, context: request });
+          if (begun.status !== 401 || typeof begun.body.stepup_id !== 'string') return fail('begin', begun);
+          const id = begun.body.stepup_id;
+          const verified = await post(`${gw.url}/v1/stepup/${id}/verify`, { authorization: `Ticket ${String(begun.body.ticket)}` }, { factor: 'totp', code: benchTotpCode(n) });
+          if (verified.status !== 200) return fail('verify', verified);
+          const issued = await post(`${pUrl}/v1/payment-codes`, walletAuth, { subject, context: request, stepup_id: id });
+          if (issued.status !== 201) return fail('issue', issued);
+          return true;
+        };
+        const gwCpu0 = gw.cpuSeconds();
+        const pCpu0 = pProc.cpuSeconds();
+        const verif0 = await histogram(pUrl, 'stepgate_payment_code_phase_duration_seconds', 'phase="token_verification"');
+        const r = await runFlows({ connections: CONNECTIONS, durationSeconds: DURATION, limit: TOTP_USERS - half - (SMOKE ? 20 : 200), flow, onError: (err) => log(`  flow error: ${String(err)}`) });
+        const cpu = gw.cpuSeconds() - gwCpu0 + (pProc.cpuSeconds() - pCpu0);
+        const verif = await histogram(pUrl, 'stepgate_payment_code_phase_duration_seconds', 'phase="token_verification"');
+        const baseFlowsPerCpu = perCpu(pFlowBase) / 5;
+        const flowsPerCpu = (r.ok) / Math.max(cpu, 1e-6);
+        const verifMs = verif.count > verif0.count ? ((verif.sum - verif0.sum) / (verif.count - verif0.count)) * 1000 : 0;
+        addLoad('full step-up: TOTP + payment code at P (flows)', r, undefined, undefined, {
+          perCpuSecond: flowsPerCpu, baseline: 'bare http flow with P', baselineRate: baseFlowsPerCpu, target: 0.4, rssMb: Math.max(gw.rssMb(), pProc.rssMb()),
+          note: `gateway + P CPU; P token verification ${verifMs.toFixed(2)} ms per token; P renders barcode + QR + signed QR per code; p99 target < 25 ms`,
+        });
+      }
+
+      if (wanted('verifier-http')) {
+        log('token verification over HTTP (verifier in its own process, SQLite replay store)');
+        const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const jwk = { ...(await exportJWK(publicKey)), kid: 'bench-http', alg: 'ES256', use: 'sig' };
+        let jwksFetches = 0;
+        const jwksServer = createServer((_req, res) => {
+          jwksFetches += 1;
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ keys: [jwk] }));
+        });
+        await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
+        const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`;
+        const verifierProc = await startScript(join(ROOT, 'bench/lib/verifier-server.ts'), [jwksUri, 'http://gw', 'cli_p', work], profileArgs('verifier'));
+        children.push(verifierProc);
+        try {
+          const n = SMOKE ? 1000 : 40_000;
+          const tokens: string[] = [];
+          for (let i = 0; i < n; i += 1) {
+            tokens.push(await new SignJWT({ txn: 'stp_x', auth_time: Math.floor(Date.now() / 1000), acr: 'urn:stepgate:aal2', amr: ['otp'], authorization_details: [{ type: ACTION, ...CONTEXT }] })
+              .setProtectedHeader({ alg: 'ES256', kid: 'bench-http', typ: 'stepup+jwt' }).setIssuer('http://gw').setSubject('usr_1').setAudience('cli_p').setJti(randomUUID()).setIssuedAt().setExpirationTime('5m').sign(privateKey));
+          }
+          let next = 0;
+          const body = JSON.stringify({ subject: 'usr_1' });
+          const { r, cpu } = await measured(verifierProc, () =>
+            load({ url: verifierProc.url, connections: CONNECTIONS, durationSeconds: DURATION, amount: n, requests: [{ method: 'POST', path: '/verify', headers: json, body, setupRequest: (req) => ({ ...req, headers: { ...json, authorization: `Bearer ${tokens[next++ % n]}` } }) }] }),
+          );
+          addLoad('verifier over HTTP (own process, SQLite replay store)', r, verifierProc, cpu, { baseline: 'jose verify, in-memory key', baselineRate: micro.joseVerify!.perCpuSecond, target: 0.6, note: `${jwksFetches} JWKS fetch(es) for ${r.requests} tokens` });
+        } finally {
+          jwksServer.close();
+        }
+      }
+    }
+
+    if (wanted('webauthn')) {
+      log('WebAuthn assertion verification (in process)');
+      const w = await webauthnAssertionRate(SMOKE ? 200 : 5000);
+      rows.push({ scenario: 'WebAuthn assertion verification (ceremony, in process)', rps: w.perSecond, perCpuSecond: w.perCpuSecond, baseline: 'node:crypto ES256 verify, cached KeyObject', baselineRate: micro.es256Verify!.perCpuSecond, ratio: w.perCpuSecond / micro.es256Verify!.perCpuSecond, target: 0.4 });
+      log(`  ${w.perCpuSecond.toFixed(0)} per CPU-s (${((w.perCpuSecond / micro.es256Verify!.perCpuSecond) * 100).toFixed(0)} %)`);
+    }
+
+    const gatewayRss = gw.rssMb();
+    await gw.stop();
+
+    if (wanted('hardware')) {
+      log(`hardware tokens: PSKC import of ${TOKENS} and HOTP/TOTP/SM3 verification (bench/hardware-tokens.ts)`);
+      const out = join(work, 'hardware.json');
+      await runNode([join(ROOT, 'bench/hardware-tokens.ts'), '--json', out, '--tokens', String(TOKENS), '--connections', String(CONNECTIONS), ...(SMOKE ? ['--smoke'] : []), ...(values.pg ? ['--pg'] : [])]);
+      const hw = JSON.parse(readFileSync(out, 'utf8')) as { rows: { kind?: string; value: number; scenario: string; perCpuSecond?: number; p50?: number; p99?: number; errors?: number; rssMb?: number; note?: string }[] };
+      for (const h of hw.rows) {
+        if (h.kind === 'import') {
+          rows.push({ scenario: `PSKC import of ${TOKENS} tokens (stepgate tokens import)`, rps: TOKENS / h.value, value: h.value, unit: 's', max: 30, ...(h.note === undefined ? {} : { note: h.note }) });
+        } else if (h.kind !== undefined) {
+          const name = h.kind === 'sm3' ? 'SM3 (GM/T 0021)' : h.kind.toUpperCase();
+          rows.push({ scenario: `gateway: hardware token ${name} verification`, rps: h.value, ...(h.perCpuSecond === undefined ? {} : { perCpuSecond: h.perCpuSecond }), ...(h.p50 === undefined ? {} : { p50: h.p50 }), ...(h.p99 === undefined ? {} : { p99: h.p99 }), ...(h.rssMb === undefined ? {} : { rssMb: h.rssMb }), errors: h.errors ?? 0, baseline: 'bare http JSON echo', baselineRate: echoPerCpu, ratio: (h.perCpuSecond ?? 0) / echoPerCpu, target: 0.6 });
+          rows.push({ scenario: `gateway: hardware token ${name} vs durable writes`, rps: h.value, baseline: 'SQLite durable single-row insert, wall', baselineRate: micro.sqliteDurableInsert!.perSecond, ratio: h.value / micro.sqliteDurableInsert!.perSecond, target: 0.7 });
+        }
+      }
+    }
+
+    const maxRss = Math.max(gatewayRss, ...rows.filter((r) => r.scenario.startsWith('gateway:')).map((r) => r.rssMb ?? 0));
+    rows.push({ scenario: 'footprint: RSS of a gateway process under load (max seen)', rps: 0, value: maxRss, unit: 'MB', max: 250 });
+
     // ---- report -------------------------------------------------------------------------
     const machine = { cpus: availableParallelism(), model: cpus()[0]?.model ?? '?', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version };
     printTable(machine);
     const stamp = new Date().toISOString().replace(/[:]/g, '-').slice(0, 19);
     const out = values.out ?? join(ROOT, 'bench/results', `${stamp}${SMOKE ? '-smoke' : ''}.json`);
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-    writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), smoke: SMOKE, users: USERS, connections: CONNECTIONS, durationSeconds: DURATION, database: values.pg ? 'postgres' : 'sqlite', machine, rows }, null, 2)}\n`);
+    writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), smoke: SMOKE, users: USERS, connections: CONNECTIONS, durationSeconds: DURATION, database: values.pg ? 'postgres' : 'sqlite', machine, load: loadAverage(), rows: rows.map((r) => ({ ...r, met: met(r) })) }, null, 2)}\n`);
     log(`written ${out}`);
   } finally {
     for (const c of children) await c.stop();
@@ -226,13 +476,26 @@ async function main(): Promise<void> {
   }
 }
 
+function loadAverage(): number[] {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 function printTable(machine: Record<string, unknown>): void {
   const f = (n: number | undefined, d = 0) => (n === undefined ? '' : n.toFixed(d));
   const lines = [
     `machine: ${JSON.stringify(machine)}`,
-    '| scenario | /s | per CPU-s | p50 ms | p99 ms | RSS MB | baseline | ratio | target | errors |',
-    '|---|---:|---:|---:|---:|---:|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.scenario}${r.note ? ` (${r.note})` : ''} | ${f(r.rps)} | ${f(r.perCpuSecond)} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.rssMb)} | ${r.baseline ?? ''} | ${r.ratio === undefined ? '' : `${(r.ratio * 100).toFixed(0)} %`} | ${r.target === undefined ? '' : `≥ ${(r.target * 100).toFixed(0)} %`} | ${r.errors ?? ''} |`),
+    '| scenario | /s | per CPU-s | p50 ms | p99 ms | RSS MB | baseline | ratio / value | target | met | errors |',
+    '|---|---:|---:|---:|---:|---:|---|---:|---:|:-:|---:|',
+    ...rows.map((r) => {
+      const value = r.value !== undefined ? `${r.value.toFixed(r.unit === 'MB' ? 0 : 2)} ${r.unit ?? ''}` : r.ratio === undefined ? '' : `${(r.ratio * 100).toFixed(0)} %`;
+      const target = r.max !== undefined ? `≤ ${r.max} ${r.unit ?? ''}` : r.target === undefined ? '' : `≥ ${(r.target * 100).toFixed(0)} %`;
+      const m = met(r);
+      return `| ${r.scenario}${r.note ? ` (${r.note})` : ''} | ${r.rps ? f(r.rps) : ''} | ${f(r.perCpuSecond)} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.rssMb)} | ${r.baseline ?? ''} | ${value} | ${target} | ${m === undefined ? '' : m ? 'yes' : 'no'} | ${r.errors ?? ''} |`;
+    }),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

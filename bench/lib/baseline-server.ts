@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { SignJWT } from 'jose';
+import { jwtVerify, SignJWT } from 'jose';
 
 const dataDir = process.argv[2] ?? '/tmp';
 const db = new DatabaseSync(join(dataDir, `baseline-${process.pid}.sqlite`));
@@ -15,7 +15,9 @@ db.exec('PRAGMA synchronous = NORMAL');
 db.exec('CREATE TABLE IF NOT EXISTS w (id TEXT PRIMARY KEY, v TEXT NOT NULL, at INTEGER NOT NULL)');
 const insert = db.prepare('INSERT INTO w (id, v, at) VALUES (?, ?, ?)');
 const hmacKey = createSecretKey(randomBytes(20));
-const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+// What a relying service verifies: one token, checked again each time (signature and claims).
+const presented = await new SignJWT({ acr: 'urn:stepgate:aal2' }).setProtectedHeader({ alg: 'ES256', typ: 'stepup+jwt' }).setIssuedAt().setExpirationTime('1h').sign(privateKey);
 
 function readBody(req: import('node:http').IncomingMessage): Promise<string> {
   return new Promise((resolve) => {
@@ -35,11 +37,13 @@ const server = createServer(async (req, res) => {
     res.end(body === '' ? '{}' : JSON.stringify(JSON.parse(body)));
     return;
   }
-  // /work?hmac=1&sign=1&writes=2: that much crypto and that many autocommitted inserts.
+  // /work?hmac=1&sign=1&verify=1&writes=2: that much crypto and that many autocommitted inserts.
   const q = new URL(url, 'http://x').searchParams;
   const hmacs = Number(q.get('hmac') ?? 0);
   const signs = Number(q.get('sign') ?? 0);
   const writes = Number(q.get('writes') ?? 0);
+  const verifies = Number(q.get('verify') ?? 0);
+  for (let i = 0; i < verifies; i += 1) await jwtVerify(presented, publicKey, { algorithms: ['ES256'], typ: 'stepup+jwt' });
   let mac = '';
   for (let i = 0; i < hmacs; i += 1) mac = createHmac('sha1', hmacKey).update(body).digest('hex');
   let token = '';

@@ -8,6 +8,8 @@ export interface LoadResult {
   requests: number;
   errors: number;
   non2xx: number;
+  /** Responses by status code. */
+  statuses: Record<string, number>;
   durationSeconds: number;
 }
 
@@ -51,6 +53,54 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
     requests: result.requests.total,
     errors: result.errors + result.timeouts,
     non2xx: result.non2xx,
+    statuses: Object.fromEntries(Object.entries((result as unknown as { statusCodeStats?: Record<string, { count: number }> }).statusCodeStats ?? {}).map(([k, v]) => [k, v.count])),
     durationSeconds,
   };
+}
+
+export interface FlowResult {
+  /** Completed flows per second. */
+  rps: number;
+  p50: number;
+  p99: number;
+  ok: number;
+  errors: number;
+  durationSeconds: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+}
+
+/**
+ * Runs `flow(i)` (i = 0, 1, 2… across all workers) on `connections` concurrent workers until
+ * `durationSeconds` passed or `limit` flows were started: for flows that talk to more than one
+ * server (autocannon drives one). `flow` resolves true when the flow completed as it should.
+ */
+export async function runFlows(options: { connections: number; durationSeconds: number; limit: number; flow: (i: number) => Promise<boolean>; onError?: (err: unknown) => void }): Promise<FlowResult> {
+  const latencies: number[] = [];
+  let next = 0;
+  let errors = 0;
+  const started = performance.now();
+  const until = started + options.durationSeconds * 1000;
+  await Promise.all(
+    Array.from({ length: options.connections }, async () => {
+      while (performance.now() < until) {
+        const i = next++;
+        if (i >= options.limit) return;
+        const t0 = performance.now();
+        try {
+          if (await options.flow(i)) latencies.push(performance.now() - t0);
+          else errors += 1;
+        } catch (err) {
+          errors += 1;
+          options.onError?.(err);
+        }
+      }
+    }),
+  );
+  const durationSeconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { rps: latencies.length / durationSeconds, p50: Math.round(percentile(latencies, 50)), p99: Math.round(percentile(latencies, 99)), ok: latencies.length, errors, durationSeconds };
 }

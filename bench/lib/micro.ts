@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -82,4 +82,31 @@ export async function pgInsertRate(seconds: number, url: string, schema: string,
     await pool.query(`drop schema if exists ${schema} cascade`).catch(() => undefined);
     await pool.end();
   }
+}
+
+/**
+ * Durable single-row writes: autocommitted inserts into a WAL SQLite file with
+ * synchronous = FULL, so every commit is fsynced (what "the store's durable write rate" means:
+ * a one-time code must be burnt durably). The gateway's own file runs synchronous = NORMAL
+ * (durable across process crashes, fsync at checkpoints), so its writes are cheaper than these.
+ */
+export async function sqliteDurableInsertRate(seconds: number, dir: string): Promise<Rate> {
+  const db = new DatabaseSync(join(dir, 'durable-insert-baseline.sqlite'));
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('PRAGMA synchronous = FULL');
+  db.exec('CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER NOT NULL)');
+  const stmt = db.prepare('INSERT INTO t (id, v) VALUES (?, ?)');
+  try {
+    return await measure(seconds, () => loopFor(seconds, async () => stmt.run(randomUUID(), 1)));
+  } finally {
+    db.close();
+  }
+}
+
+/** node:crypto ES256 verifications (DER signatures, the WebAuthn encoding) with one cached public KeyObject. */
+export async function es256VerifyRate(seconds: number): Promise<Rate> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const data = randomBytes(37 + 32);
+  const signature = cryptoSign('sha256', data, privateKey);
+  return measure(seconds, () => loopFor(seconds, async () => cryptoVerify('sha256', data, publicKey, signature)));
 }

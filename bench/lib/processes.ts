@@ -101,8 +101,8 @@ export async function startStepgate(command: string[], env: Record<string, strin
 }
 
 /** A node script (a baseline server) as its own process; it must print its port on the first stdout line. */
-export async function startScript(script: string, args: string[] = []): Promise<Child> {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+export async function startScript(script: string, args: string[] = [], nodeArgs: string[] = []): Promise<Child> {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', ...nodeArgs, script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await Promise.race([
     new Promise<string[]>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve([d.toString().trim()]))),
     once(child, 'exit').then(() => {

@@ -7,8 +7,12 @@ import { loadStepUp, type Who } from './verify-stepup-factor.ts';
 
 /**
  * The relying service's token endpoint (CIBA-style polling). The token is handed out
- * exactly once: the move `completed → token_issued` is one conditional UPDATE, and the
- * token is signed inside that transaction, so a failure leaves the step-up completed.
+ * exactly once: the move `completed → token_issued` is one conditional UPDATE, committed
+ * with its audit event. The token is signed just before that transaction, not inside it:
+ * signing is asynchronous (WebCrypto, on the libuv pool), and on SQLite an open transaction
+ * holds the one connection, so every other request would wait for the signature. A signing
+ * failure therefore still leaves the step-up completed, and a concurrent poll that loses the
+ * UPDATE throws its signed token away unseen (its jti was never recorded or handed out).
  */
 export interface IssuedToken {
   stepUpToken: string;
@@ -78,6 +82,19 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
   const acr = achievedAcr(stepUp);
   const iat = Math.floor(nowMs / 1000);
   const key = await gw.keys.activeKey();
+  const signed = await issueStepUpToken(key, {
+    iss: gw.config.http.publicUrl.replace(/\/$/, ''),
+    sub: stepUp.userId,
+    aud: stepUp.clientId,
+    iat,
+    exp: iat + stepUp.tokenTtlSeconds,
+    jti,
+    txn: stepUp.id,
+    auth_time: Math.floor((stepUp.authTime?.getTime() ?? nowMs) / 1000),
+    acr,
+    amr: stepUp.amr,
+    authorization_details: [{ ...stepUp.context, type: stepUp.action }],
+  });
   const token = await gw.store.db.transaction().execute(async (tx) => {
     const won = await tx
       .updateTable('stepups')
@@ -88,19 +105,6 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
       .returning('id')
       .executeTakeFirst();
     if (won === undefined) return undefined;
-    const signed = await issueStepUpToken(key, {
-      iss: gw.config.http.publicUrl.replace(/\/$/, ''),
-      sub: stepUp.userId,
-      aud: stepUp.clientId,
-      iat,
-      exp: iat + stepUp.tokenTtlSeconds,
-      jti,
-      txn: stepUp.id,
-      auth_time: Math.floor((stepUp.authTime?.getTime() ?? nowMs) / 1000),
-      acr,
-      amr: stepUp.amr,
-      authorization_details: [{ ...stepUp.context, type: stepUp.action }],
-    });
     await gw.audit.append(tx, {
       type: 'stepup.token_issued',
       actor: stepUp.clientId,

@@ -3,7 +3,7 @@ import { AppError } from '../errors/app-error.ts';
 import type { FactorRecord, FactorType, VerifyOutcome } from '../factors/factor.ts';
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { hashToken } from '../crypto/ids.ts';
-import type { Tx } from '../store/database.ts';
+import type { Executor, Tx } from '../store/database.ts';
 import type { FactorChallengesTable, StepUpStatus, StepUpsTable } from '../store/schema.ts';
 import { acrAtLeast } from '../policy/acr.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
@@ -72,8 +72,8 @@ export function remainingSets(stepUp: StepUp): string[][] {
 }
 
 /** Charges one transaction attempt; false when the limit is reached (or the transaction moved on). */
-async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promise<boolean> {
-  const charged = await gw.store.db
+async function chargeAttempt(ex: Executor, stepUp: StepUp, nowMs: number): Promise<boolean> {
+  const charged = await ex
     .updateTable('stepups')
     .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
     .where('id', '=', stepUp.id)
@@ -86,9 +86,15 @@ async function chargeAttempt(gw: Gateway, stepUp: StepUp, nowMs: number): Promis
 }
 
 /** Charges one factor failure in advance; false when the factor is locked. */
-export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number, lockout: { maxFailures: number; lockSeconds: number | null } = gw.config.factors): Promise<boolean> {
+export async function chargeFactor(
+  gw: Gateway,
+  factorId: string,
+  nowMs: number,
+  lockout: { maxFailures: number; lockSeconds: number | null } = gw.config.factors,
+  ex: Executor = gw.store.db,
+): Promise<boolean> {
   const { maxFailures, lockSeconds } = lockout;
-  const charged = await gw.store.db
+  const charged = await ex
     .updateTable('factors')
     .set((eb) => ({ failures: eb('failures', '+', 1) }))
     .where('id', '=', factorId)
@@ -100,7 +106,7 @@ export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number,
     // A lock without expiry stays until reset (failures = 0), e.g. by a hardware-token resync.
     if (lockSeconds === null) return false;
     // A lock that has run out restarts the count.
-    const restarted = await gw.store.db
+    const restarted = await ex
       .updateTable('factors')
       .set({ failures: 1, locked_until: null })
       .where('id', '=', factorId)
@@ -112,7 +118,7 @@ export async function chargeFactor(gw: Gateway, factorId: string, nowMs: number,
   }
   if (charged.failures >= maxFailures && lockSeconds !== null) {
     // The charge that reaches the limit locks the factor (a success below still unlocks it).
-    await gw.store.db
+    await ex
       .updateTable('factors')
       .set({ locked_until: nowMs + lockSeconds * 1000 })
       .where('id', '=', factorId)
@@ -163,8 +169,8 @@ export async function applySuccess(tx: Tx, factorId: string, change: FactorState
 }
 
 /** Charges one attempt on the live challenge; undefined when it is used up, expired or consumed. */
-async function chargeChallenge(gw: Gateway, id: string, nowMs: number): Promise<FactorChallengesTable | undefined> {
-  return gw.store.db
+async function chargeChallenge(ex: Executor, id: string, nowMs: number): Promise<FactorChallengesTable | undefined> {
+  return ex
     .updateTable('factor_challenges')
     .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
     .where('id', '=', id)
@@ -232,7 +238,29 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     });
   }
 
-  if (!(await chargeAttempt(gw, stepUp, nowMs))) {
+  // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
+  // together, before the comparison: one durable commit instead of three. A charge that is
+  // refused commits the ones before it with the audit event that says why.
+  type Charged = { kind: 'ok'; challenge: FactorChallengesTable | undefined } | { kind: 'exhausted' } | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked' };
+  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
+    if (!(await chargeAttempt(tx, stepUp, nowMs))) return { kind: 'exhausted' };
+    const failed = (reason: string) => gw.audit.append(tx, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason } });
+    let challenge: FactorChallengesTable | undefined;
+    if (challengeRow !== undefined) {
+      challenge = await chargeChallenge(tx, challengeRow.id, nowMs);
+      if (challenge === undefined) {
+        const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
+        await failed('challenge_unusable');
+        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required' };
+      }
+    }
+    if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
+      await failed('locked');
+      return { kind: 'locked' };
+    }
+    return { kind: 'ok', challenge };
+  });
+  if (charged.kind === 'exhausted') {
     const fresh = await loadStepUp(gw, stepUp.id);
     if (fresh !== undefined) assertPending(fresh, now);
     await gw.store.db.transaction().execute(async (tx) => {
@@ -244,22 +272,13 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     gw.metrics.stepups.inc({ event: 'denied' });
     throw new AppError('attempts_exhausted');
   }
-  let challenge: FactorChallengesTable | undefined;
-  if (challengeRow !== undefined) {
-    challenge = await chargeChallenge(gw, challengeRow.id, nowMs);
-    if (challenge === undefined) {
-      const fresh = await liveChallengeRow(gw.store.db, stepUp.id, request.factor);
-      await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'challenge_unusable' } });
-      gw.metrics.stepups.inc({ event: 'factor_failed' });
-      if (fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts) throw new AppError('challenge_attempts_exhausted');
-      throw new AppError('challenge_required');
-    }
-  }
-  if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout))) {
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'locked' } });
+  if (charged.kind !== 'ok') {
     gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
+    if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
     throw new AppError('factor_locked');
   }
+  const challenge = charged.challenge;
 
   const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
   const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
@@ -272,21 +291,25 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
   }
 
   const result = await completeInTransaction(gw, async (tx) => {
-    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) return undefined;
-    if (outcome.change?.audit !== undefined) {
-      await gw.audit.append(tx, { type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
-    }
-    if (challenge !== undefined) {
-      // The challenge is single-use: of two concurrent correct answers one consumes it.
-      const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
-      if (consumed === undefined) throw new ReplayLost();
-    }
+    // Rows are locked in the order the charge transaction above locks them (step-up, then
+    // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
+    // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
     const current = await tx
       .selectFrom('stepups')
       .selectAll()
       .where('id', '=', stepUp.id)
       .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
       .executeTakeFirstOrThrow();
+    if (challenge !== undefined) {
+      // The challenge is single-use: of two concurrent correct answers one consumes it.
+      const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
+      if (consumed === undefined) throw new ReplayLost();
+    }
+    // Lost the guarded update (the code's step already used): undo the challenge consumption too.
+    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) throw new ReplayLost();
+    if (outcome.change?.audit !== undefined) {
+      await gw.audit.append(tx, { type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
+    }
     const s = toStepUp(current);
     assertPending(s, now);
     const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs, ...(outcome.acr === undefined ? {} : { acr: outcome.acr }) }];

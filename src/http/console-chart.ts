@@ -21,7 +21,8 @@ export function barChart(days: readonly ActivityDay[], size = { width: 720, heig
   const max = Math.max(1, ...days.flatMap((d) => ACTIVITY_SERIES.map((s) => d[s])));
   // Round the scale up to 1, 2 or 5 × 10^n so the gridlines read well.
   const magnitude = 10 ** Math.floor(Math.log10(max));
-  const niceMax = [1, 2, 5, 10].map((m) => m * magnitude).find((v) => v >= max) ?? max;
+  // Small counts get whole-number gridlines (0..4), never 0.25 of an event.
+  const niceMax = max <= 4 ? 4 : ([1, 2, 5, 10].map((m) => m * magnitude).find((v) => v >= max) ?? max);
   const scale = (v: number) => (v / niceMax) * plotHeight;
   const groupWidth = (size.width - left) / Math.max(1, days.length);
   const barWidth = Math.max(2, (groupWidth - 6) / ACTIVITY_SERIES.length);

@@ -45,10 +45,16 @@ function consoleGate(gw: Gateway) {
       return;
     }
     if (req.method !== 'GET') throw new AppError('second_factor_required', { detail: 'Complete your sign-in with a second factor first.' });
-    const { choices } = await consoleSecondFactors(gw, auth.userId);
     const back = safeNext(req.originalUrl, gw.config.http.publicUrl) ?? CONSOLE_PATH;
-    res.redirect(303, choices.length === 0 ? '/security?notice=consoleEnrol' : `${VERIFY_PATH}?next=${encodeURIComponent(back)}`);
+    res.redirect(303, (await secondFactorOptions(gw, auth.userId)).none ? '/security?notice=consoleEnrol' : `${VERIFY_PATH}?next=${encodeURIComponent(back)}`);
   };
+}
+
+/** How this staff user can complete a session: a code form, a passkey sign-in, or neither (enrol first). */
+async function secondFactorOptions(gw: Gateway, userId: string) {
+  const { choices, passkeys } = await consoleSecondFactors(gw, userId);
+  const passkey = passkeys > 0 && passkeyLoginOffered(gw);
+  return { choices, passkey, none: choices.length === 0 && !passkey };
 }
 
 /** The console's own error page for a refused page or action (HTML, not problem+json). */
@@ -76,15 +82,15 @@ export function consoleRouter(gw: Gateway): Router {
   async function renderVerify(req: Request, res: Response, formError?: FormError): Promise<void> {
     const auth = locals(res).auth;
     if (auth === undefined) return;
-    const { choices, passkeys } = await consoleSecondFactors(gw, auth.userId);
-    if (choices.length === 0) {
+    const { choices, passkey, none } = await secondFactorOptions(gw, auth.userId);
+    if (none) {
       res.redirect(303, '/security?notice=consoleEnrol');
       return;
     }
     views.render(req, res, formError?.status ?? 200, 'console/verify', {
       titleKey: 'console.verify.title',
       choices,
-      passkey: passkeys > 0 && passkeyLoginOffered(gw),
+      passkey,
       next: safeNext(formField(req, 'next') || queryField(req, 'next'), gw.config.http.publicUrl) ?? CONSOLE_PATH,
       csrf: auth.csrfToken,
       formError,

@@ -105,7 +105,8 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
       },
       { actor: op.userId, ip: op.ip, requestId: op.requestId },
     );
-    await renderImport(req, res, 201, result.id);
+    // Post/redirect/get: the report's address carries no form token and can be reloaded.
+    res.redirect(303, `${base}/imports/${encodeURIComponent(result.id)}`);
   }, (req, res, formError) => renderList(req, res, formError.status, { formError })));
 
   router.get(`${base}/imports/:id`, async (req, res) => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
+import { createSession } from '../../src/flows/sessions.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, needPskc, oathHotp, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
@@ -167,6 +168,26 @@ for (const dialect of testDialects()) {
       assert.equal(await count('session.second_factor_verified') >= 1, true);
     });
 
+    it('two concurrent uses of one code: exactly one session is completed', async (tc) => {
+      if (needOathtool(tc)) return;
+      const a = await passwordSession('audit');
+      const b = await passwordSession('audit');
+      const code = totpFor('audit');
+      const results = await Promise.all([a, b].map((s) => post(s, '/console/verify', { code, next: '/console' })));
+      assert.deepEqual(results.map((r) => r.status).sort(), [303, 401]);
+    });
+
+    it('a passkey sign-in (WebAuthn with user verification) opens the console without the code form', async () => {
+      const session = await createSession(t.gw, ids.nofactor as string, ['hwk', 'user']);
+      const res = await t.http().get('/console').set('Cookie', `stepgate_session=${session.sessionId}`);
+      assert.equal(res.status, 200);
+      const synced = await createSession(t.gw, ids.nofactor as string, ['swk', 'user']);
+      assert.equal((await t.http().get('/console').set('Cookie', `stepgate_session=${synced.sessionId}`)).status, 200);
+      // `otp` alone (a recovery code, say) is not a console second factor.
+      const otpOnly = await createSession(t.gw, ids.nofactor as string, ['pwd', 'otp']);
+      assert.equal((await t.http().get('/console').set('Cookie', `stepgate_session=${otpOnly.sessionId}`)).status, 303);
+    });
+
     it('signs in the three roles with a second factor', async (tc) => {
       if (needOathtool(tc)) return;
       for (const who of ['root', 'desk', 'audit']) sessions[who] = await consoleSession(who);
@@ -322,10 +343,12 @@ for (const dialect of testDialects()) {
       const seed = randomSeedHex();
       const pskc = writePskc({ tokens: [{ serial: 'CONSOLE-1', secret_hex: seed, algorithm: 'hotp', counter: 0, digits: 6, manufacturer: 'Feitian' }, { serial: 'CONSOLE-2', secret_hex: randomSeedHex(), algorithm: 'hotp', counter: 0 }] });
       const imported = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).attach('file', pskc, 'batch.pskc.xml');
-      assert.equal(imported.status, 201, imported.text.slice(0, 500));
-      assert.match(imported.text, /2 tokens imported from batch.pskc.xml/);
-      assert.match(imported.text, /data-serial="CONSOLE-1"/);
-      assert.match(imported.text, /data-serial="CONSOLE-2"/);
+      assert.equal(imported.status, 303, imported.text.slice(0, 500));
+      assert.match(imported.headers.location as string, /^\/console\/tokens\/imports\/[\w-]+$/);
+      const report = await get(root, imported.headers.location as string);
+      assert.match(report.text, /2 tokens imported from batch.pskc.xml/);
+      assert.match(report.text, /data-serial="CONSOLE-1"/);
+      assert.match(report.text, /data-serial="CONSOLE-2"/);
       const again = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).attach('file', pskc, 'batch.pskc.xml');
       assert.equal(again.status, 400);
       assert.match(again.text, /CONSOLE-1/);

@@ -19,11 +19,21 @@ import {
  * `reader` flag (Kysely would `run()` a SELECT and return no rows) and take spread parameters.
  */
 function adapt(db: DatabaseSync): SqliteDatabase {
+  // Kysely prepares every query anew, and preparing costs more than running these short
+  // statements; they come from a small fixed set of shapes, so prepared statements are kept.
+  const cache = new Map<string, { stmt: ReturnType<DatabaseSync['prepare']>; reader: boolean }>();
+  const MAX_CACHED = 300;
   return {
     close: () => db.close(),
     prepare(sql: string): SqliteStatement {
-      const stmt = db.prepare(sql);
-      const reader = stmt.columns().length > 0;
+      let entry = cache.get(sql);
+      if (entry === undefined) {
+        const prepared = db.prepare(sql);
+        entry = { stmt: prepared, reader: prepared.columns().length > 0 };
+        if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value as string);
+        cache.set(sql, entry);
+      }
+      const { stmt, reader } = entry;
       return {
         reader,
         all: (parameters) => stmt.all(...(parameters as never[])) as unknown[],
