@@ -5,7 +5,8 @@
 import { spawnSync } from 'node:child_process';
 
 const args = process.argv.slice(2);
-const files = args.length > 0 ? args : ['test/**/*.test.ts'];
+// The chaos suite (test/chaos/, `npm run test:chaos`) is not part of the normal run.
+const files = args.length > 0 ? args : ['test/{unit,integration,browser}/**/*.test.ts'];
 const concurrency = process.env.STEPGATE_TEST_CONCURRENCY ?? '4';
 const result = spawnSync(
   process.execPath,

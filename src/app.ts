@@ -35,6 +35,7 @@ import { webauthnLoginRouter } from './http/webauthn-login-router.ts';
 import { stepUpWebAuthnRouter } from './http/stepup-webauthn-router.ts';
 import { passwordResetRouter } from './http/password-reset-router.ts';
 import { consoleRouter } from './http/console-router.ts';
+import { adminApiSecondFactorGate, secondFactorRouter } from './http/second-factor-router.ts';
 
 export const VERSION = '0.1.0';
 
@@ -110,6 +111,9 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(wellKnownRouter(gw, api));
   app.use(stepUpRouter(gw, api));
   app.use(authRouter(gw, api));
+  app.use(secondFactorRouter(gw, api));
+  // Staff sessions reach the admin API only with a second factor (config admin.apiRequiresSecondFactor).
+  app.use('/v1/admin', adminApiSecondFactorGate(gw));
   app.use(adminRouter(gw, api));
   app.use(setupRouter(gw, api));
   app.use(passwordResetRouter(gw, api));

@@ -91,6 +91,7 @@ export const configSchema = z.strictObject({
   admin: z.strictObject({
     setupLinkSeconds: positiveInt,
     passwordResetLinkSeconds: z.number().int().min(300).max(7 * 86400),
+    apiRequiresSecondFactor: z.boolean(),
   }),
   audit: z.strictObject({
     serviceName: z.string().min(1),

@@ -16,7 +16,8 @@ import { applySuccess, chargeFactor, type FactorStateChange } from './verify-ste
  * recovery codes are the fallback for a lost device, not a way to run the console.
  *
  * Completing it rotates the session (new id, new CSRF token; the old id stops working), so
- * a session id seen before the second factor never gains console rights. The attempt is
+ * a session id seen before the second factor never gains console rights; the new session
+ * keeps the old one's absolute end. The attempt is
  * charged to the factor before the code is compared, and the code is consumed by the same
  * guarded update as in a step-up, so it cannot be replayed into a second session.
  */
@@ -73,7 +74,7 @@ export interface CurrentSession {
  * factor, field `/factor` or `/factorId`), `factor_locked`, `factor_invalid` (one answer for
  * every wrong, replayed or expired code), `unauthorized` (the session ended meanwhile).
  */
-export async function completeSessionSecondFactor(gw: Gateway, session: CurrentSession, input: SessionSecondFactorInput, who: AuditActor): Promise<NewSession> {
+export async function completeSessionSecondFactor(gw: Gateway, session: CurrentSession, input: SessionSecondFactorInput, who: AuditActor): Promise<NewSession & { amr: string[] }> {
   const now = gw.clock.now();
   const nowMs = now.getTime();
   const module = gw.factors.get(input.factor);
@@ -98,11 +99,13 @@ export async function completeSessionSecondFactor(gw: Gateway, session: CurrentS
   const created = await gw.store.db.transaction().execute(async (tx) => {
     // The replay guard: of two uses of one code only one moves the counter.
     if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) return 'replayed' as const;
-    if (!(await sessionsRepo.deleteSession(tx, session.idHash))) return 'ended' as const;
+    const previous = await sessionsRepo.findSessionWithUser(tx, session.idHash);
+    if (previous === undefined || !(await sessionsRepo.deleteSession(tx, session.idHash))) return 'ended' as const;
     const amr = [...new Set([...session.amr, ...outcome.amr, 'mfa'])];
-    const next = await createSessionIn(gw, tx, session.userId, amr);
+    // The new session ends when the password sign-in's would have: a code does not extend it.
+    const next = await createSessionIn(gw, tx, session.userId, amr, Number(previous.expires_at));
     await gw.audit.append(tx, { ...base, type: 'session.second_factor_verified', data: { factor: input.factor, factorId: row.id, amr } });
-    return next;
+    return { ...next, amr };
   });
   if (created === 'replayed') {
     await gw.audit.append(gw.store.db, { ...base, type: 'session.second_factor_failed', data: { factor: input.factor, factorId: row.id, reason: 'replayed' } });

@@ -84,7 +84,7 @@ async function existingSerials(gw: Gateway, tokens: TokenSpec[]): Promise<Set<st
   return found;
 }
 
-export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, who: AuditActor): Promise<ImportView> {
+export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, who: AuditActor & { reason?: string }): Promise<ImportView> {
   const now = gw.clock.now();
   const importId = newId('hwi');
   const fileName = input.fileName.replace(/[^\p{L}\p{N} ._()+-]/gu, '_').slice(0, 200) || 'upload';
@@ -118,7 +118,7 @@ export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, 
       await gw.audit.append(tx, {
         ...audit,
         type: 'hardware_token.import_failed',
-        data: { importId, fileName, fileSha256: row.file_sha256, format: row.format, encryption: row.encryption, code: err.code, problems: problemCount },
+        data: { importId, fileName, fileSha256: row.file_sha256, format: row.format, encryption: row.encryption, code: err.code, problems: problemCount, ...(who.reason === undefined ? {} : { reason: who.reason }) },
       });
     });
     throw err;
@@ -206,7 +206,7 @@ export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, 
         await gw.audit.append(tx, {
           ...audit,
           type: 'hardware_token.imported',
-          data: { importId, fileName, fileSha256: done.file_sha256, format: done.format, encryption: done.encryption, tokens: rows.length, counts },
+          data: { importId, fileName, fileSha256: done.file_sha256, format: done.format, encryption: done.encryption, tokens: rows.length, counts, ...(who.reason === undefined ? {} : { reason: who.reason }) },
         });
       });
     } catch (err) {

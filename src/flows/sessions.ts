@@ -42,12 +42,16 @@ function parseJsonArray(json: string): string[] {
   }
 }
 
-/** Creates a session on `executor` (the login transaction, say). */
-export async function createSessionIn(gw: Gateway, executor: Executor, userId: string, amr: string[]): Promise<NewSession> {
+/**
+ * Creates a session on `executor` (the login transaction, say). `notAfterMs` caps its
+ * absolute end: a session that replaces another (completing a second factor) ends when the
+ * one it replaces would have, so re-verifying never extends a sign-in.
+ */
+export async function createSessionIn(gw: Gateway, executor: Executor, userId: string, amr: string[], notAfterMs?: number): Promise<NewSession> {
   const sessionId = newSecretToken();
   const csrfToken = newSecretToken();
   const nowMs = gw.clock.now().getTime();
-  const expiresAtMs = nowMs + gw.config.session.absoluteSeconds * 1000;
+  const expiresAtMs = Math.min(nowMs + gw.config.session.absoluteSeconds * 1000, notAfterMs ?? Number.POSITIVE_INFINITY);
   await repo.insertSession(executor, {
     id_hash: hashToken(sessionId),
     user_id: userId,

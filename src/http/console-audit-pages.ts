@@ -25,19 +25,19 @@ function filterOf(req: Request): { filter: Filter; values: Record<string, string
   const filter: Filter = {};
   if (values.type !== '') {
     if (/^[a-z0-9_.]{1,64}\*?$/.test(values.type)) filter.type = values.type;
-    else problems.push({ pointer: '/type', reason: 'an event type like user.created, or a prefix ending in * (user.*)' });
+    else problems.push({ pointer: '/type', reason: 'console.invalid.eventType' });
   }
   for (const k of ['actor', 'subject'] as const) {
     if (values[k] === '') continue;
     if (values[k].length <= 128) filter[k] = values[k];
-    else problems.push({ pointer: `/${k}`, reason: 'at most 128 characters' });
+    else problems.push({ pointer: `/${k}`, reason: 'console.invalid.tooLong' });
   }
   for (const k of ['since', 'until'] as const) {
     if (values[k] === '') continue;
     const m = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}))?$/.exec(values[k]);
     const at = m === null ? Number.NaN : Date.parse(`${m[1]}T${m[2] ?? '00:00'}:00Z`);
     if (Number.isFinite(at)) filter[k] = new Date(at);
-    else problems.push({ pointer: `/${k}`, reason: 'a UTC date and time, YYYY-MM-DDTHH:MM' });
+    else problems.push({ pointer: `/${k}`, reason: 'console.invalid.utcTime' });
   }
   if (problems.length > 0) throw new AppError('validation_failed', { invalidParams: problems });
   return { filter, values };
@@ -82,7 +82,16 @@ export function consoleAuditPages(gw: Gateway, views: Views): Router {
   });
 
   router.get(`${base}/export.ndjson`, readers, async (req, res) => {
-    const { filter, values } = filterOf(req);
+    let parsed: ReturnType<typeof filterOf>;
+    try {
+      parsed = filterOf(req);
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      // A bad filter is shown on the page, next to the filter form.
+      res.redirect(303, `${base}?${new URLSearchParams(req.query as Record<string, string>).toString()}`);
+      return;
+    }
+    const { filter, values } = parsed;
     res.status(200).type('application/x-ndjson');
     res.setHeader('Content-Disposition', 'attachment; filename="stepgate-audit.ndjson"');
     let offset = 0;

@@ -29,7 +29,7 @@ function jwksField(req: Request): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/jwks', reason: 'not JSON (paste the JWK Set: {"keys": [...]})' }] });
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/jwks', reason: 'console.invalid.jwksJson' }] });
   }
 }
 
@@ -74,7 +74,7 @@ export function consoleClientsPages(gw: Gateway, views: Views): Router {
   router.post(`${base}/:id/jwks`, admin, consoleForm('jwks', async (req, res) => {
     const reason = reasonOf(req);
     const jwks = jwksField(req);
-    if (jwks === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/jwks', reason: 'paste the JWK Set' }] });
+    if (jwks === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/jwks', reason: 'console.invalid.jwksMissing' }] });
     await getClient(gw, String(req.params.id));
     await setClientJwks(gw, String(req.params.id), jwks, { ...actorOf(req, res), reason });
     res.redirect(303, `${base}?notice=jwks`);
@@ -108,7 +108,7 @@ export function consoleClientsPages(gw: Gateway, views: Views): Router {
 
   router.post(`${keysPath}/rotate`, admin, consoleForm('rotateKey', async (req, res) => {
     const alg = formField(req, 'alg');
-    if (alg !== 'ES256' && alg !== 'EdDSA') throw new AppError('validation_failed', { invalidParams: [{ pointer: '/alg', reason: 'ES256 or EdDSA' }] });
+    if (alg !== 'ES256' && alg !== 'EdDSA') throw new AppError('validation_failed', { invalidParams: [{ pointer: '/alg', reason: 'console.invalid.alg' }] });
     await rotateSigningKey(gw, alg, { ...actorOf(req, res), reason: reasonOf(req) });
     res.redirect(303, `${keysPath}?notice=rotated`);
   }, (req, res, formError) => renderKeys(req, res, formError.status, { formError })));

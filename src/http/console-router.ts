@@ -114,9 +114,9 @@ export function consoleRouter(gw: Gateway): Router {
       const { choices } = await consoleSecondFactors(gw, auth.userId);
       const factorId = formField(req, 'factorId');
       const chosen = choices.find((c) => c.id === factorId) ?? (factorId === '' && choices.length === 1 ? choices[0] : undefined);
-      if (chosen === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/factorId', reason: 'choose one of your factors' }] });
+      if (chosen === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/factorId', reason: 'console.invalid.factorChoice' }] });
       const code = formField(req, 'code').replace(/\s+/g, '');
-      if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'the 6 to 10 digits your authenticator or token shows' }] });
+      if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'console.invalid.verifyCode' }] });
       const session = await completeSessionSecondFactor(gw, { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr }, { factor: chosen.type, factorId: chosen.id, code }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
       setSessionCookie(res, gw.config, session.sessionId);
       res.redirect(303, next);

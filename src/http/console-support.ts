@@ -52,9 +52,12 @@ export interface FormError {
 
 /** The operator's language's message for an error code, else the error's own detail. */
 export function formErrorOf(req: Request, form: string, err: AppError): FormError {
+  const catalogue = messageCatalogues().en;
+  const t = translator(localeOf(req));
   const key = `console.error.${err.code}`;
-  const message = key in messageCatalogues().en ? translator(localeOf(req))(key) : (err.detail ?? err.title);
-  const fields = (err.invalidParams ?? []).map((p) => ({ field: p.pointer.replace(/^\//, '') || form, reason: p.reason }));
+  const message = key in catalogue ? t(key) : (err.detail ?? err.title);
+  // The console's own checks give catalogue keys as reasons; the flows' reasons are English.
+  const fields = (err.invalidParams ?? []).map((p) => ({ field: p.pointer.replace(/^\//, '') || form, reason: p.reason.startsWith('console.invalid.') && p.reason in catalogue ? t(p.reason) : p.reason }));
   return { form, status: err.status, code: err.code, message, fields };
 }
 
@@ -120,7 +123,7 @@ export function queryField(req: Request, name: string): string {
 export function reasonOf(req: Request, field = 'reason'): string {
   const reason = formField(req, field).trim();
   if (reason.length < 3 || reason.length > 500) {
-    throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${field}`, reason: 'say why (3 to 500 characters)' }] });
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${field}`, reason: 'console.invalid.reason' }] });
   }
   return reason;
 }

@@ -29,7 +29,7 @@ function tokenActor(req: Request, res: Response): TokenActor {
 function codeField(req: Request, name: string, optional = false): string | undefined {
   const v = formField(req, name).replace(/\s+/g, '');
   if (v === '' && optional) return undefined;
-  if (!/^\d{4,10}$/.test(v)) throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${name}`, reason: 'the digits the token shows (4 to 10)' }] });
+  if (!/^\d{4,10}$/.test(v)) throw new AppError('validation_failed', { invalidParams: [{ pointer: `/${name}`, reason: 'console.invalid.tokenCode' }] });
   return v;
 }
 
@@ -43,7 +43,7 @@ async function multipartForm(req: Request): Promise<FormData> {
   try {
     return await new Request('http://console.invalid/', { method: 'POST', headers: { 'content-type': type }, body }).formData();
   } catch {
-    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'the upload could not be read' }] });
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'console.invalid.upload' }] });
   }
 }
 
@@ -86,12 +86,14 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
   router.post(`${base}/import`, requireRole('admin'), upload, consoleForm('import', async (req, res) => {
     const form = await multipartForm(req);
     const file = form.get('file');
-    if (!(file instanceof File) || file.size === 0) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'choose a PSKC or CSV file' }] });
+    if (!(file instanceof File) || file.size === 0) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/file', reason: 'console.invalid.file' }] });
     const password = form.get('password');
     const keyHex = form.get('key');
     if (typeof keyHex === 'string' && keyHex !== '' && !/^(?:[0-9a-fA-F]{2}){16,32}$/.test(keyHex.trim())) {
-      throw new AppError('validation_failed', { invalidParams: [{ pointer: '/key', reason: '16 to 32 bytes as hex' }] });
+      throw new AppError('validation_failed', { invalidParams: [{ pointer: '/key', reason: 'console.invalid.hexKey' }] });
     }
+    const reason = typeof form.get('reason') === 'string' ? String(form.get('reason')).trim() : '';
+    if (reason.length < 3 || reason.length > 500) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/reason', reason: 'console.invalid.reason' }] });
     const op = operatorOf(req, res);
     const result = await importTokenFile(
       gw,
@@ -103,7 +105,7 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
         psk: typeof keyHex === 'string' && keyHex.trim() !== '' ? Buffer.from(keyHex.trim(), 'hex') : undefined,
         source: 'api',
       },
-      { actor: op.userId, ip: op.ip, requestId: op.requestId },
+      { actor: op.userId, ip: op.ip, requestId: op.requestId, reason },
     );
     // Post/redirect/get: the report's address carries no form token and can be reloaded.
     res.redirect(303, `${base}/imports/${encodeURIComponent(result.id)}`);
@@ -128,7 +130,7 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
   router.post(`${base}/:serial/assign`, manage, consoleForm('assign', async (req, res) => {
     const username = formField(req, 'username').trim();
     const user = username === '' ? undefined : await findUserByUsername(gw, username);
-    if (user === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/username', reason: 'no such user' }] });
+    if (user === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/username', reason: 'console.invalid.noUser' }] });
     const code = codeField(req, 'code') ?? '';
     const nextCode = codeField(req, 'nextCode', true);
     const reason = reasonOf(req);

@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppError, isAppError } from '../errors/app-error.ts';
 import { internalProblem, PROBLEM_CONTENT_TYPE, toProblem } from '../errors/problem.ts';
 import type { Logger } from '../logger.ts';
+import { isDatabaseUnavailable } from '../store/database.ts';
 import { locals } from './request-context.ts';
 
 /** body-parser / express errors that are the client's fault. */
@@ -27,6 +28,11 @@ function fromFrameworkError(err: unknown): AppError | undefined {
   return undefined;
 }
 
+/** The database is down or restarting: fail closed with 503 and Retry-After (the next request may work). */
+function databaseUnavailable(err: unknown): AppError | undefined {
+  return isDatabaseUnavailable(err) ? new AppError('service_unavailable', { retryAfterSeconds: 5, detail: 'The service cannot reach its database; try again shortly.' }) : undefined;
+}
+
 export function sendProblem(res: Response, err: AppError): void {
   if (err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.ceil(err.retryAfterSeconds)));
   if (err.status === 401 && !res.hasHeader('WWW-Authenticate')) res.setHeader('WWW-Authenticate', 'Bearer realm="stepgate"');
@@ -36,7 +42,7 @@ export function sendProblem(res: Response, err: AppError): void {
 /** The one place errors become the wire format. Unexpected errors are a generic 500, logged with the request id. */
 export function errorHandler(logger: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
-    const appError = isAppError(err) ? err : fromFrameworkError(err);
+    const appError = isAppError(err) ? err : (fromFrameworkError(err) ?? databaseUnavailable(err));
     if (res.headersSent) {
       logger.error({ err, requestId: locals(res).requestId }, 'error after headers were sent');
       res.destroy();

@@ -198,7 +198,9 @@ export interface RunningPaymentCodeServer {
 
 export async function startPaymentCodeServer(config: PaymentCodeConfig, options: CreatePaymentCodeServiceOptions = {}): Promise<RunningPaymentCodeServer> {
   const service = await createPaymentCodeService(config, options);
-  const server = createServer(service.app);
+  // Deadlines are checked every connectionsCheckingInterval (Node's default 30 s would let a
+  // slowloris client outlive them); every second makes requestTimeout mean what it says.
+  const server = createServer({ connectionsCheckingInterval: 1000 }, service.app);
   server.requestTimeout = config.http.requestTimeoutSeconds * 1000;
   try {
     await new Promise<void>((resolve, reject) => {

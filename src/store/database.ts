@@ -92,8 +92,15 @@ async function openPostgres(options: OpenStoreOptions): Promise<Store> {
     options: `-c search_path=${schema}`,
     connectionTimeoutMillis: 5000,
   });
-  // A broken idle connection must not crash the process; the next query reports the error.
+  // A broken connection must not crash the process; the next query reports the error. The
+  // pool's listener covers idle clients only: a client checked out between two statements of
+  // a transaction gets PostgreSQL's "terminating connection" (a restart, a failover) as an
+  // 'error' event with nobody listening, which would kill the gateway (found by the chaos
+  // test that restarts PostgreSQL mid-load).
   pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   if (schema !== 'public') {
     const client = await pool.connect();
     try {
@@ -182,4 +189,26 @@ function makeStore(db: Db, dialect: DialectName, location: string, ping: () => P
 
 export function sqliteFileFor(dataDir: string): string {
   return join(dataDir, 'stepgate.sqlite');
+}
+
+const UNAVAILABLE_CODES = new Set([
+  // node:net
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+  // PostgreSQL: connection exceptions, shutting down / starting up / crashed, too many connections, read-only standby
+  '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006',
+]);
+const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed/i;
+
+/**
+ * Whether an error means "the database cannot be reached right now" (down, restarting,
+ * failing over, out of connections) rather than a bug: such a request is refused with 503
+ * and Retry-After, and the next one may succeed without restarting anything.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+    if (typeof message === 'string' && UNAVAILABLE_MESSAGES.test(message)) return true;
+  }
+  return false;
 }

@@ -45,6 +45,14 @@ export class PostgresReplayStore implements ReplayStore {
 
     this.#ownsPool = options.pool === undefined;
     this.#pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 5, connectionTimeoutMillis: 5000 });
+    if (this.#ownsPool) {
+      // A dropped connection (PostgreSQL restarted) must not crash the relying service: the
+      // next consume fails closed (replay_store_unavailable) and a later one reconnects.
+      this.#pool.on('error', () => {});
+      this.#pool.on('connect', (client) => {
+        client.on('error', () => {});
+      });
+    }
     this.#schema = options.schema;
     this.#table = table;
     this.#qualifiedTable = options.schema === undefined ? `"${table}"` : `"${options.schema}"."${table}"`;

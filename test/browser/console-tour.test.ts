@@ -8,7 +8,7 @@ import request from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
 import { FixedClock } from '../../src/clock.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
-import { type LateServer, lateServer, launchChromium, SCREENSHOT_DIR, screenshot } from '../helpers/browser.ts';
+import { type LateServer, lateServer, launchChromium, SCREENSHOT_DIR, screenshot, VirtualAuthenticator } from '../helpers/browser.ts';
 import { hasTool, needTool } from '../helpers/env.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, needPskc, oathHotp, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
@@ -87,11 +87,11 @@ describe('console tour in the browser', () => {
     web = await lateServer();
     tg = await createTestGateway({ config: { http: { publicUrl: web.url } }, clock: new FixedClock(Date.UTC(2026, 11, 1, 9, 0, 0)) });
     web.setHandler(tg.app);
-    const people: [string, Role[]][] = [['root', ['admin']], ['desk', ['helpdesk']], ['audit', ['auditor']], ['lena', []]];
+    const people: [string, Role[]][] = [['root', ['admin']], ['desk', ['helpdesk']], ['audit', ['auditor']], ['lena', []], ['keyadmin', ['admin']]];
     for (const [username, roles] of people) {
       const u = await createUser(tg.gw, { username, password: PASSWORD, roles, displayName: username === 'lena' ? 'Lena Wang' : undefined }, { actor: null });
       ids[username] = u.id;
-      if (roles.length > 0) secrets[username] = (await insertActiveTotp(tg.gw, u.id)).secret;
+      if (roles.length > 0 && username !== 'keyadmin') secrets[username] = (await insertActiveTotp(tg.gw, u.id)).secret;
     }
     await setPolicies(tg.gw, [{ id: 'everything-webauthn', action: ACTION, priority: 10, require: { anyOf: [['webauthn']] }, acr: 'urn:stepgate:aal2', tokenTtlSeconds: 120 }]);
     pay = await makeClient(tg.gw, 'payment-code service', [ACTION]);
@@ -186,8 +186,17 @@ describe('console tour in the browser', () => {
     seed = randomSeedHex();
     const pskc = writePskc({ tokens: [{ serial: SERIAL, secret_hex: seed, algorithm: 'hotp', counter: 0, digits: 6, manufacturer: 'Feitian' }, { serial: 'TOUR-0002', secret_hex: randomSeedHex(), algorithm: 'hotp', counter: 0, manufacturer: 'Feitian' }] });
     await visit(t, admin, '/console/tokens', 'console-tokens');
+    // First a file that is refused (a serial twice): the page's script shows the server's answer, the problems listed by serial.
+    const twice = writePskc({ tokens: [{ serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }, { serial: 'TOUR-DUP', secret_hex: randomSeedHex(), algorithm: 'hotp' }] });
+    await admin.setInputFiles('#file', { name: 'duplicates.pskc.xml', mimeType: 'application/pskc+xml', buffer: twice });
+    await admin.fill('#reason-import', 'Delivery note 2026-12 from Feitian');
+    await admin.click('#token-import-form button[type=submit]');
+    await admin.waitForSelector('#error-import');
+    assert.match((await admin.textContent('#error-import')) ?? '', /TOUR-DUP/);
+    await checkAccessibility(admin, 'console-tokens-refused');
     await admin.setInputFiles('#file', { name: 'tour-batch.pskc.xml', mimeType: 'application/pskc+xml', buffer: pskc });
-    await Promise.all([admin.waitForURL(/\/console\/tokens\/imports\/[\w-]+$/), admin.click('form[enctype="multipart/form-data"] button[type=submit]')]);
+    await admin.fill('#reason-import', 'Delivery note 2026-12 from Feitian');
+    await Promise.all([admin.waitForURL(/\/console\/tokens\/imports\/[\w-]+$/), admin.click('#token-import-form button[type=submit]')]);
     assert.match((await admin.textContent('main')) ?? '', /2 tokens imported from tour-batch\.pskc\.xml/);
     assert.equal(await admin.locator(`tr[data-serial="${SERIAL}"]`).count(), 1);
     await shoot(t, admin, 'console-token-import');
@@ -236,7 +245,13 @@ describe('console tour in the browser', () => {
     await user.goto(created.body.user_url as string);
     await user.waitForSelector('#f-hardware_otp');
     await shoot(t, user, 'stepup');
-    await user.fill('#f-hardware_otp', oathHotp(seed, 1));
+    // A mistyped code first: the page says so and the attempt counts.
+    const right = oathHotp(seed, 1);
+    await user.fill('#f-hardware_otp', right === '000000' ? '111111' : '000000');
+    await user.click('form.factor button[type=submit]');
+    await user.waitForSelector('p.error[role="alert"]');
+    await shoot(t, user, 'stepup-wrong-code');
+    await user.fill('#f-hardware_otp', right);
     await user.click('form.factor button[type=submit]');
     await user.waitForSelector('p.success');
     await shoot(t, user, 'stepup-approved');
@@ -369,6 +384,39 @@ describe('console tour in the browser', () => {
     await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
     assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
     await shoot(t, user, 'security-totp-enrol.zh-CN');
+  });
+
+  it('an administrator whose second factor is a passkey completes the session with it on the second-factor page', async (t) => {
+    if (need(t)) return;
+    assert.ok(browser !== undefined);
+    const context = await browser.newContext({ locale: 'en-US' });
+    contexts.push(context);
+    // No WebAuthn autofill on /login: the virtual authenticator would answer it at once.
+    await context.addInitScript(() => {
+      const pkc = (globalThis as { PublicKeyCredential?: object }).PublicKeyCredential;
+      if (pkc !== undefined) Object.defineProperty(pkc, 'isConditionalMediationAvailable', { value: async () => false });
+    });
+    const page = await context.newPage();
+    const authenticator = await VirtualAuthenticator.add(context, page);
+    try {
+      await page.goto(`${web.url}/login?next=%2Fsecurity`);
+      await page.fill('#username', 'keyadmin');
+      await page.fill('#password', PASSWORD);
+      await Promise.all([page.waitForURL(`${web.url}/security`), page.click('form[action="/login"] button[type=submit]')]);
+      // A password session with no second factor: the console sends it to enrol one.
+      await page.goto(`${web.url}/console`);
+      assert.equal(page.url(), `${web.url}/security?notice=consoleEnrol`);
+      await page.fill('#webauthn-label', 'Admin laptop');
+      await Promise.all([page.waitForURL(/\/security\?notice=enrolled$/), page.click('#webauthn-add')]);
+      await page.goto(`${web.url}/console/users`);
+      assert.match(page.url(), /\/console\/verify\?next=%2Fconsole%2Fusers$/);
+      await page.waitForSelector('#console-passkey-button:not([hidden])');
+      await shoot(t, page, 'console-verify-passkey');
+      await Promise.all([page.waitForURL(`${web.url}/console/users`), page.click('#console-passkey-button')]);
+      assert.equal(await page.textContent('h1'), 'Users');
+    } finally {
+      await authenticator.clear().catch(() => undefined);
+    }
   });
 
   it('the step-up page is readable on a phone', async (t) => {

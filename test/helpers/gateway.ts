@@ -60,6 +60,9 @@ export function testConfig(database: TestDatabase, overrides: Record<string, unk
         http: { port: 0, host: '127.0.0.1', publicUrl: 'http://localhost:8080' },
         // Tests make many requests from one address; rate limits have their own tests.
         rateLimits: { enabled: false },
+        // Admin API tests sign staff in with a password only; the second-factor gate has its
+        // own tests (test/integration/admin-second-factor.test.ts, console.test.ts).
+        admin: { apiRequiresSecondFactor: false },
         // Tests fire many logins at once to test the lockout; the overload refusal has its own tests.
         password: { maxConcurrentHashes: 64 },
       },

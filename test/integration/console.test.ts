@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { verifyAuditChain } from '../../src/audit/audit-log.ts';
@@ -275,6 +276,10 @@ for (const dialect of testDialects()) {
       assert.match(missing.text, /<code>reason<\/code>/);
       assert.match(missing.text, /aria-invalid="true"/);
       assert.equal(await count('user.disabled'), before);
+      const missingZh = await post(desk, `/console/users/${ids.lena}/disable`, { reason: '' }).set('Accept-Language', 'zh-CN');
+      assert.equal(missingZh.status, 400);
+      assert.match(missingZh.text, /请更正下列字段/);
+      assert.match(missingZh.text, /请说明原因/);
       const disabled = await post(desk, `/console/users/${ids.lena}/disable`, { reason: 'phone stolen, ticket 4411' });
       assert.equal(disabled.status, 303);
       const row = await t.gw.store.db.selectFrom('audit_log').selectAll().where('type', '=', 'user.disabled').orderBy('seq', 'desc').executeTakeFirstOrThrow();
@@ -342,14 +347,18 @@ for (const dialect of testDialects()) {
       const root = staff('root');
       const seed = randomSeedHex();
       const pskc = writePskc({ tokens: [{ serial: 'CONSOLE-1', secret_hex: seed, algorithm: 'hotp', counter: 0, digits: 6, manufacturer: 'Feitian' }, { serial: 'CONSOLE-2', secret_hex: randomSeedHex(), algorithm: 'hotp', counter: 0 }] });
-      const imported = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).attach('file', pskc, 'batch.pskc.xml');
+      const imported = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).field('reason', 'March delivery from Feitian').attach('file', pskc, 'batch.pskc.xml');
       assert.equal(imported.status, 303, imported.text.slice(0, 500));
       assert.match(imported.headers.location as string, /^\/console\/tokens\/imports\/[\w-]+$/);
       const report = await get(root, imported.headers.location as string);
       assert.match(report.text, /2 tokens imported from batch.pskc.xml/);
       assert.match(report.text, /data-serial="CONSOLE-1"/);
       assert.match(report.text, /data-serial="CONSOLE-2"/);
-      const again = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).attach('file', pskc, 'batch.pskc.xml');
+      assert.match((await t.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'hardware_token.imported').executeTakeFirstOrThrow()).data, /March delivery from Feitian/);
+      const noReason = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).attach('file', pskc, 'batch2.pskc.xml');
+      assert.equal(noReason.status, 400);
+      assert.match(noReason.text, /<code>reason<\/code>/);
+      const again = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).field('reason', 'the same file again').attach('file', pskc, 'batch.pskc.xml');
       assert.equal(again.status, 400);
       assert.match(again.text, /CONSOLE-1/);
       const empty = await t.http().post(`/console/tokens/import?_csrf=${encodeURIComponent(root.csrf)}`).set('Cookie', root.cookie).field('password', '');
@@ -397,6 +406,21 @@ for (const dialect of testDialects()) {
       assert.equal(ev.actor, ids.root);
       assert.match(ev.data, /secret leaked in a log/);
 
+      // A private_key_jwt client: its JWK Set at creation, then a new one registered (key rotation on the client side).
+      const jwk = (kid: string) => ({ ...(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as object), kid, use: 'sig' });
+      const privateJwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+      const leaked = await post(root, '/console/clients', { name: 'Signer', actions: 'payment_code.issue', authMethod: 'private_key_jwt', jwks: JSON.stringify({ keys: [privateJwk] }), reason: 'key-based client' });
+      assert.equal(leaked.status, 400);
+      assert.match(leaked.text, /<code>jwks\/keys\/0\/d<\/code>/);
+      const signer = await post(root, '/console/clients', { name: 'Signer', actions: 'payment_code.issue', authMethod: 'private_key_jwt', jwks: JSON.stringify({ keys: [jwk('k1')] }), reason: 'key-based client' });
+      assert.equal(signer.status, 201, signer.text.slice(0, 300));
+      assert.doesNotMatch(signer.text, /id="client-secret"/, 'a key-based client has no secret to show');
+      const signerId = (await t.gw.store.db.selectFrom('clients').select('client_id').where('name', '=', 'Signer').executeTakeFirstOrThrow()).client_id;
+      const registered = await post(root, `/console/clients/${signerId}/jwks`, { jwks: JSON.stringify({ keys: [jwk('k2'), jwk('k3')] }), reason: 'quarterly key rotation' });
+      assert.equal(registered.status, 303);
+      const stored = JSON.parse((await t.gw.store.db.selectFrom('clients').select('jwks').where('client_id', '=', signerId).executeTakeFirstOrThrow()).jwks ?? '{}') as { keys: { kid: string }[] };
+      assert.deepEqual(stored.keys.map((k) => k.kid), ['k2', 'k3']);
+
       const keysBefore = await t.gw.keys.publishedKeys();
       const badAlg = await post(root, '/console/keys/rotate', { alg: 'RS256', reason: 'yearly rotation' });
       assert.equal(badAlg.status, 400);
@@ -420,6 +444,10 @@ for (const dialect of testDialects()) {
       const badFilter = await get(audit, '/console/audit?since=yesterday');
       assert.equal(badFilter.status, 400);
       assert.match(badFilter.text, /<code>since<\/code>/);
+      assert.match(badFilter.text, /a UTC date and time/);
+      const badExport = await get(audit, '/console/audit/export.ndjson?since=yesterday&type=user.*');
+      assert.equal(badExport.status, 303);
+      assert.equal(badExport.headers.location, '/console/audit?since=yesterday&type=user.*');
       const verified = await post(audit, '/console/audit/verify');
       assert.equal(verified.status, 200);
       assert.match(verified.text, /data-chain-ok="true"/);
@@ -447,6 +475,20 @@ for (const dialect of testDialects()) {
         const zh = await get(root, page).set('Accept-Language', 'zh-CN');
         assert.equal(zh.status, 200, page);
         assert.match(zh.text, /<html lang="zh-CN">/, page);
+      }
+    });
+
+    it('a tampered audit log: verifying shows the first broken event, visibly', async (tc) => {
+      if (needOathtool(tc)) return;
+      const row = await t.gw.store.db.selectFrom('audit_log').select(['seq', 'data']).where('type', '=', 'user.disabled').executeTakeFirstOrThrow();
+      await t.gw.store.db.updateTable('audit_log').set({ data: row.data.replace('phone stolen', 'phone found') }).where('seq', '=', row.seq).execute();
+      try {
+        const res = await post(staff('audit'), '/console/audit/verify');
+        assert.equal(res.status, 200);
+        assert.match(res.text, /data-chain-ok="false"/);
+        assert.match(res.text, new RegExp(`The chain is BROKEN at event ${row.seq} \\(hash_mismatch\\)`));
+      } finally {
+        await t.gw.store.db.updateTable('audit_log').set({ data: row.data }).where('seq', '=', row.seq).execute();
       }
     });
   });

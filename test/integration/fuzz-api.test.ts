@@ -26,8 +26,9 @@ import { testDialects } from '../helpers/stores.ts';
  *   session id, client secret, ticket, password), nor do the logs (nor the CSRF token);
  * - an answer refusing the input changes nothing: the row count of every table and the
  *   audit-log length are as before. The exceptions are the refusals whose whole point is to
- *   be counted (a wrong password or code is charged before it is compared; a poll is
- *   remembered for slow_down) — those are listed in COUNTED and may write.
+ *   be counted or recorded (a wrong password or code is charged before it is compared; a poll
+ *   is remembered for slow_down; an administrator's failed token import is audited) — those
+ *   are listed in COUNTED and may write.
  *
  * Runs per route: STEPGATE_FUZZ_RUNS (default 2 per caller, keeping the normal suite quick);
  * `npm run test:chaos` runs many more.
@@ -36,7 +37,7 @@ import { testDialects } from '../helpers/stores.ts';
 const RUNS = Number(process.env.STEPGATE_FUZZ_RUNS ?? '2');
 const SEED = process.env.STEPGATE_FUZZ_SEED === undefined ? undefined : Number(process.env.STEPGATE_FUZZ_SEED);
 
-/** Refusals that are state changes by design (attempts are counted before comparison). */
+/** Refusals that are state changes by design (attempts counted before comparison, failed imports audited). */
 const COUNTED = new Set([
   'invalid_credentials',
   'account_locked',
@@ -53,6 +54,11 @@ const COUNTED = new Set([
   'token_code_invalid',
   'token_import_rejected',
   'registration_refused',
+  // An administrator's failed token import is a security event: recorded (import row + audit).
+  'token_file_invalid',
+  'token_file_too_large',
+  'token_file_key_required',
+  'token_file_decryption_failed',
 ]);
 
 /**

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
  * words live. This test keeps them honest:
  *  - both hold exactly the same keys, none empty, and the same {placeholders} per key;
  *  - every key the code asks for exists: `t('key')`, `titleKey: 'key'`, `key: 'key'`,
- *    `error: 'key'` in src/ and views/; `t('prefix.' + x)` needs at least one key under the prefix;
+ *    `error: 'key'`, `reason: 'key'` (the console's field messages) in src/ and views/; `t('prefix.' + x)` needs at least one key under the prefix;
  *  - no template carries words outside the catalogue: text between tags and the text
  *    attributes (title, alt, placeholder, aria-label, value of buttons) contain no letters
  *    once the Eta tags are removed.
@@ -38,7 +38,7 @@ function placeholders(text: string): string[] {
 
 // The payment-code service is a separate product with its own views (src/payment-code/views).
 const SOURCES = [...walk(join(ROOT, 'src'), '.ts').filter((p) => !p.includes('/payment-code/')), ...walk(VIEWS, '.eta')];
-const KEY_USE = /(?:\bt\(\s*|\b[a-z]*[kK]ey:\s*|\berror:\s*)'([a-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]*)+)'/g;
+const KEY_USE = /(?:\bt\(\s*|\b[a-z]*[kK]ey:\s*|\berror:\s*|\breason:\s*)'([a-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]*)+)'/g;
 
 export function keysUsed(text: string): string[] {
   return [...text.matchAll(KEY_USE)].map((m) => m[1] ?? '');

@@ -3,6 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { z } from 'zod';
 import { type InvalidParam, isPaymentCodeError, PaymentCodeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { isPaymentCodeDatabaseUnavailable } from '../store/database.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -90,7 +91,9 @@ export function errorHandler(logger: Logger) {
       res.destroy();
       return;
     }
-    const known = isPaymentCodeError(err) ? err : fromFrameworkError(err);
+    const known = isPaymentCodeError(err)
+      ? err
+      : (fromFrameworkError(err) ?? (isPaymentCodeDatabaseUnavailable(err) ? new PaymentCodeError('service_unavailable', { retryAfterSeconds: 5 }) : undefined));
     if (known !== undefined) {
       if (known.status >= 500) logger.error({ err, requestId: requestIdOf(res) }, known.code);
       sendProblem(res, known);

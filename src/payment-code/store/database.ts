@@ -79,7 +79,12 @@ async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<Payme
     options: `-c search_path=${schema}`,
     connectionTimeoutMillis: 5000,
   });
+  // Idle clients are covered by the pool's listener; a checked-out client that PostgreSQL
+  // disconnects (restart, failover) emits 'error' on itself, which would otherwise kill P.
   pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   if (schema !== 'public') {
     const client = await pool.connect();
     try {
@@ -170,4 +175,17 @@ function makeStore(parts: StoreParts): PaymentCodeStore {
       await db.destroy();
     },
   };
+}
+
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006']);
+const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed/i;
+
+/** Whether an error means "P's database cannot be reached right now": 503 with Retry-After, not a 500. */
+export function isPaymentCodeDatabaseUnavailable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+    if (typeof message === 'string' && UNAVAILABLE_MESSAGES.test(message)) return true;
+  }
+  return false;
 }
