@@ -6,7 +6,7 @@
 //   npm run test:chaos                 everything
 //   npm run test:chaos -- test/chaos/crash.test.ts
 // Environment: STEPGATE_TEST_DATABASE_URL (required), STEPGATE_CHAOS_DUPLICATES (1000),
-// STEPGATE_CHAOS_LOAD_SECONDS (20), STEPGATE_FUZZ_RUNS for the fuzz files (25 here).
+// STEPGATE_CHAOS_LOAD_SECONDS (20), STEPGATE_FUZZ_RUNS for the fuzz files (15 here).
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 
@@ -39,7 +39,7 @@ function run(files, env) {
 
 const started = Date.now();
 let status = await run(chaos, {});
-if (fuzz.length > 0) status = (await run(fuzz, { STEPGATE_FUZZ_RUNS: process.env.STEPGATE_FUZZ_RUNS ?? '25' })) || status;
+if (fuzz.length > 0) status = (await run(fuzz, { STEPGATE_FUZZ_RUNS: process.env.STEPGATE_FUZZ_RUNS ?? '15' })) || status;
 mkdirSync('test-output', { recursive: true });
 writeFileSync('test-output/chaos-figures.json', `${JSON.stringify({ seconds: Math.round((Date.now() - started) / 1000), figures }, null, 2)}\n`);
 console.log(`\nchaos suite: ${figures.length} figures in test-output/chaos-figures.json, ${Math.round((Date.now() - started) / 1000)} s, exit ${status}`);

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { firstRunSetupLink } from '../../src/flows/admin-setup.ts';
 import { createSession } from '../../src/flows/sessions.ts';
+import { createUser } from '../../src/flows/users.ts';
 import { LANG_COOKIE } from '../../src/http/pages-router.ts';
 import { sessionCookieName } from '../../src/http/session.ts';
 import { createApp } from '../../src/app.ts';
@@ -150,6 +151,7 @@ for (const dialect of testDialects()) {
     describe(`security headers and cookies on every page (${mode}, ${dialect})`, () => {
       let tg: TestGateway;
       let sessionCookie: string;
+      let staffCookie: string;
       let csrf: string;
       let setupLink: string;
       let stepUp: { id: string; ticket: string; userUrl: string };
@@ -173,6 +175,9 @@ for (const dialect of testDialects()) {
         const user = await makeUser(tg.gw, 'hdr-user');
         const s = await createSession(tg.gw, user.id, ['pwd']);
         sessionCookie = `${sessionCookieName(tg.config)}=${s.sessionId}`;
+        // Staff with a second factor in the session: the console pages render for real.
+        const staff = await createUser(tg.gw, { username: 'hdr-staff', password: PASSWORD, roles: ['admin', 'helpdesk', 'auditor'] }, { actor: 'test' });
+        staffCookie = `${sessionCookieName(tg.config)}=${(await createSession(tg.gw, staff.id, ['pwd', 'otp', 'mfa'])).sessionId}`;
         csrf = s.csrfToken;
         await setPolicies(tg.gw, [{ id: 'hdr', action: 'payment.code', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', tokenTtlSeconds: 120 }]);
         const client = await makeClient(tg.gw, 'hdr client', ['payment.code']);
@@ -192,14 +197,15 @@ for (const dialect of testDialects()) {
         assert.equal(pages.includes('/dev/outbox'), !production, 'the dev outbox exists in development only');
       });
 
-      it('every page, signed out and signed in: CSP, headers, no-store, and HTML that needs nothing inline', async () => {
+      it('every page, signed out, signed in and as staff: CSP, headers, no-store, and HTML that needs nothing inline', async () => {
         const checked: string[] = [];
         for (const route of htmlRoutes(tg)) {
           const path = route === '/stepup/:id' ? `/stepup/${stepUp.id}` : route.replace(/:([A-Za-z0-9_]+)/g, 'sec_probe0000000000');
-          for (const signedIn of [false, true]) {
-            const label = `GET ${path} (${signedIn ? 'signed in' : 'signed out'}, ${mode})`;
+          for (const who of ['signed out', 'signed in', 'staff'] as const) {
+            const label = `GET ${path} (${who}, ${mode})`;
             const req = tg.http().get(path).set('Accept-Language', 'en');
-            const res = await record(label, await (signedIn ? req.set('Cookie', sessionCookie) : req));
+            const cookie = who === 'signed in' ? sessionCookie : who === 'staff' ? staffCookie : undefined;
+            const res = await record(label, await (cookie === undefined ? req : req.set('Cookie', cookie)));
             assert.ok(res.status < 500, `${label}: ${res.status}`);
             assertBaseHeaders(res, label, production);
             if (/^text\/html/.test(String(res.headers['content-type']))) {
@@ -236,6 +242,9 @@ for (const dialect of testDialects()) {
         assertBaseHeaders(page, 'step-up page', production);
         assertHtmlNeedsNoInline(page.text, 'step-up page');
         assert.ok(checked.length >= 5, `pages checked: ${checked.join(' ')}`);
+        // The console pages were rendered for staff (200), not only refused.
+        const consolePages = checked.filter((c) => c.startsWith('/console') && c.endsWith('=200'));
+        assert.ok(consolePages.length >= 3, `console pages rendered: ${checked.filter((c) => c.startsWith('/console')).join(' ')}`);
       });
 
       it('static assets and a sample of JSON answers carry the same headers; answers with secrets or session data are no-store', async () => {
