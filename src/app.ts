@@ -16,6 +16,7 @@ import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
 import { rateLimitByAddress } from './http/rate-limit.ts';
 import { meFactorsRouter } from './http/me-factors-router.ts';
+import { sessionConfirmRouter } from './http/session-confirm-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
 import { meSmsOtpRouter } from './http/me-sms-otp-router.ts';
 import { smsPagesRouter } from './http/sms-pages-router.ts';
@@ -129,6 +130,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(stepUpWebAuthnRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
+  app.use(sessionConfirmRouter(gw, api));
   app.use(securityPagesRouter(gw));
   app.use(hardwareOtpPagesRouter(gw));
   app.use(smsPagesRouter(gw));

@@ -31,10 +31,35 @@ interface PolicySetRow {
   comment: string;
 }
 
+// A stored version never changes, so its parsed policies are kept: every step-up creation and
+// completion reads the current version, and JSON.parse + schema validation of the document
+// was a measurable share of those requests. Keyed by the document itself, so a row that did
+// change (a restore by hand) is parsed afresh. The parsed policies are frozen: shared, read-only.
+const parsed = new Map<string, Policy[]>();
+const MAX_PARSED = 32;
+
+function parsePolicies(document: string): Policy[] {
+  let policies = parsed.get(document);
+  if (policies === undefined) {
+    policies = deepFreeze(policyDocumentSchema.parse(JSON.parse(document)).policies);
+    if (parsed.size >= MAX_PARSED) parsed.delete(parsed.keys().next().value as string);
+    parsed.set(document, policies);
+  }
+  return policies;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 function toVersion(row: PolicySetRow): PolicySetVersion {
   return {
     version: Number(row.version),
-    policies: policyDocumentSchema.parse(JSON.parse(row.document)).policies,
+    policies: parsePolicies(row.document),
     createdAt: new Date(Number(row.created_at)),
     createdBy: row.created_by,
     comment: row.comment,

@@ -1,4 +1,4 @@
-import { importJWK, type CryptoKey } from 'jose';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { systemClock, type VerifierClock } from './clock.ts';
 import { StepUpTokenError, VerifierUnavailableError } from './errors.ts';
 
@@ -41,7 +41,7 @@ export interface JwksCache {
    * `signature_invalid` when the key does not fit the algorithm) or VerifierUnavailableError
    * (`jwks_unavailable`).
    */
-  getKey(header: KeyLookupHeader): Promise<CryptoKey>;
+  getKey(header: KeyLookupHeader): Promise<KeyObject>;
   /** Fetches now, unless a fetch ran less than `minRefreshIntervalSeconds` ago. Throws when the fetch fails. */
   refresh(): Promise<void>;
   /** How many fetches were started (metrics, tests). */
@@ -52,9 +52,14 @@ type StepUpAlgorithm = 'ES256' | 'EdDSA';
 
 interface CachedKey {
   alg: StepUpAlgorithm;
-  /** The public key material; an unchanged key across refreshes keeps its imported CryptoKey. */
+  /** The public key material; an unchanged key across refreshes keeps its imported key. */
   fingerprint: string;
-  key: CryptoKey;
+  /**
+   * A node:crypto KeyObject, not a WebCrypto CryptoKey: jose verifies with a KeyObject through
+   * node:crypto directly, which measured ~15 % more verifications per CPU-second than the
+   * WebCrypto path (see docs/performance.md).
+   */
+  key: KeyObject;
 }
 
 const MAX_JWKS_BYTES = 64 * 1024;
@@ -151,7 +156,7 @@ class RemoteJwksCache implements JwksCache {
     return this.#fetchCount;
   }
 
-  async getKey(header: KeyLookupHeader): Promise<CryptoKey> {
+  async getKey(header: KeyLookupHeader): Promise<KeyObject> {
     const { kid, alg } = header;
     if (alg !== 'ES256' && alg !== 'EdDSA') throw new StepUpTokenError('alg_not_allowed', 'alg must be ES256 or EdDSA', { field: 'alg' });
     if (typeof kid !== 'string' || kid.length === 0) throw new StepUpTokenError('token_malformed', 'kid header missing', { field: 'kid' });
@@ -240,8 +245,8 @@ class RemoteJwksCache implements JwksCache {
             return;
           }
           try {
-            const key = await importJWK(publicJwk, alg);
-            if (key instanceof Uint8Array) return;
+            // usableKey pinned kty/crv to the algorithm (EC P-256 for ES256, OKP Ed25519 for EdDSA).
+            const key = createPublicKey({ key: publicJwk, format: 'jwk' });
             next.set(kid, { alg, fingerprint, key });
           } catch {
             // Not a valid point on the curve, bad encoding…: the key is unusable, skip it.
