@@ -1,12 +1,12 @@
 import { createHmac } from 'node:crypto';
 import { constantTimeEqual } from '../crypto/constant-time.ts';
-import { hashToken, newId, newSecretToken } from '../crypto/ids.ts';
+import { newId, newSecretToken } from '../crypto/ids.ts';
 import { AppError } from '../errors/app-error.ts';
 import type { Gateway } from '../gateway.ts';
 import type { Executor } from '../store/database.ts';
-import type { StepUpsTable } from '../store/schema.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import type { ProvenFactor } from '../stepup/stepup-record.ts';
+import { newStepUpRow } from './create-stepup.ts';
 import { enrolledFactorTypes } from './policies.ts';
 import { createSessionIn, type NewSession } from './sessions.ts';
 import type { AuditActor } from './users.ts';
@@ -91,46 +91,29 @@ export interface ConfirmingSession {
 export async function startConfirmation(gw: Gateway, session: ConfirmingSession, binding: string, who: AuditActor): Promise<StartedConfirmation> {
   const types = await secondFactorTypes(gw, session.userId);
   if (types.length === 0) throw new AppError('validation_failed', { detail: 'You have no factor besides the password: nothing to confirm with.', invalidParams: [{ pointer: '', reason: 'no second factor enrolled' }] });
-  const nowMs = gw.clock.now().getTime();
-  const { transactionSeconds, maxAttempts, pollIntervalSeconds } = gw.config.stepup;
+  const { transactionSeconds } = gw.config.stepup;
   const id = newId('stp');
   const ticket = newSecretToken();
   const base = gw.config.http.publicUrl.replace(/\/$/, '');
   const anyOf = types.map((t) => [t]);
   await gw.store.db.transaction().execute(async (tx) => {
-    const values = {
+    const values = newStepUpRow(gw, {
       id,
-      client_id: SELF_CLIENT_ID,
-      user_id: session.userId,
+      clientId: SELF_CLIENT_ID,
+      userId: session.userId,
       action: CONFIRM_ACTION,
-      context: '{}',
-      amount: null,
-      currency: null,
-      binding_message: binding,
-      redirect_uri: `${base}${CONFIRMED_PATH}`,
+      context: {},
+      bindingMessage: binding,
+      redirectUri: `${base}${CONFIRMED_PATH}`,
       state: stateFor(gw, session.idHash, id),
-      status: 'pending' as const,
-      policy_id: SELF_POLICY_ID,
-      policy_version: 0,
-      requirement: JSON.stringify({ anyOf }),
+      policyId: SELF_POLICY_ID,
+      policyVersion: 0,
+      anyOf,
       acr: 'urn:stepgate:aal1',
-      token_ttl_seconds: 0,
-      max_age_seconds: 0,
-      ticket_hash: hashToken(ticket),
-      attempts: 0,
-      max_attempts: maxAttempts,
-      proven: '[]',
-      amr: '[]',
-      version: 0,
-      created_at: nowMs,
-      expires_at: nowMs + transactionSeconds * 1000,
-      completed_at: null,
-      auth_time: null,
-      token_issued_at: null,
-      token_jti: null,
-      last_polled_at: null,
-      poll_interval_seconds: pollIntervalSeconds,
-    } satisfies StepUpsTable;
+      tokenTtlSeconds: 0,
+      maxAgeSeconds: 0,
+      ticket,
+    });
     await tx.insertInto('stepups').values(values).execute();
     await gw.audit.append(tx, {
       type: 'session.confirmation_started',

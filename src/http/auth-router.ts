@@ -7,7 +7,7 @@ import { endSession, sessionExpiresAt } from '../flows/sessions.ts';
 import { getUser, passwordServices, type UserView } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from './api-registry.ts';
-import { authOf, requireSession } from './authorize.ts';
+import { authOf, requireSession, requireConfirmedSession } from './authorize.ts';
 import { locals } from './request-context.ts';
 import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
 
@@ -121,12 +121,12 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
       200: { description: 'Changed. Every session of the user has ended; this browser has a new session (cookie) with a new CSRF token.', schema: changePasswordResponse },
       400: { description: 'password_policy: the new password is refused (pointer /new_password); nothing was charged or changed.' },
       401: { description: 'invalid_credentials: the current password is wrong (pointer /current_password); the attempt counts towards the sign-in lockout. unauthorized: no session.' },
-      403: { description: 'csrf_failed' },
+      403: { description: 'csrf_failed; second_factor_required: the user has a second factor this session has not proven (POST /v1/me/session/confirmation first).' },
       409: { description: 'conflict: the password was changed concurrently.' },
       429: { description: 'too_many_requests: the sign-in name is locked; see Retry-After.' },
       503: { description: 'overloaded: every argon2 slot is busy; nothing was charged or written; see Retry-After.' },
     },
-  }, [requireSession], async (req, res, { body }) => {
+  }, [requireSession, requireConfirmedSession], async (req, res, { body }) => {
     const auth = authOf(res);
     const session = await changeOwnPassword(gw, auth.userId, { currentPassword: body.current_password, newPassword: body.new_password }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
     setSessionCookie(res, gw.config, session.sessionId);

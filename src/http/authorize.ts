@@ -56,6 +56,21 @@ export function requireFreshLogin(gw: Gateway): RequestHandler {
   };
 }
 
+/**
+ * Changing the password itself: the current password is asked for by the route, and once the
+ * user has a factor besides the password this session must have proven one (403
+ * `second_factor_required`) — whoever learned the password must not be able to lock its owner
+ * out by changing it.
+ */
+export const requireConfirmedSession: RequestHandler = async (_req: Request, res: Response, next: NextFunction): Promise<void> => {
+  const auth = locals(res).auth;
+  if (auth === undefined) throw new AppError('unauthorized', { detail: 'Sign in first.' });
+  if (await auth.needsConfirmation()) {
+    throw new AppError('second_factor_required', { detail: 'Confirm with one of your factors first (POST /v1/me/session/confirmation).' });
+  }
+  next();
+};
+
 export function isFreshLogin(gw: Gateway, auth: AuthContext): boolean {
   const age = gw.clock.now().getTime() - auth.authTime.getTime();
   return age >= 0 && age <= gw.config.session.freshSeconds * 1000;

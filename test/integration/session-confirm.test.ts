@@ -142,6 +142,23 @@ for (const dialect of testDialects()) {
       assert.equal((await post(as(later), '/v1/me/factors/recovery_code')).body.code, 'second_factor_required', 'a later session must confirm');
     });
 
+    it('nor can a password-only session change the password of a user with a second factor (the owner would be locked out)', async (t) => {
+      if (needTool(t, 'oathtool', 'oathtool')) return;
+      const u = await userWithTotp('jon');
+      const s = await signIn(tg, 'jon', PASSWORD);
+      const body = { current_password: PASSWORD, new_password: 'a brand new passphrase 77' };
+      const refused = await post(as(s), '/v1/me/password', body);
+      assert.equal(refused.status, 403, refused.text);
+      assert.equal(refused.body.code, 'second_factor_required');
+      await signIn(tg, 'jon', PASSWORD);
+      const started = await start(as(s));
+      assert.equal((await verifyTotp(started.body.stepup_id, started.body.ticket, code(u.secret))).status, 200);
+      const done = await complete(as(s), started.body.stepup_id);
+      const changed = await post({ cookie: `stepgate_session=${cookieFrom(done)}`, csrf: done.body.csrf_token as string }, '/v1/me/password', body);
+      assert.equal(changed.status, 200, changed.text);
+      await signIn(tg, 'jon', 'a brand new passphrase 77');
+    });
+
     it('a staff user with a second factor cannot run the admin API on a password alone', async (t) => {
       if (needTool(t, 'oathtool', 'oathtool')) return;
       const u = await userWithTotp('hana', ['admin']);
