@@ -16,6 +16,8 @@ import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
 import { rateLimitByAddress } from './http/rate-limit.ts';
 import { meFactorsRouter } from './http/me-factors-router.ts';
+import { meSessionsRouter } from './http/me-sessions-router.ts';
+import { sessionConfirmRouter } from './http/session-confirm-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
 import { meSmsOtpRouter } from './http/me-sms-otp-router.ts';
 import { smsPagesRouter } from './http/sms-pages-router.ts';
@@ -119,6 +121,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(clientsRouter(gw, api));
   app.use(policiesRouter(gw, api));
   app.use(meFactorsRouter(gw, api));
+  app.use(meSessionsRouter(gw, api));
   app.use(hardwareTokensRouter(gw, api));
   app.use(meHardwareOtpRouter(gw, api));
   app.use(meSmsOtpRouter(gw, api));
@@ -129,6 +132,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(stepUpWebAuthnRouter(gw, api));
   app.use(pagesRouter(gw));
   app.use(stepUpPagesRouter(gw));
+  app.use(sessionConfirmRouter(gw, api));
   app.use(securityPagesRouter(gw));
   app.use(hardwareOtpPagesRouter(gw));
   app.use(smsPagesRouter(gw));

@@ -60,7 +60,8 @@ export type ErrorCode =
   | 'token_bind_failed'
   | 'token_resync_failed'
   // admin console (issue 8)
-  | 'second_factor_required';
+  | 'second_factor_required'
+  | 'confirmation_invalid';
 
 export interface InvalidParam {
   /** JSON pointer (RFC 6901) to the field at fault, e.g. `/password`. */
@@ -88,6 +89,7 @@ const STATUS: Record<ErrorCode, number> = {
   too_many_requests: 429,
   forbidden: 403,
   second_factor_required: 403,
+  confirmation_invalid: 400,
   csrf_failed: 403,
   not_found: 404,
   conflict: 409,
@@ -146,6 +148,7 @@ const TITLE: Record<ErrorCode, string> = {
   too_many_requests: 'Too many requests',
   forbidden: 'Forbidden',
   second_factor_required: 'Second factor required',
+  confirmation_invalid: 'Confirmation invalid, expired or already used',
   csrf_failed: 'CSRF check failed',
   not_found: 'Not found',
   conflict: 'Conflict',

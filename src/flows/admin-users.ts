@@ -5,6 +5,7 @@ import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import { removeFactor } from './factors.ts';
 import { type IssuedResetLink, issuePasswordResetLink } from './password-reset.ts';
+import { endUserSessions } from './user-sessions.ts';
 import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
 
 /**
@@ -37,7 +38,7 @@ async function requireUser(gw: Gateway, userId: string): Promise<UserView> {
  * a disabled admin account). Nobody disables their own account: the last administrator
  * cannot lock everybody out by accident.
  */
-function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable' | 'reset the password of' | 'reset the factors of' | 'remove a factor of'): void {
+function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable' | 'reset the password of' | 'reset the factors of' | 'remove a factor of' | 'end the sessions of'): void {
   if (target.roles.includes('admin') && !op.roles.includes('admin')) {
     throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
   }
@@ -86,6 +87,12 @@ export async function unlockUser(gw: Gateway, op: Operator, userId: string, reas
   assertMayManage(op, await requireUser(gw, userId), 'unlock');
   await unlockLogin(gw, userId, actorOf(op), reason);
   return userDetail(gw, userId);
+}
+
+/** Ends every session of the user (a stolen laptop, a suspicious sign-in); who and why are audited. */
+export async function endSessionsOfUser(gw: Gateway, op: Operator, userId: string, reason: string): Promise<number> {
+  assertMayManage(op, await requireUser(gw, userId), 'end the sessions of');
+  return endUserSessions(gw, userId, undefined, actorOf(op), { by: 'operator', reason });
 }
 
 export async function changeUserStatus(gw: Gateway, op: Operator, userId: string, status: 'active' | 'disabled', reason: string): Promise<UserDetail> {

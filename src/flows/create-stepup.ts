@@ -115,46 +115,88 @@ async function reusableAuthentication(tx: Tx, clientId: string, userId: string, 
   return undefined;
 }
 
-async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, userId: string, decision: AllowDecision, who: Who): Promise<CreatedStepUp> {
+/** What differs between new step-ups; the rest of a fresh row is the same for every one. */
+export interface NewStepUp {
+  id: string;
+  clientId: string;
+  userId: string;
+  action: string;
+  context: Record<string, unknown>;
+  bindingMessage: string | null;
+  redirectUri: string | null;
+  state: string | null;
+  policyId: string;
+  policyVersion: number;
+  anyOf: string[][];
+  acr: string;
+  tokenTtlSeconds: number;
+  maxAgeSeconds: number;
+  ticket: string;
+}
+
+/** The row of a new, pending step-up (the ticket stored as its hash), expiring after `stepup.transactionSeconds`. */
+export function newStepUpRow(gw: Gateway, n: NewStepUp): StepUpsTable {
   const nowMs = gw.clock.now().getTime();
   const { transactionSeconds, maxAttempts, pollIntervalSeconds } = gw.config.stepup;
+  return {
+    id: n.id,
+    client_id: n.clientId,
+    user_id: n.userId,
+    action: n.action,
+    context: JSON.stringify(n.context),
+    amount: typeof n.context.amount === 'string' ? n.context.amount : null,
+    currency: typeof n.context.currency === 'string' ? n.context.currency : null,
+    binding_message: n.bindingMessage,
+    redirect_uri: n.redirectUri,
+    state: n.state,
+    status: 'pending',
+    policy_id: n.policyId,
+    policy_version: n.policyVersion,
+    requirement: JSON.stringify({ anyOf: n.anyOf }),
+    acr: n.acr,
+    token_ttl_seconds: n.tokenTtlSeconds,
+    max_age_seconds: n.maxAgeSeconds,
+    ticket_hash: hashToken(n.ticket),
+    attempts: 0,
+    max_attempts: maxAttempts,
+    proven: '[]',
+    amr: '[]',
+    version: 0,
+    created_at: nowMs,
+    expires_at: nowMs + transactionSeconds * 1000,
+    completed_at: null,
+    auth_time: null,
+    token_issued_at: null,
+    token_jti: null,
+    last_polled_at: null,
+    poll_interval_seconds: pollIntervalSeconds,
+  };
+}
+
+async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, userId: string, decision: AllowDecision, who: Who): Promise<CreatedStepUp> {
+  const nowMs = gw.clock.now().getTime();
+  const { transactionSeconds, pollIntervalSeconds } = gw.config.stepup;
   const id = newId('stp');
   const ticket = newSecretToken();
   await gw.store.db.transaction().execute(async (tx) => {
-    const values = {
-        id,
-        client_id: client.clientId,
-        user_id: userId,
-        action: body.action,
-        context: JSON.stringify(body.context),
-        amount: typeof body.context.amount === 'string' ? body.context.amount : null,
-        currency: typeof body.context.currency === 'string' ? body.context.currency : null,
-        binding_message: body.binding_message ?? null,
-        redirect_uri: body.redirect_uri ?? null,
-        state: body.state ?? null,
-        status: 'pending' as const,
-        policy_id: decision.policyId,
-        policy_version: decision.version ?? 0,
-        // Only the alternatives this user can complete are offered.
-        requirement: JSON.stringify({ anyOf: decision.satisfiable }),
-        acr: decision.acr,
-        token_ttl_seconds: decision.tokenTtlSeconds,
-        max_age_seconds: decision.maxAgeSeconds,
-        ticket_hash: hashToken(ticket),
-        attempts: 0,
-        max_attempts: maxAttempts,
-        proven: '[]',
-        amr: '[]',
-        version: 0,
-        created_at: nowMs,
-        expires_at: nowMs + transactionSeconds * 1000,
-        completed_at: null,
-        auth_time: null,
-        token_issued_at: null,
-        token_jti: null,
-        last_polled_at: null,
-        poll_interval_seconds: pollIntervalSeconds,
-      } satisfies StepUpsTable;
+    const values = newStepUpRow(gw, {
+      id,
+      clientId: client.clientId,
+      userId,
+      action: body.action,
+      context: body.context,
+      bindingMessage: body.binding_message ?? null,
+      redirectUri: body.redirect_uri ?? null,
+      state: body.state ?? null,
+      policyId: decision.policyId,
+      policyVersion: decision.version ?? 0,
+      // Only the alternatives this user can complete are offered.
+      anyOf: decision.satisfiable,
+      acr: decision.acr,
+      tokenTtlSeconds: decision.tokenTtlSeconds,
+      maxAgeSeconds: decision.maxAgeSeconds,
+      ticket,
+    });
     await tx.insertInto('stepups').values(values).execute();
     await gw.audit.append(tx, {
       type: 'stepup.created',

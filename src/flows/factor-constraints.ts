@@ -1,3 +1,4 @@
+import { SELF_CLIENT_ID, SELF_POLICY_ID } from './session-confirm.ts';
 import type { Gateway } from '../gateway.ts';
 import { parseTotpParams, totpParamsAllowed } from '../factors/totp/index.ts';
 import type { Policy } from '../policy/policy-schema.ts';
@@ -61,6 +62,8 @@ async function policiesAt(gw: Gateway, version: number): Promise<Policy[] | unde
  */
 export async function rowsMeetingStepUpPolicy<R extends { type: string; params: string }>(gw: Gateway, stepUp: StepUp, type: string, rows: R[]): Promise<R[]> {
   if (!CONSTRAINED_TYPES.has(type) || rows.length === 0) return rows;
+  // The gateway's own "confirm it's you" step-ups: any enrolled factor of the type will do.
+  if (stepUp.clientId === SELF_CLIENT_ID && stepUp.policyId === SELF_POLICY_ID) return rows;
   const policy = (await policiesAt(gw, stepUp.policyVersion))?.find((p) => p.id === stepUp.policyId);
   if (policy === undefined) return [];
   return rows.filter((r) => factorMeetsPolicy(policy, { type: r.type, params: JSON.parse(r.params) as Record<string, unknown> }));

@@ -4,6 +4,7 @@ import type { Tx } from '../store/database.ts';
 import { currentPolicySet, velocityFacts } from '../stepup/policy-store.ts';
 import { type ProvenFactor, type StepUp, satisfiedAlternative } from '../stepup/stepup-record.ts';
 import { enrolledFactorTypes } from './policies.ts';
+import { SELF_CLIENT_ID } from './session-confirm.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
 
 /**
@@ -19,6 +20,8 @@ import { userFactorQualifier } from './factor-constraints.ts';
 export type Recheck = { kind: 'ok'; decision: AllowDecision | undefined } | { kind: 'raise'; decision: AllowDecision } | { kind: 'deny' };
 
 export async function recheckAtCompletion(gw: Gateway, tx: Tx, s: StepUp, proven: ProvenFactor[]): Promise<Recheck> {
+  // The gateway's own "confirm it's you" step-ups carry a built-in requirement, not a policy.
+  if (s.clientId === SELF_CLIENT_ID) return { kind: 'ok', decision: undefined };
   const set = await currentPolicySet(tx);
   if (set === undefined) return { kind: 'deny' };
   if (velocityWindowsFor(set.policies, s.action).length === 0) return { kind: 'ok', decision: undefined };

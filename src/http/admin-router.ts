@@ -8,6 +8,7 @@ import {
   removeUserFactor,
   resetUserFactors,
   type UserDetail,
+  endSessionsOfUser,
   unlockUser,
   userDetail,
   verifyAuditLog,
@@ -201,6 +202,20 @@ export function adminRouter(gw: Gateway, api: ApiRegistry): Router {
     },
     async (req, res) => {
       res.json({ user: userDetailJson(await userDetail(gw, String(req.params.id))) });
+    },
+  );
+
+  adminRoute(
+    {
+      method: 'post',
+      path: '/v1/admin/users/:id/sessions/end',
+      roles: ['admin', 'helpdesk'],
+      summary: 'End every session of the user (signed out everywhere at once); who and why are audited.',
+      body: reasonBody,
+      responses: { 200: { description: 'ended', schema: z.object({ sessions_ended: z.number().int() }) }, 403: { description: "forbidden (helpdesk on an administrator)" }, 404: { description: 'no such user' } },
+    },
+    async (req, res, { body }) => {
+      res.json({ sessions_ended: await endSessionsOfUser(gw, operatorOf(req, res), String(req.params.id), body.reason) });
     },
   );
 

@@ -1,12 +1,13 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { AppError } from '../errors/app-error.ts';
+import { changeOwnPassword } from '../flows/change-password.ts';
 import { login } from '../flows/login.ts';
 import { endSession, sessionExpiresAt } from '../flows/sessions.ts';
 import { getUser, passwordServices, type UserView } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from './api-registry.ts';
-import { authOf, requireSession } from './authorize.ts';
+import { authOf, requireSession, requireConfirmedSession } from './authorize.ts';
 import { locals } from './request-context.ts';
 import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
 
@@ -44,6 +45,16 @@ const loginResponse = z.object({
   user: userJsonSchema,
   csrf_token: z.string().describe('Send as X-CSRF-Token on every state-changing request of this session.'),
   expires_at: z.string().describe('Absolute end of the session (ISO 8601); idle sessions end earlier.'),
+});
+
+const changePasswordBody = z.strictObject({
+  current_password: z.string().min(1).max(1024),
+  new_password: z.string().min(1).max(1024),
+});
+
+const changePasswordResponse = z.object({
+  csrf_token: z.string().describe('The new session\'s CSRF token.'),
+  expires_at: z.string().describe('Absolute end of the new session (ISO 8601).'),
 });
 
 const meResponse = z.object({
@@ -100,6 +111,27 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
       csrf_token: auth.csrfToken,
       session: { auth_time: auth.authTime.toISOString(), expires_at: expiresAt.toISOString(), amr: auth.amr },
     });
+  });
+
+  api.route(router, {
+    method: 'post', path: '/v1/me/password', tag: 'session', summary: 'Change your own password: the current one and the new one. Ends every session of the user and starts a new one for this browser.',
+    security: ['session'],
+    body: changePasswordBody,
+    responses: {
+      200: { description: 'Changed. Every session of the user has ended; this browser has a new session (cookie) with a new CSRF token.', schema: changePasswordResponse },
+      400: { description: 'password_policy: the new password is refused (pointer /new_password); nothing was charged or changed.' },
+      401: { description: 'invalid_credentials: the current password is wrong (pointer /current_password); the attempt counts towards the sign-in lockout. unauthorized: no session.' },
+      403: { description: 'csrf_failed; second_factor_required: the user has a second factor this session has not proven (POST /v1/me/session/confirmation first).' },
+      409: { description: 'conflict: the password was changed concurrently.' },
+      429: { description: 'too_many_requests: the sign-in name is locked; see Retry-After.' },
+      503: { description: 'overloaded: every argon2 slot is busy; nothing was charged or written; see Retry-After.' },
+    },
+  }, [requireSession, requireConfirmedSession], async (req, res, { body }) => {
+    const auth = authOf(res);
+    const session = await changeOwnPassword(gw, auth.userId, { currentPassword: body.current_password, newPassword: body.new_password }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
+    setSessionCookie(res, gw.config, session.sessionId);
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ csrf_token: session.csrfToken, expires_at: session.expiresAt.toISOString() });
   });
 
   return router;

@@ -2,10 +2,10 @@ import { type Request, type Response, Router } from 'express';
 import { isAppError } from '../errors/app-error.ts';
 import { bindOwnToken, releaseOwnToken, resyncOwnToken } from '../flows/hardware-tokens.ts';
 import type { Gateway } from '../gateway.ts';
-import { isFreshLogin } from './authorize.ts';
 import { factorIdOf } from './me-factors-router.ts';
 import { locals } from './request-context.ts';
-import { reauthUrl, SECURITY_PATH } from './security-pages-router.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
+import { SECURITY_PATH } from './security-pages-router.ts';
 
 /**
  * The form routes of the "hardware token" section of /security (views/security/hardware_otp.eta):
@@ -28,8 +28,9 @@ export function hardwareOtpPagesRouter(gw: Gateway): Router {
         res.redirect(303, `/login?next=${encodeURIComponent(SECURITY_PATH)}`);
         return;
       }
-      if (!isFreshLogin(gw, auth)) {
-        res.redirect(303, reauthUrl());
+      const detour = await factorChangeDetour(gw, auth);
+      if (detour !== undefined) {
+        res.redirect(303, detour);
         return;
       }
       try {

@@ -2,10 +2,10 @@ import { type Request, type Response, Router } from 'express';
 import type { Gateway } from '../gateway.ts';
 import { isAppError } from '../errors/app-error.ts';
 import { generateRecoveryCodeSet } from '../flows/recovery-codes.ts';
-import { isFreshLogin } from './authorize.ts';
 import { createViews } from './pages-router.ts';
 import { locals } from './request-context.ts';
-import { reauthUrl, SECURITY_PATH } from './security-pages-router.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
+import { SECURITY_PATH } from './security-pages-router.ts';
 
 /** The "my security" page's recovery-code form: generate a set and show it once (never via a URL or redirect). */
 export function recoveryCodesPagesRouter(gw: Gateway): Router {
@@ -18,8 +18,9 @@ export function recoveryCodesPagesRouter(gw: Gateway): Router {
       res.redirect(303, `/login?next=${encodeURIComponent(SECURITY_PATH)}`);
       return;
     }
-    if (!isFreshLogin(gw, auth)) {
-      res.redirect(303, reauthUrl());
+    const detour = await factorChangeDetour(gw, auth);
+    if (detour !== undefined) {
+      res.redirect(303, detour);
       return;
     }
     try {

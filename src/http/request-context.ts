@@ -10,6 +10,11 @@ export interface AuthContext {
   csrfToken: string;
   authTime: Date;
   amr: string[];
+  /**
+   * Whether the user has factors besides the password that this session has not proven
+   * (flows/session-confirm.ts). Looked up on first use, once per request.
+   */
+  needsConfirmation: () => Promise<boolean>;
 }
 
 export interface RequestLocals {

@@ -5,10 +5,11 @@ import type { Gateway } from '../gateway.ts';
 import { isAppError } from '../errors/app-error.ts';
 import { listUserFactors, removeFactor, renameFactor } from '../flows/factors.ts';
 import { getUser } from '../flows/users.ts';
-import { isFreshLogin } from './authorize.ts';
+import { CONFIRM_PATH } from '../flows/session-confirm.ts';
 import { factorIdOf } from './me-factors-router.ts';
 import { createViews } from './pages-router.ts';
 import { locals } from './request-context.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
 
 /**
  * "My security": the signed-in user's factors, with enrolment sections contributed by each
@@ -23,7 +24,7 @@ const VIEWS_DIR = fileURLToPath(new URL('../../views/', import.meta.url));
 export const SECURITY_SECTION_ORDER = ['webauthn', 'totp', 'sms_otp', 'hardware_otp', 'recovery_code'] as const;
 
 /** Notices a redirect may ask the page to show (anything else is ignored). */
-const NOTICES = new Set(['removed', 'renamed', 'enrolled', 'reauth', 'error', 'hwResynced', 'hwLost', 'hwBindFailed', 'hwResyncFailed', 'hwThrottled', 'consoleEnrol']);
+const NOTICES = new Set(['removed', 'renamed', 'enrolled', 'reauth', 'error', 'hwResynced', 'hwLost', 'hwBindFailed', 'hwResyncFailed', 'hwThrottled', 'consoleEnrol', 'confirmed', 'confirmCancelled', 'confirmFailed']);
 
 export const SECURITY_PATH = '/security';
 
@@ -45,15 +46,18 @@ export function securityPagesRouter(gw: Gateway): Router {
     }
     const [user, factors] = await Promise.all([getUser(gw, auth.userId), listUserFactors(gw, auth.userId)]);
     const notice = typeof req.query.notice === 'string' && NOTICES.has(req.query.notice) ? req.query.notice : undefined;
+    // `fresh`: factors may be changed now; otherwise reauthUrl says how (sign in again, or confirm).
+    const detour = await factorChangeDetour(gw, auth);
     views.render(req, res, 200, 'security', {
       titleKey: 'security.title',
       user: { username: auth.username, displayName: user?.displayName ?? auth.username },
       factors,
       sections: sections.filter((type) => gw.factors.has(type)).map((type) => ({ type, partial: `./security/${type}`, factors: factors.filter((f) => f.type === type) })),
       csrf: auth.csrfToken,
-      fresh: isFreshLogin(gw, auth),
+      fresh: detour === undefined,
+      confirmNeeded: detour === CONFIRM_PATH,
       freshMinutes: Math.max(1, Math.round(gw.config.session.freshSeconds / 60)),
-      reauthUrl: reauthUrl(),
+      reauthUrl: detour ?? reauthUrl(),
       notice,
     });
   });
@@ -64,8 +68,9 @@ export function securityPagesRouter(gw: Gateway): Router {
       res.redirect(303, `/login?next=${encodeURIComponent(SECURITY_PATH)}`);
       return;
     }
-    if (!isFreshLogin(gw, auth)) {
-      res.redirect(303, reauthUrl());
+    const detour = await factorChangeDetour(gw, auth);
+    if (detour !== undefined) {
+      res.redirect(303, detour);
       return;
     }
     try {

@@ -1,3 +1,4 @@
+import { needsConfirmation } from '../flows/session-confirm.ts';
 import type { CookieOptions, NextFunction, Request, Response } from 'express';
 import type { Config } from '../config/schema.ts';
 import { resolveSession } from '../flows/sessions.ts';
@@ -44,6 +45,7 @@ async function attachAuth(gw: Gateway, req: Request, res: Response): Promise<voi
     clearSessionCookie(res, gw.config);
     return;
   }
+  let pending: Promise<boolean> | undefined;
   locals(res).auth = {
     userId: s.userId,
     username: s.username,
@@ -52,6 +54,10 @@ async function attachAuth(gw: Gateway, req: Request, res: Response): Promise<voi
     csrfToken: s.csrfToken,
     authTime: s.authTime,
     amr: s.amr,
+    needsConfirmation: () => {
+      pending ??= needsConfirmation(gw, { userId: s.userId, amr: s.amr, authTime: s.authTime });
+      return pending;
+    },
   };
 }
 

@@ -4,11 +4,11 @@ import { type AppError, isAppError } from '../errors/app-error.ts';
 import { pendingFactor } from '../flows/factors.ts';
 import { confirmSmsEnrolment, resendSmsEnrolmentCode, smsEnrolmentAvailable, startSmsEnrolment } from '../flows/sms-enrolment.ts';
 import { configuredSmsProvider, maskPhoneNumber } from '../sms/index.ts';
-import { isFreshLogin } from './authorize.ts';
 import { factorIdOf } from './me-factors-router.ts';
 import { createViews, localeOf, translator } from './pages-router.ts';
 import { locals } from './request-context.ts';
-import { reauthUrl, SECURITY_PATH } from './security-pages-router.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
+import { SECURITY_PATH } from './security-pages-router.ts';
 
 /**
  * Pages for SMS codes: adding a phone from "my security" (form → code → confirm, resend
@@ -56,14 +56,15 @@ export function smsPagesRouter(gw: Gateway): Router {
   const base = `${SECURITY_PATH}/sms_otp`;
 
   /** The session of a page request, or a redirect to sign in (again) and undefined. */
-  function signedIn(req: Request, res: Response, needFresh: boolean) {
+  async function signedIn(req: Request, res: Response, needFresh: boolean) {
     const auth = locals(res).auth;
     if (auth === undefined) {
       res.redirect(303, `/login?next=${encodeURIComponent(SECURITY_PATH)}`);
       return undefined;
     }
-    if (needFresh && !isFreshLogin(gw, auth)) {
-      res.redirect(303, reauthUrl(req.method === 'GET' ? req.originalUrl : SECURITY_PATH));
+    const detour = needFresh ? await factorChangeDetour(gw, auth, req.method === 'GET' ? req.originalUrl : SECURITY_PATH) : undefined;
+    if (detour !== undefined) {
+      res.redirect(303, detour);
       return undefined;
     }
     return auth;
@@ -94,7 +95,7 @@ export function smsPagesRouter(gw: Gateway): Router {
   }
 
   router.post(`${base}/enrol`, async (req, res) => {
-    const auth = signedIn(req, res, true);
+    const auth = await signedIn(req, res, true);
     if (auth === undefined) return;
     const phone = (field(req.body, 'phone') ?? '').slice(0, 32);
     const label = (field(req.body, 'label') ?? '').slice(0, 64);
@@ -109,7 +110,7 @@ export function smsPagesRouter(gw: Gateway): Router {
   });
 
   router.get(`${base}/:id`, async (req, res) => {
-    const auth = signedIn(req, res, true);
+    const auth = await signedIn(req, res, true);
     if (auth === undefined) return;
     try {
       await renderConfirm(req, res, 200, factorIdOf(req), { notice: req.query.notice === 'resent' ? translator(localeOf(req))('sms.resent') : undefined });
@@ -123,7 +124,7 @@ export function smsPagesRouter(gw: Gateway): Router {
   });
 
   router.post(`${base}/:id/resend`, async (req, res) => {
-    const auth = signedIn(req, res, true);
+    const auth = await signedIn(req, res, true);
     if (auth === undefined) return;
     const factorId = factorIdOf(req);
     try {
@@ -141,7 +142,7 @@ export function smsPagesRouter(gw: Gateway): Router {
   });
 
   router.post(`${base}/:id/confirm`, async (req, res) => {
-    const auth = signedIn(req, res, true);
+    const auth = await signedIn(req, res, true);
     if (auth === undefined) return;
     const factorId = factorIdOf(req);
     try {

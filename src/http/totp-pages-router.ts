@@ -3,11 +3,11 @@ import type { Gateway } from '../gateway.ts';
 import { isAppError } from '../errors/app-error.ts';
 import { confirmTotpEnrolment, pendingTotpMaterial, startTotpEnrolment, type TotpEnrolmentMaterial } from '../flows/totp-enrolment.ts';
 import { getUser } from '../flows/users.ts';
-import { isFreshLogin } from './authorize.ts';
 import { factorIdOf } from './me-factors-router.ts';
 import { createViews } from './pages-router.ts';
 import { locals } from './request-context.ts';
-import { reauthUrl, SECURITY_PATH } from './security-pages-router.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
+import { SECURITY_PATH } from './security-pages-router.ts';
 
 /**
  * The "my security" page's authenticator-app forms: start an enrolment (shows the QR code
@@ -18,14 +18,15 @@ export function totpPagesRouter(gw: Gateway): Router {
   const views = createViews(gw);
 
   /** The signed-in user with a fresh login, or undefined after redirecting them. */
-  function freshUser(res: Response): { userId: string; csrf: string } | undefined {
+  async function freshUser(res: Response): Promise<{ userId: string; csrf: string } | undefined> {
     const auth = locals(res).auth;
     if (auth === undefined) {
       res.redirect(303, `/login?next=${encodeURIComponent(SECURITY_PATH)}`);
       return undefined;
     }
-    if (!isFreshLogin(gw, auth)) {
-      res.redirect(303, reauthUrl());
+    const detour = await factorChangeDetour(gw, auth);
+    if (detour !== undefined) {
+      res.redirect(303, detour);
       return undefined;
     }
     return { userId: auth.userId, csrf: auth.csrfToken };
@@ -51,7 +52,7 @@ export function totpPagesRouter(gw: Gateway): Router {
   }
 
   router.post(`${SECURITY_PATH}/totp`, async (req: Request, res: Response) => {
-    const user = freshUser(res);
+    const user = await freshUser(res);
     if (user === undefined) return;
     try {
       const started = await startTotpEnrolment(gw, user.userId, {}, { actor: user.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
@@ -66,7 +67,7 @@ export function totpPagesRouter(gw: Gateway): Router {
   });
 
   router.post(`${SECURITY_PATH}/totp/:id/confirm`, async (req: Request, res: Response) => {
-    const user = freshUser(res);
+    const user = await freshUser(res);
     if (user === undefined) return;
     const factorId = factorIdOf(req);
     const code = (req.body as Record<string, unknown> | undefined)?.code;

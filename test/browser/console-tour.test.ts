@@ -365,10 +365,20 @@ describe('console tour in the browser', () => {
     await Promise.all([user.waitForURL(`${web.url}/security`), user.click('form[action="/login"] button[type=submit]')]);
     assert.equal(await user.locator('a[href="/console"]').count(), 0, 'no console link for a user without a staff role');
     await shoot(t, user, 'security');
+    // She has a hardware token and signed in with the password only: changing factors asks
+    // her to confirm with the token first (flows/session-confirm.ts), on the step-up page.
+    assert.equal(await user.locator('form[action="/security/totp"]').count(), 0, 'no enrolment form before she confirms');
+    await Promise.all([user.waitForURL(`${web.url}/security/confirm`), user.click('#reauth-hint a[href="/security/confirm"]')]);
+    await shoot(t, user, 'security-confirm');
+    await Promise.all([user.waitForURL(/\/stepup\/stp_/), user.click('form[action="/security/confirm"] button[type=submit]')]);
+    await user.waitForSelector('#f-hardware_otp');
+    await shoot(t, user, 'security-confirm-stepup');
+    await user.fill('#f-hardware_otp', oathHotp(seed, 6));
+    await Promise.all([user.waitForURL(`${web.url}/security?notice=confirmed`), user.click('form.factor button[type=submit]')]);
     await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
     await shoot(t, user, 'security-totp-enrol');
     // A page that answered a POST cannot be fetched again: the switch goes back to the page the form was on.
-    await Promise.all([user.waitForURL(`${web.url}/security`), user.click('form.lang-switch button')]);
+    await Promise.all([user.waitForURL(/\/security(\?notice=confirmed)?$/), user.click('form.lang-switch button')]);
     assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
     await shoot(t, user, 'security.zh-CN');
     await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);

@@ -42,13 +42,15 @@ const WORKERS = 16;
 describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPostgres() }, () => {
   let c: Cluster;
   const users: string[] = [];
+  let background: Awaited<ReturnType<typeof makeClient>>;
 
   before(async () => {
     c = await startCluster({
       gatewayConfig: { login: { maxFailures: 1000 } },
       async seed(setup) {
-        await setPolicies(setup.gw, PASSWORD_POLICIES);
+        await setPolicies(setup.gw, [...PASSWORD_POLICIES, { id: 'bg', action: 'load.background', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }]);
         for (let i = 0; i < WORKERS; i += 1) users.push((await makeUser(setup.gw, `load-${i}`)).id);
+        background = await makeClient(setup.gw, 'background load', ['load.background']);
       },
     });
   });
@@ -88,7 +90,18 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
         }
       }
     };
-    const load = Array.from({ length: WORKERS }, (_, w) => worker(w));
+    // Next to the payment flows, a relying service creating step-ups as fast as it can: many
+    // more requests, each a database write the test can look for afterwards.
+    const createdStepUps: string[] = [];
+    const creator = async (w: number) => {
+      let i = 0;
+      while (running) {
+        i += 1;
+        const r = await call(c.proxy.url, 'POST', '/v1/stepup', { subject: `load-${w}`, action: 'load.background', context: { ref: `${w}-${i}` } }, { authorization: background.basic });
+        if (r.status === 201) createdStepUps.push(r.body.stepup_id as string);
+      }
+    };
+    const load = [...Array.from({ length: WORKERS }, (_, w) => worker(w)), ...Array.from({ length: 8 }, (_, w) => creator(w))];
     await sleep((LOAD_SECONDS * 1000) / 3);
     const victim = c.gateways[0]!;
     const beforeKill = requests.length;
@@ -120,6 +133,7 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
       requestsBeforeKill: beforeKill,
       failed: failed.length,
       failedPercent: Number((failedShare * 100).toFixed(2)),
+      stepUpsAcknowledged: createdStepUps.length,
       codesAcknowledged: codes.length,
       codesStored: stored.length,
       proxyRetriedOnRefusal: c.proxy.stats.retried,
@@ -137,6 +151,8 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
     assert.equal(gChain.ok, true, JSON.stringify(gChain));
     assert.equal(pChain.ok, true, JSON.stringify(pChain));
     assert.equal((await send(c.gateways[1]!.url, 'GET', '/readyz')).status, 200, 'the survivor is ready');
+    const present = new Set((await c.setup.gw.store.db.selectFrom('stepups').select('id').execute()).map((r) => r.id));
+    assert.deepEqual(createdStepUps.filter((id) => !present.has(id)), [], 'every acknowledged step-up is stored');
   });
 });
 

@@ -8,10 +8,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { createTestGateway, TEST_MASTER_KEY, type TestGateway } from '../helpers/gateway.ts';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/processes.ts';
+import { CONTEXT, makeApiKeys, type PDatabase, PASSWORD_POLICIES, pConfig, spawnP, type SpawnedP } from '../helpers/payment-code.ts';
 import { addPhone } from '../helpers/sms.ts';
 import { makeClient, makeUser, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { STRICT } from '../helpers/env.ts';
-import { type Answer, histogram, needsPostgres, record, send } from './cluster.ts';
+import { type Answer, histogram, needsPostgres, PAYMENT_ACTION, record, send } from './cluster.ts';
 import { type OwnPostgres, ownPostgresAvailable, startOwnPostgres } from './own-postgres.ts';
 
 /**
@@ -21,7 +22,8 @@ import { type OwnPostgres, ownPostgresAvailable, startOwnPostgres } from './own-
  *   load: while it is down every request that needs it — and every request that is rate
  *   limited, since the counters live there — is refused with 503 problem+json and
  *   Retry-After (fail closed: never a 500, never let through unmetered); when it is back the
- *   same gateway process serves again, and every write acknowledged before is still there;
+ *   same gateway process serves again, and every write acknowledged before is still there.
+ *   The payment-code service on the same server (its own schema) survives it too;
  * - the SMS provider failing or not answering: the challenge is 503 and the code that may
  *   still reach the phone is useless; when the provider is back, SMS works again.
  */
@@ -38,18 +40,30 @@ describe('PostgreSQL restarted mid-load: fail closed with 503, recover without a
   let setup: TestGateway;
   let g: GatewayProcess;
   let client: Awaited<ReturnType<typeof makeClient>>;
+  let p: SpawnedP;
+  let wallet: string;
+  let aliceId: string;
 
   before(async () => {
     server = await startOwnPostgres();
     setup = await createTestGateway({ database: server.database, clock: { now: () => new Date() } });
-    await setPolicies(setup.gw, [{ id: 'p', action: 'dep.write', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }]);
     await makeUser(setup.gw, 'deb');
     client = await makeClient(setup.gw, 'dep client', ['dep.write']);
+    await setPolicies(setup.gw, [{ id: 'p', action: 'dep.write', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }, ...PASSWORD_POLICIES]);
+    aliceId = (await makeUser(setup.gw, 'alice')).id;
+    const pClient = await makeClient(setup.gw, 'payment-code service', [PAYMENT_ACTION]);
     const configFile = join(server.database.dataDir, 'dep.yaml');
     writeFileSync(configFile, stringify({ rateLimits: { enabled: true, perIp: 1_000_000, loginPerIp: 1_000_000, stepupUserPerIp: 1_000_000, perClient: 1_000_000 }, database: { poolMax: 5 } }));
     g = await startGatewayProcess(server.database, { masterKey: TEST_MASTER_KEY, args: ['--config', configFile] });
+    // The payment-code service on the same PostgreSQL server (its own schema): it loses its
+    // own database and the gateway at the same moment.
+    const pDb: PDatabase = { dialect: 'postgres', dataDir: server.database.dataDir, url: server.url, schema: 'pc_chaos', async drop() {} };
+    const config = pConfig({ url: g.url, issuer: setup.config.http.publicUrl, client: pClient }, pDb, { database: { poolMax: 5 } });
+    [wallet] = (await makeApiKeys(config, [{ name: 'wallet', role: 'wallet' }])) as [string];
+    p = await spawnP(config);
   });
   after(async () => {
+    await p?.stop();
     await g?.stop();
     await setup?.close().catch(() => undefined);
     await server?.destroy();
@@ -57,17 +71,18 @@ describe('PostgreSQL restarted mid-load: fail closed with 503, recover without a
 
   it('during the outage every counted request is 503 problem+json with Retry-After; afterwards the same process serves and nothing acknowledged is lost', async () => {
     type Tagged = Answer & { startedAt: number; endedAt: number; path: string; retryAfter: string | null; contentType: string | null };
+    const isP = (a: Tagged) => a.path === '/v1/payment-codes';
     const answers: Tagged[] = [];
     const acknowledged: string[] = [];
     let running = true;
-    const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}, base = g.url) => {
       const startedAt = Date.now();
       let status = 0;
       let parsed: Record<string, unknown> = {};
       let retryAfter: string | null = null;
       let contentType: string | null = null;
       try {
-        const res = await fetch(`${g.url}${path}`, { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+        const res = await fetch(`${base}${path}`, { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
         status = res.status;
         retryAfter = res.headers.get('retry-after');
         contentType = res.headers.get('content-type');
@@ -88,7 +103,10 @@ describe('PostgreSQL restarted mid-load: fail closed with 503, recover without a
       let i = 0;
       while (running) {
         i += 1;
-        if ((i + w) % 2 === 0) {
+        if (w === 0) {
+          // The payment-code service: asks the gateway for a step-up and records it in its own database.
+          await call('POST', '/v1/payment-codes', { subject: aliceId, context: CONTEXT }, { authorization: `Bearer ${wallet}` }, p.url);
+        } else if ((i + w) % 2 === 0) {
           const r = await call('POST', '/v1/stepup', { subject: 'deb', action: 'dep.write', context: { ref: `w${w}-${i}` } }, { authorization: client.basic });
           if (r.status === 201) acknowledged.push(r.body.stepup_id as string);
         } else {
@@ -127,11 +145,17 @@ describe('PostgreSQL restarted mid-load: fail closed with 503, recover without a
       duringOutageAnswers: histogram(during),
       afterRecovery: afterwards.length,
       afterRecoveryAnswers: histogram(afterwards),
+      paymentCodeDuringOutage: histogram(during.filter(isP)),
       secondsToRecover: recoveredAt === undefined ? null : (recoveredAt - upAt) / 1000,
       acknowledgedWrites: acknowledged.length,
       all: histogram(answers),
     });
     assert.equal(g.child.exitCode, null, `the gateway process is still running: ${g.stderr().slice(-3000)}`);
+    assert.equal(p.child.exitCode, null, `the payment-code service is still running: ${p.stderr().slice(-3000)}`);
+    const pDuring = during.filter(isP);
+    const pAfter = afterwards.filter(isP);
+    assert.ok(pDuring.length > 0 && pAfter.length > 0, `payment-code requests during (${pDuring.length}) and after (${pAfter.length})`);
+    assert.ok(pAfter.every((a) => a.status === 401 && a.body.code === 'step_up_required'), `P after recovery: ${histogram(pAfter)}`);
     assert.ok(during.length > 20, `requests during the outage: ${during.length}`);
     for (const a of during) {
       assert.equal(a.status, 503, `during the outage ${a.path}: ${a.status} ${JSON.stringify(a.body)}`);
@@ -141,7 +165,8 @@ describe('PostgreSQL restarted mid-load: fail closed with 503, recover without a
     assert.ok(server5xx.every((a) => a.status === 503), `only 503s, never a 500: ${histogram(server5xx)}`);
     assert.ok(answers.every((a) => a.status !== 0), `no connection failed: ${histogram(answers.filter((a) => a.status === 0))}`);
     assert.ok(recoveredAt !== undefined, 'ready again without a restart');
-    assert.ok(afterwards.length > 20 && afterwards.every((a) => a.status === 200 || a.status === 201), `after recovery: ${histogram(afterwards)}`);
+    const gAfter = afterwards.filter((a) => !isP(a));
+    assert.ok(gAfter.length > 20 && gAfter.every((a) => a.status === 200 || a.status === 201), `after recovery: ${histogram(gAfter)}`);
     const present = new Set((await setup.gw.store.db.selectFrom('stepups').select('id').execute()).map((r) => r.id));
     assert.deepEqual(acknowledged.filter((id) => !present.has(id)), [], 'every acknowledged step-up survived the restart');
   });

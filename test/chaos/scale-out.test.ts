@@ -25,6 +25,7 @@ import { type Answer, type Cluster, histogram, needsPostgres, pooled, record, se
 
 const N = Number(process.env.STEPGATE_CHAOS_DUPLICATES ?? '1000');
 const MAX_FAILURES = 5;
+const SMS_GLOBAL_HOUR = 60;
 
 describe('scale-out: single-use under 1,000 concurrent duplicates across two gateways and two payment-code services', { skip: needsPostgres() }, () => {
   let c: Cluster;
@@ -35,7 +36,11 @@ describe('scale-out: single-use under 1,000 concurrent duplicates across two gat
 
   before(async () => {
     c = await startCluster({
-      gatewayConfig: { login: { maxFailures: MAX_FAILURES, lockSeconds: 600 } },
+      gatewayConfig: {
+        login: { maxFailures: MAX_FAILURES, lockSeconds: 600 },
+        // Only the global budget is small: the test below floods it from one user and number.
+        sms: { caps: { perNumber: { hour: 100_000, day: 100_000 }, perUser: { hour: 100_000, day: 100_000 }, perCountryCode: { hour: 100_000, day: 100_000 }, countryCodeOverrides: {}, global: { hour: SMS_GLOBAL_HOUR, day: 100_000 } } },
+      },
       async seed(setup) {
         client = await makeClient(setup.gw, 'chaos client', ['chaos.totp', 'chaos.hotp', 'chaos.sms', 'chaos.pwd']);
         await setPolicies(setup.gw, [
@@ -122,6 +127,28 @@ describe('scale-out: single-use under 1,000 concurrent duplicates across two gat
     assert.ok(accepted <= 1, histogram(answers));
     assert.equal(fewAccepted, 1, histogram(few));
     assert.ok([...answers, ...few].every((a) => a.status < 500 && a.status !== 0), histogram(answers));
+  });
+
+  it(`the global SMS budget: ${N / 4} challenges at once across both gateways send exactly what is left of the hour's ${SMS_GLOBAL_HOUR}`, async () => {
+    // Not across an hour boundary (the budget is per clock hour).
+    const left = 3_600_000 - (Date.now() % 3_600_000);
+    if (left < 120_000) await new Promise((r) => setTimeout(r, left + 1000));
+    const globalSent = async () => {
+      const start = Math.floor(Date.now() / 3_600_000) * 3_600_000;
+      const row = await c.setup.gw.store.db.selectFrom('sms_send_counters').select('count').where('key', '=', `global:hour:${start}:*`).executeTakeFirst();
+      return Number(row?.count ?? 0);
+    };
+    const stepUps = await createStepUps('sara', 'chaos.sms', N / 4);
+    const before = await globalSent();
+    const outboxBefore = Number((await c.setup.gw.store.db.selectFrom('sms_outbox').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+    const answers = await Promise.all(stepUps.map((s) => send(c.proxy.url, 'POST', `/v1/stepup/${s.stepup_id}/challenge`, { factor: 'sms_otp' }, { authorization: `Ticket ${s.ticket}` })));
+    const sent = answers.filter((a) => a.status === 200).length;
+    const outboxAfter = Number((await c.setup.gw.store.db.selectFrom('sms_outbox').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+    record({ test: 'global SMS budget', requests: answers.length, budgetLeft: SMS_GLOBAL_HOUR - before, sent, messagesInOutbox: outboxAfter - outboxBefore, answers: histogram(answers) });
+    assert.equal(sent, SMS_GLOBAL_HOUR - before, histogram(answers));
+    assert.equal(outboxAfter - outboxBefore, sent, 'exactly the accepted ones were sent');
+    assert.equal(await globalSent(), SMS_GLOBAL_HOUR);
+    assert.ok(answers.filter((a) => a.status !== 200).every((a) => a.status === 429 && a.body.code === 'sms_limit_exceeded'), histogram(answers));
   });
 
   it(`the step-up token: ${N} concurrent retrievals of a completed step-up hand it out once`, async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Response } from 'supertest';
+import { hashToken } from '../../src/crypto/ids.ts';
 import type { TestGateway } from './gateway.ts';
 
 /** The value of a Set-Cookie header's cookie `name`, if set (non-empty). */
@@ -32,4 +33,19 @@ export function hiddenField(html: string, name: string): string {
   const m = new RegExp(`name="${name}" value="([^"]*)"`).exec(html);
   assert.ok(m, `hidden field ${name} in page`);
   return m[1]!;
+}
+
+/**
+ * Marks a session as having proven a second factor, as "confirm it's you" does
+ * (flows/session-confirm.ts), without going through it: a fixture for tests about something
+ * else that change factors of a user who already has one. The confirmation itself is tested
+ * end to end in test/integration/session-confirm.test.ts.
+ */
+export async function confirmForTest(tg: TestGateway, s: SignedIn): Promise<SignedIn> {
+  const sid = decodeURIComponent(s.cookie.slice(s.cookie.indexOf('=') + 1).split(';')[0] as string);
+  const row = await tg.gw.store.db.selectFrom('sessions').select(['amr']).where('id_hash', '=', hashToken(sid)).executeTakeFirst();
+  assert.ok(row !== undefined, 'the session exists');
+  const amr = [...new Set([...(JSON.parse(row.amr) as string[]), 'otp', 'mfa'])];
+  await tg.gw.store.db.updateTable('sessions').set({ amr: JSON.stringify(amr) }).where('id_hash', '=', hashToken(sid)).execute();
+  return s;
 }

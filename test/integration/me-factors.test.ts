@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { activatePendingFactor, insertPendingFactor, listUserFactors } from '../../src/flows/factors.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { makeUser, PASSWORD } from '../helpers/stepup-fixtures.ts';
-import { cookieFrom, hiddenField, signIn } from '../helpers/session.ts';
+import { cookieFrom, hiddenField, signIn, confirmForTest } from '../helpers/session.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 for (const dialect of testDialects()) {
@@ -73,7 +73,7 @@ for (const dialect of testDialects()) {
       const stale = await tg.http().delete(`/v1/me/factors/${id}`).set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf);
       assert.equal(stale.status, 401);
       assert.equal(stale.body.code, 'fresh_login_required');
-      const s2 = await signIn(tg, 'dora', PASSWORD);
+      const s2 = await confirmForTest(tg, await signIn(tg, 'dora', PASSWORD));
       const del = await tg.http().delete(`/v1/me/factors/${id}`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf);
       assert.equal(del.status, 204);
       assert.equal((await tg.http().delete(`/v1/me/factors/${id}`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf)).status, 404);
@@ -142,7 +142,13 @@ for (const dialect of testDialects()) {
       });
       assert.equal(reauth.status, 303);
       assert.equal(reauth.headers.location, '/security');
-      const fresh = await agent.get('/security');
+      // Fresh, but with the password only: the phone she had before signing in must confirm first.
+      const fresh = await agent.get('/security').set('Accept-Language', 'en');
+      assert.match(fresh.text, /href="\/security\/confirm"/);
+      const unconfirmed = await agent.post(`/security/factors/${smsId}/remove`).type('form').send({ _csrf: hiddenField(fresh.text, '_csrf') });
+      assert.equal(unconfirmed.status, 303);
+      assert.equal(unconfirmed.headers.location, '/security/confirm');
+      await confirmForTest(tg, { cookie: `stepgate_session=${cookieFrom(reauth)}`, csrf: '', userId: u.id });
       const removed = await agent.post(`/security/factors/${smsId}/remove`).type('form').send({ _csrf: hiddenField(fresh.text, '_csrf') });
       assert.equal(removed.status, 303);
       assert.equal(removed.headers.location, '/security?notice=removed');

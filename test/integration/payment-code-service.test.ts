@@ -327,7 +327,7 @@ for (const dialect of testDialects()) {
       assert.equal(verified.claims.cur, 'CNY');
       assert.match(String(verified.claims.sub), /^sh_/);
       assert.notEqual(verified.claims.sub, g.alice.id, 'the terminal sees a handle, not the user id');
-      const tampered = `${payload.slice(0, -3)}${payload.endsWith('A') ? 'B' : 'A'}${payload.slice(-2)}`;
+      const tampered = `${payload.slice(0, -3)}${payload.at(-3) === 'A' ? 'B' : 'A'}${payload.slice(-2)}`;
       await assert.rejects(execFileAsync('/usr/bin/python3', [script, file, tampered, config.http.publicUrl]));
     });
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
-import { hiddenField, signIn } from '../helpers/session.ts';
+import { hiddenField, signIn, confirmForTest } from '../helpers/session.ts';
 import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
 
@@ -59,7 +59,7 @@ for (const dialect of testDialects()) {
       assert.equal(stale.body.code, 'fresh_login_required');
       assert.equal(await useCode('alice', again.body.codes[2]), 200, 'the refused request changed nothing');
       // Removal through the generic API ends recovery codes for the user.
-      const s2 = await signIn(tg, 'alice', PASSWORD);
+      const s2 = await confirmForTest(tg, await signIn(tg, 'alice', PASSWORD));
       await tg.http().delete(`/v1/me/factors/${again.body.factor_id}`).set('Cookie', s2.cookie).set('X-CSRF-Token', s2.csrf).expect(204);
       assert.equal(await useCode('alice', again.body.codes[3]), 409, 'enrollment_required');
     });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
-import { cookieFrom, signIn, type SignedIn } from '../helpers/session.ts';
+import { confirmForTest, cookieFrom, signIn, type SignedIn } from '../helpers/session.ts';
 import { SoftCredential } from '../helpers/soft-authenticator.ts';
 import { makeUser, PASSWORD } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -19,7 +19,7 @@ for (const dialect of testDialects()) {
       tg = await createTestGateway({ dialect, config: { ...WEBAUTHN_TEST_CONFIG, session: { freshSeconds: 300 } } });
       erinId = (await makeUser(tg.gw, 'erin')).id;
       await makeUser(tg.gw, 'frank');
-      erin = await signIn(tg, 'erin', PASSWORD);
+      erin = await confirmForTest(tg, await signIn(tg, 'erin', PASSWORD));
     });
     after(async () => {
       await tg.close();
@@ -111,7 +111,7 @@ for (const dialect of testDialects()) {
       tg.clock.advance(151);
       const late = await finish(erin, { factor_id: begun.body.factor_id, credential: response });
       assert.equal(late.status, 404);
-      erin = await signIn(tg, 'erin', PASSWORD);
+      erin = await confirmForTest(tg, await signIn(tg, 'erin', PASSWORD));
     });
 
     it('needs a session, its CSRF token and a fresh sign-in; bad bodies are 400 with a pointer', async () => {
@@ -130,7 +130,7 @@ for (const dialect of testDialects()) {
       const stale = await begin(erin);
       assert.equal(stale.status, 401);
       assert.equal(stale.body.code, 'fresh_login_required');
-      erin = await signIn(tg, 'erin', PASSWORD);
+      erin = await confirmForTest(tg, await signIn(tg, 'erin', PASSWORD));
     });
 
     it('rename and remove (the credential id is released with the factor)', async () => {
