@@ -39,6 +39,11 @@ export class Semaphore {
     return this.#waiting.length;
   }
 
+  /** Every slot taken right now (a hint: `tryAcquire` decides). */
+  get full(): boolean {
+    return this.#active >= this.#max;
+  }
+
   /** A slot now, or undefined when all are taken (nobody waits). Call the release once. */
   tryAcquire(): (() => void) | undefined {
     if (this.#active >= this.#max) return undefined;
@@ -94,6 +99,11 @@ const admitted = new AsyncLocalStorage<Semaphore>();
 /** How long a refused sign-in is told to wait: one argon2 verification is tens of milliseconds. */
 const OVERLOADED_RETRY_SECONDS = 1;
 
+/** The refusal of a sign-in beyond the argon2 capacity (503, Retry-After). */
+export function overloadedError(): AppError {
+  return new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many sign-ins are being checked right now; try again in a moment.' });
+}
+
 /**
  * argon2id password hashing with PHC strings. Inputs must already be normalised
  * (`normalisePassword`): the hasher hashes exactly the string it is given, never truncated.
@@ -120,14 +130,17 @@ export class PasswordHasher {
   async admit<T>(work: () => Promise<T>): Promise<T> {
     if (admitted.getStore() === this.#slots) return work();
     const release = this.#slots.tryAcquire();
-    if (release === undefined) {
-      throw new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many sign-ins are being checked right now; try again in a moment.' });
-    }
+    if (release === undefined) throw overloadedError();
     try {
       return await admitted.run(this.#slots, work);
     } finally {
       release();
     }
+  }
+
+  /** Every argon2 slot is busy now: an `admit` would refuse (a hint for refusing early). */
+  get saturated(): boolean {
+    return this.#slots.full;
   }
 
   /** Runs one argon2 computation in the slot `admit` holds, or waits for one. */
