@@ -17,7 +17,7 @@ import { seedPolicySet } from './flows/policies.ts';
 import { createTotpFactor } from './factors/totp/index.ts';
 import { createRecoveryCodeFactor } from './factors/recovery-code/index.ts';
 import { smsOtpFactorFor } from './flows/sms-otp.ts';
-import { createHardwareOtpFactor } from './factors/hardware-otp/index.ts';
+import { createHardwareOtpFactor, tokenChallengeKey } from './factors/hardware-otp/index.ts';
 
 /**
  * Everything the gateway's flows and routers depend on, built once at start-up.
@@ -125,6 +125,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
       window: { lookAhead: config.hardwareTokens.lookAhead, steps: config.hardwareTokens.timeWindowSteps },
       maxFailures: config.hardwareTokens.maxFailures,
       lockSeconds: config.hardwareTokens.lockSeconds,
+      challengeKey: tokenChallengeKey(sealer),
     }),
   );
   await passwordServices(gw).hasher.prepareDummy();

@@ -28,12 +28,12 @@ export interface FactorView {
 }
 
 /** Public parameter keys a listing may show; anything else in `params` stays internal. */
-const SHOWN_PARAMS = ['algorithm', 'digits', 'period', 'phoneMasked', 'country', 'serial', 'tokenType', 'aaguid', 'backupEligible', 'backedUp', 'transports', 'remaining', 'authenticatorName', 'flaggedAt'];
+const SHOWN_PARAMS = ['algorithm', 'digits', 'period', 'phoneMasked', 'country', 'serial', 'tokenType', 'challengeLength', 'aaguid', 'backupEligible', 'backedUp', 'transports', 'remaining', 'authenticatorName', 'flaggedAt'];
 
 export function toFactorView(row: FactorsTable, nowMs: number): FactorView {
   const params = JSON.parse(row.params) as Record<string, unknown>;
   const details: Record<string, unknown> = {};
-  for (const k of SHOWN_PARAMS) if (params[k] !== undefined) details[k] = params[k];
+  for (const k of SHOWN_PARAMS) if (params[k] !== undefined && !(k === 'challengeLength' && params[k] === null)) details[k] = params[k];
   return {
     id: row.id,
     type: row.type,

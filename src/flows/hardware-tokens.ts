@@ -1,9 +1,9 @@
 import { createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { AppError } from '../errors/app-error.ts';
-import { factorSeedAad, type HardwareOtpParams, parseHardwareOtpParams, unsealFactorSeed, withinValidity } from '../factors/hardware-otp/index.ts';
+import { factorSeedAad, type HardwareOtpParams, parseHardwareOtpParams, tokenChallengeKey, unsealFactorSeed, withBindingChallenge, withinValidity } from '../factors/hardware-otp/index.ts';
 import type { Gateway } from '../gateway.ts';
-import { matchConsecutiveCodes, matchTokenCode, type TokenCodeParams, type TokenMatch, type TokenWindow } from '../otp/token-codes.ts';
+import { bindingChallenge, matchConsecutiveCodes, matchTokenCode, stepUpChallenge, type TokenCodeParams, type TokenMatch, type TokenWindow } from '../otp/token-codes.ts';
 import { normaliseSerial } from '../pskc/token-spec.ts';
 import type { Executor, Tx } from '../store/database.ts';
 import type { FactorsTable, HardwareTokensTable, HardwareTokenState } from '../store/schema.ts';
@@ -76,15 +76,29 @@ function isLocked(gw: Gateway, failures: number | null | undefined, lockedUntil:
   return lockSeconds === 0 || (lockedUntil !== null && lockedUntil !== undefined && Number(lockedUntil) > nowMs);
 }
 
-function codeParams(row: Pick<HardwareTokensTable, 'kind' | 'algorithm' | 'digits' | 'period_seconds'>): TokenCodeParams {
-  return { kind: row.kind, algorithm: row.algorithm as TokenCodeParams['algorithm'], digits: Number(row.digits), periodSeconds: Number(row.period_seconds) };
+/**
+ * How to check a code of an inventory token here (binding, assignment, resync): a
+ * challenge-response token is asked for the binding challenge, there being no step-up.
+ */
+function codeParams(row: Pick<HardwareTokensTable, 'kind' | 'algorithm' | 'digits' | 'period_seconds' | 'challenge_length'>): TokenCodeParams {
+  return {
+    kind: row.kind,
+    algorithm: row.algorithm as TokenCodeParams['algorithm'],
+    digits: Number(row.digits),
+    periodSeconds: Number(row.period_seconds),
+    ...(row.challenge_length === null ? {} : { challenge: bindingChallenge(Number(row.challenge_length)) }),
+  };
 }
 
 function factorParams(row: HardwareTokensTable, driftSteps: number): HardwareOtpParams {
   return {
     tokenId: row.id,
     serial: row.serial,
-    ...codeParams(row),
+    kind: row.kind,
+    algorithm: row.algorithm as TokenCodeParams['algorithm'],
+    digits: Number(row.digits),
+    periodSeconds: Number(row.period_seconds),
+    challengeLength: row.challenge_length === null ? null : Number(row.challenge_length),
     driftSteps,
     validFrom: row.valid_from === null ? null : Number(row.valid_from),
     validUntil: row.valid_until === null ? null : Number(row.valid_until),
@@ -475,7 +489,7 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
   if (f === undefined || params === undefined) throw stateConflict(row, 'its factor is missing');
   const key = unsealFactorSeed(gw.sealer, { id: f.id, secretSealed: f.secret_sealed });
   if (key === undefined) throw stateConflict(row, 'its factor has no seed');
-  const match = matchConsecutiveCodes(key, params, { counter: Number(f.counter), driftSteps: params.driftSteps }, input.code, input.nextCode, now, w);
+  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, input.code, input.nextCode, now, w);
   if (match === undefined) return failed();
   const wasLocked = isLocked(gw, f.failures, f.locked_until, nowMs);
   const moved = await gw.store.db.transaction().execute(async (tx) => {
@@ -646,3 +660,25 @@ onFactorRemoved(async (gw, tx, factor) => {
   // The actor is on the factor.removed event appended right after this in the same transaction.
   await gw.audit.append(tx, { type: 'hardware_token.unassigned', subject: factor.user_id, data: { tokenId: row.id, serial: row.serial, from: 'assigned', by: 'factor_removal', reason: 'factor removed' } });
 });
+
+export interface TokenChallenge {
+  factorId: string;
+  serial: string;
+  challenge: string;
+}
+
+/**
+ * The challenges this step-up asks of the user's challenge-response tokens (GM/T 0021 Q):
+ * what the page and the API show next to the code field. Empty for a user without one.
+ */
+export async function stepUpTokenChallenges(gw: Gateway, stepUp: { id: string; userId: string }): Promise<TokenChallenge[]> {
+  const rows = await gw.store.db.selectFrom('factors').select(['id', 'params']).where('user_id', '=', stepUp.userId).where('type', '=', 'hardware_otp').where('status', '=', 'active').orderBy('created_at').execute();
+  const key = tokenChallengeKey(gw.sealer);
+  const out: TokenChallenge[] = [];
+  for (const r of rows) {
+    const p = parseHardwareOtpParams(JSON.parse(r.params) as Record<string, unknown>);
+    if (p === undefined || p.challengeLength === null) continue;
+    out.push({ factorId: r.id, serial: p.serial, challenge: stepUpChallenge(key, stepUp.id, p.challengeLength) });
+  }
+  return out;
+}

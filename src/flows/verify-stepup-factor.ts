@@ -71,8 +71,11 @@ export function remainingSets(stepUp: StepUp): string[][] {
   return stepUp.anyOf.map((set) => set.filter((t) => !have.has(t)));
 }
 
-/** Charges one transaction attempt; false when the limit is reached (or the transaction moved on). */
-async function chargeAttempt(ex: Executor, stepUp: StepUp, nowMs: number): Promise<boolean> {
+/**
+ * Charges one transaction attempt: undefined when the limit is reached (or the transaction
+ * moved on); `last` when this was the final attempt the transaction allows.
+ */
+async function chargeAttempt(ex: Executor, stepUp: StepUp, nowMs: number): Promise<{ last: boolean } | undefined> {
   const charged = await ex
     .updateTable('stepups')
     .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
@@ -80,9 +83,26 @@ async function chargeAttempt(ex: Executor, stepUp: StepUp, nowMs: number): Promi
     .where('status', '=', 'pending')
     .where('expires_at', '>', nowMs)
     .whereRef('attempts', '<', 'max_attempts')
-    .returning('attempts')
+    .returning(['attempts', 'max_attempts'])
     .executeTakeFirst();
-  return charged !== undefined;
+  return charged === undefined ? undefined : { last: Number(charged.attempts) >= Number(charged.max_attempts) };
+}
+
+/**
+ * Ends a step-up whose final attempt failed (guarded: only a pending one). Only the request
+ * that spent the last attempt does this, after its own comparison — a request refused for
+ * want of attempts never does, or it could deny a step-up whose last attempt, the right
+ * code, is still being checked (many concurrent submissions of one code).
+ */
+async function denySpent(gw: Gateway, stepUp: StepUp, who: Who): Promise<void> {
+  const denied = await gw.store.db.transaction().execute(async (tx) => {
+    const moved = await tx.updateTable('stepups').set({ status: 'denied' }).where('id', '=', stepUp.id).where('status', '=', 'pending').returning('id').executeTakeFirst();
+    if (moved !== undefined) {
+      await gw.audit.append(tx, { type: 'stepup.denied', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'attempts_exhausted' } });
+    }
+    return moved !== undefined;
+  });
+  if (denied) gw.metrics.stepups.inc({ event: 'denied' });
 }
 
 /** Charges one factor failure in advance; false when the factor is locked. */
@@ -241,9 +261,11 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
   // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
   // together, before the comparison: one durable commit instead of three. A charge that is
   // refused commits the ones before it with the audit event that says why.
-  type Charged = { kind: 'ok'; challenge: FactorChallengesTable | undefined } | { kind: 'exhausted' } | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked' };
+  type Charged = { kind: 'ok'; challenge: FactorChallengesTable | undefined; last: boolean } | { kind: 'exhausted' } | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked'; last: boolean };
   const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
-    if (!(await chargeAttempt(tx, stepUp, nowMs))) return { kind: 'exhausted' };
+    const attempt = await chargeAttempt(tx, stepUp, nowMs);
+    if (attempt === undefined) return { kind: 'exhausted' };
+    const last = attempt.last;
     const failed = (reason: string) => gw.audit.append(tx, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason } });
     let challenge: FactorChallengesTable | undefined;
     if (challengeRow !== undefined) {
@@ -251,29 +273,25 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
       if (challenge === undefined) {
         const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
         await failed('challenge_unusable');
-        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required' };
+        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required', last };
       }
     }
     if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
       await failed('locked');
-      return { kind: 'locked' };
+      return { kind: 'locked', last };
     }
-    return { kind: 'ok', challenge };
+    return { kind: 'ok', challenge, last };
   });
   if (charged.kind === 'exhausted') {
+    // Every attempt is spent (the request that spent the last one denies the step-up if it
+    // fails), or the step-up moved on for another reason, which its status then says.
     const fresh = await loadStepUp(gw, stepUp.id);
-    if (fresh !== undefined) assertPending(fresh, now);
-    await gw.store.db.transaction().execute(async (tx) => {
-      const denied = await tx.updateTable('stepups').set({ status: 'denied' }).where('id', '=', stepUp.id).where('status', '=', 'pending').returning('id').executeTakeFirst();
-      if (denied !== undefined) {
-        await gw.audit.append(tx, { type: 'stepup.denied', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'attempts_exhausted' } });
-      }
-    });
-    gw.metrics.stepups.inc({ event: 'denied' });
+    if (fresh !== undefined && fresh.attempts < fresh.maxAttempts) assertPending(fresh, now);
     throw new AppError('attempts_exhausted');
   }
   if (charged.kind !== 'ok') {
     gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
     if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
     if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
     throw new AppError('factor_locked');
@@ -286,6 +304,7 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason, ...(outcome.detail === undefined ? {} : { detail: outcome.detail }) } });
     gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
     // One answer for every failure: never a hint about which secret was wrong or why.
     throw new AppError('factor_invalid');
   }
@@ -362,10 +381,16 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     gw.metrics.stepups.inc({ event: 'factor_failed' });
     // The guarded state change lost (the same one-time code used concurrently): a replay.
     await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'replayed' } });
+    if (charged.last) await denySpent(gw, stepUp, who);
     throw new AppError('factor_invalid');
   }
   const completed = result.status === 'completed';
   if (completed) gw.metrics.stepups.inc({ event: 'completed' });
+  if (result.status === 'pending' && charged.last) {
+    // One factor of several proven with the final attempt: the rest can never be proven.
+    await denySpent(gw, stepUp, who);
+    throw new AppError('attempts_exhausted');
+  }
   if (result.status === 'denied') {
     gw.metrics.stepups.inc({ event: 'denied' });
     throw new AppError('access_denied', { detail: 'No policy allows this action any more.' });

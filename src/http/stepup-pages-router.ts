@@ -4,6 +4,7 @@ import type { Gateway } from '../gateway.ts';
 import { isAppError } from '../errors/app-error.ts';
 import { constantTimeEqual } from '../crypto/constant-time.ts';
 import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
+import { stepUpTokenChallenges } from '../flows/hardware-tokens.ts';
 import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
 import { denyStepUpByUser } from '../flows/stepup-token.ts';
 import { effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
@@ -95,6 +96,7 @@ export function stepUpPagesRouter(gw: Gateway): Router {
       error: extra.error,
       errorText: extra.errorText,
       sms: needed.includes('sms_otp') && state === 'pending' ? await smsStepUpView(gw, stepUp) : undefined,
+      tokenChallenges: needed.includes('hardware_otp') && state === 'pending' ? await stepUpTokenChallenges(gw, stepUp) : [],
     });
   }
 

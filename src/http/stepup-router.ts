@@ -1,3 +1,4 @@
+import { stepUpTokenChallenges } from '../flows/hardware-tokens.ts';
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Gateway } from '../gateway.ts';
@@ -52,6 +53,9 @@ const statusSchema = z.object({
   proven: z.array(z.string()),
   attempts_left: z.number().int(),
   expires_at: z.string(),
+  token_challenges: z
+    .array(z.object({ factor_id: z.string(), serial: z.string(), challenge: z.string() }))
+    .describe('Challenge-response hardware tokens (GM/T 0021): type `challenge` on the token with this serial, then send the code it shows as hardware_otp (with factorId). Good for this step-up only.'),
 });
 
 const verifyBody = z.discriminatedUnion('factor', [
@@ -123,6 +127,9 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
       proven: s.proven.map((p) => p.type),
       attempts_left: Math.max(0, s.maxAttempts - s.attempts),
       expires_at: s.expiresAt.toISOString(),
+      token_challenges: s.anyOf.some((set) => set.includes('hardware_otp'))
+        ? (await stepUpTokenChallenges(gw, s)).map((c) => ({ factor_id: c.factorId, serial: c.serial, challenge: c.challenge }))
+        : [],
     });
   });
 

@@ -4,6 +4,8 @@ export { sm3Otp, sm3Generator, sm3Id, sm3TimeFactor, type Sm3Factors } from './s
 export {
   matchConsecutiveCodes,
   matchTokenCode,
+  bindingChallenge,
+  stepUpChallenge,
   tokenCodeGenerator,
   tokenStep,
   wasRecentlyUsed,

@@ -1,4 +1,4 @@
-import { type KeyObject, timingSafeEqual } from 'node:crypto';
+import { createHmac, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { findOtp, hotp, type OtpAlgorithm, timeStep } from './hotp.ts';
 import { sm3Generator } from './sm3.ts';
 
@@ -19,6 +19,11 @@ export interface TokenCodeParams {
   digits: number;
   /** Time step of time tokens (ignored for event tokens). */
   periodSeconds: number;
+  /**
+   * GM/T 0021 challenge-response tokens: the challenge Q typed on the token's keypad, which
+   * joins T (time tokens) or C (event tokens) in the ID. SM3 only.
+   */
+  challenge?: string | undefined;
 }
 
 export interface TokenState {
@@ -42,9 +47,16 @@ export interface TokenMatch {
   next: TokenState;
 }
 
-/** Code for each position of one token. SM3 time tokens use T only, SM3 event tokens C only. */
+/**
+ * Code for each position of one token. SM3 time tokens use T, SM3 event tokens C, and a
+ * challenge-response token adds the challenge Q to either.
+ */
 export function tokenCodeGenerator(key: KeyObject, p: TokenCodeParams): (position: number) => string {
-  if (p.algorithm === 'SM3') return sm3Generator(key, p.digits, p.kind === 'hotp' ? (n) => ({ counter: n }) : (n) => ({ time: n }));
+  if (p.algorithm === 'SM3') {
+    const q = p.challenge === undefined ? {} : { challenge: p.challenge };
+    return sm3Generator(key, p.digits, p.kind === 'hotp' ? (n) => ({ counter: n, ...q }) : (n) => ({ time: n, ...q }));
+  }
+  if (p.challenge !== undefined) throw new TypeError('only GM/T 0021 SM3 tokens take a challenge');
   const algorithm = p.algorithm;
   return (n) => hotp(key, n, p.digits, algorithm);
 }
@@ -130,4 +142,25 @@ export function matchConsecutiveCodes(key: KeyObject, p: TokenCodeParams, state:
     previous = timingSafeEqual(code, a);
   }
   return found === undefined ? undefined : { position: found, next: nextState(p, found, now, state) };
+}
+
+/**
+ * The challenge a challenge-response token is asked for a step-up: `length` decimal digits
+ * derived from the step-up id with a gateway key (HMAC-SHA-256), so the page and the API show
+ * the same one, nothing needs storing, and a response is good for that step-up only.
+ */
+export function stepUpChallenge(key: KeyObject, stepupId: string, length: number): string {
+  const mac = createHmac('sha256', key).update(`stepup:${stepupId}`).digest();
+  let digits = '';
+  for (let i = 0; digits.length < length; i += 4) digits += String(mac.readUInt32BE(i % 28) % 10_000).padStart(4, '0');
+  return digits.slice(0, length);
+}
+
+/**
+ * The challenge for binding and resynchronising a challenge-response token, where there is
+ * no step-up: zeros, as many as the token's challenge length. Possession is proven all the
+ * same (the response depends on the key and the clock or counter); the codes stay single-use.
+ */
+export function bindingChallenge(length: number): string {
+  return '0'.repeat(length);
 }

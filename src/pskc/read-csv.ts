@@ -107,6 +107,7 @@ export function readCsv(data: string, options: ReadCsvOptions): { tokens: TokenS
       counter: type === 'hotp' ? Number(fifth) : 0,
       periodSeconds: type === 'totp' ? Number(fifth) : 0,
       driftSteps: 0,
+      challengeLength: null,
       validFrom: null,
       validUntil: null,
       manufacturer: '',

@@ -299,7 +299,19 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
       if (attr(response, 'CheckDigits') === 'true') throw new TokenRefused('unsupported_algorithm', 'responses with a Luhn check digit are not supported');
       const lengthText = attr(response, 'Length');
       const digits = lengthText === undefined ? 6 : /^\d{1,2}$/.test(lengthText) ? Number(lengthText) : Number.NaN;
-      if (child(params, 'ChallengeFormat') !== undefined) throw new TokenRefused('unsupported_algorithm', 'challenge-response tokens are not supported yet');
+      // GM/T 0021 challenge-response: the keypad takes a decimal challenge; we ask for Max
+      // digits (what the token is built for; checkTokenParameters bounds it, SM3 only).
+      const challengeFormat = child(params, 'ChallengeFormat');
+      let challengeLength: number | null = null;
+      if (challengeFormat !== undefined) {
+        const challengeEncoding = (attr(challengeFormat, 'Encoding') ?? '').toUpperCase();
+        if (challengeEncoding !== 'DECIMAL') throw new TokenRefused('unsupported_algorithm', `challenge encoding ${challengeEncoding || '(none)'} is not DECIMAL`);
+        if (attr(challengeFormat, 'CheckDigits') === 'true') throw new TokenRefused('unsupported_algorithm', 'challenges with a check digit are not supported');
+        const maxText = attr(challengeFormat, 'Max') ?? '';
+        const minText = attr(challengeFormat, 'Min') ?? maxText;
+        challengeLength = /^\d{1,2}$/.test(maxText) ? Number(maxText) : Number.NaN;
+        if (!/^\d{1,2}$/.test(minText) || Number(minText) > challengeLength) throw new TokenRefused('invalid_parameter', 'ChallengeFormat Min/Max are not a range of lengths');
+      }
 
       const policy = child(key, 'Policy');
       const usages = children(policy, 'KeyUsage').map((u) => (text(u) ?? '').trim());
@@ -326,6 +338,7 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
         counter: kind === 'hotp' ? counter : 0,
         periodSeconds,
         driftSteps: kind === 'totp' ? drift : 0,
+        challengeLength,
         validFrom,
         validUntil,
         manufacturer: (textAt(device, 'Manufacturer') ?? '').trim().slice(0, 128),

@@ -26,6 +26,8 @@ export interface TokenSpec {
   periodSeconds: number;
   /** TOTP: the token clock's known offset in time steps (negative: the token is slow). */
   driftSteps: number;
+  /** GM/T 0021 challenge-response tokens: the length of the challenge typed on the keypad; null otherwise. */
+  challengeLength: number | null;
   /** Key validity (PSKC StartDate / ExpiryDate); null when the file sets none. */
   validFrom: Date | null;
   validUntil: Date | null;
@@ -65,6 +67,9 @@ export const MAX_PERIOD_SECONDS = 300;
 export const MAX_DRIFT_STEPS = 10_000;
 /** SM3 event tokens carry C in 4 bytes. */
 export const MAX_SM3_COUNTER = 0xffff_ffff;
+/** GM/T 0021 asks for a challenge of at least 4 characters; keypads take up to 10 digits. */
+export const MIN_CHALLENGE_LENGTH = 4;
+export const MAX_CHALLENGE_LENGTH = 10;
 
 /**
  * Serials are typed by people from the back of a token: trimmed, inner spaces removed,
@@ -90,6 +95,12 @@ export function checkTokenParameters(spec: Omit<TokenSpec, 'seed' | 'serial' | '
       return { code: 'invalid_parameter', reason: `time step must be 1..${MAX_PERIOD_SECONDS} seconds` };
     }
     if (!Number.isInteger(spec.driftSteps) || Math.abs(spec.driftSteps) > MAX_DRIFT_STEPS) return { code: 'invalid_parameter', reason: `time drift must be an integer within ±${MAX_DRIFT_STEPS} steps` };
+  }
+  if (spec.challengeLength !== null) {
+    if (spec.algorithm !== 'SM3') return { code: 'unsupported_algorithm', reason: 'challenge-response is supported for GM/T 0021 SM3 tokens only (OCRA is not)' };
+    if (!Number.isInteger(spec.challengeLength) || spec.challengeLength < MIN_CHALLENGE_LENGTH || spec.challengeLength > MAX_CHALLENGE_LENGTH) {
+      return { code: 'invalid_parameter', reason: `challenge length must be ${MIN_CHALLENGE_LENGTH}..${MAX_CHALLENGE_LENGTH} digits` };
+    }
   }
   if (spec.validFrom !== null && spec.validUntil !== null && spec.validUntil <= spec.validFrom) {
     return { code: 'invalid_parameter', reason: 'the key expires before it becomes valid' };

@@ -317,6 +317,8 @@ export interface HardwareTokensTable {
   digits: number;
   /** Time step of time tokens; 0 for event tokens. */
   period_seconds: number;
+  /** Challenge-response (GM/T 0021 Q) tokens: the challenge length; null for the others. */
+  challenge_length: number | null;
   /**
    * The seed, sealed with the master key (aad `hardware_tokens.seed_sealed:<id>`). Null once
    * the token is lost or revoked: a final state needs no seed, and a wiped seed cannot leak.

@@ -39,6 +39,10 @@ export interface PskcToken {
   expiry_date?: string;
   key_usage?: string[];
   pin_usage?: string;
+  /** Challenge-response keys (PSKC ChallengeFormat). */
+  challenge_encoding?: string;
+  challenge_min_length?: number;
+  challenge_max_length?: number;
 }
 
 export interface PskcJob {

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
 import { argon2SlotsFor } from '../../src/factors/password/index.ts';
+import { STEPUP_RESERVED_SLOTS } from '../../src/factors/password/hasher.ts';
 import { loginThrottleKey, normaliseUsername } from '../../src/flows/users.ts';
 import { createTestGateway, TEST_MASTER_KEY, type TestGateway } from '../helpers/gateway.ts';
 import { startGatewayProcess } from '../helpers/processes.ts';
@@ -24,15 +25,16 @@ const CONTEXT = { amount: '10.00', currency: 'CNY', payee: 'shop-1', deviceId: '
 // A size no other gateway in this process uses, so the test holds exactly this semaphore.
 const CAP = 3;
 
-async function holdAll(size: number): Promise<() => void> {
+/** Takes every slot of the semaphore of this size (and `beyond` it: the step-up lane's too). */
+async function holdAll(size: number, beyond = 0): Promise<() => void> {
   const slots = argon2SlotsFor(size);
   const releases: (() => void)[] = [];
   for (;;) {
-    const r = slots.tryAcquire();
+    const r = slots.tryAcquire(beyond);
     if (r === undefined) break;
     releases.push(r);
   }
-  assert.equal(releases.length, size, 'the test holds every slot');
+  assert.equal(releases.length, size + beyond, 'the test holds every slot');
   return () => {
     for (const r of releases) r();
   };
@@ -110,12 +112,27 @@ for (const dialect of testDialects()) {
       }
     });
 
-    it('refuses a step-up password verification when busy without charging the step-up or the factor', async () => {
+    it('a step-up password check takes its reserved slot while sign-ins hold every regular one (not starved)', async () => {
+      const created = await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'olga', action: ACTION, context: CONTEXT });
+      assert.equal(created.status, 201, created.text);
+      const { stepup_id: id, ticket } = created.body as { stepup_id: string; ticket: string };
+      const release = await holdAll(CAP);
+      try {
+        assertOverloaded(await login('olga', PASSWORD));
+        const done = await tg.http().post(`/v1/stepup/${id}/verify`).set('Authorization', `Ticket ${ticket}`).send({ factor: 'password', password: PASSWORD });
+        assert.equal(done.status, 200, done.text);
+        assert.equal(done.body.completed, true);
+      } finally {
+        release();
+      }
+    });
+
+    it('beyond the reserved slot a step-up password verification is refused without charging the step-up or the factor', async () => {
       const created = await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'olga', action: ACTION, context: CONTEXT });
       assert.equal(created.status, 201, created.text);
       const { stepup_id: id, ticket } = created.body as { stepup_id: string; ticket: string };
       const verify = () => tg.http().post(`/v1/stepup/${id}/verify`).set('Authorization', `Ticket ${ticket}`).send({ factor: 'password', password: PASSWORD });
-      const release = await holdAll(CAP);
+      const release = await holdAll(CAP, STEPUP_RESERVED_SLOTS);
       try {
         const before = await auditCount();
         assertOverloaded(await verify());

@@ -58,6 +58,43 @@ for (const dialect of testDialects()) {
       return res.body as { stepup_id: string; ticket: string; options: string[][]; acr: string; user_url: string };
     }
 
+    it('far more concurrent submissions of the right code than attempts: exactly one success, never a step-up denied under it', async (t) => {
+      if (needTool(t, 'oathtool', 'oathtool')) return;
+      const user = await makeUser(tg.gw, 'flood');
+      const { secret } = await insertActiveTotp(tg.gw, user.id);
+      for (let round = 0; round < 3; round += 1) {
+        const s = await stepUp('flood');
+        tg.clock.advance(30);
+        const code = oathtoolTotp(secret, DEFAULT_TOTP, unix(tg));
+        const answers = await Promise.all(Array.from({ length: 40 }, () => verify(tg, s.stepup_id, s.ticket, { factor: 'totp', code })));
+        const ok = answers.filter((a) => a.status === 200);
+        assert.equal(ok.length, 1, answers.map((a) => a.body.code ?? a.status).join(','));
+        for (const a of answers) assert.ok(a.status === 200 || (a.status >= 400 && a.status < 500), a.text);
+        const row = await tg.gw.store.db.selectFrom('stepups').select(['status', 'attempts']).where('id', '=', s.stepup_id).executeTakeFirstOrThrow();
+        assert.equal(row.status, 'completed');
+        assert.ok(Number(row.attempts) <= tg.gw.config.stepup.maxAttempts);
+      }
+    });
+
+    it('the request that spends the last attempt on a wrong code ends the step-up at once; later ones are refused', async (t) => {
+      if (needTool(t, 'oathtool', 'oathtool')) return;
+      const user = await makeUser(tg.gw, 'guesser');
+      const { secret } = await insertActiveTotp(tg.gw, user.id);
+      const s = await stepUp('guesser');
+      const max = tg.gw.config.stepup.maxAttempts;
+      const right = oathtoolTotp(secret, DEFAULT_TOTP, unix(tg));
+      const wrong = right === '000000' ? '111111' : '000000';
+      for (let i = 1; i < max; i += 1) assert.equal((await verify(tg, s.stepup_id, s.ticket, { factor: 'totp', code: wrong })).body.code, 'factor_invalid');
+      const pending = await tg.gw.store.db.selectFrom('stepups').select('status').where('id', '=', s.stepup_id).executeTakeFirstOrThrow();
+      assert.equal(pending.status, 'pending', 'one attempt left');
+      assert.equal((await verify(tg, s.stepup_id, s.ticket, { factor: 'totp', code: wrong })).body.code, 'factor_invalid');
+      const denied = await tg.gw.store.db.selectFrom('stepups').select('status').where('id', '=', s.stepup_id).executeTakeFirstOrThrow();
+      assert.equal(denied.status, 'denied', 'the last wrong attempt ends it at once');
+      assert.equal((await verify(tg, s.stepup_id, s.ticket, { factor: 'totp', code: right })).body.code, 'stepup_not_pending', 'even the right code now');
+      const token = await tg.http().post(`/v1/stepup/${s.stepup_id}/token`).set('Authorization', pay.basic).send();
+      assert.equal(token.body.code, 'access_denied');
+    });
+
     it('end to end: an oathtool code completes the step-up; the token is verified by src/verifier', async (t) => {
       if (needTool(t, 'oathtool', 'oathtool')) return;
       const user = await makeUser(tg.gw, 'alice');

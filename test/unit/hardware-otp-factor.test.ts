@@ -3,17 +3,17 @@ import { createHash, createSecretKey, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
 import type { FactorRecord } from '../../src/factors/factor.ts';
-import { createHardwareOtpFactor, factorSeedAad, type HardwareOtpParams } from '../../src/factors/hardware-otp/index.ts';
+import { createHardwareOtpFactor, tokenChallengeKey, factorSeedAad, type HardwareOtpParams } from '../../src/factors/hardware-otp/index.ts';
 import { matchConsecutiveCodes } from '../../src/otp/index.ts';
 import { needOathtool, oathHotp, oathTotp } from '../helpers/hardware-tokens.ts';
 
 const sealer = new Sealer(masterKeyFromBytes(randomBytes(32)));
-const factor = createHardwareOtpFactor({ sealer, window: { lookAhead: 10, steps: 1 }, maxFailures: 10, lockSeconds: 0 });
+const factor = createHardwareOtpFactor({ sealer, window: { lookAhead: 10, steps: 1 }, maxFailures: 10, lockSeconds: 0, challengeKey: tokenChallengeKey(sealer) });
 const NOW = new Date(Date.UTC(2026, 2, 1, 8, 0, 10));
 
 function record(seed: Buffer, params: Partial<HardwareOtpParams>, counter = 0, extra: Partial<FactorRecord> = {}): FactorRecord {
   const id = `fac_${randomBytes(6).toString('hex')}`;
-  const full: HardwareOtpParams = { tokenId: 'hwt_1', serial: 'S1', kind: 'hotp', algorithm: 'SHA1', digits: 6, periodSeconds: 0, driftSteps: 0, validFrom: null, validUntil: null, ...params };
+  const full: HardwareOtpParams = { tokenId: 'hwt_1', serial: 'S1', kind: 'hotp', algorithm: 'SHA1', digits: 6, periodSeconds: 0, driftSteps: 0, challengeLength: null, validFrom: null, validUntil: null, ...params };
   return { id, userId: 'usr_1', type: 'hardware_otp', label: 'Token S1', status: 'active', secretHash: null, secretSealed: sealer.seal(seed, factorSeedAad(id)), params: { ...full }, counter, ...extra };
 }
 

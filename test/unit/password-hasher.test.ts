@@ -145,6 +145,32 @@ describe('argon2 admission (no queue for sign-ins)', () => {
     assert.equal(await h.admit(() => h.verify(phc, 'tangerine-lamp-41')), true);
   });
 
+  it('a sign-in flood holding every slot cannot starve a step-up: the step-up lane has a slot of its own, and only one', async () => {
+    const slots = new Semaphore(2);
+    const h = new PasswordHasher(PARAMS, slots);
+    const f = createPasswordFactor(h);
+    const phc = await h.hash('tangerine-lamp-41');
+    const releases: (() => void)[] = [];
+    const flood = [0, 1].map(() => h.admit(() => new Promise<void>((resolve) => releases.push(resolve))));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(slots.active, 2, 'the sign-ins hold every regular slot');
+    await assert.rejects(h.admit(async () => 'never'), (err: { code?: string }) => err.code === 'overloaded', 'a third sign-in is refused');
+    let stepUpInside!: () => void;
+    const stepUp = f.admit!(async () => {
+      await new Promise<void>((resolve) => (stepUpInside = resolve));
+      return h.verify(phc, 'tangerine-lamp-41');
+    });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(slots.active, 3, 'the step-up got the reserved slot');
+    await assert.rejects(f.admit!(async () => 'never'), (err: { code?: string }) => err.code === 'overloaded', 'the lane is one slot: a second step-up beyond it is refused too');
+    await assert.rejects(h.admit(async () => 'never'), (err: { code?: string }) => err.code === 'overloaded', 'and sign-ins cannot use the reserved slot');
+    stepUpInside();
+    assert.equal(await stepUp, true);
+    for (const release of releases) release();
+    await Promise.all(flood);
+    assert.equal(slots.active, 0);
+  });
+
   it('hashes inside an admitted section with the slot it holds (verify, then rehash, on a full semaphore)', async () => {
     const slots = new Semaphore(1);
     const h = new PasswordHasher(PARAMS, slots);

@@ -1,8 +1,8 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import type { Sealer } from '../../crypto/sealer.ts';
-import { matchTokenCode, type TokenWindow, wasRecentlyUsed } from '../../otp/token-codes.ts';
+import { matchTokenCode, stepUpChallenge, type TokenWindow, wasRecentlyUsed } from '../../otp/token-codes.ts';
 import type { Factor, FactorRecord, VerifyOutcome } from '../factor.ts';
-import { type HardwareOtpParams, parseHardwareOtpParams, withinValidity } from './token-params.ts';
+import { type HardwareOtpParams, parseHardwareOtpParams, withBindingChallenge, withinValidity } from './token-params.ts';
 
 export interface HardwareOtpInput {
   code: string;
@@ -21,9 +21,16 @@ export interface HardwareOtpFactorOptions {
   /** config hardwareTokens.maxFailures / lockSeconds (0: locked until resync). */
   maxFailures: number;
   lockSeconds: number;
+  /** Derives the challenge a challenge-response token is asked for a step-up (stepUpChallenge). */
+  challengeKey: KeyObject;
 }
 
 export type HardwareOtpFactor = Factor<HardwareOtpInput, HardwareOtpChange>;
+
+/** The key step-up challenges of challenge-response tokens are derived with (page, API and factor share it). */
+export function tokenChallengeKey(sealer: Sealer): KeyObject {
+  return sealer.deriveKey('hardware-otp-challenge');
+}
 
 /** Associated data of a hardware token's seed copy in its factor row. */
 export function factorSeedAad(factorId: string): string {
@@ -72,9 +79,18 @@ export function createHardwareOtpFactor(options: HardwareOtpFactorOptions): Hard
       const key = unsealFactorSeed(options.sealer, record);
       if (key === undefined) return { ok: false, reason: 'invalid' };
       const state = { counter: record.counter, driftSteps: params.driftSteps };
-      const match = matchTokenCode(key, params, state, code, ctx.now, options.window);
+      // A challenge-response token answers this step-up's challenge (shown on its page and in
+      // the API), so its code is good for this transaction only; outside a step-up (a console
+      // sign-in) it answers the binding challenge.
+      const codeParams =
+        params.challengeLength === null
+          ? params
+          : ctx.stepupId === undefined
+            ? withBindingChallenge(params)
+            : { ...params, challenge: stepUpChallenge(options.challengeKey, ctx.stepupId, params.challengeLength) };
+      const match = matchTokenCode(key, codeParams, state, code, ctx.now, options.window);
       if (match === undefined) {
-        return { ok: false, reason: wasRecentlyUsed(key, params, state, code, ctx.now, options.window) ? 'replayed' : 'invalid' };
+        return { ok: false, reason: wasRecentlyUsed(key, codeParams, state, code, ctx.now, options.window) ? 'replayed' : 'invalid' };
       }
       if (params.kind === 'hotp') return { ok: true, amr: ['otp', 'hwk'], change: { counter: match.next.counter } };
       return { ok: true, amr: ['otp', 'hwk'], change: { counter: match.next.counter, params: { ...record.params, driftSteps: match.next.driftSteps } } };

@@ -1,2 +1,2 @@
-export { createHardwareOtpFactor, factorSeedAad, unsealFactorSeed, type HardwareOtpFactor, type HardwareOtpInput, type HardwareOtpChange, type HardwareOtpFactorOptions } from './hardware-otp-factor.ts';
-export { parseHardwareOtpParams, withinValidity, type HardwareOtpParams } from './token-params.ts';
+export { createHardwareOtpFactor, factorSeedAad, tokenChallengeKey, unsealFactorSeed, type HardwareOtpFactor, type HardwareOtpInput, type HardwareOtpChange, type HardwareOtpFactorOptions } from './hardware-otp-factor.ts';
+export { parseHardwareOtpParams, withBindingChallenge, withinValidity, type HardwareOtpParams } from './token-params.ts';

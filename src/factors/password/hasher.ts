@@ -39,14 +39,17 @@ export class Semaphore {
     return this.#waiting.length;
   }
 
-  /** Every slot taken right now (a hint: `tryAcquire` decides). */
+  /** Every regular slot taken right now (a hint: `tryAcquire` decides). */
   get full(): boolean {
     return this.#active >= this.#max;
   }
 
-  /** A slot now, or undefined when all are taken (nobody waits). Call the release once. */
-  tryAcquire(): (() => void) | undefined {
-    if (this.#active >= this.#max) return undefined;
+  /**
+   * A slot now, or undefined when all are taken (nobody waits). Call the release once.
+   * `beyond` lets a priority caller go that many slots past the size (see `admitStepUp`).
+   */
+  tryAcquire(beyond = 0): (() => void) | undefined {
+    if (this.#active >= this.#max + beyond) return undefined;
     this.#active += 1;
     let released = false;
     return () => {
@@ -96,12 +99,15 @@ export const argon2Slots = argon2SlotsFor(0);
 /** The semaphore whose slot the current async context holds (inside `admit`). */
 const admitted = new AsyncLocalStorage<Semaphore>();
 
+/** Slots a step-up's password check may use beyond `password.maxConcurrentHashes`. */
+export const STEPUP_RESERVED_SLOTS = 1;
+
 /** How long a refused sign-in is told to wait: one argon2 verification is tens of milliseconds. */
 const OVERLOADED_RETRY_SECONDS = 1;
 
 /** The refusal of a sign-in beyond the argon2 capacity (503, Retry-After). */
 export function overloadedError(): AppError {
-  return new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many sign-ins are being checked right now; try again in a moment.' });
+  return new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many passwords are being checked right now; try again in a moment.' });
 }
 
 /**
@@ -128,8 +134,23 @@ export class PasswordHasher {
    * changes nothing. Hashing inside `work` uses the slot held (verify, then a rehash).
    */
   async admit<T>(work: () => Promise<T>): Promise<T> {
+    return this.#admit(work, 0);
+  }
+
+  /**
+   * `admit` for a password proven inside a step-up (someone approving a payment): it may use
+   * STEPUP_RESERVED_SLOTS slots beyond the cap, so a sign-in flood that holds every regular
+   * slot cannot starve step-ups. Step-ups are bounded on their own (a ticket per
+   * transaction, its attempt limit, the per-client budgets), so the extra lane cannot be
+   * flooded the way the open sign-in form can; beyond it they are refused like sign-ins.
+   */
+  async admitStepUp<T>(work: () => Promise<T>): Promise<T> {
+    return this.#admit(work, STEPUP_RESERVED_SLOTS);
+  }
+
+  async #admit<T>(work: () => Promise<T>, beyond: number): Promise<T> {
     if (admitted.getStore() === this.#slots) return work();
-    const release = this.#slots.tryAcquire();
+    const release = this.#slots.tryAcquire(beyond);
     if (release === undefined) throw overloadedError();
     try {
       return await admitted.run(this.#slots, work);

@@ -22,7 +22,8 @@ export function createPasswordFactor(hasher: PasswordHasher): PasswordFactor {
     type: 'password',
     descriptor: { kind: 'direct', amr: ['pwd'], possession: false, multiple: false },
     hasher,
-    admit: (work) => hasher.admit(work),
+    // Used by the step-up flow only (sign-in calls hasher.admit): the step-up lane.
+    admit: (work) => hasher.admitStepUp(work),
     async verify(record: FactorRecord | undefined, input: PasswordInput): Promise<VerifyOutcome<PasswordChange>> {
       // Callers may pass unvalidated input (the step-up API's `input: unknown`).
       const given = (input as { password?: unknown } | null | undefined)?.password;

@@ -10,6 +10,7 @@ import * as m020 from './020-one-recovery-code-set.ts';
 import * as m025 from './025-sms.ts';
 import * as m026 from './026-sms-enrolment.ts';
 import * as m030 from './030-hardware-tokens.ts';
+import * as m031 from './031-token-challenges.ts';
 import * as m040 from './040-webauthn-credentials.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
@@ -25,5 +26,6 @@ export const migrations: Record<string, Migration> = {
   '025-sms': m025,
   '026-sms-enrolment': m026,
   '030-hardware-tokens': m030,
+  '031-token-challenges': m031,
   '040-webauthn-credentials': m040,
 };
