@@ -15,7 +15,6 @@ import { clientsRouter } from './http/clients-router.ts';
 import { policiesRouter } from './http/policies-router.ts';
 import { pagesRouter } from './http/pages-router.ts';
 import { rateLimitByAddress } from './http/rate-limit.ts';
-import { refuseSignInBeyondCapacity } from './http/sign-in-admission.ts';
 import { meFactorsRouter } from './http/me-factors-router.ts';
 import { meSessionsRouter } from './http/me-sessions-router.ts';
 import { sessionConfirmRouter } from './http/session-confirm-router.ts';
@@ -101,8 +100,6 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
     }),
   );
   app.use(noStoreByDefault);
-  // A sign-in beyond the argon2 capacity is refused before it costs a counter write.
-  app.use(refuseSignInBeyondCapacity(gw));
   app.use(rateLimitByAddress(gw));
   app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));

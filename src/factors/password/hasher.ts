@@ -39,11 +39,6 @@ export class Semaphore {
     return this.#waiting.length;
   }
 
-  /** Every regular slot taken right now (a hint: `tryAcquire` decides). */
-  get full(): boolean {
-    return this.#active >= this.#max;
-  }
-
   /**
    * A slot now, or undefined when all are taken (nobody waits). Call the release once.
    * `beyond` lets a priority caller go that many slots past the size (see `admitStepUp`).
@@ -157,11 +152,6 @@ export class PasswordHasher {
     } finally {
       release();
     }
-  }
-
-  /** Every argon2 slot is busy now: an `admit` would refuse (a hint for refusing early). */
-  get saturated(): boolean {
-    return this.#slots.full;
   }
 
   /** Runs one argon2 computation in the slot `admit` holds, or waits for one. */
