@@ -176,6 +176,10 @@ async function main(): Promise<void> {
       }),
     );
     addLoad('baseline: bare http flow with P (5 requests, 11 writes, 1 HMAC, 1 sign, 1 verify)', pFlowBase.r, bare, pFlowBase.cpu, { note: `${(pFlowBase.r.rps / 5).toFixed(0)} flows/s` });
+    // The store's durable single-row write rate: fsynced SQLite inserts, or PostgreSQL's
+    // autocommitted inserts (each a WAL flush) with --pg.
+    const durableName = values.pg ? 'PostgreSQL single-row insert (8 clients)' : 'SQLite durable single-row insert (synchronous=FULL)';
+    const durableRate = values.pg ? micro.pgInsert!.perSecond : micro.sqliteDurableInsert!.perSecond;
     const perCpu = (m: { r: LoadResult; cpu: number }) => (m.r.rps * m.r.durationSeconds) / Math.max(m.cpu, 1e-6);
     const echoPerCpu = perCpu(echo);
 
@@ -227,12 +231,22 @@ async function main(): Promise<void> {
       // kept busy by as many connections as slots, and one more connection probing alongside.
       log('password login refusal latency (slots busy, one probing connection)');
       const busy = load({ url: gw.url, connections: slots, durationSeconds: DURATION, requests: loginRequests });
-      const probe = await load({ url: gw.url, connections: 1, durationSeconds: DURATION, requests: loginRequests });
+      const refusals: number[] = [];
+      let probes = 0;
+      const until = performance.now() + DURATION * 1000;
+      while (performance.now() < until) {
+        const t0 = performance.now();
+        const res = await fetch(`${gw.url}/v1/login`, { method: 'POST', headers: json, body: JSON.stringify({ username: pick(), password: BENCH_PASSWORD }) });
+        await res.arrayBuffer();
+        probes += 1;
+        if (res.status === 503) refusals.push(performance.now() - t0);
+      }
       await busy;
-      const probeRefused = probe.statuses['503'] ?? 0;
+      refusals.sort((a, b) => a - b);
+      const q = (p: number) => refusals[Math.min(refusals.length - 1, Math.ceil(p * refusals.length) - 1)] ?? 0;
       rows.push({
-        scenario: 'gateway: login refusal latency beyond capacity (p50 of a probe; slots kept busy)', rps: probeRefused / probe.durationSeconds, p50: probe.p50, p99: probe.p99, value: probe.p50, unit: 'ms', max: 5,
-        note: `${probeRefused} of ${probe.requests} probe logins refused with 503; p50/p99 over all probe answers (the admitted ones take an argon2 time)`,
+        scenario: 'gateway: login refusal latency beyond capacity (a probe while the slots are kept busy)', rps: refusals.length / DURATION, p50: q(0.5), p99: q(0.99), value: q(0.5), unit: 'ms', max: 5,
+        note: `${refusals.length} of ${probes} probe logins refused with 503; latency of the refusals only, measured by the client (fetch) over loopback`,
       });
     }
 
@@ -325,11 +339,13 @@ async function main(): Promise<void> {
         }),
       );
       addLoad('gateway: TOTP verification', r, gw, cpu, { baseline: 'bare http JSON echo', baselineRate: echoPerCpu, target: 0.6, note: `${pending.length} step-ups` });
-      const durable = micro.sqliteDurableInsert!.perSecond;
-      rows.push({ scenario: 'gateway: TOTP verification vs durable writes', rps: r.rps, baseline: 'SQLite durable single-row insert (synchronous=FULL), wall', baselineRate: durable, ratio: r.rps / durable, target: 0.7 });
+      rows.push({ scenario: 'gateway: TOTP verification vs durable writes', rps: r.rps, baseline: `${durableName}, wall`, baselineRate: durableRate, ratio: r.rps / durableRate, target: 0.7 });
     }
 
-    if (wanted('commits')) {
+    // Counted on SQLite (an instrumented store in this process); the transactions are the same
+    // code on PostgreSQL, where each counted commit is one WAL flush.
+    if (wanted('commits') && values.pg) log('durable commits per verification: counted on SQLite only (run without --pg)');
+    if (wanted('commits') && !values.pg) {
       log('durable commits per factor verification (gateway in this process, instrumented store)');
       const n = SMOKE ? 20 : 200;
       const opener = await createGateway(config);
@@ -477,7 +493,7 @@ async function main(): Promise<void> {
         } else if (h.kind !== undefined) {
           const name = h.kind === 'sm3' ? 'SM3 (GM/T 0021)' : h.kind.toUpperCase();
           rows.push({ scenario: `gateway: hardware token ${name} verification`, rps: h.value, ...(h.perCpuSecond === undefined ? {} : { perCpuSecond: h.perCpuSecond }), ...(h.p50 === undefined ? {} : { p50: h.p50 }), ...(h.p99 === undefined ? {} : { p99: h.p99 }), ...(h.rssMb === undefined ? {} : { rssMb: h.rssMb }), errors: h.errors ?? 0, baseline: 'bare http JSON echo', baselineRate: echoPerCpu, ratio: (h.perCpuSecond ?? 0) / echoPerCpu, target: 0.6 });
-          rows.push({ scenario: `gateway: hardware token ${name} vs durable writes`, rps: h.value, baseline: 'SQLite durable single-row insert, wall', baselineRate: micro.sqliteDurableInsert!.perSecond, ratio: h.value / micro.sqliteDurableInsert!.perSecond, target: 0.7 });
+          rows.push({ scenario: `gateway: hardware token ${name} vs durable writes`, rps: h.value, baseline: `${durableName}, wall`, baselineRate: durableRate, ratio: h.value / durableRate, target: 0.7 });
         }
       }
     }

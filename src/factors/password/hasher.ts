@@ -100,6 +100,11 @@ export const STEPUP_RESERVED_SLOTS = 1;
 /** How long a refused sign-in is told to wait: one argon2 verification is tens of milliseconds. */
 const OVERLOADED_RETRY_SECONDS = 1;
 
+/** The refusal of a sign-in beyond the argon2 capacity (503, Retry-After). */
+export function overloadedError(): AppError {
+  return new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many passwords are being checked right now; try again in a moment.' });
+}
+
 /**
  * argon2id password hashing with PHC strings. Inputs must already be normalised
  * (`normalisePassword`): the hasher hashes exactly the string it is given, never truncated.
@@ -141,9 +146,7 @@ export class PasswordHasher {
   async #admit<T>(work: () => Promise<T>, beyond: number): Promise<T> {
     if (admitted.getStore() === this.#slots) return work();
     const release = this.#slots.tryAcquire(beyond);
-    if (release === undefined) {
-      throw new AppError('overloaded', { retryAfterSeconds: OVERLOADED_RETRY_SECONDS, detail: 'Too many passwords are being checked right now; try again in a moment.' });
-    }
+    if (release === undefined) throw overloadedError();
     try {
       return await admitted.run(this.#slots, work);
     } finally {

@@ -3,7 +3,7 @@ import { argon2SlotsFor, PasswordHasher } from './hasher.ts';
 import { createPasswordFactor, type PasswordFactor } from './password-factor.ts';
 import { loadBlocklist, PasswordPolicy } from './policy.ts';
 
-export { PasswordHasher, argon2Slots, argon2SlotsFor } from './hasher.ts';
+export { PasswordHasher, argon2Slots, argon2SlotsFor, overloadedError } from './hasher.ts';
 export { createPasswordFactor, type PasswordFactor, type PasswordInput, type PasswordChange } from './password-factor.ts';
 export { normalisePassword, PasswordPolicy, loadBlocklist, type PolicyViolation } from './policy.ts';
 
