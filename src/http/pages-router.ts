@@ -244,6 +244,12 @@ export function pagesRouter(gw: Gateway): Router {
         await renderLogin(req, res, 401, { error: 'login.error.invalid', username, next, reauth });
         return;
       }
+      if (isAppError(err) && err.code === 'overloaded') {
+        // Every argon2 slot is busy: nothing was charged; the page asks to try again shortly.
+        res.setHeader('Retry-After', String(Math.ceil(err.retryAfterSeconds ?? 1)));
+        await renderLogin(req, res, 503, { error: 'login.error.busy', username, next, reauth });
+        return;
+      }
       if (isAppError(err) && err.code === 'too_many_requests') {
         const seconds = err.retryAfterSeconds ?? gw.config.login.lockSeconds;
         res.setHeader('Retry-After', String(Math.ceil(seconds)));

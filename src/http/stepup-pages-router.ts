@@ -163,7 +163,9 @@ export function stepUpPagesRouter(gw: Gateway): Router {
         : err.code === 'stepup_not_pending' ? 'stepup.error.notPending'
         : err.code === 'challenge_required' ? 'sms.error.expired'
         : err.code === 'challenge_attempts_exhausted' ? 'sms.error.exhausted'
+        : err.code === 'overloaded' ? 'stepup.error.busy'
         : 'stepup.error.notAllowed';
+      if (err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.ceil(err.retryAfterSeconds)));
       await render(req, res, err.status, fresh, { error: key });
     }
   });

@@ -127,6 +127,33 @@ for (const dialect of testDialects()) {
       assert.equal(done.body.completed, true);
     });
 
+    it('the pages say so too: the login page and the step-up page answer 503 with a page that asks to retry, not a JSON error', async () => {
+      const agent = tg.agent();
+      const loginPage = await agent.get('/login').set('Accept-Language', 'en');
+      const csrf = /name="_login_csrf" value="([^"]+)"/.exec(loginPage.text)?.[1] ?? '';
+      const created = await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'olga', action: ACTION, context: CONTEXT });
+      const { stepup_id: id, ticket } = created.body as { stepup_id: string; ticket: string };
+      await agent.get(`/stepup/${id}?ticket=${ticket}`);
+      const stepupPage = await agent.get(`/stepup/${id}`).set('Accept-Language', 'en');
+      const stepupCsrf = /name="_stepup_csrf" value="([^"]+)"/.exec(stepupPage.text)?.[1] ?? '';
+      const release = await holdAll(CAP, STEPUP_RESERVED_SLOTS);
+      try {
+        const busy = await agent.post('/login').type('form').set('Accept-Language', 'en').send({ _login_csrf: csrf, username: 'olga', password: PASSWORD });
+        assert.equal(busy.status, 503);
+        assert.match(String(busy.headers['content-type']), /^text\/html/);
+        assert.equal(busy.headers['retry-after'], '1');
+        assert.match(busy.text, /Too many sign-ins are being checked right now/);
+        const stepupBusy = await agent.post(`/stepup/${id}/verify`).type('form').set('Accept-Language', 'zh-CN').send({ _stepup_csrf: stepupCsrf, factor: 'password', password: PASSWORD });
+        assert.equal(stepupBusy.status, 503);
+        assert.match(String(stepupBusy.headers['content-type']), /^text\/html/);
+        assert.match(stepupBusy.text, /当前正在校验的密码过多/);
+      } finally {
+        release();
+      }
+      const row = await db().selectFrom('stepups').select(['attempts', 'status']).where('id', '=', id).executeTakeFirstOrThrow();
+      assert.deepEqual({ attempts: Number(row.attempts), status: row.status }, { attempts: 0, status: 'pending' }, 'nothing was charged');
+    });
+
     it('serves a TOTP step-up and its token while every argon2 slot is busy (not starved)', async () => {
       const totpUser = await makeUser(tg.gw, 'tomas');
       const { secret } = await insertActiveTotp(tg.gw, totpUser.id);
