@@ -59,9 +59,13 @@ export async function argon2VerifyRate(seconds: number, params: { memoryKiB: num
 
 /** Autocommitted single-row inserts into a WAL SQLite file with the gateway's pragmas. */
 export async function sqliteInsertRate(seconds: number, dir: string): Promise<Rate> {
-  const db = new DatabaseSync(join(dir, 'insert-baseline.sqlite'));
+  return sqliteInserts(seconds, join(dir, 'insert-baseline.sqlite'), 'NORMAL');
+}
+
+async function sqliteInserts(seconds: number, file: string, synchronous: 'NORMAL' | 'FULL'): Promise<Rate> {
+  const db = new DatabaseSync(file);
   db.exec('PRAGMA journal_mode = WAL');
-  db.exec('PRAGMA synchronous = NORMAL');
+  db.exec(`PRAGMA synchronous = ${synchronous}`);
   db.exec('CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER NOT NULL)');
   const stmt = db.prepare('INSERT INTO t (id, v) VALUES (?, ?)');
   try {
@@ -91,16 +95,7 @@ export async function pgInsertRate(seconds: number, url: string, schema: string,
  * (durable across process crashes, fsync at checkpoints), so its writes are cheaper than these.
  */
 export async function sqliteDurableInsertRate(seconds: number, dir: string): Promise<Rate> {
-  const db = new DatabaseSync(join(dir, 'durable-insert-baseline.sqlite'));
-  db.exec('PRAGMA journal_mode = WAL');
-  db.exec('PRAGMA synchronous = FULL');
-  db.exec('CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER NOT NULL)');
-  const stmt = db.prepare('INSERT INTO t (id, v) VALUES (?, ?)');
-  try {
-    return await measure(seconds, () => loopFor(seconds, async () => stmt.run(randomUUID(), 1)));
-  } finally {
-    db.close();
-  }
+  return sqliteInserts(seconds, join(dir, 'durable-insert-baseline.sqlite'), 'FULL');
 }
 
 /** node:crypto ES256 verifications (DER signatures, the WebAuthn encoding) with one cached public KeyObject. */
