@@ -1,21 +1,35 @@
+import { randomInt } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { TestDatabase } from './stores.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/stepgate.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
+/**
+ * A free port for a child process that must be told its port in advance (the demo, a
+ * PostgreSQL server). Taken at random BELOW the kernel's ephemeral range (32768–60999 on
+ * Linux): a port the kernel handed out for `listen(0)` could be handed to another test's
+ * server, or to an outgoing connection, between this check and the child's bind — a port
+ * outside that range is only ever taken by someone asking for it by number.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = 20_000 + randomInt(12_000);
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (bound) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      return port;
+    }
+  }
+  throw new Error('no free port below the ephemeral range after 50 tries');
 }
 
 /** The environment without any STEPGATE_* setting of the machine running the tests. */

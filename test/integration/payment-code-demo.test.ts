@@ -2,8 +2,6 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -14,6 +12,7 @@ import { savePolicySet } from '../../src/flows/policies.ts';
 import { createGateway } from '../../src/gateway.ts';
 import { needTool, TEST_DATABASE_URL } from '../helpers/env.ts';
 import { BIN, ROOT, zbar } from '../helpers/payment-code.ts';
+import { freePort } from '../helpers/processes.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 /**
@@ -22,14 +21,6 @@ import { testDialects } from '../helpers/stores.ts';
  * the demo wallet, the gateway's step-up page, back to the code, the demo till.
  */
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
