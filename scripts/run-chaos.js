@@ -19,7 +19,8 @@ function run(files, env) {
   return new Promise((resolve) => {
     const child = spawn(
       process.execPath,
-      ['--disable-warning=ExperimentalWarning', '--test', '--test-force-exit', '--test-concurrency=1', '--test-timeout=300000', ...files],
+      // No --test-force-exit (see run-tests.js: it can drop results still in the pipe).
+      ['--disable-warning=ExperimentalWarning', '--test', '--test-concurrency=1', '--test-timeout=300000', ...files],
       { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
     );
     let pending = '';
@@ -33,7 +34,15 @@ function run(files, env) {
         if (m) figures.push(JSON.parse(m[1]));
       }
     });
-    child.on('exit', (code) => resolve(code ?? 1));
+    // A file that never exits (a handle a test left open) must fail the run, not hang it.
+    const limit = setTimeout(() => {
+      console.error('chaos suite: a test file did not exit within 20 minutes; killing it');
+      child.kill('SIGKILL');
+    }, 20 * 60_000);
+    child.on('exit', (code) => {
+      clearTimeout(limit);
+      resolve(code ?? 1);
+    });
   });
 }
 
