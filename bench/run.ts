@@ -411,7 +411,7 @@ async function main(): Promise<void> {
         const verifMs = verif.count > verif0.count ? ((verif.sum - verif0.sum) / (verif.count - verif0.count)) * 1000 : 0;
         addLoad('full step-up: TOTP + payment code at P (flows)', r, undefined, undefined, {
           perCpuSecond: flowsPerCpu, baseline: 'bare http flow with P', baselineRate: baseFlowsPerCpu, target: 0.4, rssMb: Math.max(gw.rssMb(), pProc.rssMb()),
-          note: `gateway + P CPU; P token verification ${verifMs.toFixed(2)} ms per token; P renders barcode + QR + signed QR per code; p99 target < 25 ms`,
+          note: `gateway + P CPU; P token verification ${verifMs.toFixed(2)} ms per token; pictures on demand (not fetched); p99 target < 25 ms`,
         });
       }
 
