@@ -183,6 +183,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     redeemDeps,
     app: undefined as unknown as Express,
     async close() {
+      gateway.close();
       await store.close();
     },
   } satisfies PaymentCodeService;
