@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
+import { withoutDurabilityWait } from '../store/node-sqlite-dialect.ts';
 
 /**
  * Fixed-window rate limits in the database: one atomic upsert-increment per budget per
@@ -26,12 +27,17 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
   const key = `${bucket}:${subject.slice(0, 200)}:${window}`;
   let count: number;
   try {
-    const row = await gw.store.db
-      .insertInto('rate_limits')
-      .values({ key, count: 1, expires_at: expiresAt })
-      .onConflict((oc) => oc.column('key').doUpdateSet((eb) => ({ count: eb(eb.ref('rate_limits.count'), '+', 1) })))
-      .returning('count')
-      .executeTakeFirstOrThrow();
+    // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
+    // request does not wait for the counter's group commit (SQLite); it is still written
+    // before the request goes on, and counted by every process on the same database.
+    const row = await withoutDurabilityWait(() =>
+      gw.store.db
+        .insertInto('rate_limits')
+        .values({ key, count: 1, expires_at: expiresAt })
+        .onConflict((oc) => oc.column('key').doUpdateSet((eb) => ({ count: eb(eb.ref('rate_limits.count'), '+', 1) })))
+        .returning('count')
+        .executeTakeFirstOrThrow(),
+    );
     count = Number(row.count);
   } catch (err) {
     gw.logger.error({ err, bucket }, 'rate-limit store unavailable: refusing');

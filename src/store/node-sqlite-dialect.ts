@@ -1,13 +1,16 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { DatabaseSync } from 'node:sqlite';
 import {
   CompiledQuery,
-  type DialectAdapter,
-  SqliteAdapter,
   type DatabaseConnection,
+  type DialectAdapter,
   type Driver,
+  type QueryResult,
+  RawNode,
+  SelectQueryNode,
+  SqliteAdapter,
   SqliteDialect,
   type SqliteDatabase,
-  SqliteDriver,
   type SqliteStatement,
 } from 'kysely';
 
@@ -45,14 +48,291 @@ function adapt(db: DatabaseSync): SqliteDatabase {
   };
 }
 
+/** One group commit: the writes of every caller that ran while it was open, and their waiters. */
+interface Batch {
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+  /** Callers (connection leases) that wrote in it or read its uncommitted state. */
+  joined: number;
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A batch nobody waits for (every caller was relaxed) must not be an unhandled rejection.
+  done.catch(() => {});
+  return { done, resolve, reject, joined: 0 };
+}
+
+/** FIFO lock around the one connection (Kysely's own mutex is bypassed, see the driver). */
+class Lock {
+  #held = false;
+  readonly #queue: (() => void)[] = [];
+  acquire(): Promise<void> {
+    if (!this.#held) {
+      this.#held = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#queue.push(resolve));
+  }
+  release(): void {
+    const next = this.#queue.shift();
+    if (next === undefined) this.#held = false;
+    else next();
+  }
+}
+
+const relaxedScope = new AsyncLocalStorage<true>();
+
 /**
- * Write transactions take the database lock up front (`BEGIN IMMEDIATE`): a deferred
- * transaction that later upgrades to a writer can fail with SQLITE_BUSY at once, which the
- * busy timeout does not cover, when another process writes at the same moment.
+ * Runs `fn` with its writes exempt from waiting for their group commit: they are still
+ * written in the open batch and committed with it, but the caller is answered at once. Only
+ * for counters whose loss in an OS crash is harmless (rate-limit windows); never for
+ * anything single-use, a factor's state or an audit record.
  */
-class ImmediateSqliteDriver extends SqliteDriver {
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+export function withoutDurabilityWait<T>(fn: () => Promise<T>): Promise<T> {
+  return relaxedScope.run(true, fn);
+}
+
+export interface GroupCommitStats {
+  /** Durable commits (one fsync each with synchronous = FULL). */
+  flushes: number;
+  /** Connection leases that were answered after a group commit. */
+  waited: number;
+}
+
+const SAVEPOINT = 'stepgate_tx';
+
+/**
+ * Group commit on the gateway's one SQLite connection. With `synchronous = FULL` every
+ * COMMIT is an fsync, on the event loop (node:sqlite is synchronous); committing each
+ * request's transaction on its own would bound the whole gateway by the disk's fsync rate.
+ * Instead:
+ *
+ * - The first write (or transaction) opens a batch: `BEGIN IMMEDIATE`, which takes SQLite's
+ *   write lock (so other processes on the file wait on the busy timeout as before).
+ * - Every Kysely transaction runs as a SAVEPOINT inside it (its ROLLBACK undoes only its own
+ *   writes); an autocommit write runs in it directly.
+ * - One `setImmediate` later the batch commits, once, behind whatever lease holds the
+ *   connection at that moment, and only then is each caller that wrote in it answered: a
+ *   caller's promise resolves after its write is durable, exactly as before, and rejects if
+ *   the group commit fails (every caller in the batch then fails, none half-succeeds).
+ * - An autocommit SELECT does not open a batch and does not wait for one. While a batch is
+ *   open it sees that batch's not-yet-durable writes (the same connection): state changes
+ *   that act on what they read are conditional statements (src/store/primitives.ts), which
+ *   run in the same or a later batch, so none commits on top of a write that was lost.
+ *
+ * Kysely's connection mutex is replaced by the driver's own lock (the adapter reports
+ * multiple connections) because the wait for durability must happen after the connection is
+ * released, or no other caller could join the batch.
+ */
+class GroupCommitSqliteDriver implements Driver {
+  readonly #raw: DatabaseSync;
+  readonly #db: SqliteDatabase;
+  readonly #lock = new Lock();
+  readonly #connection: GroupCommitConnection;
+  #batch: Batch | undefined;
+  /** The batch the current lease wrote in (or read uncommitted state of). */
+  #leaseBatch: Batch | undefined;
+  #inSavepoint = false;
+  /** The batch was lost in the middle of the current Kysely transaction: it must not go on. */
+  #transactionLost = false;
+  #destroyed = false;
+  readonly stats: GroupCommitStats = { flushes: 0, waited: 0 };
+
+  constructor(raw: DatabaseSync, db: SqliteDatabase) {
+    this.#raw = raw;
+    this.#db = db;
+    this.#connection = new GroupCommitConnection(this);
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    if (this.#destroyed) throw new Error('driver has already been destroyed');
+    await this.#lock.acquire();
+    this.#leaseBatch = undefined;
+    return this.#connection;
+  }
+
+  async releaseConnection(): Promise<void> {
+    const batch = this.#leaseBatch;
+    this.#leaseBatch = undefined;
+    this.#lock.release();
+    if (batch !== undefined && relaxedScope.getStore() !== true) {
+      this.stats.waited += 1;
+      await batch.done;
+    }
+  }
+
+  async beginTransaction(): Promise<void> {
+    this.#joinBatch();
+    this.#exec(`savepoint ${SAVEPOINT}`);
+    this.#inSavepoint = true;
+  }
+
+  async commitTransaction(): Promise<void> {
+    this.#inSavepoint = false;
+    if (this.#transactionLost) {
+      this.#transactionLost = false;
+      throw new Error('the transaction was rolled back by SQLite after an earlier error');
+    }
+    this.#exec(`release ${SAVEPOINT}`);
+  }
+
+  async rollbackTransaction(): Promise<void> {
+    this.#inSavepoint = false;
+    this.#transactionLost = false;
+    // A statement error that ended the whole batch (SQLite rolls back on some errors) has
+    // already failed it; there is then nothing left to roll back to.
+    if (!this.#raw.isTransaction) return;
+    this.#exec(`rollback to ${SAVEPOINT}`);
+    this.#exec(`release ${SAVEPOINT}`);
+  }
+
+  async savepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    await this.#connection.executeQuery(compileSavepoint('savepoint', name));
+  }
+
+  async rollbackToSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    await this.#connection.executeQuery(compileSavepoint('rollback to', name));
+  }
+
+  async releaseSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    await this.#connection.executeQuery(compileSavepoint('release', name));
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    await this.#lock.acquire();
+    try {
+      this.#flushNow();
+    } finally {
+      this.#lock.release();
+      this.#db.close();
+    }
+  }
+
+  /** Called by the connection for every statement, with the lock held. */
+  run(compiled: CompiledQuery): QueryResult<unknown> {
+    if (this.#transactionLost) throw new Error('the transaction was rolled back by SQLite after an earlier error');
+    if (!this.#inSavepoint) {
+      if (this.#batch === undefined && isRead(compiled)) return this.#execute(compiled);
+      this.#joinBatch();
+    } else if (this.#batch !== undefined) {
+      this.#leaseBatch = this.#batch;
+    }
+    return this.#execute(compiled);
+  }
+
+  #execute(compiled: CompiledQuery): QueryResult<unknown> {
+    try {
+      const stmt = this.#db.prepare(compiled.sql);
+      const parameters = compiled.parameters as unknown[];
+      if (stmt.reader) return { rows: stmt.all(parameters) };
+      const { changes, lastInsertRowid } = stmt.run(parameters);
+      return {
+        insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
+        numAffectedRows: changes == null ? undefined : BigInt(changes),
+        rows: [],
+      };
+    } catch (err) {
+      this.#checkBatch(err);
+      throw err;
+    }
+  }
+
+  #exec(sqlText: string): void {
+    try {
+      this.#raw.exec(sqlText);
+    } catch (err) {
+      this.#checkBatch(err);
+      throw err;
+    }
+  }
+
+  /** Some errors (I/O, full disk, …) make SQLite roll the whole transaction back: the batch is lost. */
+  #checkBatch(err: unknown): void {
+    const batch = this.#batch;
+    if (batch === undefined || this.#raw.isTransaction) return;
+    this.#batch = undefined;
+    if (this.#inSavepoint) this.#transactionLost = true;
+    this.#inSavepoint = false;
+    batch.reject(err);
+  }
+
+  #joinBatch(): void {
+    if (this.#batch === undefined) {
+      this.#raw.exec('begin immediate');
+      const batch = newBatch();
+      this.#batch = batch;
+      setImmediate(() => {
+        void this.#flush(batch);
+      });
+    }
+    this.#batch.joined += 1;
+    this.#leaseBatch = this.#batch;
+  }
+
+  async #flush(batch: Batch): Promise<void> {
+    await this.#lock.acquire();
+    try {
+      if (this.#batch === batch) this.#flushNow();
+    } finally {
+      this.#lock.release();
+    }
+  }
+
+  #flushNow(): void {
+    const batch = this.#batch;
+    if (batch === undefined) return;
+    this.#batch = undefined;
+    try {
+      this.#raw.exec('commit');
+      this.stats.flushes += 1;
+      batch.resolve();
+    } catch (err) {
+      // A failed COMMIT (deferred constraint, I/O error) may leave the transaction open.
+      if (this.#raw.isTransaction) {
+        try {
+          this.#raw.exec('rollback');
+        } catch {
+          // nothing more can be done; the batch's callers get the commit's error
+        }
+      }
+      batch.reject(err);
+    }
+  }
+}
+
+/** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing, so it needs no commit. */
+function isRead(compiled: CompiledQuery): boolean {
+  if (SelectQueryNode.is(compiled.query)) return true;
+  return RawNode.is(compiled.query) && /^\s*select\s/i.test(compiled.sql);
+}
+
+function compileSavepoint(command: 'savepoint' | 'rollback to' | 'release', name: string): CompiledQuery {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name === SAVEPOINT) throw new TypeError(`invalid savepoint name ${name}`);
+  return CompiledQuery.raw(`${command} "${name}"`);
+}
+
+class GroupCommitConnection implements DatabaseConnection {
+  readonly #driver: GroupCommitSqliteDriver;
+  constructor(driver: GroupCommitSqliteDriver) {
+    this.#driver = driver;
+  }
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    return this.#driver.run(compiled) as QueryResult<R>;
+  }
+  // biome-ignore lint/correctness/useYield: streaming is not used; refuse it loudly.
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('streaming is not supported by the gateway SQLite driver');
   }
 }
 
@@ -60,41 +340,52 @@ class ImmediateSqliteDriver extends SqliteDriver {
  * SQLite does have transactional DDL, but Kysely's adapter says it does not, so its migrator
  * would run our migrations outside a transaction and without a lock: two processes starting
  * on a fresh file would both create the tables. Declaring it makes the migrator run every
- * pending migration inside one `BEGIN IMMEDIATE` transaction, which holds SQLite's write lock;
- * a second process waits (busy timeout), then finds them applied.
+ * pending migration inside one transaction, which holds SQLite's write lock; a second
+ * process waits (busy timeout), then finds them applied. It also reports "multiple
+ * connections" so that Kysely leaves the locking to the group-commit driver.
  */
-class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+class GatewaySqliteAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+  override get supportsMultipleConnections(): boolean {
     return true;
   }
 }
 
 class NodeSqliteDialect extends SqliteDialect {
-  readonly #database: SqliteDatabase;
-  constructor(database: SqliteDatabase) {
+  readonly #driver: GroupCommitSqliteDriver;
+  constructor(driver: GroupCommitSqliteDriver, database: SqliteDatabase) {
     super({ database });
-    this.#database = database;
+    this.#driver = driver;
   }
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver({ database: this.#database });
+    return this.#driver;
   }
   override createAdapter(): DialectAdapter {
-    return new TransactionalDdlSqliteAdapter();
+    return new GatewaySqliteAdapter();
   }
 }
+
+export type SqliteSynchronous = 'full' | 'normal';
 
 export interface NodeSqliteOptions {
   file: string;
   busyTimeoutMs: number;
+  /** Default `full`: a commit is on disk before anyone is answered (see the driver). */
+  synchronous?: SqliteSynchronous;
 }
 
-export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync } {
+export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
   const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
   raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
   raw.exec('PRAGMA journal_mode = WAL');
-  // NORMAL in WAL mode is durable across application crashes (kill -9); only an OS crash
-  // can lose the last transactions.
-  raw.exec('PRAGMA synchronous = NORMAL');
+  // FULL: every commit is fsynced (WAL), so a burnt one-time code or consumed step-up stays
+  // burnt across an OS crash or power loss, not only across a process crash. Group commit
+  // (above) makes that one fsync per event-loop turn rather than one per request.
+  raw.exec(`PRAGMA synchronous = ${(options.synchronous ?? 'full') === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
-  return { dialect: new NodeSqliteDialect(adapt(raw)), raw };
+  const database = adapt(raw);
+  const driver = new GroupCommitSqliteDriver(raw, database);
+  return { dialect: new NodeSqliteDialect(driver, database), raw, stats: driver.stats };
 }

@@ -56,8 +56,8 @@ describe('SQLite store pragmas', () => {
     }
   });
 
-  it('synchronous is NORMAL (durable across process crashes in WAL mode)', async () => {
-    assert.equal(Number(await pragma('synchronous')), 1);
+  it('synchronous is FULL (every group commit is fsynced: durable across an OS crash)', async () => {
+    assert.equal(Number(await pragma('synchronous')), 2);
   });
 
   it('foreign keys are on and enforced', async () => {

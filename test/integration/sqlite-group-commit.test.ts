@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sql } from 'kysely';
+import { openStore, type Store } from '../../src/store/database.ts';
+import { withoutDurabilityWait } from '../../src/store/node-sqlite-dialect.ts';
+import { consumeOnce } from '../../src/store/primitives.ts';
+
+/**
+ * The gateway's SQLite driver commits the writes of one event-loop turn together (one fsync
+ * with synchronous = FULL) and answers each caller only after that commit. These tests watch
+ * the file through a second, independent connection: what it sees is what is on disk.
+ */
+describe('SQLite group commit', () => {
+  let dir: string;
+  let file: string;
+  let store: Store;
+  let observer: DatabaseSync;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'stepgate-gc-'));
+    file = join(dir, 'stepgate.sqlite');
+    store = await openStore({ url: '', sqliteFile: file, sqliteBusyTimeoutMs: 2000 });
+    await store.migrate();
+    observer = new DatabaseSync(file, { readOnly: true });
+  });
+  after(async () => {
+    observer.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const seen = (key: string): boolean => observer.prepare('select 1 from rate_limits where key = ?').get(key) !== undefined;
+  const stats = () => ({ ...(store.commitStats ?? { flushes: Number.NaN, waited: Number.NaN }) });
+
+  async function insert(key: string): Promise<void> {
+    await store.db.insertInto('rate_limits').values({ key, count: 1, expires_at: Date.now() + 60_000 }).execute();
+  }
+
+  it('a write is committed (visible to another connection) by the time its caller is answered', async () => {
+    const keys = Array.from({ length: 40 }, (_, i) => `durable-${i}`);
+    await Promise.all(
+      keys.map(async (k) => {
+        await insert(k);
+        assert.equal(seen(k), true, `${k} answered before it was committed`);
+      }),
+    );
+  });
+
+  it('concurrent writers share commits: 60 transactions, a handful of fsyncs', async () => {
+    const before = stats();
+    await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        store.db.transaction().execute(async (tx) => {
+          await tx.insertInto('rate_limits').values({ key: `tx-${i}-a`, count: 1, expires_at: 1 }).execute();
+          await tx.insertInto('rate_limits').values({ key: `tx-${i}-b`, count: 1, expires_at: 1 }).execute();
+        }),
+      ),
+    );
+    const after = stats();
+    for (let i = 0; i < 60; i += 1) assert.equal(seen(`tx-${i}-a`) && seen(`tx-${i}-b`), true);
+    const flushes = after.flushes - before.flushes;
+    assert.ok(flushes >= 1 && flushes <= 10, `expected few group commits, got ${flushes}`);
+    assert.equal(after.waited - before.waited, 60);
+  });
+
+  it('a transaction that fails is rolled back alone; the others in its batch commit', async () => {
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        store.db.transaction().execute(async (tx) => {
+          await tx.insertInto('rate_limits').values({ key: `mixed-${i}`, count: 1, expires_at: 1 }).execute();
+          if (i % 3 === 0) throw new Error(`abort ${i}`);
+        }),
+      ),
+    );
+    for (let i = 0; i < 10; i += 1) {
+      assert.equal(results[i]?.status, i % 3 === 0 ? 'rejected' : 'fulfilled');
+      assert.equal(seen(`mixed-${i}`), i % 3 !== 0, `mixed-${i}`);
+    }
+  });
+
+  it('a failed group commit fails every caller of its batch and leaves none of their writes', async () => {
+    const now = Date.now();
+    // A deferred foreign key violation is only detected at COMMIT: the batch's commit fails.
+    const bad = store.db.transaction().execute(async (tx) => {
+      await sql`pragma defer_foreign_keys = on`.execute(tx);
+      await tx
+        .insertInto('factors')
+        .values({ id: 'fac_gc_orphan', user_id: 'usr_gc_missing', type: 'password', label: '', status: 'active', secret_hash: null, secret_sealed: null, params: '{}', counter: 0, failures: 0, locked_until: null, created_at: now, updated_at: now, last_used_at: null })
+        .execute();
+    });
+    const good = [insert('batch-a'), store.db.transaction().execute(async (tx) => tx.insertInto('rate_limits').values({ key: 'batch-b', count: 1, expires_at: 1 }).execute())];
+    const results = await Promise.allSettled([bad, ...good]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      assert.match(String((r as PromiseRejectedResult).reason), /FOREIGN KEY constraint failed/);
+    }
+    assert.equal(seen('batch-a') || seen('batch-b'), false);
+    assert.equal(observer.prepare("select 1 from factors where id = 'fac_gc_orphan'").get(), undefined);
+    // The next batch works.
+    await insert('after-failure');
+    assert.equal(seen('after-failure'), true);
+  });
+
+  it('a single-use row is consumed exactly once by 50 concurrent callers, durably', async () => {
+    const now = Date.now();
+    await store.db.insertInto('one_time_tokens').values({ id_hash: 'gc-token', purpose: 'admin_setup', subject: null, created_at: now, expires_at: now + 60_000, used_at: null }).execute();
+    const wins = await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const won = await consumeOnce(store.db, { table: 'one_time_tokens', match: { id_hash: 'gc-token' }, now: new Date(), expiresColumn: 'expires_at' });
+        // Whoever is told "consumed" is told so only once it is on disk.
+        if (won) assert.notEqual((observer.prepare("select used_at from one_time_tokens where id_hash = 'gc-token'").get() as { used_at: number | null }).used_at, null);
+        return won;
+      }),
+    );
+    assert.equal(wins.filter(Boolean).length, 1);
+  });
+
+  it('a plain SELECT with no batch open neither opens one nor waits', async () => {
+    await insert('read-me');
+    const before = stats();
+    const row = await store.db.selectFrom('rate_limits').select('count').where('key', '=', 'read-me').executeTakeFirst();
+    assert.equal(row?.count, 1);
+    assert.deepEqual(stats(), before);
+  });
+
+  it('relaxed writes (rate-limit counters) are answered before their commit, and still committed with the batch', async () => {
+    await withoutDurabilityWait(() => insert('relaxed'));
+    assert.equal(seen('relaxed'), false, 'answered before the group commit, as intended');
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(seen('relaxed'), true);
+  });
+
+  it('closing the store commits what is pending', async () => {
+    const dir2 = mkdtempSync(join(tmpdir(), 'stepgate-gc-close-'));
+    const file2 = join(dir2, 'stepgate.sqlite');
+    const s = await openStore({ url: '', sqliteFile: file2 });
+    await s.migrate();
+    await withoutDurabilityWait(() => s.db.insertInto('rate_limits').values({ key: 'on-close', count: 1, expires_at: 1 }).execute());
+    await s.close();
+    const check = new DatabaseSync(file2, { readOnly: true });
+    assert.notEqual(check.prepare("select 1 from rate_limits where key = 'on-close'").get(), undefined);
+    check.close();
+    rmSync(dir2, { recursive: true, force: true });
+  });
+});
