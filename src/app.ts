@@ -108,6 +108,12 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(refuseControlCharacters(api.routes));
   app.use(loadSession(gw));
 
+  if (gw.config.http.echoRoute) {
+    // The benchmark's "same server" baseline (config http.echoRoute, off by default).
+    app.post('/v1/echo', (req, res) => {
+      res.json(req.body ?? {});
+    });
+  }
   app.use(healthRouter(gw, api));
   app.use(wellKnownRouter(gw, api));
   app.use(stepUpRouter(gw, api));

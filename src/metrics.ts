@@ -1,9 +1,29 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { GroupCommitStats } from './store/node-sqlite-dialect.ts';
 
 /** One registry per app instance, so tests and several apps in one process do not clash. */
-export function createMetrics() {
+export function createMetrics(commitStats?: GroupCommitStats) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'stepgate_' });
+  if (commitStats !== undefined) {
+    // SQLite: the group commit's effect (callers answered per fsync = waiters / commits).
+    new Gauge({
+      name: 'stepgate_store_group_commits',
+      help: 'SQLite: durable commits (one fsync each) made since start; each holds the writes of one event-loop turn.',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.flushes);
+      },
+    });
+    new Gauge({
+      name: 'stepgate_store_group_commit_waiters',
+      help: 'SQLite: database calls since start that were answered only after their group commit.',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.waited);
+      },
+    });
+  }
   const httpDuration = new Histogram({
     name: 'stepgate_http_request_duration_seconds',
     help: 'HTTP request latency by method, route template and status class.',
