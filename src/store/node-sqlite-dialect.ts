@@ -1,4 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
   CompiledQuery,
@@ -143,12 +145,21 @@ class GroupCommitSqliteDriver implements Driver {
   /** The batch was lost in the middle of the current Kysely transaction: it must not go on. */
   #transactionLost = false;
   #destroyed = false;
+  /** Stores of this process open on this file (they share this driver, see openNodeSqlite). */
+  #refs = 1;
+  readonly #onClose: () => void;
   readonly stats: GroupCommitStats = { flushes: 0, waited: 0 };
 
-  constructor(raw: DatabaseSync, db: SqliteDatabase) {
+  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void) {
     this.#raw = raw;
     this.#db = db;
+    this.#onClose = onClose;
     this.#connection = new GroupCommitConnection(this);
+  }
+
+  /** Another store in this process opened the same file: it shares this connection. */
+  addRef(): void {
+    this.#refs += 1;
   }
 
   async init(): Promise<void> {}
@@ -209,7 +220,10 @@ class GroupCommitSqliteDriver implements Driver {
 
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
+    this.#refs -= 1;
+    if (this.#refs > 0) return;
     this.#destroyed = true;
+    this.#onClose();
     await this.#lock.acquire();
     try {
       this.#flushNow();
@@ -355,8 +369,9 @@ class GatewaySqliteAdapter extends SqliteAdapter {
 
 class NodeSqliteDialect extends SqliteDialect {
   readonly #driver: GroupCommitSqliteDriver;
-  constructor(driver: GroupCommitSqliteDriver, database: SqliteDatabase) {
-    super({ database });
+  constructor(driver: GroupCommitSqliteDriver) {
+    // Kysely's own driver is never created (createDriver below); the database is unused.
+    super({ database: {} as SqliteDatabase });
     this.#driver = driver;
   }
   override createDriver(): Driver {
@@ -376,7 +391,37 @@ export interface NodeSqliteOptions {
   synchronous?: SqliteSynchronous;
 }
 
+interface OpenFile {
+  driver: GroupCommitSqliteDriver;
+  raw: DatabaseSync;
+}
+
+/**
+ * The files this process has open. A second store on the same file in the same process (two
+ * gateways in one test process, the CLI's helpers) shares the first one's connection and
+ * driver instead of opening another connection: node:sqlite is synchronous, so a second
+ * connection waiting for the first one's write lock (held for an event-loop turn by the
+ * group commit) would block the very thread that releases it. Separate processes each have
+ * their own connection and SQLite's file lock between them, as before.
+ */
+const openFiles = new Map<string, OpenFile>();
+
+function fileKey(file: string): string | undefined {
+  if (file === ':memory:' || file === '') return undefined;
+  try {
+    return realpathSync(file);
+  } catch {
+    return resolve(file);
+  }
+}
+
 export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
+  const key = fileKey(options.file);
+  const existing = key === undefined ? undefined : openFiles.get(key);
+  if (existing !== undefined) {
+    existing.driver.addRef();
+    return { dialect: new NodeSqliteDialect(existing.driver), raw: existing.raw, stats: existing.driver.stats };
+  }
   const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
   raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
   raw.exec('PRAGMA journal_mode = WAL');
@@ -386,6 +431,9 @@ export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDia
   raw.exec(`PRAGMA synchronous = ${(options.synchronous ?? 'full') === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
   const database = adapt(raw);
-  const driver = new GroupCommitSqliteDriver(raw, database);
-  return { dialect: new NodeSqliteDialect(driver, database), raw, stats: driver.stats };
+  const driver = new GroupCommitSqliteDriver(raw, database, () => {
+    if (key !== undefined) openFiles.delete(key);
+  });
+  if (key !== undefined) openFiles.set(key, { driver, raw });
+  return { dialect: new NodeSqliteDialect(driver), raw, stats: driver.stats };
 }

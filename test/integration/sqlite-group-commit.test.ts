@@ -135,6 +135,18 @@ describe('SQLite group commit', () => {
     assert.equal(seen('relaxed'), true);
   });
 
+  it('a second store on the same file in this process shares the connection: no self-deadlock, closing one leaves the other open', async () => {
+    const second = await openStore({ url: '', sqliteFile: file, sqliteBusyTimeoutMs: 2000 });
+    try {
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? store : second).db.transaction().execute((tx) => tx.insertInto('rate_limits').values({ key: `shared-${i}`, count: 1, expires_at: 1 }).execute())));
+      for (let i = 0; i < 20; i += 1) assert.equal(seen(`shared-${i}`), true);
+    } finally {
+      await second.close();
+    }
+    await insert('after-second-closed');
+    assert.equal(seen('after-second-closed'), true);
+  });
+
   it('closing the store commits what is pending', async () => {
     const dir2 = mkdtempSync(join(tmpdir(), 'stepgate-gc-close-'));
     const file2 = join(dir2, 'stepgate.sqlite');
