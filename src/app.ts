@@ -76,6 +76,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   const limit = gw.config.http.bodyLimitBytes;
 
   app.disable('x-powered-by');
+  // Responses are no-store (noStoreByDefault): an ETag, a hash of every body, buys nothing.
+  app.set('etag', false);
   app.set('trust proxy', gw.config.http.trustProxyHops);
   app.set('query parser', 'simple');
 

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 import { withoutDurabilityWait } from '../store/node-sqlite-dialect.ts';
 
 /**
@@ -18,6 +19,10 @@ export interface RateDecision {
   retryAfterSeconds: number;
 }
 
+const COUNT = new FixedSql(
+  'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "count"',
+);
+
 export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: string, limit: number): Promise<RateDecision> {
   const windowMs = gw.config.rateLimits.windowSeconds * 1000;
   const nowMs = gw.clock.now().getTime();
@@ -30,14 +35,9 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
     // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
     // request does not wait for the counter's group commit (SQLite); it is still written
     // before the request goes on, and counted by every process on the same database.
-    const row = await withoutDurabilityWait(() =>
-      gw.store.db
-        .insertInto('rate_limits')
-        .values({ key, count: 1, expires_at: expiresAt })
-        .onConflict((oc) => oc.column('key').doUpdateSet((eb) => ({ count: eb(eb.ref('rate_limits.count'), '+', 1) })))
-        .returning('count')
-        .executeTakeFirstOrThrow(),
-    );
+    const { rows } = await withoutDurabilityWait(() => COUNT.run<{ count: number }>(gw.store.db, gw.store.dialect, [key, expiresAt]));
+    const row = rows[0];
+    if (row === undefined) throw new Error('rate-limit upsert returned no row');
     count = Number(row.count);
   } catch (err) {
     gw.logger.error({ err, bucket }, 'rate-limit store unavailable: refusing');

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { realpathSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { closeSync, fdatasync, fsyncSync, openSync, realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
   CompiledQuery,
@@ -102,7 +102,7 @@ export function withoutDurabilityWait<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 export interface GroupCommitStats {
-  /** Durable commits (one fsync each with synchronous = FULL). */
+  /** Durable group commits (one WAL fsync each). */
   flushes: number;
   /** Connection leases that were answered after a group commit. */
   waited: number;
@@ -110,11 +110,69 @@ export interface GroupCommitStats {
 
 const SAVEPOINT = 'stepgate_tx';
 
+export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+
+/** The driver's own fdatasync of the WAL file, off the event loop (see the driver). */
+class WalSync {
+  readonly #walFile: string;
+  readonly #fdatasync: FdatasyncFn;
+  #fd: number | undefined;
+  #inFlight = 0;
+  #drained: (() => void)[] = [];
+
+  constructor(databaseFile: string, fdatasyncFn: FdatasyncFn) {
+    this.#walFile = `${databaseFile}-wal`;
+    this.#fdatasync = fdatasyncFn;
+  }
+
+  sync(batch: Batch): void {
+    let fd: number;
+    try {
+      fd = this.#open();
+    } catch (err) {
+      batch.reject(err);
+      return;
+    }
+    this.#inFlight += 1;
+    this.#fdatasync(fd, (err) => {
+      this.#inFlight -= 1;
+      if (err) batch.reject(err);
+      else batch.resolve();
+      if (this.#inFlight === 0) for (const done of this.#drained.splice(0)) done();
+    });
+  }
+
+  drain(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  /** The WAL exists from the first commit on and keeps its inode while the database is open. */
+  #open(): number {
+    if (this.#fd === undefined) {
+      this.#fd = openSync(this.#walFile, 'r');
+      // Once: the WAL's directory entry, so the file itself survives a power loss.
+      const dir = openSync(dirname(this.#walFile), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
+    return this.#fd;
+  }
+}
+
 /**
- * Group commit on the gateway's one SQLite connection. With `synchronous = FULL` every
- * COMMIT is an fsync, on the event loop (node:sqlite is synchronous); committing each
- * request's transaction on its own would bound the whole gateway by the disk's fsync rate.
- * Instead:
+ * Group commit on the gateway's one SQLite connection. node:sqlite is synchronous: with
+ * `synchronous = FULL` every COMMIT is an fsync on the event loop, and committing each
+ * request's transaction on its own would bound the whole gateway by the disk's fsync rate
+ * and stall every other request meanwhile. Instead:
  *
  * - The first write (or transaction) opens a batch: `BEGIN IMMEDIATE`, which takes SQLite's
  *   write lock (so other processes on the file wait on the busy timeout as before).
@@ -124,6 +182,16 @@ const SAVEPOINT = 'stepgate_tx';
  *   connection at that moment, and only then is each caller that wrote in it answered: a
  *   caller's promise resolves after its write is durable, exactly as before, and rejects if
  *   the group commit fails (every caller in the batch then fails, none half-succeeds).
+ * - Durable means on disk, not in the OS cache. In `wal-fsync` mode (the default) SQLite runs
+ *   `synchronous = NORMAL`, so COMMIT only write()s the WAL frames, and the driver then
+ *   fdatasync()s the WAL file itself, on the libuv pool, off the event loop; the batch's
+ *   callers are answered when that returns. Every frame of the batch was written before the
+ *   call, so the fdatasync covers it (fsync is per file, whichever descriptor wrote). This is
+ *   exactly the sync SQLite would do at COMMIT with FULL; checkpoints still sync the WAL and
+ *   the database file themselves (NORMAL does that). If the fdatasync fails the callers get
+ *   the error although the commit may survive: they fail closed (a code they were told was
+ *   refused may turn out burnt; never the other way round). `full` mode (SQLite's own fsync
+ *   at COMMIT, on the event loop) is kept for comparison.
  * - An autocommit SELECT does not open a batch and does not wait for one. While a batch is
  *   open it sees that batch's not-yet-durable writes (the same connection): state changes
  *   that act on what they read are conditional statements (src/store/primitives.ts), which
@@ -150,10 +218,13 @@ class GroupCommitSqliteDriver implements Driver {
   readonly #onClose: () => void;
   readonly stats: GroupCommitStats = { flushes: 0, waited: 0 };
 
-  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void) {
+  readonly #walSync: WalSync | undefined;
+
+  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void, walSync: WalSync | undefined) {
     this.#raw = raw;
     this.#db = db;
     this.#onClose = onClose;
+    this.#walSync = walSync;
     this.#connection = new GroupCommitConnection(this);
   }
 
@@ -227,9 +298,11 @@ class GroupCommitSqliteDriver implements Driver {
     await this.#lock.acquire();
     try {
       this.#flushNow();
+      await this.#walSync?.drain();
     } finally {
       this.#lock.release();
       this.#db.close();
+      this.#walSync?.close();
     }
   }
 
@@ -237,7 +310,7 @@ class GroupCommitSqliteDriver implements Driver {
   run(compiled: CompiledQuery): QueryResult<unknown> {
     if (this.#transactionLost) throw new Error('the transaction was rolled back by SQLite after an earlier error');
     if (!this.#inSavepoint) {
-      if (this.#batch === undefined && isRead(compiled)) return this.#execute(compiled);
+      if (isRead(compiled)) return this.#execute(compiled);
       this.#joinBatch();
     } else if (this.#batch !== undefined) {
       this.#leaseBatch = this.#batch;
@@ -310,7 +383,8 @@ class GroupCommitSqliteDriver implements Driver {
     try {
       this.#raw.exec('commit');
       this.stats.flushes += 1;
-      batch.resolve();
+      if (this.#walSync === undefined) batch.resolve();
+      else this.#walSync.sync(batch);
     } catch (err) {
       // A failed COMMIT (deferred constraint, I/O error) may leave the transaction open.
       if (this.#raw.isTransaction) {
@@ -382,13 +456,20 @@ class NodeSqliteDialect extends SqliteDialect {
   }
 }
 
-export type SqliteSynchronous = 'full' | 'normal';
+/**
+ * `wal-fsync` (default): NORMAL plus the driver's own WAL fdatasync off the event loop before
+ * anyone is answered; `full`: SQLite's fsync at every COMMIT, on the event loop. Both are
+ * durable across a power loss; `normal` alone is not (tests and scratch files only).
+ */
+export type SqliteSynchronous = 'wal-fsync' | 'full' | 'normal';
 
 export interface NodeSqliteOptions {
   file: string;
   busyTimeoutMs: number;
-  /** Default `full`: a commit is on disk before anyone is answered (see the driver). */
+  /** Default `wal-fsync`: a commit is on disk before anyone is answered (see the driver). */
   synchronous?: SqliteSynchronous;
+  /** Tests: replaces fs.fdatasync in `wal-fsync` mode. */
+  fdatasync?: FdatasyncFn;
 }
 
 interface OpenFile {
@@ -425,15 +506,23 @@ export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDia
   const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
   raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
   raw.exec('PRAGMA journal_mode = WAL');
-  // FULL: every commit is fsynced (WAL), so a burnt one-time code or consumed step-up stays
-  // burnt across an OS crash or power loss, not only across a process crash. Group commit
+  // Every commit is on disk before its callers are answered, so a burnt one-time code or a
+  // consumed step-up stays burnt across an OS crash or power loss, not only across a process
+  // crash: by the driver's WAL fdatasync (default) or SQLite's own (FULL). Group commit
   // (above) makes that one fsync per event-loop turn rather than one per request.
-  raw.exec(`PRAGMA synchronous = ${(options.synchronous ?? 'full') === 'full' ? 'FULL' : 'NORMAL'}`);
+  const mode = options.synchronous ?? 'wal-fsync';
+  raw.exec(`PRAGMA synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
   const database = adapt(raw);
-  const driver = new GroupCommitSqliteDriver(raw, database, () => {
-    if (key !== undefined) openFiles.delete(key);
-  });
+  const walSync = mode === 'wal-fsync' && key !== undefined ? new WalSync(key, options.fdatasync ?? fdatasync) : undefined;
+  const driver = new GroupCommitSqliteDriver(
+    raw,
+    database,
+    () => {
+      if (key !== undefined) openFiles.delete(key);
+    },
+    walSync,
+  );
   if (key !== undefined) openFiles.set(key, { driver, raw });
   return { dialect: new NodeSqliteDialect(driver), raw, stats: driver.stats };
 }

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../../src/store/database.ts';
-import { withoutDurabilityWait } from '../../src/store/node-sqlite-dialect.ts';
+import { Kysely } from 'kysely';
+import { type FdatasyncFn, openNodeSqlite, withoutDurabilityWait } from '../../src/store/node-sqlite-dialect.ts';
 import { consumeOnce } from '../../src/store/primitives.ts';
 
 /**
@@ -119,7 +120,7 @@ describe('SQLite group commit', () => {
     assert.equal(wins.filter(Boolean).length, 1);
   });
 
-  it('a plain SELECT with no batch open neither opens one nor waits', async () => {
+  it('a plain SELECT neither opens a batch nor waits for one', async () => {
     await insert('read-me');
     const before = stats();
     const row = await store.db.selectFrom('rate_limits').select('count').where('key', '=', 'read-me').executeTakeFirst();
@@ -158,5 +159,57 @@ describe('SQLite group commit', () => {
     assert.notEqual(check.prepare("select 1 from rate_limits where key = 'on-close'").get(), undefined);
     check.close();
     rmSync(dir2, { recursive: true, force: true });
+  });
+
+  describe('the WAL fdatasync (off the event loop)', () => {
+    async function withDriver(fdatasync: FdatasyncFn, body: (db: Kysely<{ t: { k: string } }>) => Promise<void>): Promise<void> {
+      const d = mkdtempSync(join(tmpdir(), 'stepgate-walsync-'));
+      const { dialect, raw } = openNodeSqlite({ file: join(d, 'x.sqlite'), busyTimeoutMs: 1000, fdatasync });
+      raw.exec('create table t (k text primary key)');
+      const db = new Kysely<{ t: { k: string } }>({ dialect });
+      try {
+        await body(db);
+      } finally {
+        await db.destroy();
+        rmSync(d, { recursive: true, force: true });
+      }
+    }
+
+    it('a caller is answered only after the fdatasync of the WAL it wrote returned', async () => {
+      const events: string[] = [];
+      const slow: FdatasyncFn = (fd, cb) => {
+        events.push('fdatasync called');
+        setTimeout(() => {
+          events.push('fdatasync returned');
+          cb(null);
+        }, 40);
+        void fd;
+      };
+      await withDriver(slow, async (db) => {
+        await Promise.all([
+          db.insertInto('t').values({ k: 'a' }).execute().then(() => events.push('a answered')),
+          db.insertInto('t').values({ k: 'b' }).execute().then(() => events.push('b answered')),
+        ]);
+        assert.deepEqual(events, ['fdatasync called', 'fdatasync returned', 'a answered', 'b answered']);
+        // And the event loop was free meanwhile: a read ran while the fsync was in flight.
+        events.length = 0;
+        const write = db.insertInto('t').values({ k: 'c' }).execute().then(() => events.push('c answered'));
+        while (!events.includes('fdatasync called')) await new Promise((resolve) => setImmediate(resolve));
+        const rows = await db.selectFrom('t').select('k').execute();
+        events.push(`read ${rows.length} rows`);
+        await write;
+        assert.deepEqual(events, ['fdatasync called', 'read 3 rows', 'fdatasync returned', 'c answered']);
+      });
+    });
+
+    it('a failed fdatasync fails its callers (fail closed)', async () => {
+      const failing: FdatasyncFn = (_fd, cb) => {
+        const err = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }) as NodeJS.ErrnoException;
+        setImmediate(() => cb(err));
+      };
+      await withDriver(failing, async (db) => {
+        await assert.rejects(db.insertInto('t').values({ k: 'x' }).execute(), /EIO/);
+      });
+    });
   });
 });
