@@ -5,7 +5,7 @@
 // the payment-code service runs in this process (so each phase of a request can be timed)
 // and is driven over HTTP by C concurrent wallets, each taking the next step-up and doing
 //   POST /v1/payment-codes {stepup_id}   → P fetches the token from the gateway, verifies it,
-//                                          writes the code, renders barcode + QR + signed QR
+//                                          writes the code (its pictures: on demand, from their URLs)
 //   POST /v1/payment-codes/redeem        → P resolves the code to the payer, exactly once.
 // Reports codes/s (issue + redeem pairs), p50/p99, and where issuance time goes — in
 // particular the share spent in token verification (src/verifier). Not a test: asserts nothing.

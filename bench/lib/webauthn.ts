@@ -1,6 +1,7 @@
-// WebAuthn assertion verification in process: the gateway's ceremony (src/factors/webauthn,
-// @simplewebauthn/server underneath) over assertions made by the test suite's software
-// authenticator, each with its own challenge and a rising counter, per CPU-second.
+// WebAuthn assertion verification in process: the gateway's ceremony (src/factors/webauthn:
+// its checks, then the signature with the credential's cached KeyObject) over assertions made
+// by the test suite's software authenticator, each with its own challenge and a rising
+// counter, per CPU-second.
 import { newChallenge, type StoredCredential, verifyAssertion, verifyRegistration } from '../../src/factors/webauthn/ceremony.ts';
 import { resolveWebAuthnSettings } from '../../src/factors/webauthn/settings.ts';
 import { SoftCredential } from '../../test/helpers/soft-authenticator.ts';

@@ -4,7 +4,8 @@ import { groupCode, newOnlineCode } from './code-format.ts';
 import { PaymentCodeError } from './errors.ts';
 import type { EventLog } from './events.ts';
 import { code128Png, qrPng } from './render.ts';
-import { signQr, subjectHandle } from './signed-qr.ts';
+import type { PaymentCodeSealer } from './sealer.ts';
+import { type QrClaims, signQr, subjectHandle } from './signed-qr.ts';
 import type { QrKeyRing } from './signing-keys.ts';
 import { type PhaseObserver, type StepUpContext, type StepUpGate, timed } from './step-up.ts';
 import type { PcDb, PcTx } from './store/database.ts';
@@ -24,6 +25,8 @@ export interface IssueDeps {
   qrKeys: QrKeyRing;
   codeIndexKey: KeyObject;
   subjectHandleKey: KeyObject;
+  /** Seals each code's image handle (the digits, for the image URLs; never stored). */
+  sealer: PaymentCodeSealer;
   prefix: string;
   ttlSeconds: number;
   publicUrl: string;
@@ -71,12 +74,32 @@ export interface IssuedCode {
   expiresAt: Date;
   acr: string;
   signedQr: string;
+  /** Opaque, for the image URLs (code-images.ts): the digits sealed to this code id; P keeps no copy. */
+  imageHandle: string;
 }
 
 export interface RenderedCode extends IssuedCode {
   barcodePng: Buffer;
   qrPng: Buffer;
   signedQrPng: Buffer;
+}
+
+/** The associated data of a code's image handle: a handle unseals for its own code only. */
+export function imageHandleAad(codeId: string): string {
+  return `pc_codes.image_handle:${codeId}`;
+}
+
+/** What a code's signed QR says; built from the stored row too, so a picture can be made again (Ed25519 is deterministic). */
+export function qrClaimsFor(subjectHandleKey: KeyObject, code: { subject: string; issuedAtMs: number; expiresAtMs: number; qrNonce: string; amountLimit: string; currency: string; payee: string | null }): QrClaims {
+  return {
+    sub: subjectHandle(subjectHandleKey, code.subject),
+    iat: Math.floor(code.issuedAtMs / 1000),
+    exp: Math.floor(code.expiresAtMs / 1000),
+    jti: code.qrNonce,
+    lim: code.amountLimit,
+    cur: code.currency,
+    ...(code.payee === null ? {} : { payee: code.payee }),
+  };
 }
 
 export function codeHmac(key: KeyObject, digits: string): string {
@@ -161,16 +184,11 @@ export async function issueCode(d: IssueDeps, input: IssueInput): Promise<Issued
     throw new PaymentCodeError('replayed', { challenge: d.gate.challenge(ISSUE_ACTION) });
   }
 
-  const iat = Math.floor(nowMs / 1000);
-  const signedQr = await signQr(d.qrKeys, d.publicUrl, {
-    sub: subjectHandle(d.subjectHandleKey, claims.sub),
-    iat,
-    exp: Math.floor(expiresAtMs / 1000),
-    jti: qrNonce,
-    lim: input.request.amountLimit,
-    cur: input.request.currency,
-    ...(input.request.payee === undefined ? {} : { payee: input.request.payee }),
-  });
+  const signedQr = await signQr(
+    d.qrKeys,
+    d.publicUrl,
+    qrClaimsFor(d.subjectHandleKey, { subject: claims.sub, issuedAtMs: nowMs, expiresAtMs, qrNonce, amountLimit: input.request.amountLimit, currency: input.request.currency, payee: input.request.payee ?? null }),
+  );
   return {
     codeId,
     code,
@@ -184,9 +202,11 @@ export async function issueCode(d: IssueDeps, input: IssueInput): Promise<Issued
     expiresAt: new Date(expiresAtMs),
     acr: claims.acr,
     signedQr,
+    imageHandle: d.sealer.seal(code, imageHandleAad(codeId)),
   };
 }
 
+/** The three pictures at once (the demo wallet, and API callers that ask for `images: "inline"`). */
 export async function renderCode(issued: IssuedCode, observe: PhaseObserver = () => {}): Promise<RenderedCode> {
   const [barcodePng, plainQr, signedQrPng] = await timed(observe, 'render', () => Promise.all([code128Png(issued.code), qrPng(issued.code, 6), qrPng(issued.signedQr, 3)]));
   return { ...issued, barcodePng, qrPng: plainQr, signedQrPng };

@@ -135,6 +135,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     qrKeys,
     codeIndexKey,
     subjectHandleKey: sealer.deriveKey('subject-handle'),
+    sealer,
     prefix: config.codes.prefix,
     ttlSeconds: config.codes.ttlSeconds,
     publicUrl: config.http.publicUrl,

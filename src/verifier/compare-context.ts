@@ -67,6 +67,19 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
  * field in sorted order — missing on either side counts — or undefined when they are equal.
  */
 export function firstContextDifference(expected: JsonObject, approved: Record<string, unknown>): string | undefined {
+  // The common case, equal contexts, without building and sorting the union of the keys:
+  // every expected field equal, and nothing else in `approved` but `type`.
+  let matched = 0;
+  for (const key in expected) {
+    if (!Object.hasOwn(expected, key)) continue;
+    if (!Object.hasOwn(approved, key) || !jsonEqual(expected[key], approved[key])) return sortedFirstDifference(expected, approved);
+    matched += 1;
+  }
+  const approvedKeys = Object.keys(approved).length - (Object.hasOwn(approved, 'type') ? 1 : 0);
+  return approvedKeys === matched ? undefined : sortedFirstDifference(expected, approved);
+}
+
+function sortedFirstDifference(expected: JsonObject, approved: Record<string, unknown>): string | undefined {
   const keys = new Set([...Object.keys(expected), ...Object.keys(approved).filter((key) => key !== 'type')]);
   for (const key of [...keys].sort()) {
     if (!Object.hasOwn(expected, key) || !Object.hasOwn(approved, key)) return key;

@@ -32,6 +32,10 @@ export class SqliteReplayStore implements ReplayStore {
   readonly #pruneIntervalMs: number;
   readonly #insert: StatementSync;
   readonly #delete: StatementSync;
+  // Prepared once: exec() would parse the SQL again for every batch.
+  readonly #begin: StatementSync;
+  readonly #commit: StatementSync;
+  readonly #rollback: StatementSync;
   #nextPruneAt = 0;
 
   constructor(options: SqliteReplayStoreOptions) {
@@ -61,6 +65,9 @@ export class SqliteReplayStore implements ReplayStore {
     );
     this.#insert = this.#db.prepare(`INSERT INTO ${table} (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING`);
     this.#delete = this.#db.prepare(`DELETE FROM ${table} WHERE expires_at <= ?`);
+    this.#begin = this.#db.prepare('BEGIN IMMEDIATE');
+    this.#commit = this.#db.prepare('COMMIT');
+    this.#rollback = this.#db.prepare('ROLLBACK');
   }
 
   async consume(jti: string, expiresAt: Date): Promise<boolean> {
@@ -86,13 +93,13 @@ export class SqliteReplayStore implements ReplayStore {
     if (batch.length === 0) return;
     let results: boolean[];
     try {
-      this.#db.exec('BEGIN IMMEDIATE');
+      this.#begin.run();
       try {
         results = batch.map((b) => Number(this.#insert.run(b.jti, b.expiresAtMs).changes) === 1);
-        this.#db.exec('COMMIT');
+        this.#commit.run();
       } catch (err) {
         try {
-          this.#db.exec('ROLLBACK');
+          this.#rollback.run();
         } catch {
           // The failed statement may have ended the transaction already.
         }

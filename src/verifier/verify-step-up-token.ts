@@ -4,7 +4,7 @@ import { acrSatisfies, isStepUpAcr, STEPUP_ACR_VALUES, type StepUpAcr } from './
 import { systemClock, type VerifierClock } from './clock.ts';
 import { assertExpectedContext, firstContextDifference, type JsonObject, type JsonValue } from './compare-context.ts';
 import { StepUpTokenError, VerifierUnavailableError } from './errors.ts';
-import type { JwksCache } from './jwks-cache.ts';
+import type { JwksCache, KeyLookupHeader } from './jwks-cache.ts';
 import type { ReplayStore } from './replay-store.ts';
 
 /** The JWS `typ` of a step-up token, compared exactly (no case folding, no `application/` prefix). */
@@ -20,6 +20,9 @@ const MAX_JTI_LENGTH = 256;
 const B64URL = /^[A-Za-z0-9_-]*$/;
 // One decoder for every call (a decoder per token was a measurable share of the check); fatal: bad UTF-8 throws.
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
+// Built once: jose only reads them.
+const JOSE_ALGORITHMS: string[] = [...STEPUP_ALGORITHMS];
+const REQUIRED_CLAIMS: string[] = ['iss', 'sub', 'aud', 'iat', 'exp', 'jti'];
 
 /** One RFC 9396 authorization detail: the action and the exact context the user approved. */
 export interface AuthorizationDetail {
@@ -76,10 +79,13 @@ export interface VerifyStepUpTokenOptions {
   maxAuthAgeSeconds?: number;
 }
 
+/** Where the verification key comes from: our cache is asked directly, a foreign jose getter through jose. */
+type KeySource = { cache: JwksCache; getter?: undefined } | { cache?: undefined; getter: JWTVerifyGetKey };
+
 interface Settings {
   issuer: string;
   audience: string;
-  getKey: JWTVerifyGetKey;
+  keys: KeySource;
   requiredAcr: StepUpAcr | undefined;
   expectedSubject: string;
   expectedAction: string;
@@ -100,8 +106,8 @@ interface Settings {
  */
 export async function verifyStepUpToken(token: string, options: VerifyStepUpTokenOptions): Promise<StepUpClaims> {
   const settings = checkOptions(options);
-  checkHeader(token);
-  const claims = await checkSignatureAndTimes(token, settings);
+  const header = checkHeader(token);
+  const claims = await checkSignatureAndTimes(token, header, settings);
   checkClaims(claims, settings);
   await consumeJti(claims, settings);
   return claims;
@@ -133,7 +139,7 @@ function checkOptions(options: VerifyStepUpTokenOptions): Settings {
   return {
     issuer: nonEmptyString(options.issuer, 'issuer'),
     audience: nonEmptyString(options.audience, 'audience'),
-    getKey: keyResolver(options.jwks),
+    keys: keySource(options.jwks),
     requiredAcr: options.requiredAcr,
     expectedSubject: nonEmptyString(options.expectedSubject, 'expectedSubject'),
     expectedAction: nonEmptyString(options.expectedAction, 'expectedAction'),
@@ -152,23 +158,23 @@ function checkOptions(options: VerifyStepUpTokenOptions): Settings {
  * matching key" means an unknown kid, anything else (network, bad JWKS) means the key source
  * is unavailable — never a verdict on the token.
  */
-function keyResolver(jwks: JwksCache | JWTVerifyGetKey): JWTVerifyGetKey {
+function keySource(jwks: JwksCache | JWTVerifyGetKey): KeySource {
   if (typeof jwks === 'function') {
-    return async (header: JWTHeaderParameters, input: FlattenedJWSInput) => {
-      try {
-        return await jwks(header, input);
-      } catch (err) {
-        if (err instanceof StepUpTokenError || err instanceof VerifierUnavailableError) throw err;
-        if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
-          throw new StepUpTokenError('kid_unknown', 'no gateway key matches this kid', { field: 'kid', cause: err });
+    return {
+      getter: async (header: JWTHeaderParameters, input: FlattenedJWSInput) => {
+        try {
+          return await jwks(header, input);
+        } catch (err) {
+          if (err instanceof StepUpTokenError || err instanceof VerifierUnavailableError) throw err;
+          if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
+            throw new StepUpTokenError('kid_unknown', 'no gateway key matches this kid', { field: 'kid', cause: err });
+          }
+          throw new VerifierUnavailableError('jwks_unavailable', 'the gateway key source failed', { cause: err });
         }
-        throw new VerifierUnavailableError('jwks_unavailable', 'the gateway key source failed', { cause: err });
-      }
+      },
     };
   }
-  if (typeof jwks === 'object' && jwks !== null && typeof jwks.getKey === 'function') {
-    return (header: JWTHeaderParameters): Promise<KeyObject> => jwks.getKey(header);
-  }
+  if (typeof jwks === 'object' && jwks !== null && typeof jwks.getKey === 'function') return { cache: jwks };
   throw new TypeError('jwks must come from createJwksCache() or be a jose key getter');
 }
 
@@ -179,7 +185,8 @@ function malformed(message: string, field?: string): StepUpTokenError {
   return new StepUpTokenError('token_malformed', message, field === undefined ? {} : { field });
 }
 
-function checkHeader(token: unknown): void {
+/** Returns the header fields the key lookup needs (alg is one of STEPUP_ALGORITHMS, kid a non-empty string). */
+function checkHeader(token: unknown): KeyLookupHeader {
   if (typeof token !== 'string' || token.length === 0) throw malformed('no token');
   if (token.length > MAX_TOKEN_LENGTH) throw malformed(`token longer than ${MAX_TOKEN_LENGTH} characters`);
   const parts = token.split('.');
@@ -207,22 +214,27 @@ function checkHeader(token: unknown): void {
   if (typeof h.kid !== 'string' || h.kid.length === 0 || h.kid.length > 256) throw malformed('kid header missing or invalid', 'kid');
   if (encodedPayload === '' || !B64URL.test(encodedPayload)) throw malformed('payload is not base64url');
   if (signature === '' || !B64URL.test(signature)) throw new StepUpTokenError('signature_invalid', 'signature missing or not base64url');
+  return { alg: h.alg, kid: h.kid };
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. Signature (jose, with the allow-list), iss, aud, exp, nbf, iat
 
-async function checkSignatureAndTimes(token: string, s: Settings): Promise<Record<string, unknown>> {
+async function checkSignatureAndTimes(token: string, header: KeyLookupHeader, s: Settings): Promise<Record<string, unknown>> {
   try {
-    const { payload } = await jwtVerify(token, s.getKey, {
-      algorithms: [...STEPUP_ALGORITHMS],
+    // Our cache is asked for the key of the header checked above (the same kid and alg jose
+    // would pass it; jose still checks alg against the allow-list itself). A foreign getter
+    // is handed to jose, which calls it with its own parse of the header.
+    const key: KeyObject | JWTVerifyGetKey = s.keys.cache === undefined ? s.keys.getter : await s.keys.cache.getKey(header);
+    const { payload } = await jwtVerify(token, key, {
+      algorithms: JOSE_ALGORITHMS,
       typ: STEPUP_TOKEN_TYP,
       issuer: s.issuer,
       audience: s.audience,
       currentDate: s.clock.now(),
       clockTolerance: s.toleranceSeconds,
       maxTokenAge: s.maxTokenAgeSeconds,
-      requiredClaims: ['iss', 'sub', 'aud', 'iat', 'exp', 'jti'],
+      requiredClaims: REQUIRED_CLAIMS,
     });
     return payload as Record<string, unknown>;
   } catch (err) {

@@ -275,12 +275,12 @@ export async function completeWithPassword(gatewayUrl: string, stepupId: string,
 export const CONTEXT = { amountLimit: '120.00', currency: 'CNY', deviceId: 'phone-1', payee: 'shop-42' };
 
 /** Both calls of an issuance: 401 with the step-up, the user completes it, 201 with the code. */
-export async function issueWithStepUp(pUrl: string, gatewayUrl: string, walletKey: string, subject: string, context: Record<string, unknown> = CONTEXT): Promise<Answer> {
+export async function issueWithStepUp(pUrl: string, gatewayUrl: string, walletKey: string, subject: string, context: Record<string, unknown> = CONTEXT, extra: Record<string, unknown> = {}): Promise<Answer> {
   const first = await call(pUrl, 'POST', '/v1/payment-codes', { subject, context }, bearer(walletKey));
   if (first.status !== 401 || first.body.code !== 'step_up_required') throw new Error(`expected step_up_required, got ${first.status} ${first.text}`);
   const done = await completeWithPassword(gatewayUrl, first.body.stepup_id as string, first.body.ticket as string);
   if (done.status !== 200) throw new Error(`step-up verify failed: ${done.text}`);
-  return call(pUrl, 'POST', '/v1/payment-codes', { subject, context, stepup_id: first.body.stepup_id }, bearer(walletKey));
+  return call(pUrl, 'POST', '/v1/payment-codes', { subject, context, stepup_id: first.body.stepup_id, ...extra }, bearer(walletKey));
 }
 
 /** zbarimg reads a PNG (independent decoder); returns the decoded texts. */

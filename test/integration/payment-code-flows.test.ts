@@ -145,6 +145,77 @@ for (const dialect of testDialects()) {
       assert.equal(lateQr.body.code, 'code_expired');
     });
 
+    it('pictures on demand: the answer links them; only the issuing wallet key gets them, while the code lives; the URL carries no code', async () => {
+      const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
+      assert.equal(issued.status, 201, issued.text);
+      const code = issued.body.code as string;
+      const urls = ['barcode', 'qr', 'signed_qr'].map((k) => (issued.body[k] as { url: string; data?: string }));
+      for (const u of urls) {
+        assert.equal(u.data, undefined, 'nothing is rendered at issuance by default');
+        assert.ok(u.url.startsWith(`${config.http.publicUrl}/v1/payment-codes/${issued.body.code_id}/images/`), u.url);
+        assert.ok(!u.url.includes(code) && !u.url.includes(code.slice(3)), 'the digits are not in the URL');
+      }
+      // The URLs are under P's public URL; here P listens elsewhere.
+      const path = (u: { url: string }) => new URL(u.url).pathname;
+      const [barcode, qr, signed] = urls as [{ url: string }, { url: string }, { url: string }];
+      for (const u of [barcode, qr, signed]) {
+        const res = await fetch(`${p.url}${path(u)}`, { headers: bearer(wallet) });
+        assert.equal(res.status, 200, path(u));
+        assert.equal(res.headers.get('content-type'), 'image/png');
+        assert.equal(res.headers.get('cache-control'), 'no-store');
+        assert.deepEqual([...new Uint8Array(await res.arrayBuffer()).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      }
+      // The same pictures as the inline ones of the old answer shape, byte for byte (the signed QR is signed again: Ed25519 is deterministic).
+      const inline = await issueWithStepUp(p.url, g.url, wallet, g.alice.id, { ...CONTEXT, deviceId: 'phone-inline' }, { images: 'inline' });
+      assert.equal(inline.status, 201, inline.text);
+      for (const k of ['barcode', 'qr', 'signed_qr']) {
+        const part = inline.body[k] as { url: string; data: string };
+        assert.match(part.data, /^[A-Za-z0-9+/]+=*$/, `${k} inline`);
+        const fetched = Buffer.from(await (await fetch(`${p.url}${path(part)}`, { headers: bearer(wallet) })).arrayBuffer());
+        assert.equal(fetched.toString('base64'), part.data, `${k}: the URL gives the inline picture`);
+      }
+      assert.equal((await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, images: 'svg' }, bearer(wallet))).status, 400);
+
+      // Another wallet, an acquirer, no key: as if there were no such code / not allowed.
+      const other = await call(p.url, 'GET', path(barcode), undefined, bearer(otherWallet));
+      assert.equal(other.status, 404);
+      assert.equal(other.body.code, 'code_unknown');
+      assert.equal((await call(p.url, 'GET', path(barcode), undefined, bearer(acquirer))).status, 403);
+      assert.equal((await call(p.url, 'GET', path(barcode))).status, 401);
+      // A handle opens for its own code only; tampered handles, ids and names are unknown codes.
+      const [, , , id, , handle] = path(barcode).split('/') as string[];
+      const otherHandle = path(inline.body.qr as { url: string }).split('/')[5] as string;
+      const [v, kid, iv, ct, tag] = (handle as string).split('.') as [string, string, string, string, string];
+      const flipped = `${v}.${kid}.${iv}.${ct.slice(0, 5)}${ct[5] === 'A' ? 'B' : 'A'}${ct.slice(6)}.${tag}`;
+      for (const bad of [
+        `/v1/payment-codes/${id}/images/${otherHandle}/barcode.png`,
+        `/v1/payment-codes/${inline.body.code_id}/images/${handle}/barcode.png`,
+        `/v1/payment-codes/${id}/images/${flipped}/barcode.png`,
+        `/v1/payment-codes/${id}/images/${handle}x/barcode.png`,
+        `/v1/payment-codes/${id}/images/${handle}/logo.png`,
+        `/v1/payment-codes/${id}/images/${handle}/barcode.svg`,
+        `/v1/payment-codes/pcd_nope/images/${handle}/barcode.png`,
+      ]) {
+        const res = await call(p.url, 'GET', bad, undefined, bearer(wallet));
+        assert.equal(res.status, 404, bad);
+        assert.equal(res.body.code, 'code_unknown', bad);
+        assert.match(res.headers.get('content-type') ?? '', /^application\/problem\+json/);
+      }
+      // Redeemed: no more pictures of it. Expired: neither.
+      assert.equal((await redeem({ code: inline.body.code })).status, 200);
+      const used = await call(p.url, 'GET', path(inline.body.barcode as { url: string }), undefined, bearer(wallet));
+      assert.equal(used.status, 409);
+      assert.equal(used.body.code, 'code_already_redeemed');
+      clock.advance(61);
+      const late = await call(p.url, 'GET', path(qr), undefined, bearer(wallet));
+      assert.equal(late.status, 410);
+      assert.equal(late.body.code, 'code_expired');
+      assert.ok(!p.logs.text.includes(code) && !p.logs.text.includes(handle as string), 'neither the code nor its handle is logged');
+      // Still: at rest the code is only its HMAC.
+      const row = await p.svc.store.db.selectFrom('pc_codes').selectAll().where('id', '=', issued.body.code_id as string).executeTakeFirstOrThrow();
+      assert.ok(!JSON.stringify(row).includes(code));
+    });
+
     it('signed QR: redeemable once (it is the same authorisation as the digits); tampering is refused', async () => {
       const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       const payload = (issued.body.signed_qr as { payload: string }).payload;

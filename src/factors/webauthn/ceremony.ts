@@ -1,15 +1,19 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
 import { z } from 'zod';
 import { constantTimeEqual } from '../../crypto/constant-time.ts';
+import { AssertionKeyCache, verifyWithAssertionKey } from './assertion-keys.ts';
 import { SUPPORTED_ALGORITHM_IDS, type WebAuthnSettings } from './settings.ts';
 
 /**
  * Our wrapper around @simplewebauthn/server. The library reports problems as plain `Error`s
  * with messages; we never look at those messages. Instead every property that can make a
- * response unacceptable is checked here first, each with its own typed reason, and the
- * library then verifies the whole response again (signature included). A library error
- * after our checks passed is `malformed` — something structurally wrong we had no name for.
+ * response unacceptable is checked here first, each with its own typed reason. For a
+ * registration the library then verifies the whole response again (attestation included); a
+ * library error after our checks passed is `attestation_invalid`. For an assertion the
+ * signature is checked here with the credential's cached node:crypto KeyObject
+ * (assertion-keys.ts); the library's own assertion verification is kept for key shapes the
+ * cache does not handle and as the reference the tests compare against.
  *
  * Pure: options in, outcome out. The caller owns the stored challenge and credential state
  * and persists what the outcome says (counter, backup state, a "possibly cloned" flag).
@@ -226,6 +230,8 @@ interface ClientData {
   origin: string;
   crossOrigin: boolean;
   topOrigin: string | undefined;
+  /** As sent (legacy; the library refuses a malformed one, so do we). */
+  tokenBinding: unknown;
 }
 
 const clientDataSchema = z.object({
@@ -234,16 +240,27 @@ const clientDataSchema = z.object({
   origin: z.string(),
   crossOrigin: z.boolean().optional(),
   topOrigin: z.string().optional(),
+  tokenBinding: z.unknown().optional(),
 });
 
-function decodeClientData(b64: string): ClientData | undefined {
+function decodeClientDataBytes(bytes: Buffer): ClientData | undefined {
   try {
-    const parsed = clientDataSchema.safeParse(JSON.parse(Buffer.from(b64, 'base64url').toString('utf8')));
+    const parsed = clientDataSchema.safeParse(JSON.parse(bytes.toString('utf8')));
     if (!parsed.success) return undefined;
-    return { ...parsed.data, crossOrigin: parsed.data.crossOrigin === true, topOrigin: parsed.data.topOrigin };
+    return { ...parsed.data, crossOrigin: parsed.data.crossOrigin === true, topOrigin: parsed.data.topOrigin, tokenBinding: parsed.data.tokenBinding };
   } catch {
     return undefined;
   }
+}
+
+function decodeClientData(b64: string): ClientData | undefined {
+  return decodeClientDataBytes(Buffer.from(b64, 'base64url'));
+}
+
+/** @simplewebauthn/server's rule for the (obsolete) tokenBinding member: absent, or an object with a known status. */
+function tokenBindingAcceptable(tb: unknown): boolean {
+  if (!tb) return true;
+  return typeof tb === 'object' && ['present', 'supported', 'notSupported'].includes((tb as { status?: unknown }).status as string);
 }
 
 function checkClientData(cd: ClientData, type: 'webauthn.create' | 'webauthn.get', expectedChallenge: string, settings: WebAuthnSettings): CeremonyFailure | undefined {
@@ -254,12 +271,22 @@ function checkClientData(cd: ClientData, type: 'webauthn.create' | 'webauthn.get
   return undefined;
 }
 
+const rpIdHashes = new Map<string, Buffer>();
+
+/** SHA-256 of the RP ID, computed once per RP ID (a process has one or a few). */
 function rpIdHash(rpId: string): Buffer {
-  return createHash('sha256').update(rpId, 'utf8').digest();
+  let h = rpIdHashes.get(rpId);
+  if (h === undefined) {
+    h = createHash('sha256').update(rpId, 'utf8').digest();
+    if (rpIdHashes.size >= 64) rpIdHashes.clear();
+    rpIdHashes.set(rpId, h);
+  }
+  return h;
 }
 
 function checkFlags(hash: Uint8Array, flags: Flags, settings: WebAuthnSettings): CeremonyFailure | undefined {
-  if (!Buffer.from(hash).equals(rpIdHash(settings.rpId))) return 'rp_id_mismatch';
+  const expected = rpIdHash(settings.rpId);
+  if (hash.byteLength !== expected.byteLength || !timingSafeEqual(hash, expected)) return 'rp_id_mismatch';
   if (!flags.up) return 'user_not_present';
   if (!flags.uv) return 'user_not_verified';
   if (flags.bs && !flags.be) return 'backup_state_invalid';
@@ -389,22 +416,37 @@ export function assertionCredentialId(response: unknown): string | undefined {
   return parsed.success && parsed.data.id === parsed.data.rawId ? parsed.data.id : undefined;
 }
 
-export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyAssertionInput): Promise<AssertionOutcome> {
-  const { server, helpers } = await loadWebAuthnLibrary();
-  const { isoBase64URL, parseAuthenticatorData } = helpers;
+type AuthenticationResponse = z.infer<typeof authenticationResponseSchema>;
+type ParsedAuthData = ReturnType<HelpersLibrary['parseAuthenticatorData']>;
+
+/** What every assertion check before the signature produced: the response and its decoded parts. */
+interface CheckedAssertion {
+  ok: true;
+  response: AuthenticationResponse;
+  clientDataBytes: Buffer;
+  authDataBytes: Buffer;
+  auth: ParsedAuthData;
+}
+
+/** Every check that does not need the public key, each with its typed reason. */
+function checkAssertion(settings: WebAuthnSettings, input: VerifyAssertionInput, helpers: HelpersLibrary): CheckedAssertion | { ok: false; reason: CeremonyFailure } {
   const parsed = authenticationResponseSchema.safeParse(input.response);
   if (!parsed.success) return { ok: false, reason: 'malformed' };
   const response = parsed.data;
   if (response.id !== response.rawId) return { ok: false, reason: 'malformed' };
   if (!constantTimeEqual(response.id, input.credential.credentialId)) return { ok: false, reason: 'credential_mismatch' };
-  const cd = decodeClientData(response.response.clientDataJSON);
+  // One decoding of each member, used both for the checks and as the signed bytes.
+  const clientDataBytes = Buffer.from(response.response.clientDataJSON, 'base64url');
+  const cd = decodeClientDataBytes(clientDataBytes);
   if (cd === undefined) return { ok: false, reason: 'malformed' };
   const cdFailure = checkClientData(cd, 'webauthn.get', input.expectedChallenge, settings);
   if (cdFailure !== undefined) return { ok: false, reason: cdFailure };
+  if (!tokenBindingAcceptable(cd.tokenBinding)) return { ok: false, reason: 'malformed' };
 
-  let auth: ReturnType<HelpersLibrary['parseAuthenticatorData']>;
+  const authDataBytes = Buffer.from(response.response.authenticatorData, 'base64url');
+  let auth: ParsedAuthData;
   try {
-    auth = parseAuthenticatorData(isoBase64URL.toBuffer(response.response.authenticatorData));
+    auth = helpers.parseAuthenticatorData(authDataBytes);
   } catch {
     return { ok: false, reason: 'malformed' };
   }
@@ -412,7 +454,67 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
   const flagFailure = checkFlags(auth.rpIdHash, auth.flags, settings);
   if (flagFailure !== undefined) return { ok: false, reason: flagFailure };
   if (auth.flags.be !== input.credential.backupEligible) return { ok: false, reason: 'backup_eligibility_changed' };
+  return { ok: true, response, clientDataBytes, authDataBytes, auth };
+}
 
+/** After a verified signature: the counter rule, then the outcome. */
+function concludeAssertion(settings: WebAuthnSettings, input: VerifyAssertionInput, checked: CheckedAssertion, presented: number): AssertionOutcome {
+  const stored = input.credential.counter;
+  // WebAuthn §7.2 step 21: a counter that is in use must grow; zero on both sides means "no counter".
+  const regressed = (presented > 0 || stored > 0) && presented <= stored;
+  if (regressed && settings.counterRegression === 'refuse') return { ok: false, reason: 'counter_regressed', counter: { stored, presented } };
+  const { response, auth } = checked;
+  const userHandle = response.response.userHandle;
+  return {
+    ok: true,
+    credentialId: response.id,
+    newCounter: presented,
+    backupEligible: auth.flags.be,
+    backedUp: auth.flags.bs,
+    counterRegressed: regressed,
+    userHandle: userHandle === undefined || userHandle === null || userHandle === '' ? undefined : userHandle,
+  };
+}
+
+/** Stored COSE keys as node:crypto KeyObjects, for the process (bounded LRU, see assertion-keys.ts). */
+export const assertionKeys = new AssertionKeyCache();
+
+/**
+ * Verifies an assertion against one stored credential. Our checks first (checkAssertion),
+ * then the signature over authenticatorData || SHA-256(clientDataJSON) with the credential's
+ * cached KeyObject and node:crypto, then the counter. A stored key of a shape the cache does
+ * not handle goes through the library instead (verifyAssertionWithLibrary), unchanged.
+ */
+export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyAssertionInput): Promise<AssertionOutcome> {
+  const { helpers } = await loadWebAuthnLibrary();
+  const checked = checkAssertion(settings, input, helpers);
+  if (!checked.ok) return checked;
+  const key = assertionKeys.get(input.credential.publicKey, helpers.decodeCredentialPublicKey);
+  if (key === 'unsupported') return librarySignatureStep(settings, input, checked);
+  const signature = Buffer.from(checked.response.response.signature, 'base64url');
+  // An EC2 signature must be the one canonical DER encoding (WebAuthn §6.5.6): see below.
+  if (key.kind === 'es256' && !isCanonicalDerEcdsaSignature(signature)) return { ok: false, reason: 'signature_invalid' };
+  const clientDataHash = createHash('sha256').update(checked.clientDataBytes).digest();
+  if (!verifyWithAssertionKey(key, Buffer.concat([checked.authDataBytes, clientDataHash]), signature)) return { ok: false, reason: 'signature_invalid' };
+  return concludeAssertion(settings, input, checked, checked.auth.counter);
+}
+
+/**
+ * The same verification with @simplewebauthn/server doing the signature (and, again, every
+ * check it knows). What ran before the KeyObject cache; kept as the path for key shapes the
+ * cache does not handle and as the reference the tests hold verifyAssertion to.
+ */
+export async function verifyAssertionWithLibrary(settings: WebAuthnSettings, input: VerifyAssertionInput): Promise<AssertionOutcome> {
+  const { helpers } = await loadWebAuthnLibrary();
+  const checked = checkAssertion(settings, input, helpers);
+  if (!checked.ok) return checked;
+  return librarySignatureStep(settings, input, checked);
+}
+
+async function librarySignatureStep(settings: WebAuthnSettings, input: VerifyAssertionInput, checked: CheckedAssertion): Promise<AssertionOutcome> {
+  const { server, helpers } = await loadWebAuthnLibrary();
+  const { isoBase64URL } = helpers;
+  const { response } = checked;
   // The library's ASN.1 reader is lenient (found by fuzzing: a SEQUENCE tag with its class
   // bits changed still verifies), so one signature would have many accepted encodings. An
   // EC2 key's signature must be the one canonical DER encoding (WebAuthn §6.5.6).
@@ -431,7 +533,7 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
       expectedOrigin: [...settings.origins],
       expectedRPID: settings.rpId,
       expectedType: 'webauthn.get',
-      // The counter is judged below, after the signature, so that the policy (refuse or
+      // The counter is judged afterwards, after the signature, so that the policy (refuse or
       // flag-only) decides and an unsigned response can never flag a credential.
       credential: { id: input.credential.credentialId, publicKey: isoBase64URL.toBuffer(input.credential.publicKey), counter: 0 },
       requireUserVerification: true,
@@ -441,20 +543,5 @@ export async function verifyAssertion(settings: WebAuthnSettings, input: VerifyA
     return { ok: false, reason: 'signature_invalid' };
   }
   if (!verified.verified) return { ok: false, reason: 'signature_invalid' };
-
-  const presented = verified.authenticationInfo.newCounter;
-  const stored = input.credential.counter;
-  // WebAuthn §7.2 step 21: a counter that is in use must grow; zero on both sides means "no counter".
-  const regressed = (presented > 0 || stored > 0) && presented <= stored;
-  if (regressed && settings.counterRegression === 'refuse') return { ok: false, reason: 'counter_regressed', counter: { stored, presented } };
-  const userHandle = response.response.userHandle;
-  return {
-    ok: true,
-    credentialId: response.id,
-    newCounter: presented,
-    backupEligible: auth.flags.be,
-    backedUp: auth.flags.bs,
-    counterRegressed: regressed,
-    userHandle: userHandle === undefined || userHandle === null || userHandle === '' ? undefined : userHandle,
-  };
+  return concludeAssertion(settings, input, checked, verified.authenticationInfo.newCounter);
 }

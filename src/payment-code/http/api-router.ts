@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { type ApiKeyCaller, authenticateApiKey } from '../api-keys.ts';
 import { AMOUNT_PATTERN, amountUnits } from '../decimal.ts';
 import { PaymentCodeError } from '../errors.ts';
+import { type CodeImage, CODE_IMAGES, codeImage, codeImagePath, isCodeImage } from '../code-images.ts';
 import { ISSUE_ACTION, issueBindingMessage, issueCode, issueStepUpContext, renderCode } from '../issue-code.ts';
 import { listSeeds, OFFLINE_SEED_ACTION, provisionSeed, revokeSeed, seedBindingMessage, seedStepUpContext, type SeedView } from '../offline-seeds.ts';
 import { redeem } from '../redeem.ts';
@@ -36,6 +37,10 @@ export const issueBody = z.strictObject({
     payee: label.optional().describe('When given, only this merchant may redeem the code.'),
   }),
   stepup_id: stepupId.optional().describe('Absent: start a step-up (401). Present: the completed step-up for this exact request.'),
+  images: z
+    .enum(['url', 'inline'])
+    .optional()
+    .describe('url (default): each picture is a URL to fetch while the code is live (rendered on demand). inline: the base64 PNGs are in the answer too (rendered at issuance, slower).'),
   ...redirect,
 });
 
@@ -60,7 +65,11 @@ export function seedBodySchema(maxCodes: number) {
   });
 }
 
-const png = z.object({ content_type: z.literal('image/png'), data: z.string().describe('base64') });
+const png = z.object({
+  content_type: z.literal('image/png'),
+  url: z.string().describe('GET with the same wallet key while the code is live (Cache-Control: no-store). Opaque: it carries no code.'),
+  data: z.string().optional().describe('base64; only with images: "inline"'),
+});
 const issuedSchema = z.object({
   code_id: z.string(),
   code: z.string().describe('18 digits'),
@@ -184,7 +193,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
 
   api.route(router, {
     method: 'post', path: '/v1/payment-codes', tag: 'codes', security: 'walletKey',
-    summary: 'Wallet back end: issue an online payment code (barcode, QR and signed QR) once the user has stepped up for exactly this request.',
+    summary: 'Wallet back end: issue an online payment code (the digits, the signed QR payload, and URLs of their barcode and QR pictures) once the user has stepped up for exactly this request.',
     body: issueBody,
     responses: { 201: { description: 'the code (valid paymentCode.codes.ttlSeconds)', schema: issuedSchema }, ...STEP_UP_RESPONSES },
   }, [requireKey('wallet')], async (_req, res, { body }) => {
@@ -204,8 +213,11 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
       return;
     }
     const stepupId = body.stepup_id;
-    const issued = await counted('issue', ISSUE_ACTION, async () => renderCode(await issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId, request: body.context, requestId: requestIdOf(res) }), svc.issueDeps.observe));
+    const issued = await counted('issue', ISSUE_ACTION, () => issueCode(svc.issueDeps, { owner, subject: body.subject, stepupId, request: body.context, requestId: requestIdOf(res) }));
+    const rendered = body.images === 'inline' ? await renderCode(issued, svc.issueDeps.observe) : undefined;
     svc.metrics.issued.inc({ kind: 'online' });
+    const url = (image: CodeImage) => `${svc.config.http.publicUrl}${codeImagePath(issued.codeId, issued.imageHandle, image)}`;
+    const inline = (png: Buffer | undefined) => (png === undefined ? {} : { data: png.toString('base64') });
     res.setHeader('Cache-Control', 'no-store');
     res.status(201).json({
       code_id: issued.codeId,
@@ -220,10 +232,30 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
       issued_at: issued.issuedAt.toISOString(),
       expires_at: issued.expiresAt.toISOString(),
       expires_in: Math.round((issued.expiresAt.getTime() - issued.issuedAt.getTime()) / 1000),
-      barcode: { format: 'code128', content_type: 'image/png', data: issued.barcodePng.toString('base64') },
-      qr: { content_type: 'image/png', data: issued.qrPng.toString('base64') },
-      signed_qr: { payload: issued.signedQr, content_type: 'image/png', data: issued.signedQrPng.toString('base64') },
+      barcode: { format: 'code128', content_type: 'image/png', url: url('barcode'), ...inline(rendered?.barcodePng) },
+      qr: { content_type: 'image/png', url: url('qr'), ...inline(rendered?.qrPng) },
+      signed_qr: { payload: issued.signedQr, content_type: 'image/png', url: url('signed-qr'), ...inline(rendered?.signedQrPng) },
     } satisfies z.output<typeof issuedSchema>);
+  });
+
+  api.route(router, {
+    method: 'get', path: '/v1/payment-codes/:code_id/images/:handle/:image', tag: 'codes', security: 'walletKey',
+    summary: `Wallet back end: a picture of a live code (image: ${CODE_IMAGES.map((i) => `${i}.png`).join(', ')}), as the issuance answer links it. The wallet key that issued the code only.`,
+    responses: {
+      200: { description: 'image/png, Cache-Control: no-store' },
+      401: { description: 'unauthorized' },
+      403: { description: 'forbidden (not a wallet key)' },
+      404: { description: 'code_unknown (also another caller\'s code or a wrong handle)' },
+      409: { description: 'code_already_redeemed' },
+      410: { description: 'code_expired' },
+    },
+  }, [requireKey('wallet')], async (req, res) => {
+    const { code_id: codeId, handle, image } = req.params as Record<string, string | undefined>;
+    const name = image?.endsWith('.png') ? image.slice(0, -'.png'.length) : '';
+    if (codeId === undefined || handle === undefined || !isCodeImage(name)) throw new PaymentCodeError('code_unknown');
+    const png = await codeImage(svc.issueDeps, { owner: caller(res).id, codeId, imageHandle: handle, image: name });
+    res.setHeader('Cache-Control', 'no-store');
+    res.type('image/png').send(png);
   });
 
   api.route(router, {

@@ -1,13 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { DatabaseSync } from 'node:sqlite';
 import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialectConfig, sql, type TableMetadata, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
-import { PostgresReplayStore, type ReplayStore, SqliteReplayStore, systemClock, type VerifierClock } from '../../verifier/index.ts';
+import { PostgresReplayStore, type ReplayStore, systemClock, type VerifierClock } from '../../verifier/index.ts';
 import { migrations } from './migrations/index.ts';
+import { PcSqliteReplayStore } from './replay-store.ts';
 import type { PaymentCodeDatabase } from './schema.ts';
-import { openNodeSqlite } from './sqlite-dialect.ts';
+import { type GroupCommitStats, openNodeSqlite } from './sqlite-dialect.ts';
 
 export type PcDb = Kysely<PaymentCodeDatabase>;
 export type PcTx = Transaction<PaymentCodeDatabase>;
@@ -22,6 +22,8 @@ export interface PaymentCodeStore {
   readonly location: string;
   /** A verifier replay store in this same database (table `pc_stepup_replay`); create one per service. */
   replayStore(clock: VerifierClock): ReplayStore;
+  /** SQLite only: the group commit's counters (batches committed, failed, writes in them). */
+  readonly commitStats?: GroupCommitStats;
   migrate(): Promise<string[]>;
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -55,7 +57,7 @@ export async function openPaymentCodeStore(options: OpenPaymentCodeStoreOptions)
 
 function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
   if (options.sqliteFile !== ':memory:') mkdirSync(dirname(options.sqliteFile), { recursive: true });
-  const { dialect, raw } = openNodeSqlite(options.sqliteFile, options.sqliteBusyTimeoutMs ?? 5000);
+  const { dialect, raw, stats } = openNodeSqlite(options.sqliteFile, options.sqliteBusyTimeoutMs ?? 5000);
   const db = new Kysely<PaymentCodeDatabase>({ dialect });
   return makeStore({
     db,
@@ -64,7 +66,8 @@ function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
     ping: async () => {
       raw.prepare('select 1').get();
     },
-    replayStore: (clock) => new SqliteReplayStore({ database: raw as DatabaseSync, tableName: REPLAY_TABLE, clock }),
+    replayStore: (clock) => new PcSqliteReplayStore(db, raw, REPLAY_TABLE, clock),
+    commitStats: stats,
   });
 }
 
@@ -146,6 +149,7 @@ interface StoreParts {
   schema?: string;
   ping(): Promise<void>;
   replayStore(clock: VerifierClock): ReplayStore;
+  commitStats?: GroupCommitStats;
 }
 
 function makeStore(parts: StoreParts): PaymentCodeStore {
@@ -156,6 +160,7 @@ function makeStore(parts: StoreParts): PaymentCodeStore {
     location: parts.location,
     ping: parts.ping,
     replayStore: parts.replayStore,
+    ...(parts.commitStats === undefined ? {} : { commitStats: parts.commitStats }),
     async migrate() {
       const migrator = new Migrator({
         db,

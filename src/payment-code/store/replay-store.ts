@@ -1,0 +1,49 @@
+import type { DatabaseSync } from 'node:sqlite';
+import { sql } from 'kysely';
+import type { ReplayStore, VerifierClock } from '../../verifier/index.ts';
+import type { PcDb } from './database.ts';
+
+/**
+ * P's replay store on SQLite: the verifier's table (`SqliteReplayStore`'s layout), written
+ * through P's own connection, so a consume joins the group commit (sqlite-dialect.ts) like
+ * every other write: it is answered after its batch is durable, and a failed commit refuses
+ * it (the verifier then fails closed). Exactly-once is the insert's, unchanged: one
+ * `INSERT … ON CONFLICT DO NOTHING`, and SQLite runs one statement at a time (across
+ * processes too: the batch holds the write lock).
+ */
+/** Expired rows are deleted at most this often (the verifier's stores do the same). */
+const PRUNE_INTERVAL_SECONDS = 60;
+
+export class PcSqliteReplayStore implements ReplayStore {
+  readonly #db: PcDb;
+  readonly #clock: VerifierClock;
+  readonly #table: string;
+  #nextPruneAt = 0;
+
+  constructor(db: PcDb, raw: DatabaseSync, table: string, clock: VerifierClock) {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(table)) throw new TypeError('invalid replay table name');
+    this.#db = db;
+    this.#clock = clock;
+    this.#table = table;
+    raw.exec(
+      `CREATE TABLE IF NOT EXISTS ${table} (jti TEXT PRIMARY KEY NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+       CREATE INDEX IF NOT EXISTS ${table}_expires_at ON ${table} (expires_at);`,
+    );
+  }
+
+  async consume(jti: string, expiresAt: Date): Promise<boolean> {
+    if (typeof jti !== 'string' || jti.length === 0) throw new TypeError('jti must be a non-empty string');
+    if (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime())) throw new TypeError('expiresAt must be a valid Date');
+    this.#pruneIfDue();
+    const r = await sql`insert into ${sql.table(this.#table)} (jti, expires_at) values (${jti}, ${expiresAt.getTime()}) on conflict (jti) do nothing`.execute(this.#db);
+    return Number(r.numAffectedRows ?? 0n) === 1;
+  }
+
+  #pruneIfDue(): void {
+    const now = this.#clock.now().getTime();
+    if (now < this.#nextPruneAt) return;
+    this.#nextPruneAt = now + PRUNE_INTERVAL_SECONDS * 1000;
+    // Housekeeping: a failure here must not turn into a refused token.
+    sql`delete from ${sql.table(this.#table)} where expires_at <= ${now}`.execute(this.#db).catch(() => {});
+  }
+}
