@@ -223,7 +223,7 @@ async function main(): Promise<void> {
     const storeCommits = async (): Promise<{ commits: number; waiters: number }> => {
       const text = await (await fetch(`${gw.url}/metrics`)).text();
       const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-      return { commits: metric('stepgate_store_group_commits'), waiters: metric('stepgate_store_group_commit_waiters') };
+      return { commits: metric('stepgate_store_wal_syncs'), waiters: metric('stepgate_store_wal_sync_waiters') };
     };
 
     if (wanted('login')) {
@@ -340,7 +340,7 @@ async function main(): Promise<void> {
       if (commits0 !== undefined) {
         const commits1 = await storeCommits();
         const verified = r.statuses['200'] ?? 0;
-        rows.push({ scenario: `gateway: fsyncs per TOTP verification under load (${CONNECTIONS} connections; group commit)`, rps: 0, value: (commits1.commits - commits0.commits) / Math.max(verified, 1), unit: 'fsyncs', max: 2, note: `${commits1.commits - commits0.commits} group commits for ${verified} verifications; ${((commits1.waiters - commits0.waiters) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} callers answered per commit` });
+        rows.push({ scenario: `gateway: fsyncs per TOTP verification under load (${CONNECTIONS} connections; group fsync)`, rps: 0, value: (commits1.commits - commits0.commits) / Math.max(verified, 1), unit: 'fsyncs', max: 2, note: `${commits1.commits - commits0.commits} WAL fdatasyncs for ${verified} verifications; ${((commits1.waiters - commits0.waiters) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} callers answered per fsync` });
       }
       rows.push({ scenario: 'gateway: TOTP verification vs durable writes', rps: r.rps, baseline: `${durableName}, wall`, baselineRate: durableRate, ratio: r.rps / durableRate, target: 0.7 });
     }

@@ -6,18 +6,18 @@ export function createMetrics(commitStats?: GroupCommitStats) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'stepgate_' });
   if (commitStats !== undefined) {
-    // SQLite: the group commit's effect (callers answered per fsync = waiters / commits).
+    // SQLite: the group fsync's effect (callers answered per fsync = waiters / syncs).
     new Gauge({
-      name: 'stepgate_store_group_commits',
-      help: 'SQLite: durable commits (one fsync each) made since start; each holds the writes of one event-loop turn.',
+      name: 'stepgate_store_wal_syncs',
+      help: 'SQLite: fdatasyncs of the WAL since start; each makes every commit before it durable (all the commits of one event-loop turn share one).',
       registers: [registry],
       collect() {
         this.set(commitStats.flushes);
       },
     });
     new Gauge({
-      name: 'stepgate_store_group_commit_waiters',
-      help: 'SQLite: database calls since start that were answered only after their group commit.',
+      name: 'stepgate_store_wal_sync_waiters',
+      help: 'SQLite: database calls since start that committed a write and were answered only after a WAL fdatasync.',
       registers: [registry],
       collect() {
         this.set(commitStats.waited);

@@ -74,8 +74,8 @@ function parseHead(value: string): Head {
 }
 
 // Every append runs these three; fixed statements skip the query builder (see FixedSql).
-const READ_HEAD = new FixedSql(`select "value" from "meta" where "key" = 'audit_head'`);
-const READ_HEAD_FOR_UPDATE = new FixedSql(`select "value" from "meta" where "key" = 'audit_head' for update`);
+const READ_HEAD = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head'`);
+const READ_HEAD_FOR_UPDATE = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head' for update`);
 const INSERT_ROW = new FixedSql(
   'insert into "audit_log" ("seq", "at", "type", "actor", "subject", "ip", "request_id", "data", "prev_hash", "hash") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
 );
@@ -97,8 +97,7 @@ export class AuditLog {
   }
 
   async #appendIn(tx: Tx, event: AuditEvent): Promise<AuditRow> {
-    const dialect = this.#dialect;
-    const { rows } = await (dialect === 'postgres' ? READ_HEAD_FOR_UPDATE : READ_HEAD).run<{ value: string }>(tx, dialect, []);
+    const { rows } = await (this.#dialect === 'postgres' ? READ_HEAD_FOR_UPDATE : READ_HEAD).run(tx, []);
     const headRow = rows[0];
     if (headRow === undefined) throw new Error('audit chain head (meta.audit_head) is missing');
     const head = parseHead(headRow.value);
@@ -114,8 +113,8 @@ export class AuditLog {
       prev_hash: head.hash,
     };
     const row: AuditRow = { ...base, hash: rowHash(base) };
-    await INSERT_ROW.run(tx, dialect, [row.seq, row.at, row.type, row.actor, row.subject, row.ip, row.request_id, row.data, row.prev_hash, row.hash]);
-    await WRITE_HEAD.run(tx, dialect, [JSON.stringify({ seq: row.seq, hash: row.hash })]);
+    await INSERT_ROW.run(tx, [row.seq, row.at, row.type, row.actor, row.subject, row.ip, row.request_id, row.data, row.prev_hash, row.hash]);
+    await WRITE_HEAD.run(tx, [JSON.stringify({ seq: row.seq, hash: row.hash })]);
     return row;
   }
 }

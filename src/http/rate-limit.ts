@@ -19,7 +19,7 @@ export interface RateDecision {
   retryAfterSeconds: number;
 }
 
-const COUNT = new FixedSql(
+const COUNT = new FixedSql<{ count: number }>(
   'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "count"',
 );
 
@@ -33,9 +33,9 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
   let count: number;
   try {
     // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
-    // request does not wait for the counter's group commit (SQLite); it is still written
+    // request does not wait for the WAL fsync of its counter (SQLite); it is still committed
     // before the request goes on, and counted by every process on the same database.
-    const { rows } = await withoutDurabilityWait(() => COUNT.run<{ count: number }>(gw.store.db, gw.store.dialect, [key, expiresAt]));
+    const { rows } = await withoutDurabilityWait(() => COUNT.run(gw.store.db, [key, expiresAt]));
     const row = rows[0];
     if (row === undefined) throw new Error('rate-limit upsert returned no row');
     count = Number(row.count);

@@ -18,7 +18,7 @@ export interface Store {
   readonly dialect: DialectName;
   /** Human-readable location (file path or URL without password) for logs. */
   readonly location: string;
-  /** SQLite only: how many group commits (fsyncs) were made, and how many callers waited for one. */
+  /** SQLite only: how many group WAL fsyncs were made, and how many callers waited for one. */
   readonly commitStats?: GroupCommitStats;
   migrate(): Promise<string[]>;
   ping(): Promise<void>;

@@ -1,14 +1,16 @@
-import { CompiledQuery, type QueryResult } from 'kysely';
-import type { DialectName, Executor } from './database.ts';
+import { CompiledQuery, type QueryResult, SqliteAdapter } from 'kysely';
+import type { Executor } from './database.ts';
 
 /**
  * A fixed statement for the hottest paths (every request's rate-limit counter, every audit
- * append): written once as SQL with `?` placeholders and run as a CompiledQuery, skipping
- * Kysely's builder and compiler, which cost more than SQLite's own execution of these short
- * statements. Parameters are always bound, never spliced into the text; the text is a
- * constant of the calling module, never built from input.
+ * append, the step-up and client lookups, the attempt charges): written once as SQL with `?`
+ * placeholders and run as a CompiledQuery, skipping Kysely's builder and compiler, which cost
+ * more than SQLite's own execution of these short statements (a primary-key SELECT: ~70 µs
+ * built, ~25 µs fixed, on the bench machine). Parameters are always bound, never spliced
+ * into the text; the text is a constant of the calling module, never built from input.
+ * Identifiers are quoted as Kysely quotes them, so the same text runs on both databases.
  */
-export class FixedSql {
+export class FixedSql<R = unknown> {
   readonly #sqlite: string;
   readonly #postgres: string;
 
@@ -18,7 +20,13 @@ export class FixedSql {
     this.#postgres = text.replace(/\?/g, () => `$${(n += 1)}`);
   }
 
-  run<R>(executor: Executor, dialect: DialectName, parameters: readonly unknown[]): Promise<QueryResult<R>> {
-    return executor.executeQuery<R>(CompiledQuery.raw(dialect === 'postgres' ? this.#postgres : this.#sqlite, [...parameters]));
+  run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
+    const sqlite = executor.getExecutor().adapter instanceof SqliteAdapter;
+    return executor.executeQuery<R>(CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]));
+  }
+
+  /** The first row, or undefined. */
+  async first(executor: Executor, parameters: readonly unknown[]): Promise<R | undefined> {
+    return (await this.run(executor, parameters)).rows[0];
   }
 }

@@ -50,25 +50,22 @@ function adapt(db: DatabaseSync): SqliteDatabase {
   };
 }
 
-/** One group commit: the writes of every caller that ran while it was open, and their waiters. */
-interface Batch {
+interface Deferred {
   readonly done: Promise<void>;
   resolve(): void;
   reject(err: unknown): void;
-  /** Callers (connection leases) that wrote in it or read its uncommitted state. */
-  joined: number;
 }
 
-function newBatch(): Batch {
+function deferred(): Deferred {
   let resolve!: () => void;
   let reject!: (err: unknown) => void;
   const done = new Promise<void>((res, rej) => {
     resolve = res;
     reject = rej;
   });
-  // A batch nobody waits for (every caller was relaxed) must not be an unhandled rejection.
+  // A sync nobody waits for (only relaxed writers) must not be an unhandled rejection.
   done.catch(() => {});
-  return { done, resolve, reject, joined: 0 };
+  return { done, resolve, reject };
 }
 
 /** FIFO lock around the one connection (Kysely's own mutex is bypassed, see the driver). */
@@ -92,59 +89,83 @@ class Lock {
 const relaxedScope = new AsyncLocalStorage<true>();
 
 /**
- * Runs `fn` with its writes exempt from waiting for their group commit: they are still
- * written in the open batch and committed with it, but the caller is answered at once. Only
- * for counters whose loss in an OS crash is harmless (rate-limit windows); never for
- * anything single-use, a factor's state or an audit record.
+ * Runs `fn` with its writes exempt from waiting for the WAL sync: they are committed as
+ * always, and made durable by the next sync, but the caller is answered at once. Only for
+ * counters whose loss in an OS crash is harmless (rate-limit windows); never for anything
+ * single-use, a factor's state or an audit record.
  */
 export function withoutDurabilityWait<T>(fn: () => Promise<T>): Promise<T> {
   return relaxedScope.run(true, fn);
 }
 
 export interface GroupCommitStats {
-  /** Durable group commits (one WAL fsync each). */
+  /** WAL fdatasyncs made (each makes every commit before it durable). */
   flushes: number;
-  /** Connection leases that were answered after a group commit. */
+  /** Database calls that were answered only after such a sync. */
   waited: number;
 }
 
-const SAVEPOINT = 'stepgate_tx';
-
 export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 
-/** The driver's own fdatasync of the WAL file, off the event loop (see the driver). */
+/**
+ * Group fsync of the WAL, off the event loop: every caller that committed during one
+ * event-loop turn waits for one fdatasync started after its commit (see the driver).
+ */
 class WalSync {
   readonly #walFile: string;
   readonly #fdatasync: FdatasyncFn;
+  readonly #stats: GroupCommitStats;
   #fd: number | undefined;
+  /** The sync the next callers wait for; it starts at the next setImmediate. */
+  #next: Deferred | undefined;
   #inFlight = 0;
   #drained: (() => void)[] = [];
 
-  constructor(databaseFile: string, fdatasyncFn: FdatasyncFn) {
+  constructor(databaseFile: string, fdatasyncFn: FdatasyncFn, stats: GroupCommitStats) {
     this.#walFile = `${databaseFile}-wal`;
     this.#fdatasync = fdatasyncFn;
+    this.#stats = stats;
   }
 
-  sync(batch: Batch): void {
-    let fd: number;
+  /** Resolves once a WAL fdatasync that started after this call has returned. */
+  durable(): Promise<void> {
+    if (this.#next === undefined) {
+      const next = deferred();
+      this.#next = next;
+      setImmediate(() => this.#start(next));
+    }
+    return this.#next.done;
+  }
+
+  #start(next: Deferred): void {
+    if (this.#next === next) this.#next = undefined;
+    let fd: number | undefined;
     try {
       fd = this.#open();
     } catch (err) {
-      batch.reject(err);
+      next.reject(err);
+      return;
+    }
+    // No WAL yet: nothing was ever written to it (a commit always writes its frames there).
+    if (fd === undefined) {
+      next.resolve();
       return;
     }
     this.#inFlight += 1;
+    this.#stats.flushes += 1;
     this.#fdatasync(fd, (err) => {
       this.#inFlight -= 1;
-      if (err) batch.reject(err);
-      else batch.resolve();
-      if (this.#inFlight === 0) for (const done of this.#drained.splice(0)) done();
+      if (err) next.reject(err);
+      else next.resolve();
+      if (this.#inFlight === 0 && this.#next === undefined) for (const done of this.#drained.splice(0)) done();
     });
   }
 
-  drain(): Promise<void> {
-    if (this.#inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#drained.push(resolve));
+  /** Waits for every sync asked for or in flight. */
+  async drain(): Promise<void> {
+    if (this.#next !== undefined) await this.#next.done.catch(() => {});
+    if (this.#inFlight === 0) return;
+    await new Promise<void>((resolve) => this.#drained.push(resolve));
   }
 
   close(): void {
@@ -153,9 +174,14 @@ class WalSync {
   }
 
   /** The WAL exists from the first commit on and keeps its inode while the database is open. */
-  #open(): number {
+  #open(): number | undefined {
     if (this.#fd === undefined) {
-      this.#fd = openSync(this.#walFile, 'r');
+      try {
+        this.#fd = openSync(this.#walFile, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
       // Once: the WAL's directory entry, so the file itself survives a power loss.
       const dir = openSync(dirname(this.#walFile), 'r');
       try {
@@ -169,61 +195,49 @@ class WalSync {
 }
 
 /**
- * Group commit on the gateway's one SQLite connection. node:sqlite is synchronous: with
- * `synchronous = FULL` every COMMIT is an fsync on the event loop, and committing each
- * request's transaction on its own would bound the whole gateway by the disk's fsync rate
- * and stall every other request meanwhile. Instead:
+ * Durable commits without an fsync per request on the event loop. node:sqlite is
+ * synchronous: with `synchronous = FULL` every COMMIT is an fsync on the event loop, which
+ * bounds the whole gateway by the disk's fsync rate and stalls every other request meanwhile.
+ * Instead, in `wal-fsync` mode (the default):
  *
- * - The first write (or transaction) opens a batch: `BEGIN IMMEDIATE`, which takes SQLite's
- *   write lock (so other processes on the file wait on the busy timeout as before).
- * - Every Kysely transaction runs as a SAVEPOINT inside it (its ROLLBACK undoes only its own
- *   writes); an autocommit write runs in it directly.
- * - One `setImmediate` later the batch commits, once, behind whatever lease holds the
- *   connection at that moment, and only then is each caller that wrote in it answered: a
- *   caller's promise resolves after its write is durable, exactly as before, and rejects if
- *   the group commit fails (every caller in the batch then fails, none half-succeeds).
- * - Durable means on disk, not in the OS cache. In `wal-fsync` mode (the default) SQLite runs
- *   `synchronous = NORMAL`, so COMMIT only write()s the WAL frames, and the driver then
- *   fdatasync()s the WAL file itself, on the libuv pool, off the event loop; the batch's
- *   callers are answered when that returns. Every frame of the batch was written before the
- *   call, so the fdatasync covers it (fsync is per file, whichever descriptor wrote). This is
- *   exactly the sync SQLite would do at COMMIT with FULL; checkpoints still sync the WAL and
- *   the database file themselves (NORMAL does that). If the fdatasync fails the callers get
- *   the error although the commit may survive: they fail closed (a code they were told was
- *   refused may turn out burnt; never the other way round). `full` mode (SQLite's own fsync
- *   at COMMIT, on the event loop) is kept for comparison.
- * - An autocommit SELECT does not open a batch and does not wait for one. While a batch is
- *   open it sees that batch's not-yet-durable writes (the same connection): state changes
- *   that act on what they read are conditional statements (src/store/primitives.ts), which
- *   run in the same or a later batch, so none commits on top of a write that was lost.
+ * - SQLite runs `synchronous = NORMAL` in WAL mode: a COMMIT appends its frames to the WAL
+ *   with write() and returns; the write lock is released at once, as before (transactions
+ *   are not merged, so one that fails fails alone, and another process waits no longer).
+ * - A caller that committed a write (a transaction, or an autocommitted INSERT/UPDATE/
+ *   DELETE) is answered only after an fdatasync() of the WAL file that started after its
+ *   COMMIT has returned. That is exactly the sync SQLite itself does at COMMIT with FULL; it
+ *   runs on the libuv pool, off the event loop, and every commit of one event-loop turn
+ *   shares one (group fsync). Checkpoints sync the WAL and the database file themselves
+ *   (NORMAL does that). fsync is per file, whichever descriptor wrote.
+ * - If the fdatasync fails its callers get the error although their commits may survive:
+ *   they fail closed (a code they were told was refused may turn out burnt; never the other
+ *   way round).
+ * - A SELECT never waits.
  *
  * Kysely's connection mutex is replaced by the driver's own lock (the adapter reports
- * multiple connections) because the wait for durability must happen after the connection is
- * released, or no other caller could join the batch.
+ * multiple connections) because the wait for the sync must happen after the connection is
+ * released, or every other caller would queue behind the fsync. `full` mode (SQLite's own
+ * fsync at COMMIT, on the event loop) is kept for comparison.
  */
 class GroupCommitSqliteDriver implements Driver {
   readonly #raw: DatabaseSync;
   readonly #db: SqliteDatabase;
   readonly #lock = new Lock();
   readonly #connection: GroupCommitConnection;
-  #batch: Batch | undefined;
-  /** The batch the current lease wrote in (or read uncommitted state of). */
-  #leaseBatch: Batch | undefined;
-  #inSavepoint = false;
-  /** The batch was lost in the middle of the current Kysely transaction: it must not go on. */
-  #transactionLost = false;
+  /** The current lease committed a write. */
+  #leaseWrote = false;
   #destroyed = false;
   /** Stores of this process open on this file (they share this driver, see openNodeSqlite). */
   #refs = 1;
   readonly #onClose: () => void;
-  readonly stats: GroupCommitStats = { flushes: 0, waited: 0 };
-
   readonly #walSync: WalSync | undefined;
+  readonly stats: GroupCommitStats;
 
-  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void, walSync: WalSync | undefined) {
+  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void, stats: GroupCommitStats, walSync: WalSync | undefined) {
     this.#raw = raw;
     this.#db = db;
     this.#onClose = onClose;
+    this.stats = stats;
     this.#walSync = walSync;
     this.#connection = new GroupCommitConnection(this);
   }
@@ -238,55 +252,44 @@ class GroupCommitSqliteDriver implements Driver {
   async acquireConnection(): Promise<DatabaseConnection> {
     if (this.#destroyed) throw new Error('driver has already been destroyed');
     await this.#lock.acquire();
-    this.#leaseBatch = undefined;
+    this.#leaseWrote = false;
     return this.#connection;
   }
 
   async releaseConnection(): Promise<void> {
-    const batch = this.#leaseBatch;
-    this.#leaseBatch = undefined;
+    const wrote = this.#leaseWrote;
+    this.#leaseWrote = false;
     this.#lock.release();
-    if (batch !== undefined && relaxedScope.getStore() !== true) {
+    if (wrote && this.#walSync !== undefined && relaxedScope.getStore() !== true) {
       this.stats.waited += 1;
-      await batch.done;
+      await this.#walSync.durable();
     }
   }
 
   async beginTransaction(): Promise<void> {
-    this.#joinBatch();
-    this.#exec(`savepoint ${SAVEPOINT}`);
-    this.#inSavepoint = true;
+    this.#raw.exec('begin immediate');
   }
 
   async commitTransaction(): Promise<void> {
-    this.#inSavepoint = false;
-    if (this.#transactionLost) {
-      this.#transactionLost = false;
-      throw new Error('the transaction was rolled back by SQLite after an earlier error');
-    }
-    this.#exec(`release ${SAVEPOINT}`);
+    this.#raw.exec('commit');
+    this.#leaseWrote = true;
   }
 
   async rollbackTransaction(): Promise<void> {
-    this.#inSavepoint = false;
-    this.#transactionLost = false;
-    // A statement error that ended the whole batch (SQLite rolls back on some errors) has
-    // already failed it; there is then nothing left to roll back to.
-    if (!this.#raw.isTransaction) return;
-    this.#exec(`rollback to ${SAVEPOINT}`);
-    this.#exec(`release ${SAVEPOINT}`);
+    // Some errors (I/O, full disk) make SQLite roll the transaction back itself.
+    if (this.#raw.isTransaction) this.#raw.exec('rollback');
   }
 
   async savepoint(_c: DatabaseConnection, name: string): Promise<void> {
-    await this.#connection.executeQuery(compileSavepoint('savepoint', name));
+    this.#raw.exec(savepointSql('savepoint', name));
   }
 
   async rollbackToSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
-    await this.#connection.executeQuery(compileSavepoint('rollback to', name));
+    this.#raw.exec(savepointSql('rollback to', name));
   }
 
   async releaseSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
-    await this.#connection.executeQuery(compileSavepoint('release', name));
+    this.#raw.exec(savepointSql('release', name));
   }
 
   async destroy(): Promise<void> {
@@ -297,7 +300,6 @@ class GroupCommitSqliteDriver implements Driver {
     this.#onClose();
     await this.#lock.acquire();
     try {
-      this.#flushNow();
       await this.#walSync?.drain();
     } finally {
       this.#lock.release();
@@ -308,106 +310,33 @@ class GroupCommitSqliteDriver implements Driver {
 
   /** Called by the connection for every statement, with the lock held. */
   run(compiled: CompiledQuery): QueryResult<unknown> {
-    if (this.#transactionLost) throw new Error('the transaction was rolled back by SQLite after an earlier error');
-    if (!this.#inSavepoint) {
-      if (isRead(compiled)) return this.#execute(compiled);
-      this.#joinBatch();
-    } else if (this.#batch !== undefined) {
-      this.#leaseBatch = this.#batch;
+    const stmt = this.#db.prepare(compiled.sql);
+    const parameters = compiled.parameters as unknown[];
+    if (stmt.reader) {
+      const rows = stmt.all(parameters);
+      // INSERT … RETURNING is a reader too; an autocommitted one is a write to wait for.
+      if (!this.#raw.isTransaction && !isRead(compiled)) this.#leaseWrote = true;
+      return { rows };
     }
-    return this.#execute(compiled);
-  }
-
-  #execute(compiled: CompiledQuery): QueryResult<unknown> {
-    try {
-      const stmt = this.#db.prepare(compiled.sql);
-      const parameters = compiled.parameters as unknown[];
-      if (stmt.reader) return { rows: stmt.all(parameters) };
-      const { changes, lastInsertRowid } = stmt.run(parameters);
-      return {
-        insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
-        numAffectedRows: changes == null ? undefined : BigInt(changes),
-        rows: [],
-      };
-    } catch (err) {
-      this.#checkBatch(err);
-      throw err;
-    }
-  }
-
-  #exec(sqlText: string): void {
-    try {
-      this.#raw.exec(sqlText);
-    } catch (err) {
-      this.#checkBatch(err);
-      throw err;
-    }
-  }
-
-  /** Some errors (I/O, full disk, …) make SQLite roll the whole transaction back: the batch is lost. */
-  #checkBatch(err: unknown): void {
-    const batch = this.#batch;
-    if (batch === undefined || this.#raw.isTransaction) return;
-    this.#batch = undefined;
-    if (this.#inSavepoint) this.#transactionLost = true;
-    this.#inSavepoint = false;
-    batch.reject(err);
-  }
-
-  #joinBatch(): void {
-    if (this.#batch === undefined) {
-      this.#raw.exec('begin immediate');
-      const batch = newBatch();
-      this.#batch = batch;
-      setImmediate(() => {
-        void this.#flush(batch);
-      });
-    }
-    this.#batch.joined += 1;
-    this.#leaseBatch = this.#batch;
-  }
-
-  async #flush(batch: Batch): Promise<void> {
-    await this.#lock.acquire();
-    try {
-      if (this.#batch === batch) this.#flushNow();
-    } finally {
-      this.#lock.release();
-    }
-  }
-
-  #flushNow(): void {
-    const batch = this.#batch;
-    if (batch === undefined) return;
-    this.#batch = undefined;
-    try {
-      this.#raw.exec('commit');
-      this.stats.flushes += 1;
-      if (this.#walSync === undefined) batch.resolve();
-      else this.#walSync.sync(batch);
-    } catch (err) {
-      // A failed COMMIT (deferred constraint, I/O error) may leave the transaction open.
-      if (this.#raw.isTransaction) {
-        try {
-          this.#raw.exec('rollback');
-        } catch {
-          // nothing more can be done; the batch's callers get the commit's error
-        }
-      }
-      batch.reject(err);
-    }
+    const { changes, lastInsertRowid } = stmt.run(parameters);
+    if (!this.#raw.isTransaction) this.#leaseWrote = true;
+    return {
+      insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
+      numAffectedRows: changes == null ? undefined : BigInt(changes),
+      rows: [],
+    };
   }
 }
 
-/** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing, so it needs no commit. */
+/** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing. */
 function isRead(compiled: CompiledQuery): boolean {
   if (SelectQueryNode.is(compiled.query)) return true;
   return RawNode.is(compiled.query) && /^\s*select\s/i.test(compiled.sql);
 }
 
-function compileSavepoint(command: 'savepoint' | 'rollback to' | 'release', name: string): CompiledQuery {
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name === SAVEPOINT) throw new TypeError(`invalid savepoint name ${name}`);
-  return CompiledQuery.raw(`${command} "${name}"`);
+function savepointSql(command: 'savepoint' | 'rollback to' | 'release', name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new TypeError(`invalid savepoint name ${name}`);
+  return `${command} "${name}"`;
 }
 
 class GroupCommitConnection implements DatabaseConnection {
@@ -481,8 +410,8 @@ interface OpenFile {
  * The files this process has open. A second store on the same file in the same process (two
  * gateways in one test process, the CLI's helpers) shares the first one's connection and
  * driver instead of opening another connection: node:sqlite is synchronous, so a second
- * connection waiting for the first one's write lock (held for an event-loop turn by the
- * group commit) would block the very thread that releases it. Separate processes each have
+ * connection waiting for the first one's write lock (a transaction in progress) would block
+ * the very thread that has to finish that transaction. Separate processes each have
  * their own connection and SQLite's file lock between them, as before.
  */
 const openFiles = new Map<string, OpenFile>();
@@ -508,19 +437,25 @@ export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDia
   raw.exec('PRAGMA journal_mode = WAL');
   // Every commit is on disk before its callers are answered, so a burnt one-time code or a
   // consumed step-up stays burnt across an OS crash or power loss, not only across a process
-  // crash: by the driver's WAL fdatasync (default) or SQLite's own (FULL). Group commit
+  // crash: by the driver's WAL fdatasync (default) or SQLite's own (FULL). The group fsync
   // (above) makes that one fsync per event-loop turn rather than one per request.
-  const mode = options.synchronous ?? 'wal-fsync';
+  const journal = Object.values((raw.prepare('PRAGMA journal_mode').get() ?? {}) as Record<string, unknown>)[0];
+  // The WAL fdatasync relies on WAL mode; where SQLite could not switch to it (e.g. a
+  // filesystem without shared memory), it syncs at every COMMIT itself.
+  const wanted = options.synchronous ?? 'wal-fsync';
+  const mode = wanted === 'wal-fsync' && journal !== 'wal' ? 'full' : wanted;
   raw.exec(`PRAGMA synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
   const database = adapt(raw);
-  const walSync = mode === 'wal-fsync' && key !== undefined ? new WalSync(key, options.fdatasync ?? fdatasync) : undefined;
+  const stats: GroupCommitStats = { flushes: 0, waited: 0 };
+  const walSync = mode === 'wal-fsync' && key !== undefined ? new WalSync(key, options.fdatasync ?? fdatasync, stats) : undefined;
   const driver = new GroupCommitSqliteDriver(
     raw,
     database,
     () => {
       if (key !== undefined) openFiles.delete(key);
     },
+    stats,
     walSync,
   );
   if (key !== undefined) openFiles.set(key, { driver, raw });
