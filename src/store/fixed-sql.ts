@@ -16,8 +16,10 @@ export class FixedSql<R = unknown> {
 
   constructor(text: string) {
     this.#sqlite = text;
-    let n = 0;
-    this.#postgres = text.replace(/\?/g, () => `$${(n += 1)}`);
+    this.#postgres = text
+      .split('?')
+      .map((part, i) => (i === 0 ? part : `$${i}${part}`))
+      .join('');
   }
 
   run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
