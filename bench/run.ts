@@ -421,18 +421,32 @@ async function main(): Promise<void> {
           if (issued.status !== 201) return fail('issue', issued);
           return true;
         };
+        // P's group commit (SQLite): batches committed (one fsync each) and the writes in them.
+        const pCommits = async () => {
+          const text = await (await fetch(`${pUrl}/metrics`)).text();
+          const read = (name: string) => {
+            const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+            return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
+          };
+          return { commits: read('stepgate_payment_code_sqlite_commits_total'), writes: read('stepgate_payment_code_sqlite_writes_total') };
+        };
+        const commits0 = await pCommits();
         const gwCpu0 = gw.cpuSeconds();
         const pCpu0 = pProc.cpuSeconds();
         const verif0 = await histogram(pUrl, 'stepgate_payment_code_phase_duration_seconds', 'phase="token_verification"');
         const r = await runFlows({ connections: CONNECTIONS, durationSeconds: DURATION, limit: TOTP_USERS - half - (SMOKE ? 20 : 200), flow, onError: (err) => log(`  flow error: ${String(err)}`) });
-        const cpu = gw.cpuSeconds() - gwCpu0 + (pProc.cpuSeconds() - pCpu0);
+        const gwCpu = gw.cpuSeconds() - gwCpu0;
+        const pCpu = pProc.cpuSeconds() - pCpu0;
+        const commits1 = await pCommits();
+        const pCommitNote = Number.isNaN(commits1.commits) ? '' : `; P: ${((commits1.commits - commits0.commits) / Math.max(r.ok, 1)).toFixed(2)} fsynced commits per flow carrying ${((commits1.writes - commits0.writes) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} writes each`;
+        const cpu = gwCpu + pCpu;
         const verif = await histogram(pUrl, 'stepgate_payment_code_phase_duration_seconds', 'phase="token_verification"');
         const baseFlowsPerCpu = perCpu(pFlowBase) / 5;
         const flowsPerCpu = (r.ok) / Math.max(cpu, 1e-6);
         const verifMs = verif.count > verif0.count ? ((verif.sum - verif0.sum) / (verif.count - verif0.count)) * 1000 : 0;
         addLoad('full step-up: TOTP + payment code at P (flows)', r, undefined, undefined, {
           perCpuSecond: flowsPerCpu, baseline: 'bare http flow with P', baselineRate: baseFlowsPerCpu, target: 0.4, rssMb: Math.max(gw.rssMb(), pProc.rssMb()),
-          note: `gateway + P CPU; P token verification ${verifMs.toFixed(2)} ms per token; pictures on demand (not fetched); p99 target < 25 ms`,
+          note: `gateway + P CPU: ${((gwCpu * 1000) / Math.max(r.ok, 1)).toFixed(2)} + ${((pCpu * 1000) / Math.max(r.ok, 1)).toFixed(2)} ms per flow${pCommitNote}; P token verification ${verifMs.toFixed(2)} ms per token; pictures on demand (not fetched); p99 target < 25 ms`,
         });
       }
 

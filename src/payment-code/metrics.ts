@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { Phase } from './step-up.ts';
+import type { GroupCommitStats } from './store/sqlite-dialect.ts';
 
 /**
  * The payment-code service's Prometheus metrics, served at GET /metrics. One registry per
@@ -50,7 +51,23 @@ export function createPaymentCodeMetrics() {
   const observePhase = (phase: Phase, seconds: number): void => {
     phaseDuration.observe({ phase }, seconds);
   };
-  return { registry, httpDuration, phaseDuration, issued, stepUpRequired, refused, redemptions, observePhase };
+  /** SQLite only: the group commit's batches (each one fsync) and the writes they carried. */
+  const watchGroupCommit = (stats: GroupCommitStats): void => {
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter('stepgate_payment_code_sqlite_commits_total', 'SQLite: batches committed (one fsync each; the writes of one event-loop turn share one).', () => stats.commits);
+    counter('stepgate_payment_code_sqlite_failed_commits_total', 'SQLite: batches whose COMMIT failed (every write in them was refused).', () => stats.failedCommits);
+    counter('stepgate_payment_code_sqlite_writes_total', 'SQLite: writes (transactions and single write statements) carried by the batches.', () => stats.writes);
+  };
+  return { registry, httpDuration, phaseDuration, issued, stepUpRequired, refused, redemptions, observePhase, watchGroupCommit };
 }
 
 export type PaymentCodeMetrics = ReturnType<typeof createPaymentCodeMetrics>;

@@ -103,6 +103,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
   });
   const replayStore = store.replayStore(clock);
   const metrics = createPaymentCodeMetrics();
+  if (store.commitStats !== undefined) metrics.watchGroupCommit(store.commitStats);
   const extra = options.observe;
   const observe: PhaseObserver =
     extra === undefined
@@ -183,6 +184,7 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     redeemDeps,
     app: undefined as unknown as Express,
     async close() {
+      gateway.close();
       await store.close();
     },
   } satisfies PaymentCodeService;
