@@ -151,6 +151,32 @@ describe('payment-code SQLite group commit', () => {
   });
 });
 
+describe('payment-code SQLite group commit at close', () => {
+  it('closing commits the open batch first, and its writers are answered', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stepgate-pc-gc-close-'));
+    try {
+      const file = join(dir, 'c.sqlite');
+      const opened = openNodeSqlite(file, 2000);
+      const db = new Kysely<TestDb>({ dialect: opened.dialect });
+      opened.raw.exec('CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL)');
+      const written = db.insertInto('t').values({ id: 'last', n: 0 }).execute();
+      // Until the insert has run (its batch open), without letting the turn end.
+      while (opened.stats.writes === 0) await Promise.resolve();
+      assert.equal(opened.stats.commits, 0);
+      await db.destroy();
+      await written;
+      const check = new DatabaseSync(file, { readOnly: true });
+      try {
+        assert.deepEqual(check.prepare('select id from t').all().map((r) => (r as { id: string }).id), ['last']);
+      } finally {
+        check.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('payment-code replay store on SQLite (group-committed)', () => {
   let dir: string;
   let store: PaymentCodeStore;

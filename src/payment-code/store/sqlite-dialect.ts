@@ -169,6 +169,14 @@ class GroupCommitter {
     batch.resolve();
   }
 
+  /** The connection is closing: commit what is complete, refuse what is not. */
+  close(): void {
+    const batch = this.#batch;
+    if (batch === undefined) return;
+    if (this.#locked) this.#fail(batch, new Error('the database was closed while a transaction was under way'));
+    else this.flush();
+  }
+
   #fail(batch: Batch, err: unknown): void {
     if (this.#batch === batch) this.#batch = undefined;
     try {
@@ -275,8 +283,9 @@ class GroupCommitSqliteDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
-    // Writes still waiting for their turn are committed (and answered) first.
-    if (this.#raw.isOpen) this.#committer.flush();
+    // Writes still waiting for their turn are committed (and answered) first; a batch with a
+    // transaction still under way is refused instead (never half of it committed).
+    if (this.#raw.isOpen) this.#committer.close();
     if (this.#raw.isOpen) this.#raw.close();
   }
 }
