@@ -51,6 +51,7 @@ export const configSchema = z.strictObject({
     headersTimeoutSeconds: positiveInt,
     keepAliveTimeoutSeconds: positiveInt,
     shutdownGraceSeconds: z.number().int().min(0),
+    echoRoute: z.boolean(),
   }),
   dataDir: z.string().min(1),
   database: z.strictObject({
