@@ -76,6 +76,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   const limit = gw.config.http.bodyLimitBytes;
 
   app.disable('x-powered-by');
+  // Responses are no-store (noStoreByDefault): an ETag, a hash of every body, buys nothing.
+  app.set('etag', false);
   app.set('trust proxy', gw.config.http.trustProxyHops);
   app.set('query parser', 'simple');
 
@@ -108,6 +110,12 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(refuseControlCharacters(api.routes));
   app.use(loadSession(gw));
 
+  if (gw.config.http.echoRoute) {
+    // The benchmark's "same server" baseline (config http.echoRoute, off by default).
+    app.post('/v1/echo', (req, res) => {
+      res.json(req.body ?? {});
+    });
+  }
   app.use(healthRouter(gw, api));
   app.use(wellKnownRouter(gw, api));
   app.use(stepUpRouter(gw, api));

@@ -105,7 +105,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     audit: new AuditLog(store.dialect, clock),
     clock,
     logger,
-    metrics: createMetrics(),
+    metrics: createMetrics(store.commitStats),
     keys,
     factors: new Map() as FactorRegistry,
     async close() {

@@ -1,9 +1,29 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { GroupCommitStats } from './store/node-sqlite-dialect.ts';
 
 /** One registry per app instance, so tests and several apps in one process do not clash. */
-export function createMetrics() {
+export function createMetrics(commitStats?: GroupCommitStats) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'stepgate_' });
+  if (commitStats !== undefined) {
+    // SQLite: the group fsync's effect (callers answered per fsync = waiters / syncs).
+    new Gauge({
+      name: 'stepgate_store_wal_syncs',
+      help: 'SQLite: fdatasyncs of the WAL since start; each makes every commit before it durable (all the commits of one event-loop turn share one).',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.flushes);
+      },
+    });
+    new Gauge({
+      name: 'stepgate_store_wal_sync_waiters',
+      help: 'SQLite: database calls since start that committed a write and were answered only after a WAL fdatasync.',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.waited);
+      },
+    });
+  }
   const httpDuration = new Histogram({
     name: 'stepgate_http_request_duration_seconds',
     help: 'HTTP request latency by method, route template and status class.',

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DialectName, Executor, Tx } from '../store/database.ts';
 import type { Clock } from '../clock.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * The tamper-evident audit log. Each row stores the SHA-256 of its canonical form, which
@@ -72,6 +73,14 @@ function parseHead(value: string): Head {
   return parsed;
 }
 
+// Every append runs these three; fixed statements skip the query builder (see FixedSql).
+const READ_HEAD = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head'`);
+const READ_HEAD_FOR_UPDATE = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head' for update`);
+const INSERT_ROW = new FixedSql(
+  'insert into "audit_log" ("seq", "at", "type", "actor", "subject", "ip", "request_id", "data", "prev_hash", "hash") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+);
+const WRITE_HEAD = new FixedSql(`update "meta" set "value" = ? where "key" = 'audit_head'`);
+
 export class AuditLog {
   readonly #dialect: DialectName;
   readonly #clock: Clock;
@@ -88,12 +97,9 @@ export class AuditLog {
   }
 
   async #appendIn(tx: Tx, event: AuditEvent): Promise<AuditRow> {
-    const headRow = await tx
-      .selectFrom('meta')
-      .select('value')
-      .where('key', '=', 'audit_head')
-      .$if(this.#dialect === 'postgres', (q) => q.forUpdate())
-      .executeTakeFirstOrThrow();
+    const { rows } = await (this.#dialect === 'postgres' ? READ_HEAD_FOR_UPDATE : READ_HEAD).run(tx, []);
+    const headRow = rows[0];
+    if (headRow === undefined) throw new Error('audit chain head (meta.audit_head) is missing');
     const head = parseHead(headRow.value);
     const base = {
       seq: head.seq + 1,
@@ -107,12 +113,8 @@ export class AuditLog {
       prev_hash: head.hash,
     };
     const row: AuditRow = { ...base, hash: rowHash(base) };
-    await tx.insertInto('audit_log').values(row).execute();
-    await tx
-      .updateTable('meta')
-      .set({ value: JSON.stringify({ seq: row.seq, hash: row.hash }) })
-      .where('key', '=', 'audit_head')
-      .execute();
+    await INSERT_ROW.run(tx, [row.seq, row.at, row.type, row.actor, row.subject, row.ip, row.request_id, row.data, row.prev_hash, row.hash]);
+    await WRITE_HEAD.run(tx, [JSON.stringify({ seq: row.seq, hash: row.hash })]);
     return row;
   }
 }

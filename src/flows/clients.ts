@@ -8,6 +8,7 @@ import type { Executor } from '../store/database.ts';
 import { insertOnce } from '../store/primitives.ts';
 import type { ClientsTable } from '../store/schema.ts';
 import type { AuditActor } from './users.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * Relying-service clients (DESIGN.md §1): who may ask for step-up, for which actions, where
@@ -278,8 +279,11 @@ function fail(problems: InvalidParam[]): never {
 
 async function readRow(executor: Executor, clientId: string): Promise<ClientRow | undefined> {
   if (clientId.length === 0 || clientId.length > MAX_CLIENT_ID_LENGTH) return undefined;
-  return executor.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
+  return CLIENT_BY_ID.first(executor, [clientId]);
 }
+
+/** Every client-authenticated request reads its client (fixed SQL, see src/store/fixed-sql.ts). */
+const CLIENT_BY_ID = new FixedSql<ClientRow>('select * from "clients" where "client_id" = ?');
 
 /** The operator's reason, when the change was made with one (the console asks for it). */
 function whyOf(who: AuditActor & { reason?: string }): { reason?: string } {

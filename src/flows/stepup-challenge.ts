@@ -6,6 +6,7 @@ import type { Executor } from '../store/database.ts';
 import type { FactorChallengesTable, FactorsTable } from '../store/schema.ts';
 import type { StepUp } from '../stepup/stepup-record.ts';
 import { assertPending, remainingSets, type Who } from './verify-stepup-factor.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * Starting a challenge factor inside a step-up (send the SMS, issue WebAuthn options).
@@ -64,16 +65,13 @@ export function challengeLimits(module: Factor): ChallengeLimits {
 
 /** The user's active factors of one type (one, when `factorId` names it). */
 export async function activeFactorRows(executor: Executor, userId: string, type: string, factorId?: string): Promise<FactorsTable[]> {
-  return executor
-    .selectFrom('factors')
-    .selectAll()
-    .where('user_id', '=', userId)
-    .where('type', '=', type)
-    .where('status', '=', 'active')
-    .$if(factorId !== undefined, (q) => q.where('id', '=', factorId ?? ''))
-    .orderBy('created_at')
-    .execute();
+  const { rows } = factorId === undefined ? await ACTIVE_FACTORS.run(executor, [userId, type]) : await ACTIVE_FACTOR.run(executor, [userId, type, factorId]);
+  return rows;
 }
+
+// Every verification and challenge reads the user's factors of one type (fixed SQL).
+const ACTIVE_FACTORS = new FixedSql<FactorsTable>(`select * from "factors" where "user_id" = ? and "type" = ? and "status" = 'active' order by "created_at"`);
+const ACTIVE_FACTOR = new FixedSql<FactorsTable>(`select * from "factors" where "user_id" = ? and "type" = ? and "status" = 'active' and "id" = ? order by "created_at"`);
 
 export async function liveChallengeRow(executor: Executor, stepupId: string, type: string): Promise<FactorChallengesTable | undefined> {
   return executor.selectFrom('factor_challenges').selectAll().where('stepup_id', '=', stepupId).where('factor_type', '=', type).executeTakeFirst();

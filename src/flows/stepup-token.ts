@@ -4,6 +4,7 @@ import { AppError } from '../errors/app-error.ts';
 import { issueStepUpToken } from '../stepup/issue-token.ts';
 import { achievedAcr, effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
 import { loadStepUp, type Who } from './verify-stepup-factor.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * The relying service's token endpoint (CIBA-style polling). The token is handed out
@@ -14,6 +15,11 @@ import { loadStepUp, type Who } from './verify-stepup-factor.ts';
  * failure therefore still leaves the step-up completed, and a concurrent poll that loses the
  * UPDATE throws its signed token away unseen (its jti was never recorded or handed out).
  */
+/** The one winner of `completed → token_issued` (fixed SQL: every token request runs it). */
+const HAND_OUT = new FixedSql<{ id: string }>(
+  `update "stepups" set "status" = 'token_issued', "token_issued_at" = ?, "token_jti" = ? where "id" = ? and "status" = 'completed' and "expires_at" > ? returning "id"`,
+);
+
 export interface IssuedToken {
   stepUpToken: string;
   expiresIn: number;
@@ -96,14 +102,7 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
     authorization_details: [{ ...stepUp.context, type: stepUp.action }],
   });
   const token = await gw.store.db.transaction().execute(async (tx) => {
-    const won = await tx
-      .updateTable('stepups')
-      .set({ status: 'token_issued', token_issued_at: nowMs, token_jti: jti })
-      .where('id', '=', stepUp.id)
-      .where('status', '=', 'completed')
-      .where('expires_at', '>', nowMs)
-      .returning('id')
-      .executeTakeFirst();
+    const won = await HAND_OUT.first(tx, [nowMs, jti, stepUp.id, nowMs]);
     if (won === undefined) return undefined;
     await gw.audit.append(tx, {
       type: 'stepup.token_issued',

@@ -10,6 +10,8 @@ import { recheckAtCompletion } from './stepup-recheck.ts';
 import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
+import type { Row } from '../store/primitives.ts';
 
 /**
  * Proving one factor inside a step-up transaction (native API and the step-up page).
@@ -44,8 +46,18 @@ export interface Who {
   requestId?: string | null;
 }
 
+// The statements every verification runs (fixed SQL, see src/store/fixed-sql.ts).
+const STEPUP_BY_ID = new FixedSql<Row<'stepups'>>('select * from "stepups" where "id" = ?');
+const STEPUP_BY_ID_FOR_UPDATE = new FixedSql<Row<'stepups'>>('select * from "stepups" where "id" = ? for update');
+const CHARGE_ATTEMPT = new FixedSql<{ attempts: number; max_attempts: number }>(
+  `update "stepups" set "attempts" = "attempts" + 1 where "id" = ? and "status" = 'pending' and "expires_at" > ? and "attempts" < "max_attempts" returning "attempts", "max_attempts"`,
+);
+const CHARGE_FACTOR = new FixedSql<{ failures: number }>(
+  'update "factors" set "failures" = "failures" + 1 where "id" = ? and "failures" < ? and ("locked_until" is null or "locked_until" <= ?) returning "failures"',
+);
+
 export async function loadStepUp(gw: Gateway, id: string): Promise<StepUp | undefined> {
-  const row = await gw.store.db.selectFrom('stepups').selectAll().where('id', '=', id).executeTakeFirst();
+  const row = await STEPUP_BY_ID.first(gw.store.db, [id]);
   return row === undefined ? undefined : toStepUp(row);
 }
 
@@ -76,15 +88,7 @@ export function remainingSets(stepUp: StepUp): string[][] {
  * moved on); `last` when this was the final attempt the transaction allows.
  */
 async function chargeAttempt(ex: Executor, stepUp: StepUp, nowMs: number): Promise<{ last: boolean } | undefined> {
-  const charged = await ex
-    .updateTable('stepups')
-    .set((eb) => ({ attempts: eb('attempts', '+', 1) }))
-    .where('id', '=', stepUp.id)
-    .where('status', '=', 'pending')
-    .where('expires_at', '>', nowMs)
-    .whereRef('attempts', '<', 'max_attempts')
-    .returning(['attempts', 'max_attempts'])
-    .executeTakeFirst();
+  const charged = await CHARGE_ATTEMPT.first(ex, [stepUp.id, nowMs]);
   return charged === undefined ? undefined : { last: Number(charged.attempts) >= Number(charged.max_attempts) };
 }
 
@@ -114,14 +118,7 @@ export async function chargeFactor(
   ex: Executor = gw.store.db,
 ): Promise<boolean> {
   const { maxFailures, lockSeconds } = lockout;
-  const charged = await ex
-    .updateTable('factors')
-    .set((eb) => ({ failures: eb('failures', '+', 1) }))
-    .where('id', '=', factorId)
-    .where('failures', '<', maxFailures)
-    .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowMs)]))
-    .returning('failures')
-    .executeTakeFirst();
+  const charged = await CHARGE_FACTOR.first(ex, [factorId, maxFailures, nowMs]);
   if (charged === undefined) {
     // A lock without expiry stays until reset (failures = 0), e.g. by a hardware-token resync.
     if (lockSeconds === null) return false;
@@ -313,12 +310,8 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     // Rows are locked in the order the charge transaction above locks them (step-up, then
     // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
     // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
-    const current = await tx
-      .selectFrom('stepups')
-      .selectAll()
-      .where('id', '=', stepUp.id)
-      .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
-      .executeTakeFirstOrThrow();
+    const current = await (gw.store.dialect === 'postgres' ? STEPUP_BY_ID_FOR_UPDATE : STEPUP_BY_ID).first(tx, [stepUp.id]);
+    if (current === undefined) throw new Error(`step-up ${stepUp.id} vanished during its completion`);
     if (challenge !== undefined) {
       // The challenge is single-use: of two concurrent correct answers one consumes it.
       const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();

@@ -5,6 +5,7 @@ import { type Policy, policyDocumentSchema } from '../policy/policy-schema.ts';
 import { sumDecimalStrings } from '../policy/decimal.ts';
 import type { VelocityWindowFacts } from '../policy/conditions.ts';
 import { velocityWindowsFor } from '../policy/evaluate-policies.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * Policies are versioned as a whole set: every change stores a new version of the full set
@@ -66,8 +67,11 @@ function toVersion(row: PolicySetRow): PolicySetVersion {
   };
 }
 
+/** Read by every step-up creation and completion (fixed SQL, see src/store/fixed-sql.ts). */
+const CURRENT = new FixedSql<PolicySetRow>('select * from "policy_sets" order by "version" desc limit 1');
+
 export async function currentPolicySet(ex: Executor): Promise<PolicySetVersion | undefined> {
-  const row = await ex.selectFrom('policy_sets').selectAll().orderBy('version', 'desc').limit(1).executeTakeFirst();
+  const row = await CURRENT.first(ex, []);
   return row === undefined ? undefined : toVersion(row);
 }
 

@@ -4,7 +4,7 @@ import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialec
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
-import { openNodeSqlite } from './node-sqlite-dialect.ts';
+import { type GroupCommitStats, openNodeSqlite } from './node-sqlite-dialect.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -18,6 +18,8 @@ export interface Store {
   readonly dialect: DialectName;
   /** Human-readable location (file path or URL without password) for logs. */
   readonly location: string;
+  /** SQLite only: how many group WAL fsyncs were made, and how many callers waited for one. */
+  readonly commitStats?: GroupCommitStats;
   migrate(): Promise<string[]>;
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -67,11 +69,12 @@ function createPrivateFile(file: string): void {
 
 async function openSqlite(options: OpenStoreOptions): Promise<Store> {
   if (options.sqliteFile !== ':memory:') createPrivateFile(options.sqliteFile);
-  const { dialect, raw } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
+  const { dialect, raw, stats } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
   const db = new Kysely<Database>({ dialect });
-  return makeStore(db, 'sqlite', options.sqliteFile, async () => {
+  const store = makeStore(db, 'sqlite', options.sqliteFile, async () => {
     raw.prepare('select 1').get();
   });
+  return { ...store, commitStats: stats };
 }
 
 async function openPostgres(options: OpenStoreOptions): Promise<Store> {

@@ -1,13 +1,18 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { closeSync, fdatasync, fsyncSync, openSync, realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
   CompiledQuery,
-  type DialectAdapter,
-  SqliteAdapter,
   type DatabaseConnection,
+  type DialectAdapter,
   type Driver,
+  type QueryResult,
+  RawNode,
+  SelectQueryNode,
+  SqliteAdapter,
   SqliteDialect,
   type SqliteDatabase,
-  SqliteDriver,
   type SqliteStatement,
 } from 'kysely';
 
@@ -45,14 +50,306 @@ function adapt(db: DatabaseSync): SqliteDatabase {
   };
 }
 
+interface Deferred {
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A sync nobody waits for (only relaxed writers) must not be an unhandled rejection.
+  done.catch(() => {});
+  return { done, resolve, reject };
+}
+
+/** FIFO lock around the one connection (Kysely's own mutex is bypassed, see the driver). */
+class Lock {
+  #held = false;
+  readonly #queue: (() => void)[] = [];
+  acquire(): Promise<void> {
+    if (!this.#held) {
+      this.#held = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#queue.push(resolve));
+  }
+  release(): void {
+    const next = this.#queue.shift();
+    if (next === undefined) this.#held = false;
+    else next();
+  }
+}
+
+const relaxedScope = new AsyncLocalStorage<true>();
+
 /**
- * Write transactions take the database lock up front (`BEGIN IMMEDIATE`): a deferred
- * transaction that later upgrades to a writer can fail with SQLITE_BUSY at once, which the
- * busy timeout does not cover, when another process writes at the same moment.
+ * Runs `fn` with its writes exempt from waiting for the WAL sync: they are committed as
+ * always, and made durable by the next sync, but the caller is answered at once. Only for
+ * counters whose loss in an OS crash is harmless (rate-limit windows); never for anything
+ * single-use, a factor's state or an audit record.
  */
-class ImmediateSqliteDriver extends SqliteDriver {
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+export function withoutDurabilityWait<T>(fn: () => Promise<T>): Promise<T> {
+  return relaxedScope.run(true, fn);
+}
+
+export interface GroupCommitStats {
+  /** WAL fdatasyncs made (each makes every commit before it durable). */
+  flushes: number;
+  /** Database calls that were answered only after such a sync. */
+  waited: number;
+}
+
+export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+
+/**
+ * Group fsync of the WAL, off the event loop: every caller that committed during one
+ * event-loop turn waits for one fdatasync started after its commit (see the driver).
+ */
+class WalSync {
+  readonly #walFile: string;
+  readonly #fdatasync: FdatasyncFn;
+  readonly #stats: GroupCommitStats;
+  #fd: number | undefined;
+  /** The sync the next callers wait for; it starts at the next setImmediate. */
+  #next: Deferred | undefined;
+  #inFlight = 0;
+  #drained: (() => void)[] = [];
+
+  constructor(databaseFile: string, fdatasyncFn: FdatasyncFn, stats: GroupCommitStats) {
+    this.#walFile = `${databaseFile}-wal`;
+    this.#fdatasync = fdatasyncFn;
+    this.#stats = stats;
+  }
+
+  /** Resolves once a WAL fdatasync that started after this call has returned. */
+  durable(): Promise<void> {
+    if (this.#next === undefined) {
+      const next = deferred();
+      this.#next = next;
+      setImmediate(() => this.#start(next));
+    }
+    return this.#next.done;
+  }
+
+  #start(next: Deferred): void {
+    if (this.#next === next) this.#next = undefined;
+    let fd: number | undefined;
+    try {
+      fd = this.#open();
+    } catch (err) {
+      next.reject(err);
+      return;
+    }
+    // No WAL yet: nothing was ever written to it (a commit always writes its frames there).
+    if (fd === undefined) {
+      next.resolve();
+      return;
+    }
+    this.#inFlight += 1;
+    this.#stats.flushes += 1;
+    this.#fdatasync(fd, (err) => {
+      this.#inFlight -= 1;
+      if (err) next.reject(err);
+      else next.resolve();
+      if (this.#inFlight === 0 && this.#next === undefined) for (const done of this.#drained.splice(0)) done();
+    });
+  }
+
+  /** Waits for every sync asked for or in flight. */
+  async drain(): Promise<void> {
+    if (this.#next !== undefined) await this.#next.done.catch(() => {});
+    if (this.#inFlight === 0) return;
+    await new Promise<void>((resolve) => this.#drained.push(resolve));
+  }
+
+  close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  /** The WAL exists from the first commit on and keeps its inode while the database is open. */
+  #open(): number | undefined {
+    if (this.#fd === undefined) {
+      try {
+        this.#fd = openSync(this.#walFile, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+      // Once: the WAL's directory entry, so the file itself survives a power loss.
+      const dir = openSync(dirname(this.#walFile), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
+    return this.#fd;
+  }
+}
+
+/**
+ * Durable commits without an fsync per request on the event loop. node:sqlite is
+ * synchronous: with `synchronous = FULL` every COMMIT is an fsync on the event loop, which
+ * bounds the whole gateway by the disk's fsync rate and stalls every other request meanwhile.
+ * Instead, in `wal-fsync` mode (the default):
+ *
+ * - SQLite runs `synchronous = NORMAL` in WAL mode: a COMMIT appends its frames to the WAL
+ *   with write() and returns; the write lock is released at once, as before (transactions
+ *   are not merged, so one that fails fails alone, and another process waits no longer).
+ * - A caller that committed a write (a transaction, or an autocommitted INSERT/UPDATE/
+ *   DELETE) is answered only after an fdatasync() of the WAL file that started after its
+ *   COMMIT has returned. That is exactly the sync SQLite itself does at COMMIT with FULL; it
+ *   runs on the libuv pool, off the event loop, and every commit of one event-loop turn
+ *   shares one (group fsync). Checkpoints sync the WAL and the database file themselves
+ *   (NORMAL does that). fsync is per file, whichever descriptor wrote.
+ * - If the fdatasync fails its callers get the error although their commits may survive:
+ *   they fail closed (a code they were told was refused may turn out burnt; never the other
+ *   way round).
+ * - A SELECT never waits.
+ *
+ * Kysely's connection mutex is replaced by the driver's own lock (the adapter reports
+ * multiple connections) because the wait for the sync must happen after the connection is
+ * released, or every other caller would queue behind the fsync. `full` mode (SQLite's own
+ * fsync at COMMIT, on the event loop) is kept for comparison.
+ */
+class GroupCommitSqliteDriver implements Driver {
+  readonly #raw: DatabaseSync;
+  readonly #db: SqliteDatabase;
+  readonly #lock = new Lock();
+  readonly #connection: GroupCommitConnection;
+  /** The current lease committed a write. */
+  #leaseWrote = false;
+  #destroyed = false;
+  /** Stores of this process open on this file (they share this driver, see openNodeSqlite). */
+  #refs = 1;
+  readonly #onClose: () => void;
+  readonly #walSync: WalSync | undefined;
+  readonly stats: GroupCommitStats;
+
+  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void, stats: GroupCommitStats, walSync: WalSync | undefined) {
+    this.#raw = raw;
+    this.#db = db;
+    this.#onClose = onClose;
+    this.stats = stats;
+    this.#walSync = walSync;
+    this.#connection = new GroupCommitConnection(this);
+  }
+
+  /** Another store in this process opened the same file: it shares this connection. */
+  addRef(): void {
+    this.#refs += 1;
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    if (this.#destroyed) throw new Error('driver has already been destroyed');
+    await this.#lock.acquire();
+    this.#leaseWrote = false;
+    return this.#connection;
+  }
+
+  async releaseConnection(): Promise<void> {
+    const wrote = this.#leaseWrote;
+    this.#leaseWrote = false;
+    this.#lock.release();
+    if (wrote && this.#walSync !== undefined && relaxedScope.getStore() !== true) {
+      this.stats.waited += 1;
+      await this.#walSync.durable();
+    }
+  }
+
+  async beginTransaction(): Promise<void> {
+    this.#raw.exec('begin immediate');
+  }
+
+  async commitTransaction(): Promise<void> {
+    this.#raw.exec('commit');
+    this.#leaseWrote = true;
+  }
+
+  async rollbackTransaction(): Promise<void> {
+    // Some errors (I/O, full disk) make SQLite roll the transaction back itself.
+    if (this.#raw.isTransaction) this.#raw.exec('rollback');
+  }
+
+  async savepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('savepoint', name));
+  }
+
+  async rollbackToSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('rollback to', name));
+  }
+
+  async releaseSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('release', name));
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#refs -= 1;
+    if (this.#refs > 0) return;
+    this.#destroyed = true;
+    this.#onClose();
+    await this.#lock.acquire();
+    try {
+      await this.#walSync?.drain();
+    } finally {
+      this.#lock.release();
+      this.#db.close();
+      this.#walSync?.close();
+    }
+  }
+
+  /** Called by the connection for every statement, with the lock held. */
+  run(compiled: CompiledQuery): QueryResult<unknown> {
+    const stmt = this.#db.prepare(compiled.sql);
+    const parameters = compiled.parameters as unknown[];
+    if (stmt.reader) {
+      const rows = stmt.all(parameters);
+      // INSERT … RETURNING is a reader too; an autocommitted one is a write to wait for.
+      if (!this.#raw.isTransaction && !isRead(compiled)) this.#leaseWrote = true;
+      return { rows };
+    }
+    const { changes, lastInsertRowid } = stmt.run(parameters);
+    if (!this.#raw.isTransaction) this.#leaseWrote = true;
+    return {
+      insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
+      numAffectedRows: changes == null ? undefined : BigInt(changes),
+      rows: [],
+    };
+  }
+}
+
+/** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing. */
+function isRead(compiled: CompiledQuery): boolean {
+  if (SelectQueryNode.is(compiled.query)) return true;
+  return RawNode.is(compiled.query) && /^\s*select\s/i.test(compiled.sql);
+}
+
+function savepointSql(command: 'savepoint' | 'rollback to' | 'release', name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new TypeError(`invalid savepoint name ${name}`);
+  return `${command} "${name}"`;
+}
+
+class GroupCommitConnection implements DatabaseConnection {
+  readonly #driver: GroupCommitSqliteDriver;
+  constructor(driver: GroupCommitSqliteDriver) {
+    this.#driver = driver;
+  }
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    return this.#driver.run(compiled) as QueryResult<R>;
+  }
+  // biome-ignore lint/correctness/useYield: streaming is not used; refuse it loudly.
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('streaming is not supported by the gateway SQLite driver');
   }
 }
 
@@ -60,41 +357,107 @@ class ImmediateSqliteDriver extends SqliteDriver {
  * SQLite does have transactional DDL, but Kysely's adapter says it does not, so its migrator
  * would run our migrations outside a transaction and without a lock: two processes starting
  * on a fresh file would both create the tables. Declaring it makes the migrator run every
- * pending migration inside one `BEGIN IMMEDIATE` transaction, which holds SQLite's write lock;
- * a second process waits (busy timeout), then finds them applied.
+ * pending migration inside one transaction, which holds SQLite's write lock; a second
+ * process waits (busy timeout), then finds them applied. It also reports "multiple
+ * connections" so that Kysely leaves the locking to the group-commit driver.
  */
-class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+class GatewaySqliteAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+  override get supportsMultipleConnections(): boolean {
     return true;
   }
 }
 
 class NodeSqliteDialect extends SqliteDialect {
-  readonly #database: SqliteDatabase;
-  constructor(database: SqliteDatabase) {
-    super({ database });
-    this.#database = database;
+  readonly #driver: GroupCommitSqliteDriver;
+  constructor(driver: GroupCommitSqliteDriver) {
+    // Kysely's own driver is never created (createDriver below); the database is unused.
+    super({ database: {} as SqliteDatabase });
+    this.#driver = driver;
   }
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver({ database: this.#database });
+    return this.#driver;
   }
   override createAdapter(): DialectAdapter {
-    return new TransactionalDdlSqliteAdapter();
+    return new GatewaySqliteAdapter();
   }
 }
+
+/**
+ * `wal-fsync` (default): NORMAL plus the driver's own WAL fdatasync off the event loop before
+ * anyone is answered; `full`: SQLite's fsync at every COMMIT, on the event loop. Both are
+ * durable across a power loss; `normal` alone is not (tests and scratch files only).
+ */
+export type SqliteSynchronous = 'wal-fsync' | 'full' | 'normal';
 
 export interface NodeSqliteOptions {
   file: string;
   busyTimeoutMs: number;
+  /** Default `wal-fsync`: a commit is on disk before anyone is answered (see the driver). */
+  synchronous?: SqliteSynchronous;
+  /** Tests: replaces fs.fdatasync in `wal-fsync` mode. */
+  fdatasync?: FdatasyncFn;
 }
 
-export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync } {
+interface OpenFile {
+  driver: GroupCommitSqliteDriver;
+  raw: DatabaseSync;
+}
+
+/**
+ * The files this process has open. A second store on the same file in the same process (two
+ * gateways in one test process, the CLI's helpers) shares the first one's connection and
+ * driver instead of opening another connection: node:sqlite is synchronous, so a second
+ * connection waiting for the first one's write lock (a transaction in progress) would block
+ * the very thread that has to finish that transaction. Separate processes each have
+ * their own connection and SQLite's file lock between them, as before.
+ */
+const openFiles = new Map<string, OpenFile>();
+
+function fileKey(file: string): string | undefined {
+  if (file === ':memory:' || file === '') return undefined;
+  try {
+    return realpathSync(file);
+  } catch {
+    return resolve(file);
+  }
+}
+
+export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
+  const key = fileKey(options.file);
+  const existing = key === undefined ? undefined : openFiles.get(key);
+  if (existing !== undefined) {
+    existing.driver.addRef();
+    return { dialect: new NodeSqliteDialect(existing.driver), raw: existing.raw, stats: existing.driver.stats };
+  }
   const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
   raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
   raw.exec('PRAGMA journal_mode = WAL');
-  // NORMAL in WAL mode is durable across application crashes (kill -9); only an OS crash
-  // can lose the last transactions.
-  raw.exec('PRAGMA synchronous = NORMAL');
+  // Every commit is on disk before its callers are answered, so a burnt one-time code or a
+  // consumed step-up stays burnt across an OS crash or power loss, not only across a process
+  // crash: by the driver's WAL fdatasync (default) or SQLite's own (FULL). The group fsync
+  // (above) makes that one fsync per event-loop turn rather than one per request.
+  const journal = Object.values((raw.prepare('PRAGMA journal_mode').get() ?? {}) as Record<string, unknown>)[0];
+  // The WAL fdatasync relies on WAL mode; where SQLite could not switch to it (e.g. a
+  // filesystem without shared memory), it syncs at every COMMIT itself.
+  const wanted = options.synchronous ?? 'wal-fsync';
+  const mode = wanted === 'wal-fsync' && journal !== 'wal' ? 'full' : wanted;
+  raw.exec(`PRAGMA synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
-  return { dialect: new NodeSqliteDialect(adapt(raw)), raw };
+  const database = adapt(raw);
+  const stats: GroupCommitStats = { flushes: 0, waited: 0 };
+  const walSync = mode === 'wal-fsync' && key !== undefined ? new WalSync(key, options.fdatasync ?? fdatasync, stats) : undefined;
+  const driver = new GroupCommitSqliteDriver(
+    raw,
+    database,
+    () => {
+      if (key !== undefined) openFiles.delete(key);
+    },
+    stats,
+    walSync,
+  );
+  if (key !== undefined) openFiles.set(key, { driver, raw });
+  return { dialect: new NodeSqliteDialect(driver), raw, stats: driver.stats };
 }

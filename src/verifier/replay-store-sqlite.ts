@@ -1,3 +1,4 @@
+import { closeSync, fdatasync, fdatasyncSync, openSync } from 'node:fs';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { systemClock, type VerifierClock } from './clock.ts';
 import { assertConsumeArguments, assertSqlIdentifier, DEFAULT_PRUNE_INTERVAL_SECONDS, type ReplayStore } from './replay-store.ts';
@@ -14,6 +15,8 @@ export interface SqliteReplayStoreOptions {
   busyTimeoutMs?: number;
   /** Expired rows are deleted at most this often (clock time). Default 60. */
   pruneIntervalSeconds?: number;
+  /** Tests only: replaces fs.fdatasync (the WAL sync before a batch is answered). */
+  fdatasync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 }
 
 /**
@@ -21,9 +24,13 @@ export interface SqliteReplayStoreOptions {
  * `INSERT … ON CONFLICT DO NOTHING` statement: SQLite serialises writers, so across
  * connections and processes exactly one insert of a jti changes a row.
  *
- * node:sqlite is synchronous: a commit blocks the event loop for one small write and its fsync
- * (and, under contention from another process, up to `busyTimeoutMs`). With a file of its own
- * the store commits the consumes of one event-loop turn together (group commit).
+ * node:sqlite is synchronous: a commit blocks the event loop for one small write (and, under
+ * contention from another process, up to `busyTimeoutMs`). With a file of its own the store
+ * commits the consumes of one event-loop turn together (group commit), and makes them durable
+ * without an fsync on the event loop: SQLite runs WAL with `synchronous = NORMAL` (COMMIT
+ * only writes the WAL) and the store fdatasync()s the WAL file itself on Node's thread pool,
+ * answering the batch's callers when that returns — the sync FULL would do at COMMIT. A
+ * failed sync fails the batch's callers (closed: the token is refused).
  */
 export class SqliteReplayStore implements ReplayStore {
   readonly #db: DatabaseSync;
@@ -37,6 +44,10 @@ export class SqliteReplayStore implements ReplayStore {
   readonly #commit: StatementSync;
   readonly #rollback: StatementSync;
   #nextPruneAt = 0;
+  /** WAL mode on our own file: the WAL we fdatasync ourselves; undefined: FULL does it. */
+  readonly #walFile: string | undefined;
+  #walFd: number | undefined;
+  readonly #fdatasync: NonNullable<SqliteReplayStoreOptions['fdatasync']>;
 
   constructor(options: SqliteReplayStoreOptions) {
     if ((options.file === undefined) === (options.database === undefined)) {
@@ -53,12 +64,17 @@ export class SqliteReplayStore implements ReplayStore {
     this.#db = options.database ?? new DatabaseSync(options.file as string);
     this.#clock = options.clock ?? systemClock;
     this.#pruneIntervalMs = pruneIntervalSeconds * 1000;
+    this.#fdatasync = options.fdatasync ?? fdatasync;
+    let walFile: string | undefined;
     if (this.#ownsDatabase) {
       this.#db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-      this.#db.exec('PRAGMA journal_mode = WAL');
-      // FULL: a consumed jti must survive an OS crash too, or the token becomes usable again.
-      this.#db.exec('PRAGMA synchronous = FULL');
+      const mode = Object.values((this.#db.prepare('PRAGMA journal_mode = WAL').get() ?? {}) as Record<string, unknown>)[0];
+      // A consumed jti must survive an OS crash too, or the token becomes usable again: in
+      // WAL mode by our own fdatasync of the WAL before answering, else by SQLite's FULL.
+      if (mode === 'wal' && options.file !== ':memory:' && options.file !== '') walFile = `${options.file}-wal`;
+      this.#db.exec(`PRAGMA synchronous = ${walFile === undefined ? 'FULL' : 'NORMAL'}`);
     }
+    this.#walFile = walFile;
     this.#db.exec(
       `CREATE TABLE IF NOT EXISTS ${table} (jti TEXT PRIMARY KEY NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
        CREATE INDEX IF NOT EXISTS ${table}_expires_at ON ${table} (expires_at);`,
@@ -76,10 +92,10 @@ export class SqliteReplayStore implements ReplayStore {
     // A connection the caller shares may be inside the caller's own transaction: one
     // autocommitted statement, never a transaction of ours around it.
     if (!this.#ownsDatabase) return Number(this.#insert.run(jti, expiresAt.getTime()).changes) === 1;
-    // Our own file is synchronous = FULL: every commit is an fsync, on the event loop. The
-    // consumes that arrive within one turn of the loop are committed together (one fsync for
-    // all), and each caller hears its answer only after that commit: exactly-once is the
-    // insert's, unchanged (a jti twice in one batch: the second insert changes nothing).
+    // The consumes that arrive within one turn of the loop are committed together (one WAL
+    // fdatasync for all, see the class comment), and each caller hears its answer only after
+    // that sync: exactly-once is the insert's, unchanged (a jti twice in one batch: the
+    // second insert changes nothing).
     return new Promise<boolean>((resolve, reject) => {
       this.#batch.push({ jti, expiresAtMs: expiresAt.getTime(), resolve, reject });
       if (this.#batch.length === 1) setImmediate(() => this.#commitBatch());
@@ -88,7 +104,7 @@ export class SqliteReplayStore implements ReplayStore {
 
   readonly #batch: { jti: string; expiresAtMs: number; resolve: (first: boolean) => void; reject: (err: unknown) => void }[] = [];
 
-  #commitBatch(): void {
+  #commitBatch(mode: 'async' | 'sync' = 'async'): void {
     const batch = this.#batch.splice(0, this.#batch.length);
     if (batch.length === 0) return;
     let results: boolean[];
@@ -109,7 +125,37 @@ export class SqliteReplayStore implements ReplayStore {
       for (const b of batch) b.reject(err);
       return;
     }
-    for (const [i, b] of batch.entries()) b.resolve(results[i] as boolean);
+    const answer = (err: unknown) => {
+      if (err) for (const b of batch) b.reject(err);
+      else for (const [i, b] of batch.entries()) b.resolve(results[i] as boolean);
+    };
+    if (this.#walFile === undefined) {
+      answer(null);
+      return;
+    }
+    let fd: number;
+    try {
+      fd = this.#walDescriptor();
+    } catch (err) {
+      answer(err);
+      return;
+    }
+    if (mode === 'sync') {
+      try {
+        fdatasyncSync(fd);
+        answer(null);
+      } catch (err) {
+        answer(err);
+      }
+      return;
+    }
+    this.#fdatasync(fd, answer);
+  }
+
+  /** The WAL exists from the first commit on and keeps its inode while the file is open. */
+  #walDescriptor(): number {
+    this.#walFd ??= openSync(this.#walFile as string, 'r');
+    return this.#walFd;
   }
 
   #pruneIfDue(): void {
@@ -129,8 +175,14 @@ export class SqliteReplayStore implements ReplayStore {
 
   close(): void {
     // Consumes still waiting for their turn are committed (and answered) first.
-    if (this.#db.isOpen) this.#commitBatch();
+    if (this.#db.isOpen) this.#commitBatch('sync');
     if (this.#ownsDatabase && this.#db.isOpen) this.#db.close();
+    // A sync still in flight keeps working on its own descriptor's file; ours is closed after.
+    if (this.#walFd !== undefined) {
+      const fd = this.#walFd;
+      this.#walFd = undefined;
+      this.#fdatasync(fd, () => closeSync(fd));
+    }
   }
 
   #prune(now: number): number {

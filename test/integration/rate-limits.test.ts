@@ -74,17 +74,22 @@ for (const dialect of testDialects()) {
     it('fails closed: when the counters cannot be written the request is refused, not let through', async () => {
       tg.clock.advance(60);
       const db = tg.gw.store.db;
-      const original = db.insertInto.bind(db);
-      (db as { insertInto: unknown }).insertInto = (table: string) => {
-        if (table === 'rate_limits') throw new Error('store down');
-        return original(table as never);
+      const original = db.executeQuery.bind(db);
+      let refused = 0;
+      (db as { executeQuery: unknown }).executeQuery = (query: { sql?: string }) => {
+        if (typeof query.sql === 'string' && query.sql.includes('"rate_limits"')) {
+          refused += 1;
+          return Promise.reject(new Error('store down'));
+        }
+        return original(query as never);
       };
       try {
         const res = await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD });
         assert.equal(res.status, 503);
         assert.equal(res.body.code, 'service_unavailable');
+        assert.ok(refused >= 1, 'the counter write was attempted');
       } finally {
-        (db as { insertInto: unknown }).insertInto = original;
+        (db as { executeQuery: unknown }).executeQuery = original;
       }
     });
   });

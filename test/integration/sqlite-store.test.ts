@@ -56,7 +56,7 @@ describe('SQLite store pragmas', () => {
     }
   });
 
-  it('synchronous is NORMAL (durable across process crashes in WAL mode)', async () => {
+  it('synchronous is NORMAL: the driver fdatasyncs the WAL itself before answering (sqlite-group-commit.test.ts)', async () => {
     assert.equal(Number(await pragma('synchronous')), 1);
   });
 

@@ -326,6 +326,8 @@ for (const dialect of testDialects()) {
         assert.equal(results.filter(Boolean).length, 1);
       });
 
+      // On SQLite two stores of one process on one file share one connection (see
+      // openNodeSqlite); two connections are two OS processes, the test after this one.
       it('20 parallel consumes split across two separately opened stores: exactly one winner', async () => {
         const other = await database.open();
         try {

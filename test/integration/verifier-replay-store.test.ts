@@ -213,6 +213,36 @@ describe('replay store specifics', () => {
     }
   });
 
+  it('sqlite: a batch is answered only after the WAL fdatasync returned; a failed sync refuses (fails closed)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-sync-'));
+    try {
+      const clock = new FixedClock(T0);
+      const events: string[] = [];
+      let fail = false;
+      const store = new SqliteReplayStore({
+        file: join(dir, 'r.sqlite'),
+        clock,
+        fdatasync: (fd, cb) => {
+          events.push('sync started');
+          setTimeout(() => {
+            events.push('sync returned');
+            cb(fail ? Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }) : null);
+          }, 30);
+          assert.ok(fd > 0);
+        },
+      });
+      const first = await Promise.all(['s-1', 's-2'].map((j) => store.consume(j, at(120)).then((ok) => events.push(`${j} ${ok}`))));
+      assert.equal(first.length, 2);
+      assert.deepEqual(events, ['sync started', 'sync returned', 's-1 true', 's-2 true']);
+      fail = true;
+      await assert.rejects(store.consume('s-3', at(120)), /EIO/);
+      fail = false;
+      store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('sqlite: exactly one winner per jti across three processes on one file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-'));
     try {
