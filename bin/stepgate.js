@@ -15,6 +15,13 @@ if (process.env.UV_THREADPOOL_SIZE === undefined) {
   const { availableParallelism } = await import('node:os');
   process.env.UV_THREADPOOL_SIZE = String(Math.min(1024, availableParallelism() + 4));
 }
+// `serve` runs with the configured heap limits (config `runtime`, src/cli/runtime-limits.ts):
+// V8 takes them only at start-up, so the process replaces itself once (execve: same pid)
+// with the flags added, before the gateway is loaded or anything is opened.
+if (process.argv[2] === 'serve') {
+  const { restartWithRuntimeLimits } = await import('../src/cli/runtime-limits.ts');
+  restartWithRuntimeLimits(process.argv.slice(3));
+}
 // node:sqlite still announces itself as experimental on Node 24; keep other warnings.
 const emitWarning = process.emitWarning;
 process.emitWarning = function (warning, ...rest) {

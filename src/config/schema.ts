@@ -66,6 +66,14 @@ export const configSchema = z.strictObject({
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   }),
+  runtime: z.strictObject({
+    heap: z.strictObject({
+      // 0: Node's default. Below 64 MB the gateway cannot hold its own working set.
+      maxOldSpaceMb: z.union([z.literal(0), z.number().int().min(64).max(65_536)]),
+      maxSemiSpaceMb: z.number().int().min(0).max(1024),
+    }),
+    mallocArenaMax: z.number().int().min(0).max(1024),
+  }),
   password: z.strictObject({
     minLength: z.number().int().min(8),
     maxLength: z.number().int().min(64).max(1024),
@@ -191,6 +199,7 @@ export const configSchema = z.strictObject({
     import: z.strictObject({
       maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
       maxTokens: z.number().int().min(1).max(10_000_000),
+      maxUploadTokens: z.number().int().min(1).max(10_000_000),
       maxPbkdf2Iterations: z.number().int().min(1000).max(100_000_000),
     }),
   }),

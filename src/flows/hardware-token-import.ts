@@ -125,22 +125,40 @@ export async function importTokenFile(gw: Gateway, input: ImportTokenFileInput, 
   };
 
   const { hardwareTokens: cfg } = gw.config;
-  // Loaded on first use: every CLI command and `serve` start would otherwise parse the XML
-  // library's modules for nothing.
-  const { readTokenFile } = await import('../pskc/index.ts');
+  // Through the gateway's HTTP API the tokens end up in the gateway's own (small, see
+  // runtime.heap) heap until they are stored, so an upload holds at most maxUploadTokens;
+  // larger files go through `stepgate tokens import`, a process of its own.
+  const uploadLimited = input.source === 'api' && cfg.import.maxUploadTokens < cfg.import.maxTokens;
+  // Loaded on first use: every CLI command and `serve` start would otherwise load the
+  // reader's modules for nothing. Inside the gateway (uploads) the file is read in a child
+  // process with a heap of its own: its text and XML tree (several times the file's size)
+  // never enter the gateway's small heap, and the memory goes back to the system when the
+  // child exits. `stepgate tokens import` is a process of its own already: it reads inline.
+  const readerOptions = {
+    format: input.format,
+    password: input.password,
+    psk: input.psk,
+    now,
+    maxBytes: cfg.import.maxBytes,
+    maxTokens: uploadLimited ? cfg.import.maxUploadTokens : cfg.import.maxTokens,
+    maxPbkdf2Iterations: cfg.import.maxPbkdf2Iterations,
+  };
   let file: TokenFile;
   try {
-    file = readTokenFile(input.data, {
-      format: input.format,
-      password: input.password,
-      psk: input.psk,
-      now,
-      maxBytes: cfg.import.maxBytes,
-      maxTokens: cfg.import.maxTokens,
-      maxPbkdf2Iterations: cfg.import.maxPbkdf2Iterations,
-    });
+    if (input.source === 'api') {
+      const { readTokenFileInChild } = await import('../pskc/read-token-file-in-child.ts');
+      file = await readTokenFileInChild(input.data, readerOptions);
+    } else {
+      const { readTokenFile } = await import('../pskc/index.ts');
+      file = readTokenFile(input.data, readerOptions);
+    }
   } catch (err) {
-    if (isAppError(err)) return fail(err, {}, 0);
+    if (isAppError(err)) {
+      if (uploadLimited && err.code === 'token_file_too_large') {
+        return fail(new AppError('token_file_too_large', { detail: `${err.detail ?? err.title} Uploads hold at most ${cfg.import.maxUploadTokens} tokens (hardwareTokens.import.maxUploadTokens); import larger files on the gateway host with \`stepgate tokens import FILE\` (up to ${cfg.import.maxTokens}).` }), {}, 0);
+      }
+      return fail(err, {}, 0);
+    }
     throw err;
   }
   const wipe = () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type request from 'supertest';
+import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, needPskc, oathHotp, oathTotp, type PskcToken, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
@@ -230,6 +231,38 @@ describe('hardware-token import size limit', () => {
       const r = await agent.post('/v1/admin/hardware-tokens/imports').set('X-CSRF-Token', login.body.csrf_token).set('Content-Type', 'text/csv').send(`${'#'.repeat(3000)}\n`);
       assert.equal(r.status, 413);
       assert.equal((await t.gw.store.db.selectFrom('hardware_tokens').selectAll().execute()).length, 0);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('hardware-token upload token limit (hardwareTokens.import.maxUploadTokens)', () => {
+  it('an upload with more tokens is refused with 413 naming `stepgate tokens import`, recorded, nothing imported; the CLI path imports the same file', async () => {
+    const t = await createTestGateway({ config: { hardwareTokens: { import: { maxUploadTokens: 2 } } } });
+    try {
+      await createUser(t.gw, { username: 'root', password: PASSWORD, roles: ['admin'] }, { actor: 'test' });
+      const agent = t.agent();
+      const login = await agent.post('/v1/login').send({ username: 'root', password: PASSWORD }).expect(200);
+      const csv = ['serial,seed,type,digits,counter|period,algorithm', ...[1, 2, 3].map((i) => `UPL-${i},${randomSeedHex(20)},hotp,6,0,SHA1`), ''].join('\n');
+      const two = csv.split('\n').slice(0, 3).join('\n');
+      const r = await agent.post('/v1/admin/hardware-tokens/imports?file_name=three.csv').set('X-CSRF-Token', login.body.csrf_token).set('Content-Type', 'text/csv').send(csv);
+      assert.equal(r.status, 413, JSON.stringify(r.body));
+      assert.equal(r.body.code, 'token_file_too_large');
+      assert.match(r.body.detail, /stepgate tokens import/);
+      assert.match(r.body.detail, /maxUploadTokens/);
+      assert.equal((await t.gw.store.db.selectFrom('hardware_tokens').selectAll().execute()).length, 0);
+      const history = await agent.get('/v1/admin/hardware-tokens/imports').expect(200);
+      assert.deepEqual(history.body.imports.map((i: { status: string; error_code: string | null }) => [i.status, i.error_code]), [['failed', 'token_file_too_large']]);
+      // At the limit an upload is fine.
+      const ok = await agent.post('/v1/admin/hardware-tokens/imports?file_name=two.csv').set('X-CSRF-Token', login.body.csrf_token).set('Content-Type', 'text/csv').send(`${two}\n`);
+      assert.equal(ok.status, 201, JSON.stringify(ok.body));
+      assert.equal(ok.body.import.token_count, 2);
+      // `stepgate tokens import` (source cli) is held to hardwareTokens.import.maxTokens only.
+      const more = csv.replaceAll('UPL-', 'CLI-');
+      const viaCli = await importTokenFile(t.gw, { data: Buffer.from(more, 'utf8'), fileName: 'three.csv', source: 'cli' }, { actor: 'cli:test' });
+      assert.equal(viaCli.tokenCount, 3);
+      assert.equal((await t.gw.store.db.selectFrom('hardware_tokens').selectAll().execute()).length, 5);
     } finally {
       await t.close();
     }

@@ -175,6 +175,47 @@ describe('stepgate serve', { concurrency: true }, () => {
     }
   });
 
+  it('runs with the configured V8 heap limits and MALLOC_ARENA_MAX: the same process (pid) restarted once with them', { skip: process.platform !== 'linux' && 'reads /proc' }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
+    dirs.push(dataDir);
+    // Empty: whatever the machine running the tests has set does not count (empty is unset).
+    const env = { STEPGATE_HTTP_PORT: '0', STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_DATA_DIR: dataDir, NODE_OPTIONS: '', MALLOC_ARENA_MAX: '' };
+    const argvOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    const environOf = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').slice(0, -1);
+    const served = serve(env);
+    try {
+      await waitForHealth(served);
+      const pid = served.child.pid as number;
+      const argv = argvOf(pid);
+      assert.ok(argv.includes('--max-old-space-size=128'), argv.join(' '));
+      assert.ok(argv.includes('--max-semi-space-size=16'), argv.join(' '));
+      assert.deepEqual(argv.slice(-1), ['serve'], 'the command and its arguments are unchanged');
+      assert.equal(argv.filter((a) => a.startsWith('--max-old-space-size')).length, 1, 'restarted once, not in a loop');
+      assert.ok(environOf(pid).includes('MALLOC_ARENA_MAX=2'));
+      // Logs still reach the same stdout, and SIGTERM to the pid the parent knows still stops it cleanly.
+      assert.ok(logLines(served.stdout()).some((l) => l.msg === 'stepgate listening'));
+      const { code } = await stopWithSigterm(served);
+      assert.equal(code, 0, served.stderr());
+    } finally {
+      if (served.child.exitCode === null) served.child.kill('SIGKILL');
+    }
+
+    // 0 leaves them to Node and glibc: no restart, no flags.
+    const configFile = join(dataDir, 'runtime.yaml');
+    writeFileSync(configFile, 'runtime:\n  heap:\n    maxOldSpaceMb: 0\n    maxSemiSpaceMb: 0\n  mallocArenaMax: 0\n');
+    const plain = serve(env, ['--config', configFile]);
+    try {
+      await waitForHealth(plain);
+      const argv = argvOf(plain.child.pid as number);
+      assert.ok(!argv.some((a) => a.startsWith('--max-old-space-size') || a.startsWith('--max-semi-space-size')), argv.join(' '));
+      assert.deepEqual(environOf(plain.child.pid as number).filter((e) => e.startsWith('MALLOC_ARENA_MAX=')), ['MALLOC_ARENA_MAX=']);
+      const { code } = await stopWithSigterm(plain);
+      assert.equal(code, 0, plain.stderr());
+    } finally {
+      if (plain.child.exitCode === null) plain.child.kill('SIGKILL');
+    }
+  });
+
   it('prints a one-time admin set-up link on first start, to the terminal and not into the log', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-serve-'));
     dirs.push(dataDir);
