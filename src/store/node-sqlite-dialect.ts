@@ -3,7 +3,7 @@ import { closeSync, fdatasync, fsyncSync, openSync, realpathSync } from 'node:fs
 import { dirname, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
-  CompiledQuery,
+  type CompiledQuery,
   type DatabaseConnection,
   type DialectAdapter,
   type Driver,
