@@ -11,6 +11,7 @@ import type { Tx } from '../store/database.ts';
 import type { StepUpsTable } from '../store/schema.ts';
 import { type ProvenFactor, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /** What the relying service asks for. `context` is the exact thing being authorised. */
 const contextValue = z.union([z.string().max(256), z.number().finite(), z.boolean()]);
@@ -48,12 +49,20 @@ export interface CreatedStepUp {
   options: string[][];
 }
 
+// Every step-up creation runs these (fixed SQL, see src/store/fixed-sql.ts).
+const USER_BY_SUBJECT = new FixedSql<{ id: string; groups: string; status: string }>('select "id", "groups", "status" from "users" where ("id" = ? or "username" = ?)');
+const STEPUP_COLUMNS = [
+  'id', 'client_id', 'user_id', 'action', 'context', 'amount', 'currency', 'binding_message', 'redirect_uri', 'state', 'status', 'policy_id', 'policy_version',
+  'requirement', 'acr', 'token_ttl_seconds', 'max_age_seconds', 'ticket_hash', 'attempts', 'max_attempts', 'proven', 'amr', 'version', 'created_at', 'expires_at',
+  'completed_at', 'auth_time', 'token_issued_at', 'token_jti', 'last_polled_at', 'poll_interval_seconds',
+] as const satisfies readonly (keyof StepUpsTable)[];
+// Compile-time: the list names every column of the table (a new column fails to build here).
+const everyStepUpColumn: Exclude<keyof StepUpsTable, (typeof STEPUP_COLUMNS)[number]> extends never ? true : never = true;
+void everyStepUpColumn;
+const INSERT_STEPUP = new FixedSql(`insert into "stepups" (${STEPUP_COLUMNS.map((c) => `"${c}"`).join(', ')}) values (${STEPUP_COLUMNS.map(() => '?').join(', ')})`);
+
 async function resolveSubject(gw: Gateway, subject: string) {
-  const bySubject = await gw.store.db
-    .selectFrom('users')
-    .select(['id', 'groups', 'status'])
-    .where((eb) => eb.or([eb('id', '=', subject), eb('username', '=', subject.normalize('NFKC').toLowerCase())]))
-    .executeTakeFirst();
+  const bySubject = await USER_BY_SUBJECT.first(gw.store.db, [subject, subject.normalize('NFKC').toLowerCase()]);
   if (bySubject === undefined || bySubject.status !== 'active') {
     throw new AppError('validation_failed', { invalidParams: [{ pointer: '/subject', reason: 'no active user with this id or username' }] });
   }
@@ -197,7 +206,7 @@ async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBod
       maxAgeSeconds: decision.maxAgeSeconds,
       ticket,
     });
-    await tx.insertInto('stepups').values(values).execute();
+    await INSERT_STEPUP.run(tx, STEPUP_COLUMNS.map((c) => values[c]));
     await gw.audit.append(tx, {
       type: 'stepup.created',
       actor: client.clientId,

@@ -5,6 +5,7 @@ import type { Policy } from '../policy/policy-schema.ts';
 import type { Executor } from '../store/database.ts';
 import { policySetAt } from '../stepup/policy-store.ts';
 import type { StepUp } from '../stepup/stepup-record.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * Per-policy constraints on an enrolled factor's parameters (today: the policy field `totp`
@@ -16,6 +17,10 @@ import type { StepUp } from '../stepup/stepup-record.ts';
 
 /** Factor types some policy field can constrain; verification of other types skips the policy lookup. */
 const CONSTRAINED_TYPES = new Set(['totp']);
+// Every step-up creation and completion reads them (fixed SQL, see src/store/fixed-sql.ts).
+const CONSTRAINED_FACTORS = new FixedSql<{ type: string; params: string }>(
+  `select "type", "params" from "factors" where "user_id" = ? and "status" = 'active' and "type" in (${[...CONSTRAINED_TYPES].map(() => '?').join(', ')})`,
+);
 
 export function factorMeetsPolicy(policy: Policy | undefined, factor: { type: string; params: Record<string, unknown> }): boolean {
   if (factor.type !== 'totp' || policy?.totp === undefined) return true;
@@ -25,13 +30,7 @@ export function factorMeetsPolicy(policy: Policy | undefined, factor: { type: st
 
 /** For policy evaluation: does the user hold a factor of `type` that meets the policy? */
 export async function userFactorQualifier(gw: Gateway, userId: string, executor: Executor = gw.store.db): Promise<(policy: Policy, type: string) => boolean> {
-  const rows = await executor
-    .selectFrom('factors')
-    .select(['type', 'params'])
-    .where('user_id', '=', userId)
-    .where('status', '=', 'active')
-    .where('type', 'in', [...CONSTRAINED_TYPES])
-    .execute();
+  const { rows } = await CONSTRAINED_FACTORS.run(executor, [userId, ...CONSTRAINED_TYPES]);
   const factors = rows.map((r) => ({ type: r.type, params: JSON.parse(r.params) as Record<string, unknown> }));
   return (policy, type) => !CONSTRAINED_TYPES.has(type) || factors.some((f) => f.type === type && factorMeetsPolicy(policy, f));
 }

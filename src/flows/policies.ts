@@ -25,6 +25,7 @@ import type { Executor, Tx } from '../store/database.ts';
 import { type AuditActor, normaliseUsername } from './users.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
 import { webauthnAcrFacts } from './webauthn.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
 
 /**
  * Factor policies as stored, versioned, audited data: every change (admin API, `stepgate
@@ -324,9 +325,12 @@ export interface PolicyUserFacts {
   enrolledFactorTypes: string[];
 }
 
+/** Read by every step-up creation (fixed SQL, see src/store/fixed-sql.ts). */
+const ENROLLED_TYPES = new FixedSql<{ type: string }>(`select distinct "type" from "factors" where "user_id" = ? and "status" = 'active'`);
+
 /** The factor types the user has active and the gateway can verify. */
 export async function enrolledFactorTypes(gw: Gateway, userId: string, executor: Executor = gw.store.db): Promise<string[]> {
-  const rows = await executor.selectFrom('factors').select('type').distinct().where('user_id', '=', userId).where('status', '=', 'active').execute();
+  const { rows } = await ENROLLED_TYPES.run(executor, [userId]);
   return rows.map((r) => r.type).filter((t) => gw.factors.has(t as never)).sort();
 }
 
