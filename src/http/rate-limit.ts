@@ -23,27 +23,53 @@ const COUNT = new FixedSql<{ count: number }>(
   'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "count"',
 );
 
+/** Two budgets charged in one statement (one round trip, one commit): the address and its sign-in or step-up budget. */
+const COUNT_TWO = new FixedSql<{ key: string; count: number }>(
+  'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?), (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "key", "count"',
+);
+
+interface Charge {
+  bucket: RateBucket;
+  subject: string;
+  limit: number;
+}
+
 export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: string, limit: number): Promise<RateDecision> {
+  const [decision] = await consumeRates(gw, [{ bucket, subject, limit }]);
+  return decision as RateDecision;
+}
+
+/** Charges one or two budgets at once; the decisions come back in the order asked. */
+async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
   const windowMs = gw.config.rateLimits.windowSeconds * 1000;
   const nowMs = gw.clock.now().getTime();
   const window = Math.floor(nowMs / windowMs);
   const expiresAt = (window + 1) * windowMs;
   // Bounded key size whatever the subject (addresses, client ids are short; be safe).
-  const key = `${bucket}:${subject.slice(0, 200)}:${window}`;
-  let count: number;
+  const keys = charges.map((c) => `${c.bucket}:${c.subject.slice(0, 200)}:${window}`);
+  let counts: number[];
   try {
     // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
     // request does not wait for the WAL fsync of its counter (SQLite); it is still committed
     // before the request goes on, and counted by every process on the same database.
-    const { rows } = await withoutDurabilityWait(() => COUNT.run(gw.store.db, [key, expiresAt]));
-    const row = rows[0];
-    if (row === undefined) throw new Error('rate-limit upsert returned no row');
-    count = Number(row.count);
+    const { rows } = await withoutDurabilityWait(() =>
+      keys.length === 1 ? COUNT.run(gw.store.db, [keys[0], expiresAt]) : COUNT_TWO.run(gw.store.db, [keys[0], expiresAt, keys[1], expiresAt]),
+    );
+    counts = keys.map((key) => {
+      // RETURNING does not promise an order: match the rows by key.
+      const row = keys.length === 1 ? rows[0] : (rows as { key: string; count: number }[]).find((r) => r.key === key);
+      if (row === undefined) throw new Error('rate-limit upsert returned no row');
+      return Number(row.count);
+    });
   } catch (err) {
-    gw.logger.error({ err, bucket }, 'rate-limit store unavailable: refusing');
+    gw.logger.error({ err, buckets: charges.map((c) => c.bucket) }, 'rate-limit store unavailable: refusing');
     throw new AppError('service_unavailable', { retryAfterSeconds: 5, detail: 'Try again shortly.' });
   }
-  return { allowed: count <= limit, limit, remaining: Math.max(0, limit - count), retryAfterSeconds: Math.max(1, Math.ceil((expiresAt - nowMs) / 1000)) };
+  const retryAfterSeconds = Math.max(1, Math.ceil((expiresAt - nowMs) / 1000));
+  return charges.map((c, i) => {
+    const count = counts[i] as number;
+    return { allowed: count <= c.limit, limit: c.limit, remaining: Math.max(0, c.limit - count), retryAfterSeconds };
+  });
 }
 
 function enforce(res: Response, d: RateDecision): void {
@@ -75,12 +101,18 @@ export function rateLimitByAddress(gw: Gateway): RequestHandler {
       return;
     }
     const ip = req.ip ?? 'unknown';
-    enforce(res, await consumeRate(gw, 'ip', ip, cfg.perIp));
-    if (req.method === 'POST' && LOGIN.test(req.path)) {
-      enforce(res, await consumeRate(gw, 'login_ip', ip, cfg.loginPerIp));
-    } else if (isStepUpUserRequest(req)) {
-      enforce(res, await consumeRate(gw, 'stepup_user_ip', ip, cfg.stepupUserPerIp));
-    }
+    const address: Charge = { bucket: 'ip', subject: ip, limit: cfg.perIp };
+    // A sign-in or a user-side step-up call charges its own budget too, in the same statement
+    // (one round trip, one commit): both are charged even when the first is already spent,
+    // as a refused request counts against every budget it falls under.
+    const second: Charge | undefined =
+      req.method === 'POST' && LOGIN.test(req.path)
+        ? { bucket: 'login_ip', subject: ip, limit: cfg.loginPerIp }
+        : isStepUpUserRequest(req)
+          ? { bucket: 'stepup_user_ip', subject: ip, limit: cfg.stepupUserPerIp }
+          : undefined;
+    const decisions = await consumeRates(gw, second === undefined ? [address] : [address, second]);
+    for (const d of decisions) enforce(res, d);
     next();
   };
 }
