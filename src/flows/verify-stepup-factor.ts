@@ -11,6 +11,7 @@ import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import type { AuditEvent } from '../audit/audit-log.ts';
 import type { Row } from '../store/primitives.ts';
 
 /**
@@ -162,26 +163,46 @@ async function applyFailureChange(gw: Gateway, factorId: string, paramsBefore: s
   });
 }
 
-export async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number, paramsBefore?: string): Promise<boolean> {
-  let q = tx
-    .updateTable('factors')
-    .set({
-      failures: 0,
-      locked_until: null,
-      last_used_at: nowMs,
-      updated_at: nowMs,
-      ...(change?.secretHash === undefined ? {} : { secret_hash: change.secretHash }),
-      ...(change?.counter === undefined ? {} : { counter: change.counter }),
-      ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
-    })
-    .where('id', '=', factorId)
+/**
+ * The guarded success update as fixed SQL: one constant text per shape (which of secret hash,
+ * counter and parameters change, and whether the parameters are guarded), built on first use
+ * from the fragments below only, never from input.
+ */
+const SUCCESS_UPDATES = new Map<string, FixedSql<{ id: string }>>();
+
+function successUpdate(secretHash: boolean, counter: boolean, params: boolean, paramsGuard: boolean): FixedSql<{ id: string }> {
+  const shape = `${+secretHash}${+counter}${+params}${+paramsGuard}`;
+  let q = SUCCESS_UPDATES.get(shape);
+  if (q === undefined) {
+    const set = ['"failures" = 0', '"locked_until" = null', '"last_used_at" = ?', '"updated_at" = ?'];
+    if (secretHash) set.push('"secret_hash" = ?');
+    if (counter) set.push('"counter" = ?');
+    if (params) set.push('"params" = ?');
     // A factor disabled or removed while it was being verified does not succeed.
-    .where('status', '=', 'active');
-  // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
-  // one code exactly one matches.
-  if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
-  if (change?.params !== undefined && paramsBefore !== undefined) q = q.where('params', '=', paramsBefore);
-  const updated = await q.returning('id').executeTakeFirst();
+    const where = ['"id" = ?', `"status" = 'active'`];
+    // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
+    // one code exactly one matches.
+    if (counter) where.push('"counter" < ?');
+    if (paramsGuard) where.push('"params" = ?');
+    q = new FixedSql<{ id: string }>(`update "factors" set ${set.join(', ')} where ${where.join(' and ')} returning "id"`);
+    SUCCESS_UPDATES.set(shape, q);
+  }
+  return q;
+}
+
+export async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number, paramsBefore?: string): Promise<boolean> {
+  const secretHash = change?.secretHash;
+  const counter = change?.counter;
+  const params = change?.params === undefined ? undefined : JSON.stringify(change.params);
+  const guardParams = params !== undefined && paramsBefore !== undefined;
+  const values: unknown[] = [nowMs, nowMs];
+  if (secretHash !== undefined) values.push(secretHash);
+  if (counter !== undefined) values.push(counter);
+  if (params !== undefined) values.push(params);
+  values.push(factorId);
+  if (counter !== undefined) values.push(counter);
+  if (guardParams) values.push(paramsBefore);
+  const updated = await successUpdate(secretHash !== undefined, counter !== undefined, params !== undefined, guardParams).first(tx, values);
   return updated !== undefined;
 }
 
@@ -197,6 +218,22 @@ async function chargeChallenge(ex: Executor, id: string, nowMs: number): Promise
     .whereRef('attempts', '<', 'max_attempts')
     .returningAll()
     .executeTakeFirst();
+}
+
+// The step-up columns a completion may write; the update is fixed SQL per set of columns.
+const COMPLETION_COLUMNS = new Set(['proven', 'amr', 'version', 'status', 'requirement', 'acr', 'policy_id', 'policy_version', 'token_ttl_seconds', 'max_age_seconds', 'completed_at', 'auth_time']);
+const COMPLETION_UPDATES = new Map<string, FixedSql>();
+
+/** `update "stepups" set … where "id" = ? and "version" = ?` for these columns, in this order. */
+function completionUpdate(columns: string[]): FixedSql {
+  const shape = columns.join(',');
+  let q = COMPLETION_UPDATES.get(shape);
+  if (q === undefined) {
+    for (const c of columns) if (!COMPLETION_COLUMNS.has(c)) throw new TypeError(`not a step-up completion column: ${c}`);
+    q = new FixedSql(`update "stepups" set ${columns.map((c) => `"${c}" = ?`).join(', ')} where "id" = ? and "version" = ?`);
+    COMPLETION_UPDATES.set(shape, q);
+  }
+  return q;
 }
 
 /** Thrown inside the completion transaction to roll it back when a single-use thing was already used. */
@@ -319,8 +356,11 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     }
     // Lost the guarded update (the code's step already used): undo the challenge consumption too.
     if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) throw new ReplayLost();
+    // The events of this completion, appended together at the end in this order (one chain-head
+    // read and write for all of them).
+    const events: AuditEvent[] = [];
     if (outcome.change?.audit !== undefined) {
-      await gw.audit.append(tx, { type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
+      events.push({ type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
     }
     const s = toStepUp(current);
     assertPending(s, now);
@@ -359,15 +399,18 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
       ...raised,
       ...(status === 'completed' ? { completed_at: nowMs, auth_time: nowMs } : {}),
     };
-    await tx.updateTable('stepups').set(changes).where('id', '=', s.id).where('version', '=', s.version).execute();
-    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    // Columns left undefined are not written (as Kysely's set() leaves them out).
+    const written = Object.entries(changes).filter(([, v]) => v !== undefined);
+    await completionUpdate(written.map(([c]) => c)).run(tx, [...written.map(([, v]) => v), s.id, s.version]);
+    events.push({ type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
     if (status === 'completed') {
-      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
+      events.push({ type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
     } else if (status === 'denied') {
-      await gw.audit.append(tx, { type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
+      events.push({ type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
     } else if (raised.requirement !== undefined) {
-      await gw.audit.append(tx, { type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
+      events.push({ type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
     }
+    await gw.audit.appendAll(tx, events);
     return toStepUp({ ...current, ...changes });
   });
   if (result === undefined) {
