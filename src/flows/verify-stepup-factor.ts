@@ -20,7 +20,9 @@ import type { Row } from '../store/primitives.ts';
  * Order matters: the ticket is checked, the transaction's attempt counter and the factor's
  * failure counter are both charged BEFORE the secret is compared (each with one conditional
  * UPDATE, so parallel guesses cannot exceed the limits), the factor module compares, and
- * only then is its state change applied with a guarded update.
+ * only then is its state change applied with a guarded update. A one-time code (a factor
+ * that `comparesInline`) is compared inside the charging transaction, after the charges, and
+ * its outcome commits with them: one durable commit per verification.
  */
 
 /** What a factor may ask the flow to write after a verification. */
@@ -52,6 +54,10 @@ const STEPUP_BY_ID = new FixedSql<Row<'stepups'>>('select * from "stepups" where
 const STEPUP_BY_ID_FOR_UPDATE = new FixedSql<Row<'stepups'>>('select * from "stepups" where "id" = ? for update');
 const CHARGE_ATTEMPT = new FixedSql<{ attempts: number; max_attempts: number }>(
   `update "stepups" set "attempts" = "attempts" + 1 where "id" = ? and "status" = 'pending' and "expires_at" > ? and "attempts" < "max_attempts" returning "attempts", "max_attempts"`,
+);
+// The same charge returning the whole row, for a verification completed in the same transaction.
+const CHARGE_ATTEMPT_ROW = new FixedSql<Row<'stepups'>>(
+  `update "stepups" set "attempts" = "attempts" + 1 where "id" = ? and "status" = 'pending' and "expires_at" > ? and "attempts" < "max_attempts" returning *`,
 );
 const CHARGE_FACTOR = new FixedSql<{ failures: number }>(
   'update "factors" set "failures" = "failures" + 1 where "id" = ? and "failures" < ? and ("locked_until" is null or "locked_until" <= ?) returning "failures"',
@@ -151,16 +157,19 @@ export async function chargeFactor(
  */
 async function applyFailureChange(gw: Gateway, factorId: string, paramsBefore: string, change: FactorStateChange, who: Who & { userId: string }): Promise<void> {
   if (change.params === undefined && change.audit === undefined) return;
+  await gw.store.db.transaction().execute((tx) => applyFailureChangeIn(gw, tx, factorId, paramsBefore, change, who));
+}
+
+/** applyFailureChange inside the caller's transaction. */
+async function applyFailureChangeIn(gw: Gateway, tx: Tx, factorId: string, paramsBefore: string, change: FactorStateChange, who: Who & { userId: string }): Promise<void> {
   const nowMs = gw.clock.now().getTime();
-  await gw.store.db.transaction().execute(async (tx) => {
-    if (change.params !== undefined) {
-      const written = await tx.updateTable('factors').set({ params: JSON.stringify(change.params), updated_at: nowMs }).where('id', '=', factorId).where('params', '=', paramsBefore).returning('id').executeTakeFirst();
-      if (written === undefined) return;
-    }
-    if (change.audit !== undefined) {
-      await gw.audit.append(tx, { type: change.audit.type, subject: who.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId, ...change.audit.data } });
-    }
-  });
+  if (change.params !== undefined) {
+    const written = await tx.updateTable('factors').set({ params: JSON.stringify(change.params), updated_at: nowMs }).where('id', '=', factorId).where('params', '=', paramsBefore).returning('id').executeTakeFirst();
+    if (written === undefined) return;
+  }
+  if (change.audit !== undefined) {
+    await gw.audit.append(tx, { type: change.audit.type, subject: who.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId, ...change.audit.data } });
+  }
 }
 
 /**
@@ -292,78 +301,27 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     });
   }
 
-  // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
-  // together, before the comparison: one durable commit instead of three. A charge that is
-  // refused commits the ones before it with the audit event that says why.
-  type Charged = { kind: 'ok'; challenge: FactorChallengesTable | undefined; last: boolean } | { kind: 'exhausted' } | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked'; last: boolean };
-  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
-    const attempt = await chargeAttempt(tx, stepUp, nowMs);
-    if (attempt === undefined) return { kind: 'exhausted' };
-    const last = attempt.last;
-    const failed = (reason: string) => gw.audit.append(tx, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason } });
-    let challenge: FactorChallengesTable | undefined;
-    if (challengeRow !== undefined) {
-      challenge = await chargeChallenge(tx, challengeRow.id, nowMs);
-      if (challenge === undefined) {
-        const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
-        await failed('challenge_unusable');
-        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required', last };
-      }
-    }
-    if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
-      await failed('locked');
-      return { kind: 'locked', last };
-    }
-    return { kind: 'ok', challenge, last };
+  const failedEvent = (reason: string, detail?: string): AuditEvent => ({
+    type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null,
+    data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason, ...(detail === undefined ? {} : { detail }) },
   });
-  if (charged.kind === 'exhausted') {
-    // Every attempt is spent (the request that spent the last one denies the step-up if it
-    // fails), or the step-up moved on for another reason, which its status then says.
-    const fresh = await loadStepUp(gw, stepUp.id);
-    if (fresh !== undefined && fresh.attempts < fresh.maxAttempts) assertPending(fresh, now);
-    throw new AppError('attempts_exhausted');
-  }
-  if (charged.kind !== 'ok') {
-    gw.metrics.stepups.inc({ event: 'factor_failed' });
-    if (charged.last) await denySpent(gw, stepUp, who);
-    if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
-    if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
-    throw new AppError('factor_locked');
-  }
-  const challenge = charged.challenge;
 
-  const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
-  const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
-  if (!outcome.ok) {
-    if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason, ...(outcome.detail === undefined ? {} : { detail: outcome.detail }) } });
-    gw.metrics.stepups.inc({ event: 'factor_failed' });
-    if (charged.last) await denySpent(gw, stepUp, who);
-    // One answer for every failure: never a hint about which secret was wrong or why.
-    throw new AppError('factor_invalid');
-  }
-
-  const result = await completeInTransaction(gw, async (tx) => {
-    // Rows are locked in the order the charge transaction above locks them (step-up, then
-    // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
-    // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
-    const current = await (gw.store.dialect === 'postgres' ? STEPUP_BY_ID_FOR_UPDATE : STEPUP_BY_ID).first(tx, [stepUp.id]);
-    if (current === undefined) throw new Error(`step-up ${stepUp.id} vanished during its completion`);
-    if (challenge !== undefined) {
-      // The challenge is single-use: of two concurrent correct answers one consumes it.
-      const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
-      if (consumed === undefined) throw new ReplayLost();
-    }
-    // Lost the guarded update (the code's step already used): undo the challenge consumption too.
-    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) throw new ReplayLost();
+  /**
+   * Writes a verified factor into the step-up (`current`, read under the step-up's lock):
+   * the guarded success update first, then the progress, the completion re-check and the
+   * audit events. Undefined, having written nothing, when the guarded update lost (the same
+   * one-time code used concurrently, or the factor disabled meanwhile).
+   */
+  const complete = async (tx: Tx, current: Row<'stepups'>, outcome: VerifyOutcome<FactorStateChange> & { ok: true }): Promise<StepUp | undefined> => {
+    const s = toStepUp(current);
+    assertPending(s, now);
+    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) return undefined;
     // The events of this completion, appended together at the end in this order (one chain-head
     // read and write for all of them).
     const events: AuditEvent[] = [];
     if (outcome.change?.audit !== undefined) {
       events.push({ type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
     }
-    const s = toStepUp(current);
-    assertPending(s, now);
     const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs, ...(outcome.acr === undefined ? {} : { acr: outcome.acr }) }];
     const amr = [...new Set(proven.flatMap((p) => p.amr))];
     if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
@@ -412,11 +370,111 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     }
     await gw.audit.appendAll(tx, events);
     return toStepUp({ ...current, ...changes });
+  };
+
+  /** The comparison outside the charging transaction, then the completion in a second one. */
+  const verifyThenComplete = async (challenge: FactorChallengesTable | undefined, last: boolean): Promise<StepUp | undefined> => {
+    const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
+    const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
+    if (!outcome.ok) {
+      if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
+      await gw.audit.append(gw.store.db, failedEvent(outcome.reason, outcome.detail));
+      gw.metrics.stepups.inc({ event: 'factor_failed' });
+      if (last) await denySpent(gw, stepUp, who);
+      // One answer for every failure: never a hint about which secret was wrong or why.
+      throw new AppError('factor_invalid');
+    }
+    return completeInTransaction(gw, async (tx) => {
+      // Rows are locked in the order the charge transaction above locks them (step-up, then
+      // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
+      // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
+      const current = await (gw.store.dialect === 'postgres' ? STEPUP_BY_ID_FOR_UPDATE : STEPUP_BY_ID).first(tx, [stepUp.id]);
+      if (current === undefined) throw new Error(`step-up ${stepUp.id} vanished during its completion`);
+      if (challenge !== undefined) {
+        // The challenge is single-use: of two concurrent correct answers one consumes it.
+        const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
+        if (consumed === undefined) throw new ReplayLost();
+      }
+      // Lost the guarded update (the code's step already used): undo the challenge consumption too.
+      const done = await complete(tx, current, outcome);
+      if (done === undefined) throw new ReplayLost();
+      return done;
+    });
+  };
+
+  // A factor whose comparison is a few microseconds of CPU (a one-time code: unseal, HMACs)
+  // is compared inside the charging transaction, after the charges, and its outcome is
+  // written by the same commit: one durable commit per verification instead of two. The
+  // charges still come first, each a conditional UPDATE holding the step-up's (and the
+  // factor's) lock until the commit, so parallel guesses queue and cannot exceed the limits;
+  // and no answer, right or wrong, is given before the commit that holds the charge (if the
+  // commit fails or the process dies, the request gets a 500 or nothing, whatever the code).
+  // Slow comparisons (argon2, WebAuthn) and challenge factors keep the two transactions.
+  const inline = module.descriptor.comparesInline === true && challengeRow === undefined;
+
+  // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
+  // together, before the comparison: one durable commit instead of three. A charge that is
+  // refused commits the ones before it with the audit event that says why.
+  type Charged =
+    | { kind: 'ok'; challenge: FactorChallengesTable | undefined; last: boolean }
+    | { kind: 'exhausted' }
+    | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked' | 'invalid'; last: boolean }
+    | { kind: 'verified'; result: StepUp | undefined; last: boolean };
+  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
+    const attemptRow = inline ? await CHARGE_ATTEMPT_ROW.first(tx, [stepUp.id, nowMs]) : undefined;
+    const attempt = inline ? (attemptRow === undefined ? undefined : { last: Number(attemptRow.attempts) >= Number(attemptRow.max_attempts) }) : await chargeAttempt(tx, stepUp, nowMs);
+    if (attempt === undefined) return { kind: 'exhausted' };
+    const last = attempt.last;
+    const failed = (reason: string) => gw.audit.append(tx, failedEvent(reason));
+    let challenge: FactorChallengesTable | undefined;
+    if (challengeRow !== undefined) {
+      challenge = await chargeChallenge(tx, challengeRow.id, nowMs);
+      if (challenge === undefined) {
+        const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
+        await failed('challenge_unusable');
+        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required', last };
+      }
+    }
+    if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
+      await failed('locked');
+      return { kind: 'locked', last };
+    }
+    if (attemptRow === undefined) return { kind: 'ok', challenge, last };
+    const outcome = (await module.verify(record, request.input, { now, challenge: undefined, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
+    if (!outcome.ok) {
+      if (outcome.change !== undefined) await applyFailureChangeIn(gw, tx, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
+      await gw.audit.append(tx, failedEvent(outcome.reason, outcome.detail));
+      return { kind: 'invalid', last };
+    }
+    const result = await complete(tx, attemptRow, outcome);
+    // The guarded state change lost (the same one-time code used concurrently): a replay.
+    if (result === undefined) await failed('replayed');
+    return { kind: 'verified', result, last };
   });
+  if (charged.kind === 'exhausted') {
+    // Every attempt is spent (the request that spent the last one denies the step-up if it
+    // fails), or the step-up moved on for another reason, which its status then says.
+    const fresh = await loadStepUp(gw, stepUp.id);
+    if (fresh !== undefined && fresh.attempts < fresh.maxAttempts) assertPending(fresh, now);
+    throw new AppError('attempts_exhausted');
+  }
+  if (charged.kind === 'invalid' || (charged.kind === 'verified' && charged.result === undefined)) {
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
+    // One answer for every failure: never a hint about which secret was wrong or why.
+    throw new AppError('factor_invalid');
+  }
+  if (charged.kind !== 'ok' && charged.kind !== 'verified') {
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
+    if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
+    if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
+    throw new AppError('factor_locked');
+  }
+  const result = charged.kind === 'verified' ? charged.result : await verifyThenComplete(charged.challenge, charged.last);
   if (result === undefined) {
     gw.metrics.stepups.inc({ event: 'factor_failed' });
-    // The guarded state change lost (the same one-time code used concurrently): a replay.
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'replayed' } });
+    await gw.audit.append(gw.store.db, failedEvent('replayed'));
     if (charged.last) await denySpent(gw, stepUp, who);
     throw new AppError('factor_invalid');
   }
