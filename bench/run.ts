@@ -457,14 +457,14 @@ async function main(): Promise<void> {
           if (issued.status !== 201) return fail('issue', issued);
           return true;
         };
-        // P's group commit (SQLite): batches committed (one fsync each) and the writes in them.
+        // P's group WAL sync (SQLite): fdatasyncs, and the writers answered after one.
         const pCommits = async () => {
           const text = await (await fetch(`${pUrl}/metrics`)).text();
           const read = (name: string) => {
             const line = text.split('\n').find((l) => l.startsWith(`${name} `));
             return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
           };
-          return { commits: read('stepgate_payment_code_sqlite_commits_total'), writes: read('stepgate_payment_code_sqlite_writes_total') };
+          return { commits: read('stepgate_payment_code_sqlite_wal_syncs_total'), writes: read('stepgate_payment_code_sqlite_wal_sync_waiters_total') };
         };
         const commits0 = await pCommits();
         const gwCpu0 = gw.cpuSeconds();
@@ -474,7 +474,7 @@ async function main(): Promise<void> {
         const gwCpu = gw.cpuSeconds() - gwCpu0;
         const pCpu = pProc.cpuSeconds() - pCpu0;
         const commits1 = await pCommits();
-        const pCommitNote = Number.isNaN(commits1.commits) ? '' : `; P: ${((commits1.commits - commits0.commits) / Math.max(r.ok, 1)).toFixed(2)} fsynced commits per flow carrying ${((commits1.writes - commits0.writes) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} writes each`;
+        const pCommitNote = Number.isNaN(commits1.commits) ? '' : `; P: ${((commits1.commits - commits0.commits) / Math.max(r.ok, 1)).toFixed(2)} WAL fdatasyncs per flow, ${((commits1.writes - commits0.writes) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} writers answered per fdatasync`;
         const cpu = gwCpu + pCpu;
         const verif = await histogram(pUrl, 'stepgate_payment_code_phase_duration_seconds', 'phase="token_verification"');
         const baseFlowsPerCpu = perCpu(pFlowBase) / 5;
