@@ -19,16 +19,30 @@ export interface RateDecision {
   retryAfterSeconds: number;
 }
 
-const COUNT = new FixedSql<{ count: number }>(
-  'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "count"',
-);
+/**
+ * On PostgreSQL the counter's transaction commits with `synchronous_commit = off`, the
+ * counterpart of SQLite's `withoutDurabilityWait`: committed and visible to every process at
+ * once, but the request does not wait for the WAL flush of its counter (a database crash can
+ * forget at most the last fraction of a second of counts: a fresher window, never a
+ * corruption). `set_config(…, true)` is local to the statement's own implicit transaction; the
+ * CTE is joined so it is evaluated before the commit, and the setting ends with it.
+ */
+const RELAXED_PG = `with "relaxed" as (select set_config('synchronous_commit', 'off', true))`;
+const UPSERT = 'on conflict ("key") do update set "count" = "rate_limits"."count" + 1';
+
+export const COUNT = new FixedSql<{ count: number }>(`insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) ${UPSERT} returning "count"`, {
+  postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", 1, "v"."expires_at" from (values (?::text, ?::bigint)) as "v" ("key", "expires_at") cross join "relaxed" ${UPSERT} returning "count"`,
+});
 
 /** Two budgets charged in one statement (one round trip, one commit): the address and its sign-in or step-up budget. */
 const COUNT_TWO = new FixedSql<{ key: string; count: number }>(
-  'insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?), (?, 1, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + 1 returning "key", "count"',
+  `insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?), (?, 1, ?) ${UPSERT} returning "key", "count"`,
+  {
+    postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", 1, "v"."expires_at" from (values (?::text, ?::bigint), (?::text, ?::bigint)) as "v" ("key", "expires_at") cross join "relaxed" ${UPSERT} returning "key", "count"`,
+  },
 );
 
-interface Charge {
+export interface Charge {
   bucket: RateBucket;
   subject: string;
   limit: number;
@@ -40,7 +54,7 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
 }
 
 /** Charges one or two budgets at once; the decisions come back in the order asked. */
-async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
+export async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
   const windowMs = gw.config.rateLimits.windowSeconds * 1000;
   const nowMs = gw.clock.now().getTime();
   const window = Math.floor(nowMs / windowMs);
@@ -50,8 +64,9 @@ async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [
   let counts: number[];
   try {
     // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
-    // request does not wait for the WAL fsync of its counter (SQLite); it is still committed
-    // before the request goes on, and counted by every process on the same database.
+    // request does not wait for the WAL fsync of its counter (SQLite: withoutDurabilityWait;
+    // PostgreSQL: synchronous_commit off for the counter's own transaction, see COUNT); it is
+    // still committed before the request goes on, and counted by every process on the database.
     const { rows } = await withoutDurabilityWait(() =>
       keys.length === 1 ? COUNT.run(gw.store.db, [keys[0], expiresAt]) : COUNT_TWO.run(gw.store.db, [keys[0], expiresAt, keys[1], expiresAt]),
     );

@@ -51,7 +51,7 @@ export function createPaymentCodeMetrics() {
   const observePhase = (phase: Phase, seconds: number): void => {
     phaseDuration.observe({ phase }, seconds);
   };
-  /** SQLite only: the group commit's batches (each one fsync) and the writes they carried. */
+  /** SQLite only: the group WAL sync (each fdatasync makes every commit before it durable). */
   const watchGroupCommit = (stats: GroupCommitStats): void => {
     const counter = (name: string, help: string, read: () => number) =>
       new Counter({
@@ -63,9 +63,9 @@ export function createPaymentCodeMetrics() {
           this.inc(read());
         },
       });
-    counter('stepgate_payment_code_sqlite_commits_total', 'SQLite: batches committed (one fsync each; the writes of one event-loop turn share one).', () => stats.commits);
-    counter('stepgate_payment_code_sqlite_failed_commits_total', 'SQLite: batches whose COMMIT failed (every write in them was refused).', () => stats.failedCommits);
-    counter('stepgate_payment_code_sqlite_writes_total', 'SQLite: writes (transactions and single write statements) carried by the batches.', () => stats.writes);
+    counter('stepgate_payment_code_sqlite_wal_syncs_total', 'SQLite: fdatasyncs of the WAL (off the event loop; the commits of one event-loop turn share one).', () => stats.flushes);
+    counter('stepgate_payment_code_sqlite_wal_sync_waiters_total', 'SQLite: database calls that committed a write and were answered only after a WAL fdatasync.', () => stats.waited);
+    counter('stepgate_payment_code_sqlite_wal_sync_failures_total', 'SQLite: WAL fdatasyncs that failed (their callers and every later writer are refused until restart).', () => stats.failedFlushes);
   };
   return { registry, httpDuration, phaseDuration, issued, stepUpRequired, refused, redemptions, observePhase, watchGroupCommit };
 }

@@ -14,9 +14,13 @@ export class FixedSql<R = unknown> {
   readonly #sqlite: string;
   readonly #postgres: string;
 
-  constructor(text: string) {
+  /**
+   * `options.postgres`: a different text for PostgreSQL (same `?` placeholders, same
+   * parameters, same result columns), where the two dialects need different SQL.
+   */
+  constructor(text: string, options: { postgres?: string } = {}) {
     this.#sqlite = text;
-    this.#postgres = text
+    this.#postgres = (options.postgres ?? text)
       .split('?')
       .map((part, i) => (i === 0 ? part : `$${i}${part}`))
       .join('');

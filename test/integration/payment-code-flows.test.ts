@@ -578,12 +578,12 @@ for (const dialect of testDialects()) {
       assert.ok(delta('stepgate_payment_code_http_request_duration_seconds_count{method="POST",route="/v1/payment-codes/redeem",status="2xx"}') >= 1);
       assert.match(after, /^stepgate_payment_code_process_resident_memory_bytes /m);
       if (dialect === 'sqlite') {
-        // The group commit: batches (fsyncs) and the writes they carried, never more batches than writes.
-        assert.ok(delta('stepgate_payment_code_sqlite_commits_total') >= 1);
-        assert.ok(delta('stepgate_payment_code_sqlite_writes_total') >= delta('stepgate_payment_code_sqlite_commits_total'));
-        assert.equal(delta('stepgate_payment_code_sqlite_failed_commits_total'), 0);
+        // The group WAL sync: fdatasyncs, and the writers answered after one (at least as many).
+        assert.ok(delta('stepgate_payment_code_sqlite_wal_syncs_total') >= 1);
+        assert.ok(delta('stepgate_payment_code_sqlite_wal_sync_waiters_total') >= delta('stepgate_payment_code_sqlite_wal_syncs_total'));
+        assert.equal(delta('stepgate_payment_code_sqlite_wal_sync_failures_total'), 0);
       } else {
-        assert.doesNotMatch(after, /^stepgate_payment_code_sqlite_commits_total /m);
+        assert.doesNotMatch(after, /^stepgate_payment_code_sqlite_wal_syncs_total /m);
       }
       for (const secret of [issued.body.code as string, g.alice.id]) assert.ok(!after.includes(secret), 'no code or subject in any label');
     });

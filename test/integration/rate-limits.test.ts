@@ -3,6 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
+import { sql } from 'kysely';
+import { COUNT } from '../../src/http/rate-limit.ts';
 
 const ACTION = 'demo.confirm';
 
@@ -91,6 +93,27 @@ for (const dialect of testDialects()) {
       } finally {
         (db as { executeQuery: unknown }).executeQuery = original;
       }
+    });
+
+    it('the counter commits without waiting for durability, and only the counter', async () => {
+      const db = tg.gw.store.db;
+      const setting = async (executor: typeof db) => (await sql<{ s: string }>`select current_setting('synchronous_commit') as s`.execute(executor)).rows[0]?.s;
+      const before = dialect === 'postgres' ? await setting(db) : 'on';
+      await db.transaction().execute(async (trx) => {
+        const { rows } = await COUNT.run(trx, ['test:relaxed:1', Date.now() + 60_000]);
+        assert.equal(Number(rows[0]?.count), 1);
+        // PostgreSQL: the statement switched its own transaction to synchronous_commit = off.
+        if (dialect === 'postgres') assert.equal(await setting(trx), 'off');
+      });
+      if (dialect === 'postgres') {
+        assert.equal(before, 'on');
+        // ...and no pooled connection keeps it: every later transaction waits for its flush again.
+        await Promise.all(Array.from({ length: 20 }, () => tg.http().get('/v1/me')));
+        const after = await Promise.all(Array.from({ length: 12 }, () => setting(db)));
+        assert.deepEqual(after, Array(12).fill('on'));
+      }
+      const row = await db.selectFrom('rate_limits').select('count').where('key', '=', 'test:relaxed:1').executeTakeFirstOrThrow();
+      assert.equal(Number(row.count), 1);
     });
   });
 }

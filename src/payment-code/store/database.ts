@@ -22,7 +22,7 @@ export interface PaymentCodeStore {
   readonly location: string;
   /** A verifier replay store in this same database (table `pc_stepup_replay`); create one per service. */
   replayStore(clock: VerifierClock): ReplayStore;
-  /** SQLite only: the group commit's counters (batches committed, failed, writes in them). */
+  /** SQLite only: the WAL sync's counters (fdatasyncs, failed ones, callers that waited for one). */
   readonly commitStats?: GroupCommitStats;
   migrate(): Promise<string[]>;
   ping(): Promise<void>;
@@ -57,7 +57,7 @@ export async function openPaymentCodeStore(options: OpenPaymentCodeStoreOptions)
 
 function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
   if (options.sqliteFile !== ':memory:') mkdirSync(dirname(options.sqliteFile), { recursive: true });
-  const { dialect, raw, stats } = openNodeSqlite(options.sqliteFile, options.sqliteBusyTimeoutMs ?? 5000);
+  const { dialect, raw, stats } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
   const db = new Kysely<PaymentCodeDatabase>({ dialect });
   return makeStore({
     db,

@@ -5,11 +5,11 @@ import type { PcDb } from './database.ts';
 
 /**
  * P's replay store on SQLite: the verifier's table (`SqliteReplayStore`'s layout), written
- * through P's own connection, so a consume joins the group commit (sqlite-dialect.ts) like
- * every other write: it is answered after its batch is durable, and a failed commit refuses
- * it (the verifier then fails closed). Exactly-once is the insert's, unchanged: one
- * `INSERT … ON CONFLICT DO NOTHING`, and SQLite runs one statement at a time (across
- * processes too: the batch holds the write lock).
+ * through P's own connection, so a consume is durable like every other write of P
+ * (sqlite-dialect.ts): it is answered only after the WAL sync that covers its commit, and a
+ * failed sync refuses it (the verifier then fails closed). Exactly-once is the insert's: one
+ * autocommitted `INSERT … ON CONFLICT DO NOTHING`, and SQLite runs one write at a time (across
+ * processes too: its write lock).
  */
 /** Expired rows are deleted at most this often (the verifier's stores do the same). */
 const PRUNE_INTERVAL_SECONDS = 60;

@@ -1,19 +1,52 @@
+/**
+ * P's node:sqlite driver for Kysely: durable commits with the fsync off the event loop.
+ *
+ * This mirrors the gateway's driver (src/store/node-sqlite-dialect.ts: `WalSync`, the `Lock`,
+ * the `openFiles` registry) on purpose, and is a copy rather than an import because the
+ * payment-code service is a third party of the gateway: it imports nothing from src/store/
+ * (scripts/lint-src.js enforces it), so that it can be read, deployed and replaced on its own.
+ * A fix to one of the two drivers most likely belongs in the other as well. One deliberate
+ * difference: after a failed WAL sync this driver refuses every later write (see `WalSync`).
+ *
+ * The design (why, in short):
+ *
+ * - SQLite runs in WAL mode with `synchronous = NORMAL`: a COMMIT appends its frames to the WAL
+ *   with write() and returns; SQLite's write lock is held for one transaction only and
+ *   released at its COMMIT. Every transaction commits on its own: one that fails (its own
+ *   check, a constraint at COMMIT) fails alone and leaves nothing behind.
+ * - A caller that committed a write (a transaction, or an autocommitted INSERT/UPDATE/DELETE)
+ *   is answered only after an fdatasync() of the WAL file that *started after its COMMIT* has
+ *   returned. That is the sync SQLite itself would do at COMMIT with `synchronous = FULL`, but
+ *   it runs on the libuv pool (node:fs `fdatasync`), not on P's event loop, and all the commits
+ *   of one event-loop turn share one (group fsync). Checkpoints sync the WAL and the database
+ *   file themselves (NORMAL does that). fsync is per file, whichever descriptor wrote.
+ * - A failed fdatasync fails every caller waiting for it: they fail closed (a code whose
+ *   redemption was refused may turn out burnt after a crash; never the other way round).
+ * - A read (SELECT) never waits. It may see a commit whose sync is still under way; the only
+ *   way a client can act on such a row is through the answer of its writer, which waits, so
+ *   what a read can see early is a refusal at worst (a code someone is redeeming right now).
+ *
+ * The design this replaces merged all the writes of an event-loop turn into one open
+ * `BEGIN IMMEDIATE … COMMIT` under `synchronous = FULL`: the fsync ran on the event loop inside
+ * COMMIT (9–17 % of P's CPU) and the write lock was held for a whole turn, which starves
+ * another process writing the same file (the gateway dropped that design for this reason).
+ */
+import { closeSync, fdatasync, fsyncSync, openSync, realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
-  CompiledQuery,
+  type CompiledQuery,
   type DatabaseConnection,
   type DialectAdapter,
   type Driver,
   type QueryResult,
+  RawNode,
   SelectQueryNode,
   SqliteAdapter,
   type SqliteDatabase,
   SqliteDialect,
   type SqliteStatement,
 } from 'kysely';
-
-// This service imports nothing from the gateway, so it carries its own small adapter of
-// node:sqlite to Kysely (the gateway has an equivalent one in src/store/).
 
 /**
  * Kysely's SqliteDialect expects better-sqlite3's shape. node:sqlite statements have no
@@ -48,285 +81,387 @@ function adapt(db: DatabaseSync): SqliteDatabase {
   };
 }
 
-/**
- * Group commit. The file is `synchronous = FULL`, so every commit is an fsync, and node:sqlite
- * does it on the event loop. The writes of one event-loop turn therefore share one
- * transaction: the first write of a turn opens it (BEGIN IMMEDIATE: the write lock, also
- * against other processes), each logical transaction of Kysely runs inside it as a
- * savepoint (its rollback undoes only its own work), and at the end of the turn one COMMIT
- * makes all of them durable at once. Nobody who wrote is answered before that COMMIT: the
- * connection is handed on at once (so others can join the batch), but the caller's query or
- * transaction resolves only after the commit, and rejects when it fails — every caller of
- * the batch, whichever statement broke it. Single-use stays what it was: each consuming
- * statement is conditional, and SQLite runs them one after another on this connection.
- *
- * Reads do not wait. One that runs while a batch is open sees the batch's writes before they
- * are durable; the only way a client can act on such a row is through an answer, and
- * answers wait for the commit, so what a read may see early is a refusal at worst (a code
- * another request is redeeming right now), never a success.
- */
+interface Deferred {
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A sync nobody waits for (its only writer was a fire-and-forget statement) must not be an
+  // unhandled rejection.
+  done.catch(() => {});
+  return { done, resolve, reject };
+}
+
+/** FIFO lock around the one connection (Kysely's own mutex is bypassed, see the driver). */
+class Lock {
+  #held = false;
+  readonly #queue: (() => void)[] = [];
+  acquire(): Promise<void> {
+    if (!this.#held) {
+      this.#held = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#queue.push(resolve));
+  }
+  release(): void {
+    const next = this.#queue.shift();
+    if (next === undefined) this.#held = false;
+    else next();
+  }
+}
+
 export interface GroupCommitStats {
-  /** Batches committed (one fsync each). */
-  commits: number;
-  /** Batches that failed to commit (every caller in them got the error). */
-  failedCommits: number;
-  /** Writes (logical transactions and single write statements) that joined a batch. */
-  writes: number;
+  /** WAL fdatasyncs started (each makes every commit before it durable). */
+  flushes: number;
+  /** Database calls that were answered only after such a sync. */
+  waited: number;
+  /** WAL fdatasyncs that failed (their callers, and every later writer, were refused). */
+  failedFlushes: number;
 }
 
-interface Batch {
-  done: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  failure?: unknown;
-}
+export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 
-const SAVEPOINT = 'pc_batch_tx';
+/**
+ * Group fsync of the WAL, off the event loop: every caller that committed during one
+ * event-loop turn waits for one fdatasync started after its commit (see the file header).
+ *
+ * Once an fdatasync has failed, every later `durable()` fails with the same error, until the
+ * store is reopened. After a write error the kernel may have dropped the dirty pages (and
+ * reports the error once), so a later fdatasync can succeed while frames of the WAL before it
+ * are gone; WAL recovery stops at the first bad frame, so a later commit "synced" after that
+ * could still be lost. Refusing is the only answer that stays true (PostgreSQL does the same
+ * by stopping).
+ */
+class WalSync {
+  readonly #walFile: string;
+  readonly #fdatasync: FdatasyncFn;
+  readonly #stats: GroupCommitStats;
+  #fd: number | undefined;
+  /** The sync the next callers wait for; it starts at the next setImmediate. */
+  #next: Deferred | undefined;
+  #inFlight = 0;
+  #drained: (() => void)[] = [];
+  #broken: unknown;
 
-function savepointName(name: string): string {
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name) || name === SAVEPOINT) throw new TypeError(`invalid savepoint name ${name}`);
-  return name;
-}
-
-class GroupCommitter {
-  readonly #db: DatabaseSync;
-  readonly stats: GroupCommitStats = { commits: 0, failedCommits: 0, writes: 0 };
-  #batch: Batch | undefined;
-  #locked = false;
-  #waiting: (() => void)[] = [];
-  #flushWanted = false;
-
-  constructor(db: DatabaseSync) {
-    this.#db = db;
+  constructor(databaseFile: string, fdatasyncFn: FdatasyncFn, stats: GroupCommitStats) {
+    this.#walFile = `${databaseFile}-wal`;
+    this.#fdatasync = fdatasyncFn;
+    this.#stats = stats;
   }
 
-  // The connection is one: one user at a time (what Kysely's own mutex would do, but
-  // released before the caller waits for its commit, so the next one can join the batch).
-  async lock(): Promise<void> {
-    if (!this.#locked) {
-      this.#locked = true;
+  /** Resolves once a WAL fdatasync that started after this call has returned. */
+  durable(): Promise<void> {
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    if (this.#next === undefined) {
+      const next = deferred();
+      this.#next = next;
+      setImmediate(() => this.#start(next));
+    }
+    return this.#next.done;
+  }
+
+  #start(next: Deferred): void {
+    if (this.#next === next) this.#next = undefined;
+    if (this.#broken !== undefined) {
+      next.reject(this.#broken);
       return;
     }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
-  }
-
-  unlock(): void {
-    this.#locked = false;
-    // Between two users the connection holds no half-done transaction: a commit that came
-    // due while it was busy happens now, before the next user starts.
-    if (this.#flushWanted) this.flush();
-    const next = this.#waiting.shift();
-    if (next !== undefined) {
-      this.#locked = true;
-      next();
-    }
-  }
-
-  /** Joins the current batch (opening one), and returns what the caller must wait for. */
-  enlist(): Promise<void> {
-    let batch = this.#batch;
-    if (batch !== undefined && !this.#db.isTransaction) {
-      // SQLite ended the transaction by itself (an I/O error, a full disk): whoever joined
-      // it lost their writes, so they must hear so, and this write needs a new batch.
-      this.#fail(batch, batch.failure ?? new Error('the SQLite transaction of this batch was rolled back'));
-      batch = undefined;
-    }
-    if (batch === undefined) {
-      this.#db.exec('BEGIN IMMEDIATE');
-      let resolve!: () => void;
-      let reject!: (err: unknown) => void;
-      const done = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      // A batch nobody waits for (every writer rolled back) must not be an unhandled rejection.
-      done.catch(() => {});
-      batch = { done, resolve, reject };
-      this.#batch = batch;
-      setImmediate(() => this.flush());
-    }
-    this.stats.writes += 1;
-    return batch.done;
-  }
-
-  /** Commits the open batch, unless someone is using the connection (then when they let go). */
-  flush(): void {
-    const batch = this.#batch;
-    if (batch === undefined) return;
-    if (this.#locked) {
-      this.#flushWanted = true;
-      return;
-    }
-    this.#flushWanted = false;
-    this.#batch = undefined;
+    let fd: number | undefined;
     try {
-      this.#db.exec('COMMIT');
+      fd = this.#open();
     } catch (err) {
-      this.#fail(batch, err);
+      next.reject(err);
       return;
     }
-    this.stats.commits += 1;
-    batch.resolve();
-  }
-
-  /** The connection is closing: commit what is complete, refuse what is not. */
-  close(): void {
-    const batch = this.#batch;
-    if (batch === undefined) return;
-    if (this.#locked) this.#fail(batch, new Error('the database was closed while a transaction was under way'));
-    else this.flush();
-  }
-
-  #fail(batch: Batch, err: unknown): void {
-    if (this.#batch === batch) this.#batch = undefined;
-    try {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-    } catch {
-      // Already ended by SQLite.
+    // No WAL yet: nothing was ever written to it (a commit always writes its frames there).
+    if (fd === undefined) {
+      next.resolve();
+      return;
     }
-    this.stats.failedCommits += 1;
-    batch.reject(err);
+    this.#inFlight += 1;
+    this.#stats.flushes += 1;
+    this.#fdatasync(fd, (err) => {
+      this.#inFlight -= 1;
+      if (err) {
+        this.#stats.failedFlushes += 1;
+        this.#broken ??= err;
+        next.reject(err);
+      } else next.resolve();
+      if (this.#inFlight === 0 && this.#next === undefined) for (const done of this.#drained.splice(0)) done();
+    });
+  }
+
+  /** Waits for every sync asked for or in flight. */
+  async drain(): Promise<void> {
+    if (this.#next !== undefined) await this.#next.done.catch(() => {});
+    if (this.#inFlight === 0) return;
+    await new Promise<void>((resolve) => this.#drained.push(resolve));
+  }
+
+  close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  /** The WAL exists from the first commit on and keeps its inode while the database is open. */
+  #open(): number | undefined {
+    if (this.#fd === undefined) {
+      try {
+        this.#fd = openSync(this.#walFile, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+      // Once: the WAL's directory entry, so the file itself survives a power loss.
+      const dir = openSync(dirname(this.#walFile), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
+    return this.#fd;
   }
 }
 
-class GroupCommitConnection implements DatabaseConnection {
-  readonly #db: SqliteDatabase;
-  readonly #committer: GroupCommitter;
-  /** The commit this connection's current user waits for before it is answered. */
-  pending: Promise<void> | undefined;
-  inTransaction = false;
-
-  constructor(db: SqliteDatabase, committer: GroupCommitter) {
-    this.#db = db;
-    this.#committer = committer;
-  }
-
-  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
-    // A statement outside a transaction that may write joins the batch too.
-    if (!this.inTransaction && this.pending === undefined && !SelectQueryNode.is(compiledQuery.query)) this.pending = this.#committer.enlist();
-    const { sql, parameters } = compiledQuery;
-    const stmt = this.#db.prepare(sql);
-    if (stmt.reader) return { rows: stmt.all(parameters) as R[] };
-    const { changes, lastInsertRowid } = stmt.run(parameters);
-    return {
-      insertId: lastInsertRowid != null ? BigInt(lastInsertRowid) : undefined,
-      numAffectedRows: changes != null ? BigInt(changes) : undefined,
-      rows: [],
-    };
-  }
-
-  // biome-ignore lint/correctness/useYield: streaming is not offered (Kysely's SQLite driver does it; nothing here uses it)
-  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
-    throw new Error('streaming queries are not supported by this driver');
-  }
-}
-
-class GroupCommitSqliteDriver implements Driver {
-  readonly #connection: GroupCommitConnection;
-  readonly #committer: GroupCommitter;
+/**
+ * One connection, used by one caller at a time (a FIFO lock), each transaction committed at
+ * once. Kysely's connection mutex is replaced by the driver's own lock (the adapter reports
+ * multiple connections) because the wait for the WAL sync must happen after the connection is
+ * released, or every other caller would queue behind the fsync.
+ */
+class WalSyncSqliteDriver implements Driver {
   readonly #raw: DatabaseSync;
+  readonly #db: SqliteDatabase;
+  readonly #lock = new Lock();
+  readonly #connection: WalSyncConnection;
+  /** The current lease committed a write. */
+  #leaseWrote = false;
+  #destroyed = false;
+  /** Stores of this process open on this file (they share this driver, see openNodeSqlite). */
+  #refs = 1;
+  readonly #onClose: () => void;
+  readonly #walSync: WalSync | undefined;
+  readonly stats: GroupCommitStats;
 
-  constructor(raw: DatabaseSync, db: SqliteDatabase, committer: GroupCommitter) {
+  constructor(raw: DatabaseSync, db: SqliteDatabase, onClose: () => void, stats: GroupCommitStats, walSync: WalSync | undefined) {
     this.#raw = raw;
-    this.#committer = committer;
-    this.#connection = new GroupCommitConnection(db, committer);
+    this.#db = db;
+    this.#onClose = onClose;
+    this.stats = stats;
+    this.#walSync = walSync;
+    this.#connection = new WalSyncConnection(this);
+  }
+
+  /** Another store in this process opened the same file: it shares this connection. */
+  addRef(): void {
+    this.#refs += 1;
   }
 
   async init(): Promise<void> {}
 
   async acquireConnection(): Promise<DatabaseConnection> {
-    await this.#committer.lock();
+    if (this.#destroyed) throw new Error('driver has already been destroyed');
+    await this.#lock.acquire();
+    this.#leaseWrote = false;
     return this.#connection;
   }
 
+  async releaseConnection(): Promise<void> {
+    const wrote = this.#leaseWrote;
+    this.#leaseWrote = false;
+    this.#lock.release();
+    if (wrote && this.#walSync !== undefined) {
+      this.stats.waited += 1;
+      await this.#walSync.durable();
+    }
+  }
+
   async beginTransaction(): Promise<void> {
-    const pending = this.#committer.enlist();
-    this.#raw.exec(`SAVEPOINT ${SAVEPOINT}`);
-    this.#connection.inTransaction = true;
-    this.#connection.pending = pending;
+    this.#raw.exec('begin immediate');
   }
 
   async commitTransaction(): Promise<void> {
-    // Into the batch; durable at its COMMIT, which the caller waits for in releaseConnection.
-    this.#raw.exec(`RELEASE ${SAVEPOINT}`);
-    this.#connection.inTransaction = false;
+    this.#raw.exec('commit');
+    this.#leaseWrote = true;
   }
 
   async rollbackTransaction(): Promise<void> {
-    this.#connection.inTransaction = false;
-    // Nothing of this transaction is left to wait for; its caller hears its own error.
-    this.#connection.pending = undefined;
-    if (!this.#raw.isTransaction) return;
-    this.#raw.exec(`ROLLBACK TO ${SAVEPOINT}`);
-    this.#raw.exec(`RELEASE ${SAVEPOINT}`);
+    // Some errors (I/O, full disk) make SQLite roll the transaction back itself.
+    if (this.#raw.isTransaction) this.#raw.exec('rollback');
   }
 
-  // Kysely's savepoints inside a transaction (nothing in P uses them today).
-  async savepoint(connection: DatabaseConnection, name: string): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw(`savepoint ${savepointName(name)}`));
+  async savepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('savepoint', name));
   }
 
-  async rollbackToSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw(`rollback to ${savepointName(name)}`));
+  async rollbackToSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('rollback to', name));
   }
 
-  async releaseSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw(`release ${savepointName(name)}`));
-  }
-
-  async releaseConnection(): Promise<void> {
-    const pending = this.#connection.pending;
-    this.#connection.pending = undefined;
-    this.#connection.inTransaction = false;
-    this.#committer.unlock();
-    if (pending !== undefined) await pending;
+  async releaseSavepoint(_c: DatabaseConnection, name: string): Promise<void> {
+    this.#raw.exec(savepointSql('release', name));
   }
 
   async destroy(): Promise<void> {
-    // Writes still waiting for their turn are committed (and answered) first; a batch with a
-    // transaction still under way is refused instead (never half of it committed).
-    if (this.#raw.isOpen) this.#committer.close();
-    if (this.#raw.isOpen) this.#raw.close();
+    if (this.#destroyed) return;
+    this.#refs -= 1;
+    if (this.#refs > 0) return;
+    this.#destroyed = true;
+    this.#onClose();
+    // Whoever holds or waits for the connection finishes first; their syncs are awaited.
+    await this.#lock.acquire();
+    try {
+      await this.#walSync?.drain();
+    } finally {
+      this.#lock.release();
+      this.#db.close();
+      this.#walSync?.close();
+    }
+  }
+
+  /** Called by the connection for every statement, with the lock held. */
+  run(compiled: CompiledQuery): QueryResult<unknown> {
+    const stmt = this.#db.prepare(compiled.sql);
+    const parameters = compiled.parameters as unknown[];
+    if (stmt.reader) {
+      const rows = stmt.all(parameters);
+      // INSERT … RETURNING is a reader too; an autocommitted one is a write to wait for.
+      if (!this.#raw.isTransaction && !isRead(compiled)) this.#leaseWrote = true;
+      return { rows };
+    }
+    const { changes, lastInsertRowid } = stmt.run(parameters);
+    if (!this.#raw.isTransaction) this.#leaseWrote = true;
+    return {
+      insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
+      numAffectedRows: changes == null ? undefined : BigInt(changes),
+      rows: [],
+    };
+  }
+}
+
+/** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing. */
+function isRead(compiled: CompiledQuery): boolean {
+  if (SelectQueryNode.is(compiled.query)) return true;
+  return RawNode.is(compiled.query) && /^\s*select\s/i.test(compiled.sql);
+}
+
+function savepointSql(command: 'savepoint' | 'rollback to' | 'release', name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name)) throw new TypeError(`invalid savepoint name ${name}`);
+  return `${command} "${name}"`;
+}
+
+class WalSyncConnection implements DatabaseConnection {
+  readonly #driver: WalSyncSqliteDriver;
+  constructor(driver: WalSyncSqliteDriver) {
+    this.#driver = driver;
+  }
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    return this.#driver.run(compiled) as QueryResult<R>;
+  }
+  // biome-ignore lint/correctness/useYield: streaming is not offered (nothing in P uses it); refuse it loudly.
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('streaming queries are not supported by this driver');
   }
 }
 
 /**
  * Lets the migrator run inside one transaction (BEGIN IMMEDIATE), so two processes starting
- * at once do not both migrate. One connection, serialised by the driver itself.
+ * at once do not both migrate. It also reports "multiple connections" so that Kysely leaves
+ * the locking to the driver (its mutex would be held while a caller waits for the sync).
  */
-class GroupCommitSqliteAdapter extends SqliteAdapter {
+class WalSyncSqliteAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {
     return true;
   }
-  // The driver serialises its one connection itself: Kysely's mutex would be held while a
-  // caller waits for its commit, and nobody could join the batch.
   override get supportsMultipleConnections(): boolean {
     return true;
   }
 }
 
 class NodeSqliteDialect extends SqliteDialect {
-  readonly #driver: Driver;
-  constructor(raw: DatabaseSync, database: SqliteDatabase, committer: GroupCommitter) {
-    super({ database });
-    this.#driver = new GroupCommitSqliteDriver(raw, database, committer);
+  readonly #driver: WalSyncSqliteDriver;
+  constructor(driver: WalSyncSqliteDriver) {
+    // Kysely's own driver is never created (createDriver below); the database is unused.
+    super({ database: {} as SqliteDatabase });
+    this.#driver = driver;
   }
   override createDriver(): Driver {
     return this.#driver;
   }
   override createAdapter(): DialectAdapter {
-    return new GroupCommitSqliteAdapter();
+    return new WalSyncSqliteAdapter();
   }
 }
 
-export function openNodeSqlite(file: string, busyTimeoutMs: number): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
-  const raw = new DatabaseSync(file, { enableForeignKeyConstraints: true });
-  raw.exec(`PRAGMA busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+export interface NodeSqliteOptions {
+  file: string;
+  busyTimeoutMs: number;
+  /** Tests: replaces fs.fdatasync (the WAL sync before a writer is answered). */
+  fdatasync?: FdatasyncFn;
+}
+
+interface OpenFile {
+  driver: WalSyncSqliteDriver;
+  raw: DatabaseSync;
+}
+
+/**
+ * The files this process has open. A second store on the same file in the same process (two
+ * services in one test process, the CLI's helpers) shares the first one's connection and
+ * driver instead of opening another connection: node:sqlite is synchronous, so a second
+ * connection waiting for the first one's write lock (a transaction in progress) would block
+ * the very thread that has to finish that transaction. Separate processes each have their
+ * own connection and SQLite's file lock between them.
+ */
+const openFiles = new Map<string, OpenFile>();
+
+function fileKey(file: string): string | undefined {
+  if (file === ':memory:' || file === '') return undefined;
+  try {
+    return realpathSync(file);
+  } catch {
+    return resolve(file);
+  }
+}
+
+export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
+  const key = fileKey(options.file);
+  const existing = key === undefined ? undefined : openFiles.get(key);
+  if (existing !== undefined) {
+    existing.driver.addRef();
+    return { dialect: new NodeSqliteDialect(existing.driver), raw: existing.raw, stats: existing.driver.stats };
+  }
+  const raw = new DatabaseSync(options.file, { enableForeignKeyConstraints: true });
+  raw.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs)}`);
   raw.exec('PRAGMA journal_mode = WAL');
-  // FULL, not NORMAL: a redeemed code or a consumed token must survive an OS crash too, or it
-  // could be redeemed again after a restart.
-  raw.exec('PRAGMA synchronous = FULL');
+  // A redeemed code or a consumed token must survive an OS crash or a power loss too, or it
+  // could be redeemed again after a restart: every commit is on disk before its callers are
+  // answered, by the driver's WAL fdatasync (NORMAL) or, where SQLite could not switch to WAL
+  // (e.g. a filesystem without shared memory) or the file is in memory, by SQLite's own (FULL).
+  const journal = Object.values((raw.prepare('PRAGMA journal_mode').get() ?? {}) as Record<string, unknown>)[0];
+  const walFsync = journal === 'wal' && key !== undefined;
+  raw.exec(`PRAGMA synchronous = ${walFsync ? 'NORMAL' : 'FULL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
-  const committer = new GroupCommitter(raw);
-  return { dialect: new NodeSqliteDialect(raw, adapt(raw), committer), raw, stats: committer.stats };
+  const stats: GroupCommitStats = { flushes: 0, waited: 0, failedFlushes: 0 };
+  const walSync = walFsync ? new WalSync(key, options.fdatasync ?? fdatasync, stats) : undefined;
+  const driver = new WalSyncSqliteDriver(
+    raw,
+    adapt(raw),
+    () => {
+      if (key !== undefined) openFiles.delete(key);
+    },
+    stats,
+    walSync,
+  );
+  if (key !== undefined) openFiles.set(key, { driver, raw });
+  return { dialect: new NodeSqliteDialect(driver), raw, stats: driver.stats };
 }
