@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { AuditLog, verifyAuditChain } from '../../src/audit/audit-log.ts';
 import { FixedClock } from '../../src/clock.ts';
+import { activeFactorRows } from '../../src/flows/stepup-challenge.ts';
 import { applySuccess, type FactorStateChange } from '../../src/flows/verify-stepup-factor.ts';
 import type { Store, Tx } from '../../src/store/database.ts';
 import type { FactorsTable } from '../../src/store/schema.ts';
@@ -89,6 +90,23 @@ for (const dialect of testDialects()) {
             const rowB = await store.db.selectFrom('factors').selectAll().where('id', '=', b).executeTakeFirstOrThrow();
             assert.deepEqual({ ...rowB, id: a }, { ...rowA }, label);
           }
+        }
+      }
+    });
+
+    it('activeFactorRows (the index named on SQLite) returns what the plain query returns', async () => {
+      const rows: FactorsTable[] = [];
+      for (const [i, type] of ['totp', 'hardware_otp', 'hardware_otp', 'recovery_code', 'webauthn', 'webauthn', 'webauthn', 'password'].entries()) {
+        rows.push(factorRow(`fac_list_${i}`, { user_id: 'usr_fixed', type, status: i === 5 ? 'disabled' : 'active', created_at: NOW - (i % 3) * 1000 - i }));
+      }
+      await store.db.insertInto('users').values({ id: 'usr_other', username: 'other', display_name: 'Other', roles: '[]', groups: '[]', status: 'active', created_at: NOW, updated_at: NOW }).execute();
+      rows.push(factorRow('fac_list_other', { user_id: 'usr_other', type: 'totp' }));
+      await store.db.insertInto('factors').values(rows).execute();
+      for (const user of ['usr_fixed', 'usr_other', 'usr_nobody']) {
+        for (const type of ['totp', 'hardware_otp', 'recovery_code', 'webauthn', 'password', 'sms_otp']) {
+          const expected = await store.db.selectFrom('factors').selectAll().where('user_id', '=', user).where('type', '=', type).where('status', '=', 'active').where('id', 'like', 'fac_list_%').orderBy('created_at').execute();
+          const got = (await activeFactorRows(store.db, user, type)).filter((r) => r.id.startsWith('fac_list_'));
+          assert.deepEqual(got.map((r) => ({ ...r })), expected.map((r) => ({ ...r })), `${user} ${type}`);
         }
       }
     });
