@@ -23,6 +23,7 @@ import { type FlowResult, type LoadResult, load, runFlows } from './lib/load.ts'
 import { argon2VerifyRate, es256VerifyRate, joseSignRate, joseVerifyRate, pgInsertRate, type Rate, sqliteDurableInsertRate, sqliteInsertRate } from './lib/micro.ts';
 import { type Child, freePort, ROOT, startScript, startStepgate } from './lib/processes.ts';
 import { ACTION, BENCH_PASSWORD, benchTotpCode, benchUserId, CONTEXT, seedCompletedStepUps, seedGateway, seedPendingTotpStepUps, TOTP_CONTEXT } from './lib/seed.ts';
+import { tokenWorkInProcess, totpWorkInProcess } from './lib/in-process.ts';
 import { joseVerifyPerCpuSecond, verifierModuleRates } from './lib/verifier-module.ts';
 import { webauthnAssertionRate } from './lib/webauthn.ts';
 
@@ -58,6 +59,10 @@ const TOKENS = Number(values.tokens ?? (SMOKE ? 1000 : 100_000));
 // Users with a TOTP factor (a fixed number whatever the table size, so both scale points do
 // the same work): half verify pre-made step-ups, half run the whole flow; each code is used once.
 const TOTP_USERS = Math.min(USERS, SMOKE ? 400 : 40_000);
+// The in-process TOTP row needs users of its own (each code is used once): spare users beyond
+// TOTP_USERS get a TOTP factor too; without enough of them it takes the top quarter of the
+// TOTP scenario's half.
+const SPARE_TOTP_USERS = USERS - TOTP_USERS >= (SMOKE ? 50 : 2_000) ? Math.min(SMOKE ? 100 : 8_000, USERS - TOTP_USERS) : 0;
 
 interface Row {
   scenario: string;
@@ -204,7 +209,7 @@ async function main(): Promise<void> {
     const config = loadConfig({ env, file: configFile });
     log(`seeding ${USERS} users`);
     const seedStarted = Date.now();
-    const seeded = await seedGateway(config, USERS, log, { totpUsers: TOTP_USERS });
+    const seeded = await seedGateway(config, USERS, log, { totpUsers: TOTP_USERS + SPARE_TOTP_USERS });
     log(`  seeded in ${((Date.now() - seedStarted) / 1000).toFixed(1)} s`);
     const gw = await startStepgate(['serve', '--config', configFile], env, { port, nodeArgs: profileArgs('gateway') });
     children.push(gw);
@@ -278,7 +283,21 @@ async function main(): Promise<void> {
           requests: [{ method: 'POST', path: '/v1/stepup/x/token', headers: { authorization: seeded.basic }, setupRequest: (req) => ({ ...req, path: `/v1/stepup/${ids[next++ % ids.length]}/token` }) }],
         }),
       );
-      addLoad('gateway: token endpoint', r, gw, cpu, { baseline: 'jose ES256 sign', baselineRate: micro.joseSign!.perCpuSecond, target: 0.6 });
+      const row = addLoad('gateway: token endpoint', r, gw, cpu, { baseline: 'jose ES256 sign', baselineRate: micro.joseSign!.perCpuSecond, target: 0.6 });
+      // The same work without HTTP, in this process: what no HTTP layer could take away.
+      const floorGw = await createGateway(config);
+      try {
+        const floorIds = await seedCompletedStepUps(floorGw, seeded.clientId, SMOKE ? 500 : 20_000, USERS);
+        const f = await tokenWorkInProcess(floorGw, floorIds, seeded.basic, CONNECTIONS);
+        rows.push({
+          scenario: 'in process, no HTTP: the token endpoint\'s work (counters, client secret, hand-out + audit, signature)', rps: f.perSecond, perCpuSecond: f.perCpuSecond,
+          baseline: 'jose ES256 sign', baselineRate: micro.joseSign!.perCpuSecond, ratio: f.perCpuSecond / micro.joseSign!.perCpuSecond,
+          note: `${f.ops} tokens, ${CONNECTIONS} in flight; the HTTP layer's share of the endpoint: ${((1 - (row.perCpuSecond ?? 0) / f.perCpuSecond) * 100).toFixed(0)} % of its CPU`,
+        });
+        log(`  in process: ${f.perCpuSecond.toFixed(0)} per CPU-second (${((f.perCpuSecond / micro.joseSign!.perCpuSecond) * 100).toFixed(0)} % of jose sign)`);
+      } finally {
+        await floorGw.close();
+      }
     }
 
     if (wanted('create')) {
@@ -319,11 +338,13 @@ async function main(): Promise<void> {
     }
 
     const half = Math.floor(TOTP_USERS / 2);
+    const floorRange = SPARE_TOTP_USERS > 0 ? [TOTP_USERS, TOTP_USERS + SPARE_TOTP_USERS] : [half - Math.floor(half / 4), half];
+    const totpEnd = SPARE_TOTP_USERS > 0 ? half : (floorRange[0] as number);
 
     if (wanted('totp')) {
       log('TOTP verification (pending step-ups, one code per user, used once)');
       const opener = await createGateway(config);
-      const pending = await seedPendingTotpStepUps(opener, seeded.clientId, 0, half);
+      const pending = await seedPendingTotpStepUps(opener, seeded.clientId, 0, totpEnd);
       await opener.close();
       let next = 0;
       const commits0 = values.pg ? undefined : await storeCommits();
@@ -343,6 +364,22 @@ async function main(): Promise<void> {
         rows.push({ scenario: `gateway: fsyncs per TOTP verification under load (${CONNECTIONS} connections; group fsync)`, rps: 0, value: (commits1.commits - commits0.commits) / Math.max(verified, 1), unit: 'fsyncs', max: 2, note: `${commits1.commits - commits0.commits} WAL fdatasyncs for ${verified} verifications; ${((commits1.waiters - commits0.waiters) / Math.max(commits1.commits - commits0.commits, 1)).toFixed(1)} callers answered per fsync` });
       }
       rows.push({ scenario: 'gateway: TOTP verification vs durable writes', rps: r.rps, baseline: `${durableName}, wall`, baselineRate: durableRate, ratio: r.rps / durableRate, target: 0.7 });
+      if ((floorRange[1] as number) > (floorRange[0] as number)) {
+        // The same work without HTTP, in this process: what no HTTP layer could take away.
+        const floorGw = await createGateway(config);
+        try {
+          const floorPending = (await seedPendingTotpStepUps(floorGw, seeded.clientId, floorRange[0] as number, floorRange[1] as number)).map((p) => ({ id: p.id, ticket: p.ticket, code: benchTotpCode(p.user) }));
+          const f = await totpWorkInProcess(floorGw, floorPending, CONNECTIONS);
+          rows.push({
+            scenario: 'in process, no HTTP: a TOTP verification\'s work (counters, ticket, verification + audit)', rps: f.perSecond, perCpuSecond: f.perCpuSecond,
+            baseline: 'gateway JSON echo (same server)', baselineRate: gwEchoPerCpu, ratio: f.perCpuSecond / gwEchoPerCpu,
+            note: `${f.ops} verifications, ${CONNECTIONS} in flight; the HTTP layer's share of the endpoint: ${((1 - perCpu({ r, cpu }) / f.perCpuSecond) * 100).toFixed(0)} % of its CPU`,
+          });
+          log(`  in process: ${f.perCpuSecond.toFixed(0)} per CPU-second (${((f.perCpuSecond / gwEchoPerCpu) * 100).toFixed(0)} % of the gateway echo)`);
+        } finally {
+          await floorGw.close();
+        }
+      }
     }
 
     // Counted on SQLite (an instrumented store in this process); the transactions are the same

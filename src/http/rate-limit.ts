@@ -42,7 +42,7 @@ const COUNT_TWO = new FixedSql<{ key: string; count: number }>(
   },
 );
 
-interface Charge {
+export interface Charge {
   bucket: RateBucket;
   subject: string;
   limit: number;
@@ -54,7 +54,7 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
 }
 
 /** Charges one or two budgets at once; the decisions come back in the order asked. */
-async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
+export async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
   const windowMs = gw.config.rateLimits.windowSeconds * 1000;
   const nowMs = gw.clock.now().getTime();
   const window = Math.floor(nowMs / windowMs);
