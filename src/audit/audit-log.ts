@@ -76,8 +76,14 @@ function parseHead(value: string): Head {
 // Every append runs these three; fixed statements skip the query builder (see FixedSql).
 const READ_HEAD = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head'`);
 const READ_HEAD_FOR_UPDATE = new FixedSql<{ value: string }>(`select "value" from "meta" where "key" = 'audit_head' for update`);
-const INSERT_ROW = new FixedSql(
-  'insert into "audit_log" ("seq", "at", "type", "actor", "subject", "ip", "request_id", "data", "prev_hash", "hash") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+const AUDIT_COLUMNS = '("seq", "at", "type", "actor", "subject", "ip", "request_id", "data", "prev_hash", "hash")';
+const ROW_PLACEHOLDERS = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+// One INSERT for the events a transaction appends together (a step-up completion writes two
+// or three): texts for 1..MAX_ROWS_PER_INSERT rows, constants of this module.
+const MAX_ROWS_PER_INSERT = 4;
+const INSERT_ROWS: FixedSql[] = Array.from(
+  { length: MAX_ROWS_PER_INSERT },
+  (_, i) => new FixedSql(`insert into "audit_log" ${AUDIT_COLUMNS} values ${Array.from({ length: i + 1 }, () => ROW_PLACEHOLDERS).join(', ')}`),
 );
 const WRITE_HEAD = new FixedSql(`update "meta" set "value" = ? where "key" = 'audit_head'`);
 
@@ -92,30 +98,51 @@ export class AuditLog {
 
   /** Appends inside the caller's transaction when given one, so the event commits with the change. */
   async append(executor: Executor, event: AuditEvent): Promise<AuditRow> {
-    if (executor.isTransaction) return this.#appendIn(executor as Tx, event);
-    return executor.transaction().execute((tx) => this.#appendIn(tx, event));
+    const [row] = await this.appendAll(executor, [event]);
+    return row!;
   }
 
-  async #appendIn(tx: Tx, event: AuditEvent): Promise<AuditRow> {
-    const { rows } = await (this.#dialect === 'postgres' ? READ_HEAD_FOR_UPDATE : READ_HEAD).run(tx, []);
-    const headRow = rows[0];
+  /**
+   * Appends several events in this order, as consecutive rows of the chain: the same rows as
+   * one append after the other in the same transaction, with the head read and written once.
+   */
+  async appendAll(executor: Executor, events: readonly AuditEvent[]): Promise<AuditRow[]> {
+    if (events.length === 0) return [];
+    if (executor.isTransaction) return this.#appendIn(executor as Tx, events);
+    return executor.transaction().execute((tx) => this.#appendIn(tx, events));
+  }
+
+  async #appendIn(tx: Tx, events: readonly AuditEvent[]): Promise<AuditRow[]> {
+    const { rows: heads } = await (this.#dialect === 'postgres' ? READ_HEAD_FOR_UPDATE : READ_HEAD).run(tx, []);
+    const headRow = heads[0];
     if (headRow === undefined) throw new Error('audit chain head (meta.audit_head) is missing');
-    const head = parseHead(headRow.value);
-    const base = {
-      seq: head.seq + 1,
-      at: this.#clock.now().getTime(),
-      type: event.type,
-      actor: event.actor ?? null,
-      subject: event.subject ?? null,
-      ip: event.ip ?? null,
-      request_id: event.requestId ?? null,
-      data: canonicalJson(event.data ?? {}),
-      prev_hash: head.hash,
-    };
-    const row: AuditRow = { ...base, hash: rowHash(base) };
-    await INSERT_ROW.run(tx, [row.seq, row.at, row.type, row.actor, row.subject, row.ip, row.request_id, row.data, row.prev_hash, row.hash]);
-    await WRITE_HEAD.run(tx, [JSON.stringify({ seq: row.seq, hash: row.hash })]);
-    return row;
+    let head = parseHead(headRow.value);
+    const rows: AuditRow[] = [];
+    for (const event of events) {
+      const base = {
+        seq: head.seq + 1,
+        at: this.#clock.now().getTime(),
+        type: event.type,
+        actor: event.actor ?? null,
+        subject: event.subject ?? null,
+        ip: event.ip ?? null,
+        request_id: event.requestId ?? null,
+        data: canonicalJson(event.data ?? {}),
+        prev_hash: head.hash,
+      };
+      const row: AuditRow = { ...base, hash: rowHash(base) };
+      rows.push(row);
+      head = { seq: row.seq, hash: row.hash };
+    }
+    for (let i = 0; i < rows.length; i += MAX_ROWS_PER_INSERT) {
+      const chunk = rows.slice(i, i + MAX_ROWS_PER_INSERT);
+      await INSERT_ROWS[chunk.length - 1]!.run(
+        tx,
+        chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor, r.subject, r.ip, r.request_id, r.data, r.prev_hash, r.hash]),
+      );
+    }
+    await WRITE_HEAD.run(tx, [JSON.stringify(head)]);
+    return rows;
   }
 }
 

@@ -33,6 +33,13 @@ export interface FactorDescriptor {
   lockout?: { maxFailures: number; lockSeconds: number | null };
   /** Challenge factors: the limits the flow enforces on every challenge. */
   challenge?: ChallengeLimits;
+  /**
+   * `verify()` is a few microseconds of CPU and nothing else (no I/O, no worker, no wait):
+   * the flow may compare inside the transaction that charged the attempt and write the
+   * outcome with the same commit (src/flows/verify-stepup-factor.ts). Never for argon2 or
+   * anything slow: the transaction holds the step-up's lock (SQLite: the write lock).
+   */
+  comparesInline?: boolean;
 }
 
 export interface ChallengeLimits {

@@ -6,6 +6,11 @@ import { type ProvenFactor, type StepUp, satisfiedAlternative } from '../stepup/
 import { enrolledFactorTypes } from './policies.ts';
 import { SELF_CLIENT_ID } from './session-confirm.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
+import { FixedSql } from '../store/fixed-sql.ts';
+
+// Read by every completion under a velocity policy (fixed SQL, see src/store/fixed-sql.ts).
+const USER_GROUPS = new FixedSql<{ id: string; groups: string }>('select "id", "groups" from "users" where "id" = ?');
+const USER_GROUPS_FOR_UPDATE = new FixedSql<{ id: string; groups: string }>('select "id", "groups" from "users" where "id" = ? for update');
 
 /**
  * The policy decision is taken again when a step-up is about to complete, if the action's
@@ -27,12 +32,7 @@ export async function recheckAtCompletion(gw: Gateway, tx: Tx, s: StepUp, proven
   if (velocityWindowsFor(set.policies, s.action).length === 0) return { kind: 'ok', decision: undefined };
   // One completion at a time per user: a second one waits here and then counts the first.
   // (SQLite: write transactions are serialised already, BEGIN IMMEDIATE.)
-  const user = await tx
-    .selectFrom('users')
-    .select(['id', 'groups'])
-    .where('id', '=', s.userId)
-    .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
-    .executeTakeFirst();
+  const user = await (gw.store.dialect === 'postgres' ? USER_GROUPS_FOR_UPDATE : USER_GROUPS).first(tx, [s.userId]);
   if (user === undefined) return { kind: 'deny' };
   const facts = await velocityFacts(gw, set.policies, s.userId, s.action, { executor: tx, excludeStepUpId: s.id });
   const enrolled = await enrolledFactorTypes(gw, s.userId, tx);

@@ -11,6 +11,7 @@ import { rowsMeetingStepUpPolicy } from './factor-constraints.ts';
 import { activeFactorRows, liveChallengeRow, toFactorRecord, toLiveChallenge } from './stepup-challenge.ts';
 import { achievedAcr, effectiveStatus, type ProvenFactor, type StepUp, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import type { AuditEvent } from '../audit/audit-log.ts';
 import type { Row } from '../store/primitives.ts';
 
 /**
@@ -19,7 +20,9 @@ import type { Row } from '../store/primitives.ts';
  * Order matters: the ticket is checked, the transaction's attempt counter and the factor's
  * failure counter are both charged BEFORE the secret is compared (each with one conditional
  * UPDATE, so parallel guesses cannot exceed the limits), the factor module compares, and
- * only then is its state change applied with a guarded update.
+ * only then is its state change applied with a guarded update. A one-time code (a factor
+ * that `comparesInline`) is compared inside the charging transaction, after the charges, and
+ * its outcome commits with them: one durable commit per verification.
  */
 
 /** What a factor may ask the flow to write after a verification. */
@@ -51,6 +54,10 @@ const STEPUP_BY_ID = new FixedSql<Row<'stepups'>>('select * from "stepups" where
 const STEPUP_BY_ID_FOR_UPDATE = new FixedSql<Row<'stepups'>>('select * from "stepups" where "id" = ? for update');
 const CHARGE_ATTEMPT = new FixedSql<{ attempts: number; max_attempts: number }>(
   `update "stepups" set "attempts" = "attempts" + 1 where "id" = ? and "status" = 'pending' and "expires_at" > ? and "attempts" < "max_attempts" returning "attempts", "max_attempts"`,
+);
+// The same charge returning the whole row, for a verification completed in the same transaction.
+const CHARGE_ATTEMPT_ROW = new FixedSql<Row<'stepups'>>(
+  `update "stepups" set "attempts" = "attempts" + 1 where "id" = ? and "status" = 'pending' and "expires_at" > ? and "attempts" < "max_attempts" returning *`,
 );
 const CHARGE_FACTOR = new FixedSql<{ failures: number }>(
   'update "factors" set "failures" = "failures" + 1 where "id" = ? and "failures" < ? and ("locked_until" is null or "locked_until" <= ?) returning "failures"',
@@ -150,38 +157,61 @@ export async function chargeFactor(
  */
 async function applyFailureChange(gw: Gateway, factorId: string, paramsBefore: string, change: FactorStateChange, who: Who & { userId: string }): Promise<void> {
   if (change.params === undefined && change.audit === undefined) return;
+  await gw.store.db.transaction().execute((tx) => applyFailureChangeIn(gw, tx, factorId, paramsBefore, change, who));
+}
+
+/** applyFailureChange inside the caller's transaction. */
+async function applyFailureChangeIn(gw: Gateway, tx: Tx, factorId: string, paramsBefore: string, change: FactorStateChange, who: Who & { userId: string }): Promise<void> {
   const nowMs = gw.clock.now().getTime();
-  await gw.store.db.transaction().execute(async (tx) => {
-    if (change.params !== undefined) {
-      const written = await tx.updateTable('factors').set({ params: JSON.stringify(change.params), updated_at: nowMs }).where('id', '=', factorId).where('params', '=', paramsBefore).returning('id').executeTakeFirst();
-      if (written === undefined) return;
-    }
-    if (change.audit !== undefined) {
-      await gw.audit.append(tx, { type: change.audit.type, subject: who.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId, ...change.audit.data } });
-    }
-  });
+  if (change.params !== undefined) {
+    const written = await tx.updateTable('factors').set({ params: JSON.stringify(change.params), updated_at: nowMs }).where('id', '=', factorId).where('params', '=', paramsBefore).returning('id').executeTakeFirst();
+    if (written === undefined) return;
+  }
+  if (change.audit !== undefined) {
+    await gw.audit.append(tx, { type: change.audit.type, subject: who.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId, ...change.audit.data } });
+  }
+}
+
+/**
+ * The guarded success update as fixed SQL: one constant text per shape (which of secret hash,
+ * counter and parameters change, and whether the parameters are guarded), built on first use
+ * from the fragments below only, never from input.
+ */
+const SUCCESS_UPDATES = new Map<string, FixedSql<{ id: string }>>();
+
+function successUpdate(secretHash: boolean, counter: boolean, params: boolean, paramsGuard: boolean): FixedSql<{ id: string }> {
+  const shape = `${+secretHash}${+counter}${+params}${+paramsGuard}`;
+  let q = SUCCESS_UPDATES.get(shape);
+  if (q === undefined) {
+    const set = ['"failures" = 0', '"locked_until" = null', '"last_used_at" = ?', '"updated_at" = ?'];
+    if (secretHash) set.push('"secret_hash" = ?');
+    if (counter) set.push('"counter" = ?');
+    if (params) set.push('"params" = ?');
+    // A factor disabled or removed while it was being verified does not succeed.
+    const where = ['"id" = ?', `"status" = 'active'`];
+    // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
+    // one code exactly one matches.
+    if (counter) where.push('"counter" < ?');
+    if (paramsGuard) where.push('"params" = ?');
+    q = new FixedSql<{ id: string }>(`update "factors" set ${set.join(', ')} where ${where.join(' and ')} returning "id"`);
+    SUCCESS_UPDATES.set(shape, q);
+  }
+  return q;
 }
 
 export async function applySuccess(tx: Tx, factorId: string, change: FactorStateChange | undefined, nowMs: number, paramsBefore?: string): Promise<boolean> {
-  let q = tx
-    .updateTable('factors')
-    .set({
-      failures: 0,
-      locked_until: null,
-      last_used_at: nowMs,
-      updated_at: nowMs,
-      ...(change?.secretHash === undefined ? {} : { secret_hash: change.secretHash }),
-      ...(change?.counter === undefined ? {} : { counter: change.counter }),
-      ...(change?.params === undefined ? {} : { params: JSON.stringify(change.params) }),
-    })
-    .where('id', '=', factorId)
-    // A factor disabled or removed while it was being verified does not succeed.
-    .where('status', '=', 'active');
-  // The replay guard: a counter/time step only moves forward, so of two concurrent uses of
-  // one code exactly one matches.
-  if (change?.counter !== undefined) q = q.where('counter', '<', change.counter);
-  if (change?.params !== undefined && paramsBefore !== undefined) q = q.where('params', '=', paramsBefore);
-  const updated = await q.returning('id').executeTakeFirst();
+  const secretHash = change?.secretHash;
+  const counter = change?.counter;
+  const params = change?.params === undefined ? undefined : JSON.stringify(change.params);
+  const guardParams = params !== undefined && paramsBefore !== undefined;
+  const values: unknown[] = [nowMs, nowMs];
+  if (secretHash !== undefined) values.push(secretHash);
+  if (counter !== undefined) values.push(counter);
+  if (params !== undefined) values.push(params);
+  values.push(factorId);
+  if (counter !== undefined) values.push(counter);
+  if (guardParams) values.push(paramsBefore);
+  const updated = await successUpdate(secretHash !== undefined, counter !== undefined, params !== undefined, guardParams).first(tx, values);
   return updated !== undefined;
 }
 
@@ -197,6 +227,22 @@ async function chargeChallenge(ex: Executor, id: string, nowMs: number): Promise
     .whereRef('attempts', '<', 'max_attempts')
     .returningAll()
     .executeTakeFirst();
+}
+
+// The step-up columns a completion may write; the update is fixed SQL per set of columns.
+const COMPLETION_COLUMNS = new Set(['proven', 'amr', 'version', 'status', 'requirement', 'acr', 'policy_id', 'policy_version', 'token_ttl_seconds', 'max_age_seconds', 'completed_at', 'auth_time']);
+const COMPLETION_UPDATES = new Map<string, FixedSql>();
+
+/** `update "stepups" set … where "id" = ? and "version" = ?` for these columns, in this order. */
+function completionUpdate(columns: string[]): FixedSql {
+  const shape = columns.join(',');
+  let q = COMPLETION_UPDATES.get(shape);
+  if (q === undefined) {
+    for (const c of columns) if (!COMPLETION_COLUMNS.has(c)) throw new TypeError(`not a step-up completion column: ${c}`);
+    q = new FixedSql(`update "stepups" set ${columns.map((c) => `"${c}" = ?`).join(', ')} where "id" = ? and "version" = ?`);
+    COMPLETION_UPDATES.set(shape, q);
+  }
+  return q;
 }
 
 /** Thrown inside the completion transaction to roll it back when a single-use thing was already used. */
@@ -255,75 +301,27 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     });
   }
 
-  // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
-  // together, before the comparison: one durable commit instead of three. A charge that is
-  // refused commits the ones before it with the audit event that says why.
-  type Charged = { kind: 'ok'; challenge: FactorChallengesTable | undefined; last: boolean } | { kind: 'exhausted' } | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked'; last: boolean };
-  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
-    const attempt = await chargeAttempt(tx, stepUp, nowMs);
-    if (attempt === undefined) return { kind: 'exhausted' };
-    const last = attempt.last;
-    const failed = (reason: string) => gw.audit.append(tx, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason } });
-    let challenge: FactorChallengesTable | undefined;
-    if (challengeRow !== undefined) {
-      challenge = await chargeChallenge(tx, challengeRow.id, nowMs);
-      if (challenge === undefined) {
-        const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
-        await failed('challenge_unusable');
-        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required', last };
-      }
-    }
-    if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
-      await failed('locked');
-      return { kind: 'locked', last };
-    }
-    return { kind: 'ok', challenge, last };
+  const failedEvent = (reason: string, detail?: string): AuditEvent => ({
+    type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null,
+    data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason, ...(detail === undefined ? {} : { detail }) },
   });
-  if (charged.kind === 'exhausted') {
-    // Every attempt is spent (the request that spent the last one denies the step-up if it
-    // fails), or the step-up moved on for another reason, which its status then says.
-    const fresh = await loadStepUp(gw, stepUp.id);
-    if (fresh !== undefined && fresh.attempts < fresh.maxAttempts) assertPending(fresh, now);
-    throw new AppError('attempts_exhausted');
-  }
-  if (charged.kind !== 'ok') {
-    gw.metrics.stepups.inc({ event: 'factor_failed' });
-    if (charged.last) await denySpent(gw, stepUp, who);
-    if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
-    if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
-    throw new AppError('factor_locked');
-  }
-  const challenge = charged.challenge;
 
-  const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
-  const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
-  if (!outcome.ok) {
-    if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: outcome.reason, ...(outcome.detail === undefined ? {} : { detail: outcome.detail }) } });
-    gw.metrics.stepups.inc({ event: 'factor_failed' });
-    if (charged.last) await denySpent(gw, stepUp, who);
-    // One answer for every failure: never a hint about which secret was wrong or why.
-    throw new AppError('factor_invalid');
-  }
-
-  const result = await completeInTransaction(gw, async (tx) => {
-    // Rows are locked in the order the charge transaction above locks them (step-up, then
-    // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
-    // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
-    const current = await (gw.store.dialect === 'postgres' ? STEPUP_BY_ID_FOR_UPDATE : STEPUP_BY_ID).first(tx, [stepUp.id]);
-    if (current === undefined) throw new Error(`step-up ${stepUp.id} vanished during its completion`);
-    if (challenge !== undefined) {
-      // The challenge is single-use: of two concurrent correct answers one consumes it.
-      const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
-      if (consumed === undefined) throw new ReplayLost();
-    }
-    // Lost the guarded update (the code's step already used): undo the challenge consumption too.
-    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) throw new ReplayLost();
-    if (outcome.change?.audit !== undefined) {
-      await gw.audit.append(tx, { type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
-    }
+  /**
+   * Writes a verified factor into the step-up (`current`, read under the step-up's lock):
+   * the guarded success update first, then the progress, the completion re-check and the
+   * audit events. Undefined, having written nothing, when the guarded update lost (the same
+   * one-time code used concurrently, or the factor disabled meanwhile).
+   */
+  const complete = async (tx: Tx, current: Row<'stepups'>, outcome: VerifyOutcome<FactorStateChange> & { ok: true }): Promise<StepUp | undefined> => {
     const s = toStepUp(current);
     assertPending(s, now);
+    if (!(await applySuccess(tx, row.id, outcome.change, nowMs, row.params))) return undefined;
+    // The events of this completion, appended together at the end in this order (one chain-head
+    // read and write for all of them).
+    const events: AuditEvent[] = [];
+    if (outcome.change?.audit !== undefined) {
+      events.push({ type: outcome.change.audit.type, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { factorId: row.id, ...outcome.change.audit.data } });
+    }
     const proven: ProvenFactor[] = [...s.proven.filter((p) => p.type !== request.factor), { type: request.factor, factorId: row.id, amr: [...outcome.amr], at: nowMs, ...(outcome.acr === undefined ? {} : { acr: outcome.acr }) }];
     const amr = [...new Set(proven.flatMap((p) => p.amr))];
     if (new Set(proven.map((p) => p.type)).size >= 2) amr.push('mfa');
@@ -359,21 +357,124 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
       ...raised,
       ...(status === 'completed' ? { completed_at: nowMs, auth_time: nowMs } : {}),
     };
-    await tx.updateTable('stepups').set(changes).where('id', '=', s.id).where('version', '=', s.version).execute();
-    await gw.audit.append(tx, { type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
+    // Columns left undefined are not written (as Kysely's set() leaves them out).
+    const written = Object.entries(changes).filter(([, v]) => v !== undefined);
+    await completionUpdate(written.map(([c]) => c)).run(tx, [...written.map(([, v]) => v), s.id, s.version]);
+    events.push({ type: 'stepup.factor_verified', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, factor: request.factor, factorId: row.id } });
     if (status === 'completed') {
-      await gw.audit.append(tx, { type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
+      events.push({ type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
     } else if (status === 'denied') {
-      await gw.audit.append(tx, { type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
+      events.push({ type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
     } else if (raised.requirement !== undefined) {
-      await gw.audit.append(tx, { type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
+      events.push({ type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
     }
+    await gw.audit.appendAll(tx, events);
     return toStepUp({ ...current, ...changes });
+  };
+
+  /** The comparison outside the charging transaction, then the completion in a second one. */
+  const verifyThenComplete = async (challenge: FactorChallengesTable | undefined, last: boolean): Promise<StepUp | undefined> => {
+    const live = challenge === undefined ? undefined : toLiveChallenge(challenge);
+    const outcome = (await module.verify(record, request.input, { now, challenge: live, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
+    if (!outcome.ok) {
+      if (outcome.change !== undefined) await applyFailureChange(gw, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
+      await gw.audit.append(gw.store.db, failedEvent(outcome.reason, outcome.detail));
+      gw.metrics.stepups.inc({ event: 'factor_failed' });
+      if (last) await denySpent(gw, stepUp, who);
+      // One answer for every failure: never a hint about which secret was wrong or why.
+      throw new AppError('factor_invalid');
+    }
+    return completeInTransaction(gw, async (tx) => {
+      // Rows are locked in the order the charge transaction above locks them (step-up, then
+      // challenge, then factor), so concurrent verifications of one step-up cannot deadlock
+      // on PostgreSQL (one holding the factor and waiting for the step-up, the other the reverse).
+      const current = await (gw.store.dialect === 'postgres' ? STEPUP_BY_ID_FOR_UPDATE : STEPUP_BY_ID).first(tx, [stepUp.id]);
+      if (current === undefined) throw new Error(`step-up ${stepUp.id} vanished during its completion`);
+      if (challenge !== undefined) {
+        // The challenge is single-use: of two concurrent correct answers one consumes it.
+        const consumed = await tx.updateTable('factor_challenges').set({ consumed_at: nowMs }).where('id', '=', challenge.id).where('consumed_at', 'is', null).returning('id').executeTakeFirst();
+        if (consumed === undefined) throw new ReplayLost();
+      }
+      // Lost the guarded update (the code's step already used): undo the challenge consumption too.
+      const done = await complete(tx, current, outcome);
+      if (done === undefined) throw new ReplayLost();
+      return done;
+    });
+  };
+
+  // A factor whose comparison is a few microseconds of CPU (a one-time code: unseal, HMACs)
+  // is compared inside the charging transaction, after the charges, and its outcome is
+  // written by the same commit: one durable commit per verification instead of two. The
+  // charges still come first, each a conditional UPDATE holding the step-up's (and the
+  // factor's) lock until the commit, so parallel guesses queue and cannot exceed the limits;
+  // and no answer, right or wrong, is given before the commit that holds the charge (if the
+  // commit fails or the process dies, the request gets a 500 or nothing, whatever the code).
+  // Slow comparisons (argon2, WebAuthn) and challenge factors keep the two transactions.
+  const inline = module.descriptor.comparesInline === true && challengeRow === undefined;
+
+  // The charges (transaction attempt, challenge attempt, factor failure in advance) commit
+  // together, before the comparison: one durable commit instead of three. A charge that is
+  // refused commits the ones before it with the audit event that says why.
+  type Charged =
+    | { kind: 'ok'; challenge: FactorChallengesTable | undefined; last: boolean }
+    | { kind: 'exhausted' }
+    | { kind: 'challenge_exhausted' | 'challenge_required' | 'locked' | 'invalid'; last: boolean }
+    | { kind: 'verified'; result: StepUp | undefined; last: boolean };
+  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
+    const attemptRow = inline ? await CHARGE_ATTEMPT_ROW.first(tx, [stepUp.id, nowMs]) : undefined;
+    const attempt = inline ? (attemptRow === undefined ? undefined : { last: Number(attemptRow.attempts) >= Number(attemptRow.max_attempts) }) : await chargeAttempt(tx, stepUp, nowMs);
+    if (attempt === undefined) return { kind: 'exhausted' };
+    const last = attempt.last;
+    const failed = (reason: string) => gw.audit.append(tx, failedEvent(reason));
+    let challenge: FactorChallengesTable | undefined;
+    if (challengeRow !== undefined) {
+      challenge = await chargeChallenge(tx, challengeRow.id, nowMs);
+      if (challenge === undefined) {
+        const fresh = await liveChallengeRow(tx, stepUp.id, request.factor);
+        await failed('challenge_unusable');
+        return { kind: fresh !== undefined && fresh.consumed_at === null && fresh.attempts >= fresh.max_attempts ? 'challenge_exhausted' : 'challenge_required', last };
+      }
+    }
+    if (!(await chargeFactor(gw, row.id, nowMs, module.descriptor.lockout, tx))) {
+      await failed('locked');
+      return { kind: 'locked', last };
+    }
+    if (attemptRow === undefined) return { kind: 'ok', challenge, last };
+    const outcome = (await module.verify(record, request.input, { now, challenge: undefined, stepupId: stepUp.id })) as VerifyOutcome<FactorStateChange>;
+    if (!outcome.ok) {
+      if (outcome.change !== undefined) await applyFailureChangeIn(gw, tx, row.id, row.params, outcome.change, { ...who, userId: stepUp.userId });
+      await gw.audit.append(tx, failedEvent(outcome.reason, outcome.detail));
+      return { kind: 'invalid', last };
+    }
+    const result = await complete(tx, attemptRow, outcome);
+    // The guarded state change lost (the same one-time code used concurrently): a replay.
+    if (result === undefined) await failed('replayed');
+    return { kind: 'verified', result, last };
   });
+  if (charged.kind === 'exhausted') {
+    // Every attempt is spent (the request that spent the last one denies the step-up if it
+    // fails), or the step-up moved on for another reason, which its status then says.
+    const fresh = await loadStepUp(gw, stepUp.id);
+    if (fresh !== undefined && fresh.attempts < fresh.maxAttempts) assertPending(fresh, now);
+    throw new AppError('attempts_exhausted');
+  }
+  if (charged.kind === 'invalid' || (charged.kind === 'verified' && charged.result === undefined)) {
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
+    // One answer for every failure: never a hint about which secret was wrong or why.
+    throw new AppError('factor_invalid');
+  }
+  if (charged.kind !== 'ok' && charged.kind !== 'verified') {
+    gw.metrics.stepups.inc({ event: 'factor_failed' });
+    if (charged.last) await denySpent(gw, stepUp, who);
+    if (charged.kind === 'challenge_exhausted') throw new AppError('challenge_attempts_exhausted');
+    if (charged.kind === 'challenge_required') throw new AppError('challenge_required');
+    throw new AppError('factor_locked');
+  }
+  const result = charged.kind === 'verified' ? charged.result : await verifyThenComplete(charged.challenge, charged.last);
   if (result === undefined) {
     gw.metrics.stepups.inc({ event: 'factor_failed' });
-    // The guarded state change lost (the same one-time code used concurrently): a replay.
-    await gw.audit.append(gw.store.db, { type: 'stepup.factor_failed', subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, factor: request.factor, factorId: row.id, reason: 'replayed' } });
+    await gw.audit.append(gw.store.db, failedEvent('replayed'));
     if (charged.last) await denySpent(gw, stepUp, who);
     throw new AppError('factor_invalid');
   }

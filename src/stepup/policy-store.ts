@@ -119,6 +119,12 @@ export async function insertPolicySetVersion(
   });
 }
 
+// Every creation and completion under a velocity policy reads them (fixed SQL, see src/store/fixed-sql.ts).
+const VELOCITY_SQL = `select "amount", "currency", "completed_at" from "stepups" where "user_id" = ? and "action" = ? and "status" in ('completed', 'token_issued') and "completed_at" > ?`;
+type VelocityRow = { amount: string | null; currency: string | null; completed_at: number | null };
+const VELOCITY_ROWS = new FixedSql<VelocityRow>(VELOCITY_SQL);
+const VELOCITY_ROWS_EXCEPT = new FixedSql<VelocityRow>(`${VELOCITY_SQL} and "id" <> ?`);
+
 /**
  * Velocity figures for the windows the action's policies name: completed step-ups of this user.
  *
@@ -139,15 +145,12 @@ export async function velocityFacts(
   if (windows.length === 0) return [];
   const nowMs = gw.clock.now().getTime();
   const longest = Math.max(...windows.map((w) => w.windowSeconds));
-  const rows = await (options.executor ?? gw.store.db)
-    .selectFrom('stepups')
-    .select(['amount', 'currency', 'completed_at'])
-    .where('user_id', '=', userId)
-    .where('action', '=', action)
-    .where('status', 'in', ['completed', 'token_issued'])
-    .where('completed_at', '>', nowMs - longest * 1000)
-    .$if(options.excludeStepUpId !== undefined, (q) => q.where('id', '<>', options.excludeStepUpId ?? ''))
-    .execute();
+  const executor = options.executor ?? gw.store.db;
+  const since = nowMs - longest * 1000;
+  const { rows } =
+    options.excludeStepUpId === undefined
+      ? await VELOCITY_ROWS.run(executor, [userId, action, since])
+      : await VELOCITY_ROWS_EXCEPT.run(executor, [userId, action, since, options.excludeStepUpId]);
   return windows.map((w) => {
     const inWindow = rows.filter((r) => r.completed_at !== null && Number(r.completed_at) > nowMs - w.windowSeconds * 1000);
     const amountsByCurrency: Record<string, string> = {};

@@ -66,6 +66,7 @@ export function createHardwareOtpFactor(options: HardwareOtpFactorOptions): Hard
       amr: ['otp', 'hwk'],
       possession: true,
       multiple: true,
+      comparesInline: true,
       lockout: { maxFailures: options.maxFailures, lockSeconds: options.lockSeconds === 0 ? null : options.lockSeconds },
     },
     async verify(record: FactorRecord | undefined, input: HardwareOtpInput, ctx): Promise<VerifyOutcome<HardwareOtpChange>> {

@@ -58,7 +58,7 @@ export function createTotpFactor(deps: TotpFactorDeps): TotpFactor {
   if (!Number.isInteger(windowSteps) || windowSteps < 0 || windowSteps > 2) throw new TypeError('totp windowSteps must be 0, 1 or 2');
   return {
     type: 'totp',
-    descriptor: { kind: 'direct', amr: ['otp'], possession: true, multiple: false },
+    descriptor: { kind: 'direct', amr: ['otp'], possession: true, multiple: false, comparesInline: true },
     windowSteps,
     async verify(record: FactorRecord | undefined, input: TotpInput, ctx): Promise<VerifyOutcome<TotpChange>> {
       if (record === undefined || record.status !== 'active' || record.secretSealed === null) return { ok: false, reason: 'not_enrolled' };
