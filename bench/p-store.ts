@@ -3,9 +3,11 @@
  * full step-up flow (begin: step-up row + event; issue: token stored, jti consumed, code
  * written with its event), run by 32 concurrent "flows" for a few seconds. Prints flows per
  * wall second and per CPU-second of this process (libuv pool included), so two SQLite drivers
- * can be compared on a noisy machine without the rest of the flow's noise.
+ * can be compared on a noisy machine without the rest of the flow's noise, and the latency of
+ * one flow (a checkpoint inside a COMMIT on the event loop shows in its p99).
  *
  *   node bench/p-store.ts [--driver path/to/sqlite-dialect.ts] [--seconds 5] [--connections 32]
+ *                         [--no-checkpoint-thread]
  *
  * `--driver` takes any module exporting `openNodeSqlite` (the current one takes an options
  * object; the group-commit driver it replaced took `(file, busyTimeoutMs)`), e.g. an old
@@ -29,6 +31,8 @@ const { values } = parseArgs({
     driver: { type: 'string', default: 'src/payment-code/store/sqlite-dialect.ts' },
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '32' },
+    /** Checkpoints on the event loop (SQLite's automatic ones) instead of the driver's thread. */
+    'no-checkpoint-thread': { type: 'boolean', default: false },
     /** Extra PRAGMAs to run after opening, e.g. --pragma wal_autocheckpoint=0 (experiments). */
     pragma: { type: 'string', multiple: true, default: [] },
   },
@@ -41,7 +45,7 @@ type Open = (...args: unknown[]) => { dialect: SqliteDialect; raw: import('node:
 const mod = (await import(new URL(`file://${driverPath}`).href)) as { openNodeSqlite: Open };
 const dir = mkdtempSync(join(tmpdir(), 'stepgate-p-store-'));
 const file = join(dir, 'p.sqlite');
-const opened = mod.openNodeSqlite.length >= 2 ? mod.openNodeSqlite(file, 5000) : mod.openNodeSqlite({ file, busyTimeoutMs: 5000 });
+const opened = mod.openNodeSqlite.length >= 2 ? mod.openNodeSqlite(file, 5000) : mod.openNodeSqlite({ file, busyTimeoutMs: 5000, checkpointThread: !values['no-checkpoint-thread'] });
 for (const pragma of values.pragma) opened.raw.exec(`PRAGMA ${pragma}`);
 const db = new Kysely<PaymentCodeDatabase>({ dialect: opened.dialect });
 const { error } = await new Migrator({ db, provider: { getMigrations: async () => migrations }, migrationTableName: 'pc_migrations', migrationLockTableName: 'pc_migrations_lock' }).migrateToLatest();
@@ -82,14 +86,19 @@ const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const until = t0 + seconds * 1000;
 let flows = 0;
+const latencies: number[] = [];
 await Promise.all(
   Array.from({ length: connections }, async () => {
     while (performance.now() < until) {
+      const started = performance.now();
       await flow();
+      latencies.push(performance.now() - started);
       flows += 1;
     }
   }),
 );
+latencies.sort((a, b) => a - b);
+const percentile = (p: number) => Number((latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0).toFixed(2));
 const wall = (performance.now() - t0) / 1000;
 const cpu = process.cpuUsage(cpu0);
 const cpuSeconds = (cpu.user + cpu.system) / 1e6;
@@ -104,6 +113,7 @@ console.log(
     cpuMsPerFlow: Number(((cpuSeconds * 1000) / flows).toFixed(3)),
     userMs: Number((cpu.user / 1000 / flows).toFixed(3)),
     sysMs: Number((cpu.system / 1000 / flows).toFixed(3)),
+    flowMs: { p50: percentile(0.5), p99: percentile(0.99), max: percentile(1) },
     perFlow: delta,
   }),
 );

@@ -65,6 +65,7 @@ export function createPaymentCodeMetrics() {
       });
     counter('stepgate_payment_code_sqlite_wal_syncs_total', 'SQLite: fdatasyncs of the WAL (off the event loop; the commits of one event-loop turn share one).', () => stats.flushes);
     counter('stepgate_payment_code_sqlite_wal_sync_waiters_total', 'SQLite: database calls that committed a write and were answered only after a WAL fdatasync.', () => stats.waited);
+    counter('stepgate_payment_code_sqlite_checkpoints_total', 'SQLite: WAL checkpoints run by the checkpointer thread (off the event loop).', () => stats.checkpoints);
     counter('stepgate_payment_code_sqlite_wal_sync_failures_total', 'SQLite: WAL fdatasyncs that failed (their callers and every later writer are refused until restart).', () => stats.failedFlushes);
   };
   return { registry, httpDuration, phaseDuration, issued, stepUpRequired, refused, redemptions, observePhase, watchGroupCommit };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { fdatasync, mkdtempSync, rmSync } from 'node:fs';
+import { fdatasync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -38,10 +38,10 @@ interface Opened {
   close(): Promise<void>;
 }
 
-function open(fdatasyncFn?: FdatasyncFn): Opened {
+function open(fdatasyncFn?: FdatasyncFn, checkpointThread = true): Opened {
   const dir = mkdtempSync(join(tmpdir(), 'stepgate-pc-walsync-'));
   const file = join(dir, 'p.sqlite');
-  const opened = openNodeSqlite({ file, busyTimeoutMs: 2000, ...(fdatasyncFn === undefined ? {} : { fdatasync: fdatasyncFn }) });
+  const opened = openNodeSqlite({ file, busyTimeoutMs: 2000, checkpointThread, ...(fdatasyncFn === undefined ? {} : { fdatasync: fdatasyncFn }) });
   opened.raw.exec(SCHEMA);
   const db = new Kysely<TestDb>({ dialect: opened.dialect });
   const observer = new DatabaseSync(file, { readOnly: true });
@@ -273,6 +273,34 @@ describe('payment-code SQLite: a failed WAL sync fails closed', () => {
     } finally {
       await s.close();
       await healthy.close();
+    }
+  });
+});
+
+describe('payment-code SQLite: checkpoints in a thread of their own', () => {
+  it('copy the WAL into the database file off the event loop; closing ends the thread', async () => {
+    const withThread = open();
+    const without = open(undefined, false);
+    try {
+      for (const s of [withThread, without]) {
+        for (let round = 0; round < 20; round += 1) {
+          await Promise.all(Array.from({ length: 40 }, (_, i) => insert(s.db, `k-${round}-${i}-${'x'.repeat(200)}`)));
+          // Like requests arriving over time: let the thread's checkpoints land in between.
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+      assert.ok(withThread.stats.checkpoints >= 1, 'the thread checkpointed');
+      assert.equal(without.stats.checkpoints, 0);
+      const wal = (s: Opened) => statSync(`${s.file}-wal`).size;
+      const db = (s: Opened) => statSync(s.file).size;
+      assert.ok(db(withThread) > db(without), `pages were copied into the database file (${db(withThread)} vs ${db(without)} bytes)`);
+      // The thread checkpoints every 64 commits, SQLite on its own every 1,000 pages.
+      assert.ok(withThread.stats.checkpoints >= 5, `${withThread.stats.checkpoints} checkpoints`);
+      assert.ok(wal(withThread) > 0);
+      assert.equal(withThread.committedIds().length, 800);
+    } finally {
+      await withThread.close();
+      await without.close();
     }
   });
 });
