@@ -23,6 +23,14 @@ export function createMetrics(commitStats?: GroupCommitStats) {
         this.set(commitStats.waited);
       },
     });
+    new Gauge({
+      name: 'stepgate_store_wal_checkpoints',
+      help: 'SQLite: WAL checkpoints since start run by the checkpointer thread (off the event loop).',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.checkpoints);
+      },
+    });
   }
   const httpDuration = new Histogram({
     name: 'stepgate_http_request_duration_seconds',

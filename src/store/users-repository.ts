@@ -1,5 +1,6 @@
-import { type SqlBool, sql } from 'kysely';
+import { sql } from 'kysely';
 import type { Executor } from './database.ts';
+import { FixedSql } from './fixed-sql.ts';
 import type { FactorsTable, LoginThrottleTable, UsersTable } from './schema.ts';
 
 /**
@@ -65,34 +66,39 @@ export interface UserWithPassword {
  * The user and their password factor in one query, so the login path does the same
  * database work whether or not the name exists.
  */
+/** A user and their password factor (if any), as one row (fixed SQL: every sign-in runs it). */
+interface UserWithPasswordRow {
+  u_id: string;
+  u_username: string;
+  u_display_name: string;
+  u_roles: string;
+  u_groups: string;
+  u_status: UsersTable['status'];
+  u_created_at: number;
+  u_updated_at: number;
+  f_id: string | null;
+  f_status: FactorsTable['status'] | null;
+  f_label: string | null;
+  f_secret_hash: string | null;
+  f_params: string | null;
+  f_counter: number | null;
+  f_failures: number | null;
+  f_locked_until: number | null;
+  f_created_at: number | null;
+  f_updated_at: number | null;
+  f_last_used_at: number | null;
+}
+
+// The statements of every sign-in, as fixed SQL (src/store/fixed-sql.ts): the text is what
+// Kysely's builder compiled them to on both dialects (the tests compare results with it).
+const USER_WITH_PASSWORD = new FixedSql<UserWithPasswordRow>(
+  'select "users"."id" as "u_id", "users"."username" as "u_username", "users"."display_name" as "u_display_name", "users"."roles" as "u_roles", "users"."groups" as "u_groups", "users"."status" as "u_status", "users"."created_at" as "u_created_at", "users"."updated_at" as "u_updated_at", ' +
+    '"factors"."id" as "f_id", "factors"."status" as "f_status", "factors"."label" as "f_label", "factors"."secret_hash" as "f_secret_hash", "factors"."params" as "f_params", "factors"."counter" as "f_counter", "factors"."failures" as "f_failures", "factors"."locked_until" as "f_locked_until", "factors"."created_at" as "f_created_at", "factors"."updated_at" as "f_updated_at", "factors"."last_used_at" as "f_last_used_at" ' +
+    'from "users" left join "factors" on "factors"."user_id" = "users"."id" and "factors"."type" = \'password\' where "users"."username" = ? order by "factors"."created_at" desc',
+);
+
 export async function findUserWithPassword(ex: Executor, username: string): Promise<UserWithPassword | undefined> {
-  const row = await ex
-    .selectFrom('users')
-    .leftJoin('factors', (j) => j.onRef('factors.user_id', '=', 'users.id').on('factors.type', '=', 'password'))
-    .select([
-      'users.id as u_id',
-      'users.username as u_username',
-      'users.display_name as u_display_name',
-      'users.roles as u_roles',
-      'users.groups as u_groups',
-      'users.status as u_status',
-      'users.created_at as u_created_at',
-      'users.updated_at as u_updated_at',
-      'factors.id as f_id',
-      'factors.status as f_status',
-      'factors.label as f_label',
-      'factors.secret_hash as f_secret_hash',
-      'factors.params as f_params',
-      'factors.counter as f_counter',
-      'factors.failures as f_failures',
-      'factors.locked_until as f_locked_until',
-      'factors.created_at as f_created_at',
-      'factors.updated_at as f_updated_at',
-      'factors.last_used_at as f_last_used_at',
-    ])
-    .where('users.username', '=', username)
-    .orderBy('factors.created_at', 'desc')
-    .executeTakeFirst();
+  const row = await USER_WITH_PASSWORD.first(ex, [username]);
   if (row === undefined) return undefined;
   const user: UserRow = {
     id: row.u_id,
@@ -163,8 +169,10 @@ export async function rehashPassword(ex: Executor, factorId: string, verifiedPhc
   return Number(r.numUpdatedRows) > 0;
 }
 
+const MARK_FACTOR_USED = new FixedSql('update "factors" set "last_used_at" = ? where "id" = ?');
+
 export async function markFactorUsed(ex: Executor, factorId: string, nowMs: number): Promise<void> {
-  await ex.updateTable('factors').set({ last_used_at: nowMs }).where('id', '=', factorId).execute();
+  await MARK_FACTOR_USED.run(ex, [nowMs, factorId]);
 }
 
 // ---- login throttle --------------------------------------------------------------------
@@ -187,24 +195,18 @@ export interface ChargeOptions {
  * charge and comparison can never leave a name counted but unlockable. Under concurrency,
  * on either database and across processes, exactly `maxFailures` attempts are charged.
  */
+const EXPIRED = '(login_throttle.locked_until is not null and login_throttle.locked_until <= ?)';
+const CHARGE_LOGIN_ATTEMPT = new FixedSql<{ failures: number; locked_until: number | null }>(
+  'insert into "login_throttle" ("key", "failures", "locked_until", "last_failed_at") values (?, 1, ?, ?) on conflict ("key") do update set ' +
+    `"failures" = (case when ${EXPIRED} then 1 else login_throttle.failures + 1 end), ` +
+    `"locked_until" = (case when (case when ${EXPIRED} then 1 else login_throttle.failures + 1 end) >= ? then cast(? as bigint) else null end), ` +
+    '"last_failed_at" = ? ' +
+    `where ((login_throttle.locked_until is null and login_throttle.failures < ?) or ${EXPIRED}) returning "failures", "locked_until"`,
+);
+
 export async function chargeLoginAttempt(ex: Executor, key: string, o: ChargeOptions): Promise<{ failures: number; lockedUntil: number | null } | undefined> {
-  const expired = sql<SqlBool>`(login_throttle.locked_until is not null and login_throttle.locked_until <= ${o.nowMs})`;
-  const next = sql<number>`(case when ${expired} then 1 else login_throttle.failures + 1 end)`;
-  const row = await ex
-    .insertInto('login_throttle')
-    .values({ key, failures: 1, locked_until: 1 >= o.maxFailures ? o.lockUntilMs : null, last_failed_at: o.nowMs })
-    .onConflict((oc) =>
-      oc
-        .column('key')
-        .doUpdateSet({
-          failures: next,
-          locked_until: sql<number | null>`(case when ${next} >= ${o.maxFailures} then cast(${o.lockUntilMs} as bigint) else null end)`,
-          last_failed_at: o.nowMs,
-        })
-        .where(sql<SqlBool>`((login_throttle.locked_until is null and login_throttle.failures < ${o.maxFailures}) or ${expired})`),
-    )
-    .returning(['failures', 'locked_until'])
-    .executeTakeFirst();
+  const { nowMs, maxFailures, lockUntilMs } = o;
+  const row = await CHARGE_LOGIN_ATTEMPT.first(ex, [key, 1 >= maxFailures ? lockUntilMs : null, nowMs, nowMs, nowMs, maxFailures, lockUntilMs, nowMs, maxFailures, nowMs]);
   if (row === undefined) return undefined;
   return { failures: Number(row.failures), lockedUntil: row.locked_until === null ? null : Number(row.locked_until) };
 }
@@ -222,7 +224,9 @@ export async function lockIfUnlocked(ex: Executor, key: string, lockUntilMs: num
 }
 
 /** Returns whether there was anything to clear. */
+const CLEAR_LOGIN_THROTTLE = new FixedSql('delete from "login_throttle" where "key" = ?');
+
 export async function clearLoginThrottle(ex: Executor, key: string): Promise<boolean> {
-  const r = await ex.deleteFrom('login_throttle').where('key', '=', key).executeTakeFirst();
-  return Number(r.numDeletedRows) > 0;
+  const r = await CLEAR_LOGIN_THROTTLE.run(ex, [key]);
+  return Number(r.numAffectedRows ?? 0) > 0;
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -199,6 +199,51 @@ describe('SQLite group fsync', () => {
       await withDriver(failing, async (db) => {
         await assert.rejects(db.insertInto('t').values({ k: 'x' }).execute(), /EIO/);
       });
+    });
+  });
+
+  describe('WAL checkpoints in a thread of their own', () => {
+    function openOn(checkpointThread: boolean) {
+      const d = mkdtempSync(join(tmpdir(), 'stepgate-ckpt-'));
+      const f = join(d, 'x.sqlite');
+      const opened = openNodeSqlite({ file: f, busyTimeoutMs: 1000, checkpointThread });
+      opened.raw.exec('create table t (k text primary key)');
+      const db = new Kysely<{ t: { k: string } }>({ dialect: opened.dialect });
+      return { file: f, dir: d, db, stats: opened.stats, raw: opened.raw };
+    }
+
+    it('copy the WAL into the database file off the event loop, keep every row, and end with the store', async () => {
+      const withThread = openOn(true);
+      const without = openOn(false);
+      try {
+        for (const s of [withThread, without]) {
+          for (let round = 0; round < 20; round += 1) {
+            await Promise.all(Array.from({ length: 40 }, (_, i) => s.db.insertInto('t').values({ k: `k-${round}-${i}-${'x'.repeat(200)}` }).execute()));
+            // Like requests arriving over time: let the thread's checkpoints land in between.
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+        assert.ok(withThread.stats.checkpoints >= 1, 'the thread checkpointed');
+        assert.equal(without.stats.checkpoints, 0);
+        const dbSize = (s: { file: string }) => statSync(s.file).size;
+        assert.ok(dbSize(withThread) > dbSize(without), `pages were copied into the database file (${dbSize(withThread)} vs ${dbSize(without)} bytes)`);
+        // The event loop's own checkpoint waits for 4,000 pages now (only the rest is left to it).
+        assert.equal(Object.values(withThread.raw.prepare('PRAGMA wal_autocheckpoint').get() ?? {})[0], 4000);
+        // Every row is there, seen through an independent connection, and the file is sound.
+        const check = new DatabaseSync(withThread.file, { readOnly: true });
+        try {
+          assert.equal((check.prepare('select count(*) as n from t').get() as { n: number }).n, 800);
+          assert.equal((check.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check, 'ok');
+        } finally {
+          check.close();
+        }
+      } finally {
+        for (const s of [withThread, without]) {
+          // Closing waits for the thread: nothing is left running (node:test would hang on it).
+          await s.db.destroy();
+          rmSync(s.dir, { recursive: true, force: true });
+        }
+      }
     });
   });
 });
