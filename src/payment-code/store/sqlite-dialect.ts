@@ -5,9 +5,9 @@
  * the `openFiles` registry) on purpose, and is a copy rather than an import because the
  * payment-code service is a third party of the gateway: it imports nothing from src/store/
  * (scripts/lint-src.js enforces it), so that it can be read, deployed and replaced on its own.
- * A fix to one of the two drivers most likely belongs in the other as well. Two deliberate
- * differences: after a failed WAL sync this driver refuses every later write (see `WalSync`),
- * and it checkpoints off the event loop (see `Checkpointer`).
+ * A fix to one of the two drivers most likely belongs in the other as well (the checkpoint
+ * thread went from here to the gateway). One deliberate difference: after a failed WAL sync
+ * this driver refuses every later write (see `WalSync`).
  *
  * The design (why, in short):
  *
@@ -245,8 +245,11 @@ const CHECKPOINTER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { DatabaseSync } = require('node:sqlite');
 const db = new DatabaseSync(workerData.file);
-// Never wait for a lock: a checkpoint that cannot run now runs at the next request.
+// Never wait for a lock: a checkpoint that cannot run now runs at the next request. The
+// connection keeps SQLite's default synchronous = FULL: the checkpoint syncs the WAL before
+// it copies pages and the database file after.
 db.exec('PRAGMA busy_timeout = 0');
+const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
 parentPort.on('message', (message) => {
   if (message === 'close') {
     db.close();
@@ -255,7 +258,7 @@ parentPort.on('message', (message) => {
   }
   let result;
   try {
-    result = { ok: true, row: db.prepare('PRAGMA wal_checkpoint(PASSIVE)').get() };
+    result = { ok: true, row: checkpoint.get() };
   } catch (err) {
     result = { ok: false, error: String(err) };
   }
