@@ -31,6 +31,14 @@ export function createMetrics(commitStats?: GroupCommitStats) {
         this.set(commitStats.checkpoints);
       },
     });
+    new Gauge({
+      name: 'stepgate_store_wal_sync_failures',
+      help: 'SQLite: WAL fdatasyncs that failed since start; after the first, every write is refused until the process restarts (/readyz answers 503).',
+      registers: [registry],
+      collect() {
+        this.set(commitStats.failedFlushes);
+      },
+    });
   }
   const httpDuration = new Histogram({
     name: 'stepgate_http_request_duration_seconds',

@@ -106,6 +106,8 @@ export interface GroupCommitStats {
   waited: number;
   /** WAL checkpoints run by the checkpointer thread (off the event loop). */
   checkpoints: number;
+  /** WAL fdatasyncs that failed (their callers, and every later writer, were refused). */
+  failedFlushes: number;
 }
 
 export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
@@ -113,6 +115,14 @@ export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | n
 /**
  * Group fsync of the WAL, off the event loop: every caller that committed during one
  * event-loop turn waits for one fdatasync started after its commit (see the driver).
+ *
+ * Once an fdatasync has failed, every later `durable()` fails with the same error until the
+ * store is reopened (the process restarted; /readyz says not ready meanwhile). After a write
+ * error the kernel may have dropped the dirty pages and reports the error once, so a later
+ * fdatasync can succeed while frames of the WAL before it are gone; WAL recovery stops at the
+ * first bad frame, so a commit "synced" after that could still be lost — a burnt code could
+ * come back. Refusing is the only answer that stays true (PostgreSQL stops for the same reason).
+ * The payment-code service's driver does the same.
  */
 class WalSync {
   readonly #walFile: string;
@@ -123,6 +133,7 @@ class WalSync {
   #next: Deferred | undefined;
   #inFlight = 0;
   #drained: (() => void)[] = [];
+  #broken: unknown;
 
   constructor(databaseFile: string, fdatasyncFn: FdatasyncFn, stats: GroupCommitStats) {
     this.#walFile = `${databaseFile}-wal`;
@@ -132,6 +143,7 @@ class WalSync {
 
   /** Resolves once a WAL fdatasync that started after this call has returned. */
   durable(): Promise<void> {
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
     if (this.#next === undefined) {
       const next = deferred();
       this.#next = next;
@@ -142,6 +154,10 @@ class WalSync {
 
   #start(next: Deferred): void {
     if (this.#next === next) this.#next = undefined;
+    if (this.#broken !== undefined) {
+      next.reject(this.#broken);
+      return;
+    }
     let fd: number | undefined;
     try {
       fd = this.#open();
@@ -158,8 +174,11 @@ class WalSync {
     this.#stats.flushes += 1;
     this.#fdatasync(fd, (err) => {
       this.#inFlight -= 1;
-      if (err) next.reject(err);
-      else next.resolve();
+      if (err) {
+        this.#stats.failedFlushes += 1;
+        this.#broken ??= err;
+        next.reject(err);
+      } else next.resolve();
       if (this.#inFlight === 0 && this.#next === undefined) for (const done of this.#drained.splice(0)) done();
     });
   }
@@ -559,7 +578,7 @@ export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDia
   raw.exec(`PRAGMA synchronous = ${mode === 'full' ? 'FULL' : 'NORMAL'}`);
   raw.exec('PRAGMA foreign_keys = ON');
   const database = adapt(raw);
-  const stats: GroupCommitStats = { flushes: 0, waited: 0, checkpoints: 0 };
+  const stats: GroupCommitStats = { flushes: 0, waited: 0, checkpoints: 0, failedFlushes: 0 };
   const walSync = mode === 'wal-fsync' && key !== undefined ? new WalSync(key, options.fdatasync ?? fdatasync, stats) : undefined;
   let checkpointer: Checkpointer | undefined;
   if (walSync !== undefined && key !== undefined && options.checkpointThread !== false) {

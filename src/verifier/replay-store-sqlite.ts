@@ -47,6 +47,13 @@ export class SqliteReplayStore implements ReplayStore {
   /** WAL mode on our own file: the WAL we fdatasync ourselves; undefined: FULL does it. */
   readonly #walFile: string | undefined;
   #walFd: number | undefined;
+  /**
+   * The error of a failed WAL fdatasync: from then on every consume is refused until the store
+   * is reopened. The kernel may have dropped the WAL pages of the failed sync and a later sync
+   * can succeed while they are gone (WAL recovery stops at the first bad frame), so a jti
+   * "consumed" after that could come back after a power loss: a replayed token accepted.
+   */
+  #broken: unknown;
   readonly #fdatasync: NonNullable<SqliteReplayStoreOptions['fdatasync']>;
 
   constructor(options: SqliteReplayStoreOptions) {
@@ -92,6 +99,7 @@ export class SqliteReplayStore implements ReplayStore {
     // A connection the caller shares may be inside the caller's own transaction: one
     // autocommitted statement, never a transaction of ours around it.
     if (!this.#ownsDatabase) return Number(this.#insert.run(jti, expiresAt.getTime()).changes) === 1;
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
     // The consumes that arrive within one turn of the loop are committed together (one WAL
     // fdatasync for all, see the class comment), and each caller hears its answer only after
     // that sync: exactly-once is the insert's, unchanged (a jti twice in one batch: the
@@ -126,6 +134,7 @@ export class SqliteReplayStore implements ReplayStore {
       return;
     }
     const answer = (err: unknown) => {
+      if (err && this.#walFile !== undefined) this.#broken ??= err;
       if (err) for (const b of batch) b.reject(err);
       else for (const [i, b] of batch.entries()) b.resolve(results[i] as boolean);
     };

@@ -579,6 +579,27 @@ for (const dialect of testDialects()) {
         }
       });
 
+      it('/readyz answers 503 once a WAL fdatasync of the SQLite file has failed (every write is refused until restart)', async () => {
+        const stats = tg.gw.store.commitStats;
+        if (dialect !== 'sqlite') {
+          assert.equal(stats, undefined, 'PostgreSQL has no WAL sync of its own to fail');
+          return;
+        }
+        assert.ok(stats !== undefined);
+        assert.equal(stats.failedFlushes, 0);
+        // What the driver records when an fdatasync fails (the refusal itself: sqlite-group-commit.test.ts).
+        stats.failedFlushes = 1;
+        try {
+          const down = await tg.http().get('/readyz');
+          assert.equal(down.status, 503);
+          assert.equal(assertProblem5xx(down), 'service_unavailable');
+          assert.match((await tg.http().get('/metrics')).text, /^stepgate_store_wal_sync_failures 1$/m);
+        } finally {
+          stats.failedFlushes = 0;
+        }
+        assert.equal((await tg.http().get('/readyz')).status, 200);
+      });
+
       it('/metrics exposes the HTTP latency histogram by route template, and login outcomes', async () => {
         await tg.http().get('/healthz');
         await tg.http().get(`/no/such/${newId('x')}`);

@@ -200,6 +200,25 @@ describe('SQLite group fsync', () => {
         await assert.rejects(db.insertInto('t').values({ k: 'x' }).execute(), /EIO/);
       });
     });
+
+    it('after one failed fdatasync every later write is refused, even when the disk answers again; reads still work', async () => {
+      let calls = 0;
+      const failsOnce: FdatasyncFn = (_fd, cb) => {
+        calls += 1;
+        const err = calls === 1 ? (Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }) as NodeJS.ErrnoException) : null;
+        setImmediate(() => cb(err));
+      };
+      await withDriver(failsOnce, async (db) => {
+        await assert.rejects(db.insertInto('t').values({ k: 'a' }).execute(), /EIO/);
+        // The kernel may have dropped the WAL pages of the failed sync: no later write may be
+        // reported durable, whatever a later fdatasync would say. No further sync is even tried.
+        await assert.rejects(db.insertInto('t').values({ k: 'b' }).execute(), /EIO/);
+        await assert.rejects(db.transaction().execute((tx) => tx.insertInto('t').values({ k: 'c' }).execute()), /EIO/);
+        assert.equal(calls, 1);
+        const rows = await db.selectFrom('t').select('k').execute();
+        assert.ok(rows.length >= 1, 'reads are still answered');
+      });
+    });
   });
 
   describe('WAL checkpoints in a thread of their own', () => {

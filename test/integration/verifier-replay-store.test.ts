@@ -213,7 +213,7 @@ describe('replay store specifics', () => {
     }
   });
 
-  it('sqlite: a batch is answered only after the WAL fdatasync returned; a failed sync refuses (fails closed)', async () => {
+  it('sqlite: a batch is answered only after the WAL fdatasync returned; a failed sync refuses, and so does every consume after it (fails closed)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stepgate-replay-sync-'));
     try {
       const clock = new FixedClock(T0);
@@ -237,6 +237,11 @@ describe('replay store specifics', () => {
       fail = true;
       await assert.rejects(store.consume('s-3', at(120)), /EIO/);
       fail = false;
+      // Once a sync failed, nothing is reported consumed any more (a later sync proves nothing
+      // about the WAL frames the failed one lost), and no further sync is tried.
+      const syncs = events.filter((e) => e === 'sync started').length;
+      await assert.rejects(store.consume('s-4', at(120)), /EIO/);
+      assert.equal(events.filter((e) => e === 'sync started').length, syncs);
       store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
