@@ -443,6 +443,18 @@ describe('payment-code replay store on SQLite', () => {
     assert.equal(Number(rows.rows[0]?.n), 21);
   });
 
+  it('after a failed WAL sync the store is not ready (every write would be refused)', async () => {
+    await store.ping();
+    const stats = store.commitStats as GroupCommitStats;
+    stats.failedFlushes += 1;
+    try {
+      await assert.rejects(store.ping(), /WAL fdatasync/);
+    } finally {
+      stats.failedFlushes -= 1;
+    }
+    await store.ping();
+  });
+
   it('misuse is a TypeError, not a verdict', async () => {
     const replay = store.replayStore(systemClock);
     await assert.rejects(replay.consume('', new Date()), TypeError);

@@ -373,8 +373,8 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
 
   api.route(router, {
     method: 'get', path: '/readyz', tag: 'operations', security: 'none',
-    summary: 'Readiness: the database answers.',
-    responses: { 200: { description: 'ready', schema: z.object({ status: z.literal('ready') }) }, 503: { description: 'service_unavailable' } },
+    summary: 'Readiness: the database answers (and, on SQLite, no write to its file has failed).',
+    responses: { 200: { description: 'ready', schema: z.object({ status: z.literal('ready') }) }, 503: { description: 'service_unavailable: the database is unreachable, or a write to the SQLite file failed (every write is refused until restart)' } },
   }, [], async (_req, res) => {
     try {
       await svc.store.ping();

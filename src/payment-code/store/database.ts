@@ -64,6 +64,9 @@ function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
     dialect: 'sqlite',
     location: options.sqliteFile,
     ping: async () => {
+      // After a failed WAL fdatasync every write is refused until restart (sqlite-dialect.ts):
+      // not ready, so that a load balancer stops sending requests that can only fail.
+      if (stats.failedFlushes > 0) throw new Error('a write to the SQLite file failed (WAL fdatasync): every write is refused until P is restarted');
       raw.prepare('select 1').get();
     },
     replayStore: (clock) => new PcSqliteReplayStore(db, raw, REPLAY_TABLE, clock),

@@ -6,8 +6,8 @@
  * payment-code service is a third party of the gateway: it imports nothing from src/store/
  * (scripts/lint-src.js enforces it), so that it can be read, deployed and replaced on its own.
  * A fix to one of the two drivers most likely belongs in the other as well (the checkpoint
- * thread went from here to the gateway). One deliberate difference: after a failed WAL sync
- * this driver refuses every later write (see `WalSync`).
+ * thread and the refusal of every write after a failed WAL sync went from here to the
+ * gateway's).
  *
  * The design (why, in short):
  *
