@@ -134,7 +134,6 @@ export class SqliteReplayStore implements ReplayStore {
       return;
     }
     const answer = (err: unknown) => {
-      if (err && this.#walFile !== undefined) this.#broken ??= err;
       if (err) for (const b of batch) b.reject(err);
       else for (const [i, b] of batch.entries()) b.resolve(results[i] as boolean);
     };
@@ -149,16 +148,21 @@ export class SqliteReplayStore implements ReplayStore {
       answer(err);
       return;
     }
+    // A failed sync (not a failure to open the WAL) breaks the store for good: see #broken.
     if (mode === 'sync') {
       try {
         fdatasyncSync(fd);
         answer(null);
       } catch (err) {
+        this.#broken ??= err;
         answer(err);
       }
       return;
     }
-    this.#fdatasync(fd, answer);
+    this.#fdatasync(fd, (err) => {
+      if (err) this.#broken ??= err;
+      answer(err);
+    });
   }
 
   /** The WAL exists from the first commit on and keeps its inode while the file is open. */
