@@ -30,17 +30,17 @@ export interface RateDecision {
 const RELAXED_PG = `with "relaxed" as (select set_config('synchronous_commit', 'off', true))`;
 const UPSERT = 'on conflict ("key") do update set "count" = "rate_limits"."count" + 1';
 
-export const COUNT = new FixedSql<{ count: number }>(`insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?) ${UPSERT} returning "count"`, {
-  postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", 1, "v"."expires_at" from (values (?::text, ?::bigint)) as "v" ("key", "expires_at") cross join "relaxed" ${UPSERT} returning "count"`,
-});
+/** Charges `budgets` counters in one statement (one round trip, one commit). */
+function countStatement(budgets: number): FixedSql<{ key: string; count: number }> {
+  const rows = (row: string) => Array.from({ length: budgets }, () => row).join(', ');
+  return new FixedSql(`insert into "rate_limits" ("key", "count", "expires_at") values ${rows('(?, 1, ?)')} ${UPSERT} returning "key", "count"`, {
+    postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", 1, "v"."expires_at" from (values ${rows('(?::text, ?::bigint)')}) as "v" ("key", "expires_at") cross join "relaxed" ${UPSERT} returning "key", "count"`,
+  });
+}
 
-/** Two budgets charged in one statement (one round trip, one commit): the address and its sign-in or step-up budget. */
-const COUNT_TWO = new FixedSql<{ key: string; count: number }>(
-  `insert into "rate_limits" ("key", "count", "expires_at") values (?, 1, ?), (?, 1, ?) ${UPSERT} returning "key", "count"`,
-  {
-    postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", 1, "v"."expires_at" from (values (?::text, ?::bigint), (?::text, ?::bigint)) as "v" ("key", "expires_at") cross join "relaxed" ${UPSERT} returning "key", "count"`,
-  },
-);
+export const COUNT = countStatement(1);
+/** Two budgets charged in one statement: the address and its sign-in or step-up budget. */
+const COUNT_TWO = countStatement(2);
 
 export interface Charge {
   bucket: RateBucket;
@@ -67,12 +67,10 @@ export async function consumeRates(gw: Gateway, charges: readonly [Charge] | rea
     // request does not wait for the WAL fsync of its counter (SQLite: withoutDurabilityWait;
     // PostgreSQL: synchronous_commit off for the counter's own transaction, see COUNT); it is
     // still committed before the request goes on, and counted by every process on the database.
-    const { rows } = await withoutDurabilityWait(() =>
-      keys.length === 1 ? COUNT.run(gw.store.db, [keys[0], expiresAt]) : COUNT_TWO.run(gw.store.db, [keys[0], expiresAt, keys[1], expiresAt]),
-    );
+    const { rows } = await withoutDurabilityWait(() => (keys.length === 1 ? COUNT : COUNT_TWO).run(gw.store.db, keys.flatMap((key) => [key, expiresAt])));
     counts = keys.map((key) => {
       // RETURNING does not promise an order: match the rows by key.
-      const row = keys.length === 1 ? rows[0] : (rows as { key: string; count: number }[]).find((r) => r.key === key);
+      const row = rows.find((r) => r.key === key);
       if (row === undefined) throw new Error('rate-limit upsert returned no row');
       return Number(row.count);
     });

@@ -305,7 +305,13 @@ class Checkpointer {
     if (this.#commits < CHECKPOINT_EVERY_COMMITS || this.#inFlight || this.#dead) return;
     this.#commits = 0;
     this.#inFlight = true;
-    this.#start().postMessage('checkpoint');
+    try {
+      this.#start().postMessage('checkpoint');
+    } catch {
+      // No thread (out of resources): SQLite's own checkpoint keeps the WAL bounded. This runs
+      // after a commit; it must never turn that commit's answer into an error.
+      this.#dead = true;
+    }
   }
 
   #start(): Worker {
