@@ -139,11 +139,17 @@ export async function finishWebAuthnRegistration(gw: Gateway, userId: string, fa
   const credential = outcome.credential;
   const params = paramsFromNewCredential(credential);
   const activated = await gw.store.db.transaction().execute(async (tx) => {
+    // Concurrent finishes of one registration also collide on webauthn_credentials.factor_id
+    // (unique), which ON CONFLICT (credential_id) does not arbitrate on PostgreSQL: the loser
+    // gets a unique violation, the same outcome as a claimed credential (caught below).
     const claimed = await insertOnce(tx, { table: 'webauthn_credentials', values: { credential_id: credential.credentialId, factor_id: row.id, user_id: userId, created_at: nowMs }, conflict: ['credential_id'] });
     if (!claimed) return 'exists' as const;
     const ok = await activatePendingFactor(gw, tx, userId, row.id, { params: { ...params }, counter: credential.counter, ...(clean === undefined ? {} : { label: clean }) }, who);
     if (!ok) throw new AppError('not_found', { detail: 'No such enrolment in progress (it may have been finished already).' });
     return 'ok' as const;
+  }).catch((err: unknown) => {
+    if (usersRepo.isUniqueViolation(err)) return 'exists' as const;
+    throw err;
   });
   if (activated === 'exists') {
     return refuse('credential_exists', new AppError('conflict', { detail: 'This authenticator is already registered.', invalidParams: [{ pointer: '/credential', reason: 'credential already registered' }] }));
