@@ -57,9 +57,10 @@ export async function tokenWorkInProcess(gw: Gateway, ids: readonly string[], ba
  * verification (attempt charged, code compared, counter burnt, policy re-checked, audit) and
  * the JSON answer serialised.
  */
-export async function totpWorkInProcess(gw: Gateway, pending: readonly { id: string; ticket: string; code: string }[], concurrency: number): Promise<InProcessRate> {
+export async function totpWorkInProcess(gw: Gateway, pending: readonly { id: string; ticket: string; code: string }[], concurrency: number, before?: () => void): Promise<InProcessRate> {
   const limits = gw.config.rateLimits;
   return inFlight(pending, concurrency, async (p) => {
+    before?.();
     await consumeRates(gw, [{ bucket: 'ip', subject: '127.0.0.1', limit: limits.perIp }, { bucket: 'stepup_user_ip', subject: '127.0.0.1', limit: limits.stepupUserPerIp }]);
     const stepUp = await authorizeTicket(gw, p.id, p.ticket);
     const result = await verifyStepUpFactor(gw, stepUp, { factor: 'totp', input: { code: p.code } }, { ip: '127.0.0.1', requestId: null });
