@@ -1,5 +1,6 @@
 // npx node --disable-warning=ExperimentalWarning bench/hardware-tokens.ts
-//   [--tokens N] [--users N] [--connections C] [--pg] [--only import,verify] [--smoke]
+//   [--tokens N] [--users N] [--connections C] [--pg] [--only import,verify] [--smoke] [--profile DIR]
+//   [--order hotp,totp,sm3,...] [--in-process]
 //
 // Hardware OTP tokens (issue 6), measured, not tested (it asserts nothing):
 //   1. import: a PSKC file of N tokens (default 100,000; HOTP, PSK aes128-cbc + HMAC-SHA1
@@ -17,6 +18,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/load-config.ts';
+import type { Config } from '../src/config/schema.ts';
 import { hashToken, newId } from '../src/crypto/ids.ts';
 import { importTokenFile } from '../src/flows/hardware-token-import.ts';
 import { assignToken } from '../src/flows/hardware-tokens.ts';
@@ -25,6 +27,7 @@ import { createGateway } from '../src/gateway.ts';
 import { tokenCodeGenerator, tokenStep, type TokenCodeParams } from '../src/otp/index.ts';
 import { readTokenFile } from '../src/pskc/index.ts';
 import type { StepUpsTable } from '../src/store/schema.ts';
+import { otpWorkInProcess } from './lib/in-process.ts';
 import { load } from './lib/load.ts';
 import { type Child, freePort, ROOT, startStepgate } from './lib/processes.ts';
 import { ACTION, CONTEXT, seedGateway } from './lib/seed.ts';
@@ -39,6 +42,12 @@ const { values } = parseArgs({
     smoke: { type: 'boolean', default: false },
     /** Also write the rows as JSON here (npm run bench folds them into its table). */
     json: { type: 'string' },
+    /** The verifying gateway writes a V8 CPU profile here on exit (npm run bench -- --profile DIR passes DIR/hardware). */
+    profile: { type: 'string' },
+    /** The measured rounds in order, a family named more than once sharing its codes (default: each family in each place once). */
+    order: { type: 'string' },
+    /** Verify without HTTP, in this process (CPU time per verification): see verifyInProcess. */
+    'in-process': { type: 'boolean', default: false },
   },
 });
 const SMOKE = values.smoke === true;
@@ -149,11 +158,116 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
 }
 
 type Family = 'hotp' | 'totp' | 'sm3';
+interface Planned {
+  family: Family;
+  userId: string;
+  username: string;
+  serial: string;
+}
+interface Pending {
+  id: string;
+  ticket: string;
+  code: string;
+}
 const FAMILIES: Record<Family, { csv: (serial: string, seedHex: string) => string; params: TokenCodeParams }> = {
   hotp: { csv: (s, k) => `${s},${k},hotp,6,0,SHA1`, params: { kind: 'hotp', algorithm: 'SHA1', digits: 6, periodSeconds: 0 } },
   totp: { csv: (s, k) => `${s},${k},totp,6,30,SHA1`, params: { kind: 'totp', algorithm: 'SHA1', digits: 6, periodSeconds: 30 } },
   sm3: { csv: (s, k) => `${s},${k},totp,6,60,SM3`, params: { kind: 'totp', algorithm: 'SM3', digits: 6, periodSeconds: 60 } },
 };
+
+/**
+ * A pending step-up for each planned user, straight into the database (creating them is the
+ * create scenario of npm run bench), and the correct code for each.
+ */
+async function pendingCodes(config: Config, clientId: string, mine: Planned[], keys: Map<string, Buffer>): Promise<Pending[]> {
+  const opener = await createGateway(config);
+  const tickets: { id: string; ticket: string; p: Planned }[] = [];
+  try {
+    const nowMs = Date.now();
+    const stepups: StepUpsTable[] = mine.map((p) => {
+      const id = newId('stp');
+      const ticket = randomBytes(32).toString('base64url');
+      tickets.push({ id, ticket, p });
+      return {
+        id, client_id: clientId, user_id: p.userId, action: ACTION, context: JSON.stringify(CONTEXT), amount: CONTEXT.amount, currency: CONTEXT.currency,
+        binding_message: null, redirect_uri: null, state: null, status: 'pending', policy_id: 'bench-hw', policy_version: 2, requirement: JSON.stringify({ anyOf: [['hardware_otp']] }),
+        acr: 'urn:stepgate:aal2', token_ttl_seconds: 120, max_age_seconds: 0, ticket_hash: hashToken(ticket), attempts: 0, max_attempts: 5, proven: '[]', amr: '[]', version: 0,
+        created_at: nowMs, expires_at: nowMs + 290_000, completed_at: null, auth_time: null, token_issued_at: null, token_jti: null, last_polled_at: null, poll_interval_seconds: 2,
+      };
+    });
+    for (let i = 0; i < stepups.length; i += 500) await opener.store.db.insertInto('stepups').values(stepups.slice(i, i + 500)).execute();
+  } finally {
+    await opener.close();
+  }
+  const at = new Date();
+  return tickets.map((t) => {
+    const params = FAMILIES[t.p.family].params;
+    const gen = tokenCodeGenerator(createSecretKey(keys.get(t.p.serial) as Buffer), params);
+    return { id: t.id, ticket: t.ticket, code: params.kind === 'hotp' ? gen(1) : gen(tokenStep(params, at)) };
+  });
+}
+
+/**
+ * --order: the measured rounds in order (a family named n times gets 1/n of its codes in each).
+ * By default each family is measured three times and takes each place once (a Latin square):
+ * even after the warm-up, the first round measured costs more (GC, code still being optimised:
+ * ~20 % more gateway CPU per verification for TOTP measured first), and measured first alone,
+ * HOTP took that for its own cost.
+ */
+function measuredOrder(families: readonly Family[]): Family[] {
+  const latin = families.flatMap((_, shift) => families.map((__, i) => families[(i + shift) % families.length] as Family));
+  const order = (values.order?.split(',') ?? latin) as Family[];
+  for (const f of order) if (!families.includes(f)) throw new Error(`--order: not a family: ${f}`);
+  return order;
+}
+
+/**
+ * --in-process: the same verifications without HTTP, through the flow functions the route
+ * calls (bench/lib/in-process.ts), CPU time of this process: a family's own cost, free of
+ * the HTTP layer and of the load generator sharing the two cores.
+ */
+async function verifyInProcess(config: Config, clientId: string, plan: Planned[], keys: Map<string, Buffer>, families: readonly Family[]): Promise<void> {
+  const pendingOf = new Map<Family, Pending[]>();
+  for (const family of families) pendingOf.set(family, await pendingCodes(config, clientId, plan.filter((p) => p.family === family), keys));
+  const gw = await createGateway(config);
+  try {
+    // A quarter of every family's codes warm the JIT up, interleaved, unmeasured.
+    const warmUp = families.flatMap((family) => (pendingOf.get(family) as Pending[]).splice(0, Math.floor((pendingOf.get(family) as Pending[]).length / 4)));
+    log(`warming up with ${warmUp.length} verifications of all families (in process)`);
+    await otpWorkInProcess(gw, 'hardware_otp', warmUp, CONNECTIONS, 0);
+    const order = measuredOrder(families);
+    const perRound = new Map<Family, { ops: number; cpu: number; wall: number; rounds: string[] }>();
+    for (const [i, family] of order.entries()) {
+      const left = order.slice(i).filter((f) => f === family).length;
+      const all = pendingOf.get(family) as Pending[];
+      const batch = all.splice(0, Math.ceil(all.length / left));
+      const startedUs = process.hrtime.bigint() / 1000n;
+      const cpu0 = process.cpuUsage();
+      const r = await otpWorkInProcess(gw, 'hardware_otp', batch, CONNECTIONS, 0);
+      const cpu = process.cpuUsage(cpu0);
+      // The window in a profile of this process (node --cpu-prof: the same monotonic clock).
+      log(`  ${family} window: ${startedUs}..${process.hrtime.bigint() / 1000n} µs; user ${(cpu.user / batch.length).toFixed(0)} µs, system ${(cpu.system / batch.length).toFixed(0)} µs each`);
+      log(`  ${family}: ${r.ops} verifications, ${(1e6 / r.perCpuSecond).toFixed(0)} µs CPU each (${r.perCpuSecond.toFixed(0)} per CPU-second), ${r.perSecond.toFixed(0)}/s`);
+      const acc = perRound.get(family) ?? { ops: 0, cpu: 0, wall: 0, rounds: [] };
+      acc.ops += r.ops;
+      acc.cpu += r.ops / r.perCpuSecond;
+      acc.wall += r.ops / r.perSecond;
+      acc.rounds.push((1e6 / r.perCpuSecond).toFixed(0));
+      perRound.set(family, acc);
+    }
+    for (const [family, acc] of perRound) {
+      rows.push({
+        scenario: `in process: verify ${family === 'sm3' ? 'SM3 (GM/T 0021, time)' : family.toUpperCase()} (counters, ticket, verification; no HTTP)`,
+        value: acc.ops / acc.cpu,
+        unit: 'per CPU-second',
+        perCpuSecond: acc.ops / acc.cpu,
+        note: `${acc.ops} verifications, ${((acc.cpu / acc.ops) * 1e6).toFixed(0)} µs CPU each (rounds: ${acc.rounds.join(', ')} µs), ${(acc.ops / acc.wall).toFixed(0)}/s wall`,
+      });
+    }
+  } finally {
+    await gw.close();
+  }
+}
 
 async function benchVerify(work: string): Promise<void> {
   const schema = `bench_hwv_${process.pid}`;
@@ -169,7 +283,7 @@ async function benchVerify(work: string): Promise<void> {
   const seeded = await seedGateway(config, USERS * families.length, log);
   const gw = await createGateway(config);
   const keys = new Map<string, Buffer>();
-  const plan: { family: Family; userId: string; username: string; serial: string }[] = [];
+  const plan: Planned[] = [];
   try {
     await savePolicySet(gw, [{ id: 'bench-hw', action: ACTION, priority: 10, require: { anyOf: [['hardware_otp']] }, acr: 'urn:stepgate:aal2', tokenTtlSeconds: 120 }], { who: { actor: 'bench' } });
     const lines: string[] = [];
@@ -203,14 +317,20 @@ async function benchVerify(work: string): Promise<void> {
     await gw.close();
   }
 
-  const server: Child = await startStepgate(['serve', '--config', configFile], env, { port });
+  if (values['in-process'] === true) {
+    await verifyInProcess(config, seeded.clientId, plan, keys, families);
+    return;
+  }
+  const nodeArgs = values.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values.profile}`];
+  const server: Child = await startStepgate(['serve', '--config', configFile], env, { port, nodeArgs });
   try {
     type Body = { path: string; ticket: string; body: string };
     const verifyAll = (list: Body[]) => {
       let next = 0;
       return load({
         url: server.url,
-        connections: CONNECTIONS,
+        // autocannon refuses more connections than requests (a smoke run's short rounds).
+        connections: Math.min(CONNECTIONS, list.length),
         durationSeconds: 120,
         amount: list.length,
         requests: [
@@ -229,34 +349,9 @@ async function benchVerify(work: string): Promise<void> {
     // Every family's step-ups and codes first (time codes stay good for a step either side).
     const bodiesOf = new Map<Family, Body[]>();
     for (const family of families) {
-      const mine = plan.filter((p) => p.family === family);
-      // Pending step-ups straight into the database (creating them is the create scenario of npm run bench).
-      const opener = await createGateway(config);
-      const tickets: { id: string; ticket: string; serial: string }[] = [];
-      try {
-        const nowMs = Date.now();
-        const stepups: StepUpsTable[] = mine.map((p) => {
-          const id = newId('stp');
-          const ticket = randomBytes(32).toString('base64url');
-          tickets.push({ id, ticket, serial: p.serial });
-          return {
-            id, client_id: seeded.clientId, user_id: p.userId, action: ACTION, context: JSON.stringify(CONTEXT), amount: CONTEXT.amount, currency: CONTEXT.currency,
-            binding_message: null, redirect_uri: null, state: null, status: 'pending', policy_id: 'bench-hw', policy_version: 2, requirement: JSON.stringify({ anyOf: [['hardware_otp']] }),
-            acr: 'urn:stepgate:aal2', token_ttl_seconds: 120, max_age_seconds: 0, ticket_hash: hashToken(ticket), attempts: 0, max_attempts: 5, proven: '[]', amr: '[]', version: 0,
-            created_at: nowMs, expires_at: nowMs + 290_000, completed_at: null, auth_time: null, token_issued_at: null, token_jti: null, last_polled_at: null, poll_interval_seconds: 2,
-          };
-        });
-        for (let i = 0; i < stepups.length; i += 500) await opener.store.db.insertInto('stepups').values(stepups.slice(i, i + 500)).execute();
-      } finally {
-        await opener.close();
-      }
-      const params = FAMILIES[family].params;
-      const at = new Date();
-      const bodies = tickets.map((t) => {
-        const gen = tokenCodeGenerator(createSecretKey(keys.get(t.serial) as Buffer), params);
-        const code = params.kind === 'hotp' ? gen(1) : gen(tokenStep(params, at));
-        return { path: `/v1/stepup/${t.id}/verify`, ticket: t.ticket, body: JSON.stringify({ factor: 'hardware_otp', code }) };
-      });
+      const bodies = (await pendingCodes(config, seeded.clientId, plan.filter((p) => p.family === family), keys)).map((t) => ({
+        path: `/v1/stepup/${t.id}/verify`, ticket: t.ticket, body: JSON.stringify({ factor: 'hardware_otp', code: t.code }),
+      }));
       // One by hand first: a bench that measures refusals would measure the wrong thing.
       const first = bodies.shift();
       if (first !== undefined) {
@@ -271,23 +366,48 @@ async function benchVerify(work: string): Promise<void> {
     const warmUp = families.flatMap((family) => (bodiesOf.get(family) as Body[]).splice(0, Math.floor((bodiesOf.get(family) as Body[]).length / 4)));
     log(`warming up with ${warmUp.length} verifications of all families`);
     if (warmUp.length > 0) await verifyAll(warmUp);
-    for (const family of families) {
-      const bodies = bodiesOf.get(family) as Body[];
+    // --order (e.g. totp,hotp,sm3,hotp) tells a family's own cost from its place in the sequence.
+    const order = measuredOrder(families);
+    const rounds = new Map<Family, { requests: number; ok: number; seconds: number; cpu: number; p50: number[]; p99: number[]; errors: number; perRound: string[] }>();
+    for (const [i, family] of order.entries()) {
+      const left = order.slice(i).filter((f) => f === family).length;
+      const all = bodiesOf.get(family) as Body[];
+      const bodies = all.splice(0, Math.ceil(all.length / left));
       log(`verifying ${bodies.length} ${family} codes through the HTTP API`);
       const cpuBefore = server.cpuSeconds();
+      const startedUs = process.hrtime.bigint() / 1000n;
       const r = await verifyAll(bodies);
       const cpu = server.cpuSeconds() - cpuBefore;
+      // The same monotonic clock as the profile's sample times, to cut a family's window out of it.
+      if (values.profile !== undefined) log(`  ${family} window in the profile: ${startedUs}..${process.hrtime.bigint() / 1000n} µs`);
+      const ok = r.rps * r.durationSeconds;
+      log(`  ${r.rps.toFixed(0)}/s, ${cpu > 0 ? (ok / cpu).toFixed(0) : '?'} per gateway CPU-second, p50 ${r.p50} ms, p99 ${r.p99} ms`);
+      const acc = rounds.get(family) ?? { requests: 0, ok: 0, seconds: 0, cpu: 0, p50: [], p99: [], errors: 0, perRound: [] };
+      acc.requests += r.requests;
+      acc.ok += ok;
+      acc.seconds += r.durationSeconds;
+      acc.cpu += cpu;
+      acc.p50.push(r.p50);
+      acc.p99.push(r.p99);
+      acc.errors += r.non2xx + r.errors;
+      acc.perRound.push(cpu > 0 ? (ok / cpu).toFixed(0) : '?');
+      rounds.set(family, acc);
+    }
+    for (const [family, acc] of rounds) {
+      const rps = acc.ok / acc.seconds;
+      const p50 = Math.max(...acc.p50);
+      const p99 = Math.max(...acc.p99);
       rows.push({
         kind: family,
-        ...(cpu > 0 ? { perCpuSecond: (r.rps * r.durationSeconds) / cpu } : {}),
-        p50: r.p50,
-        p99: r.p99,
-        errors: r.non2xx + r.errors,
+        ...(acc.cpu > 0 ? { perCpuSecond: acc.ok / acc.cpu } : {}),
+        p50,
+        p99,
+        errors: acc.errors,
         rssMb: server.rssMb(),
         scenario: `verify ${family === 'sm3' ? 'SM3 (GM/T 0021, time)' : family.toUpperCase()} through POST /v1/stepup/{id}/verify (${values.pg ? 'postgres' : 'sqlite'})`,
-        value: r.rps,
+        value: rps,
         unit: 'verifications/s',
-        note: `p50 ${r.p50} ms, p99 ${r.p99} ms, ${r.requests} requests, ${r.non2xx + r.errors} not 2xx, ${cpu > 0 ? ((r.rps * r.durationSeconds) / cpu).toFixed(0) : '?'} per gateway CPU-second`,
+        note: `p50 ${p50} ms, p99 ${p99} ms, ${acc.requests} requests, ${acc.errors} not 2xx, ${acc.cpu > 0 ? (acc.ok / acc.cpu).toFixed(0) : '?'} per gateway CPU-second${acc.perRound.length > 1 ? ` (rounds: ${acc.perRound.join(', ')})` : ''}`,
       });
     }
   } finally {

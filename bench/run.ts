@@ -545,7 +545,7 @@ async function main(): Promise<void> {
     if (wanted('hardware')) {
       log(`hardware tokens: PSKC import of ${TOKENS} and HOTP/TOTP/SM3 verification (bench/hardware-tokens.ts)`);
       const out = join(work, 'hardware.json');
-      await runNode([join(ROOT, 'bench/hardware-tokens.ts'), '--json', out, '--tokens', String(TOKENS), '--connections', String(CONNECTIONS), ...(SMOKE ? ['--smoke'] : []), ...(values.pg ? ['--pg'] : [])]);
+      await runNode([join(ROOT, 'bench/hardware-tokens.ts'), '--json', out, '--tokens', String(TOKENS), '--connections', String(CONNECTIONS), ...(SMOKE ? ['--smoke'] : []), ...(values.pg ? ['--pg'] : []), ...(values.profile === undefined ? [] : ['--profile', join(values.profile, 'hardware')])]);
       const hw = JSON.parse(readFileSync(out, 'utf8')) as { rows: { kind?: string; value: number; scenario: string; perCpuSecond?: number; p50?: number; p99?: number; errors?: number; rssMb?: number; note?: string }[] };
       for (const h of hw.rows) {
         if (h.kind === 'import') {

@@ -15,9 +15,10 @@ export interface InProcessRate {
   ops: number;
 }
 
-async function inFlight<T>(items: readonly T[], concurrency: number, op: (item: T) => Promise<void>): Promise<InProcessRate> {
-  // The first tenth warms the JIT up, unmeasured.
-  const warm = Math.floor(items.length / 10);
+/** `op` over `items` with `concurrency` in flight; CPU and wall time of this process, the first `warmFraction` unmeasured. */
+export async function inFlight<T>(items: readonly T[], concurrency: number, op: (item: T) => Promise<void>, warmFraction = 0.1): Promise<InProcessRate> {
+  // The first tenth (by default) warms the JIT up, unmeasured.
+  const warm = Math.floor(items.length * warmFraction);
   let next = 0;
   const drain = async (until: number) => {
     while (next < until) await op(items[next++] as T);
@@ -52,19 +53,30 @@ export async function tokenWorkInProcess(gw: Gateway, ids: readonly string[], ba
 }
 
 /**
- * `POST /v1/stepup/{id}/verify` with a TOTP code, without HTTP: the address and step-up
- * counters (one statement, as the middleware charges them), the ticket check, the whole
- * verification (attempt charged, code compared, counter burnt, policy re-checked, audit) and
- * the JSON answer serialised.
+ * `POST /v1/stepup/{id}/verify` with a one-time code (`totp`, `hardware_otp`), without HTTP:
+ * the address and step-up counters (one statement, as the middleware charges them), the
+ * ticket check, the whole verification (attempt charged, code compared, counter burnt,
+ * policy re-checked, audit) and the JSON answer serialised. `warmFraction` of the items
+ * (default a tenth) warm the JIT up first, unmeasured.
  */
-export async function totpWorkInProcess(gw: Gateway, pending: readonly { id: string; ticket: string; code: string }[], concurrency: number, before?: () => void): Promise<InProcessRate> {
+export async function otpWorkInProcess(gw: Gateway, factor: 'totp' | 'hardware_otp', pending: readonly { id: string; ticket: string; code: string }[], concurrency: number, warmFraction?: number, before?: () => void): Promise<InProcessRate> {
   const limits = gw.config.rateLimits;
-  return inFlight(pending, concurrency, async (p) => {
-    before?.();
-    await consumeRates(gw, [{ bucket: 'ip', subject: '127.0.0.1', limit: limits.perIp }, { bucket: 'stepup_user_ip', subject: '127.0.0.1', limit: limits.stepupUserPerIp }]);
-    const stepUp = await authorizeTicket(gw, p.id, p.ticket);
-    const result = await verifyStepUpFactor(gw, stepUp, { factor: 'totp', input: { code: p.code } }, { ip: '127.0.0.1', requestId: null });
-    if (!result.completed) throw new Error('bench: the TOTP verification did not complete the step-up');
-    JSON.stringify({ status: result.stepUp.status, completed: result.completed, remaining: [] });
-  });
+  return inFlight(
+    pending,
+    concurrency,
+    async (p) => {
+      before?.();
+      await consumeRates(gw, [{ bucket: 'ip', subject: '127.0.0.1', limit: limits.perIp }, { bucket: 'stepup_user_ip', subject: '127.0.0.1', limit: limits.stepupUserPerIp }]);
+      const stepUp = await authorizeTicket(gw, p.id, p.ticket);
+      const result = await verifyStepUpFactor(gw, stepUp, { factor, input: { code: p.code } }, { ip: '127.0.0.1', requestId: null });
+      if (!result.completed) throw new Error(`bench: the ${factor} verification did not complete the step-up`);
+      JSON.stringify({ status: result.stepUp.status, completed: result.completed, remaining: [] });
+    },
+    warmFraction,
+  );
+}
+
+/** otpWorkInProcess with TOTP codes; `before` runs ahead of each verification (bench/http-overhead.ts). */
+export function totpWorkInProcess(gw: Gateway, pending: readonly { id: string; ticket: string; code: string }[], concurrency: number, before?: () => void): Promise<InProcessRate> {
+  return otpWorkInProcess(gw, 'totp', pending, concurrency, undefined, before);
 }

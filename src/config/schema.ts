@@ -200,6 +200,7 @@ export const configSchema = z.strictObject({
       maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
       maxTokens: z.number().int().min(1).max(10_000_000),
       maxUploadTokens: z.number().int().min(1).max(10_000_000),
+      maxUploadBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
       maxPbkdf2Iterations: z.number().int().min(1000).max(100_000_000),
     }),
   }),

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hashToken } from '../crypto/ids.ts';
 import { AppError, isAppError } from '../errors/app-error.ts';
 import type { FactorRecord } from '../factors/factor.ts';
+import { overloadedError } from '../factors/password/index.ts';
 import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import * as repo from '../store/users-repository.ts';
@@ -29,6 +30,12 @@ export interface LoginContext {
   requestId?: string | null;
   /** The session cookie the request carried, destroyed on success (session id rotation). */
   previousSessionId?: string;
+  /**
+   * Every argon2 slot was busy when the request arrived, so its rate-limit budgets were
+   * charged without waiting (`shedSignIn`, src/http/rate-limit.ts): refuse it as `admit`
+   * would, before anything is read, charged or compared.
+   */
+  shed?: boolean;
 }
 
 export interface LoginResult extends NewSession {
@@ -94,6 +101,10 @@ export async function login(gw: Gateway, input: LoginInput, ctx: LoginContext = 
   const nowMs = now.getTime();
 
   const { factor, hasher } = passwordServices(gw);
+  if (ctx.shed === true) {
+    gw.metrics.logins.inc({ outcome: 'overloaded' });
+    throw overloadedError();
+  }
   // An argon2 slot first: beyond capacity the login is refused (503 overloaded) before
   // anything is charged or written. The slot is held for the charge and the comparison only,
   // not for the failure delay below.

@@ -1,13 +1,17 @@
-import express, { type Request, type Response, Router } from 'express';
+import express, { type Request, type RequestHandler, type Response, Router } from 'express';
 import { AppError } from '../errors/app-error.ts';
 import { getImport, importTokenFile, listImports } from '../flows/hardware-token-import.ts';
 import { assignToken, getToken, listTokens, reportTokenLost, resyncToken, revokeToken, type TokenActor, type TokenStateView, unassignToken } from '../flows/hardware-tokens.ts';
+import { declaredLengthOver, tokenUploadByteLimit } from '../flows/upload-limit.ts';
 import { findUserByUsername } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import { requireRole } from './authorize.ts';
 import { CONSOLE_PATH, consoleForm, type FormError, formField, noticeOf, operatorOf, queryField, reasonOf, renderConsole } from './console-support.ts';
 import { assertMayManageUser } from './hardware-tokens-router.ts';
 import type { Views } from './pages-router.ts';
+
+/** Bytes beyond the file's limit for the form's other fields and the multipart framing. */
+const FORM_SLACK = 64 * 1024;
 
 /**
  * Console: the hardware-token inventory. Every staff role reads; an administrator imports
@@ -67,7 +71,7 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
       filter: { serial, state: state ?? '' },
       offset,
       next: hasMore ? offset + PAGE_SIZE : undefined,
-      maxBytes: gw.config.hardwareTokens.import.maxBytes,
+      maxBytes: tokenUploadByteLimit(gw),
       ...extra,
     });
   }
@@ -82,7 +86,16 @@ export function consoleTokensPages(gw: Gateway, views: Views): Router {
   }
 
   // The file is read only after the session, the second factor and the role are checked.
-  const upload = express.raw({ type: 'multipart/form-data', limit: gw.config.hardwareTokens.import.maxBytes + 64 * 1024 });
+  // The form's other fields and the multipart framing get 64 KiB beyond the file's limit.
+  const raw = express.raw({ type: 'multipart/form-data', limit: tokenUploadByteLimit(gw) + FORM_SLACK });
+  const upload: RequestHandler = (req, res, next) => {
+    const over = declaredLengthOver(gw, req.get('content-length'), FORM_SLACK);
+    if (over !== undefined) {
+      next(over);
+      return;
+    }
+    raw(req, res, next);
+  };
   router.post(`${base}/import`, requireRole('admin'), upload, consoleForm('import', async (req, res) => {
     const form = await multipartForm(req);
     const file = form.get('file');

@@ -1,9 +1,10 @@
-import express, { type Request, type Response, Router } from 'express';
+import express, { type Request, type RequestHandler, type Response, Router } from 'express';
 import { z } from 'zod';
 import { AppError } from '../errors/app-error.ts';
 import type { Operator } from '../flows/admin-users.ts';
 import { getImport, type ImportView, importTokenFile, listImports } from '../flows/hardware-token-import.ts';
 import { assignToken, getToken, listTokens, replaceToken, reportTokenLost, resyncToken, revokeToken, type TokenActor, type TokenView, unassignToken } from '../flows/hardware-tokens.ts';
+import { declaredLengthOver, tokenUploadByteLimit } from '../flows/upload-limit.ts';
 import { getUser, type Role } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiHandler, ApiRegistry, RouteSpec } from './api-registry.ts';
@@ -210,7 +211,16 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
   }
 
   // The file is read only after the session and role are checked, with its own size limit.
-  const fileBody = express.raw({ type: () => true, limit: gw.config.hardwareTokens.import.maxBytes });
+  // Its declared length is checked first, so an over-large upload is refused unread.
+  const raw = express.raw({ type: () => true, limit: tokenUploadByteLimit(gw) });
+  const fileBody: RequestHandler = (req, res, next) => {
+    const over = declaredLengthOver(gw, req.get('content-length'));
+    if (over !== undefined) {
+      next(over);
+      return;
+    }
+    raw(req, res, next);
+  };
 
   adminRoute(
     {

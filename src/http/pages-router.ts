@@ -236,6 +236,7 @@ export function pagesRouter(gw: Gateway): Router {
         ip: req.ip ?? null,
         requestId: locals(res).requestId,
         previousSessionId: sessionCookieOf(req, gw.config),
+        shed: locals(res).shedSignIn === true,
       });
       setSessionCookie(res, gw.config, result.sessionId);
       res.redirect(303, next ?? '/login');

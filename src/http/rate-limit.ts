@@ -1,6 +1,8 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
+import { passwordServices } from '../flows/users.ts';
+import { locals } from './request-context.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
 import { withoutDurabilityWait } from '../store/node-sqlite-dialect.ts';
 
@@ -53,22 +55,41 @@ export async function consumeRate(gw: Gateway, bucket: RateBucket, subject: stri
   return decision as RateDecision;
 }
 
-/** Charges one or two budgets at once; the decisions come back in the order asked. */
-export async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
+interface Window {
+  keys: string[];
+  nowMs: number;
+  expiresAt: number;
+}
+
+/** The counter rows of `charges` in the current fixed window. */
+function windowOf(gw: Gateway, charges: readonly Charge[]): Window {
   const windowMs = gw.config.rateLimits.windowSeconds * 1000;
   const nowMs = gw.clock.now().getTime();
   const window = Math.floor(nowMs / windowMs);
-  const expiresAt = (window + 1) * windowMs;
   // Bounded key size whatever the subject (addresses, client ids are short; be safe).
   const keys = charges.map((c) => `${c.bucket}:${c.subject.slice(0, 200)}:${window}`);
+  return { keys, nowMs, expiresAt: (window + 1) * windowMs };
+}
+
+function decisionsOf(charges: readonly Charge[], counts: readonly number[], w: Window): RateDecision[] {
+  const retryAfterSeconds = Math.max(1, Math.ceil((w.expiresAt - w.nowMs) / 1000));
+  return charges.map((c, i) => {
+    const count = counts[i] as number;
+    return { allowed: count <= c.limit, limit: c.limit, remaining: Math.max(0, c.limit - count), retryAfterSeconds };
+  });
+}
+
+/** Charges one or two budgets at once; the decisions come back in the order asked. */
+export async function consumeRates(gw: Gateway, charges: readonly [Charge] | readonly [Charge, Charge]): Promise<RateDecision[]> {
+  const w = windowOf(gw, charges);
   let counts: number[];
   try {
     // A window's count lost in an OS crash costs nothing (a fresh window at worst), so the
     // request does not wait for the WAL fsync of its counter (SQLite: withoutDurabilityWait;
     // PostgreSQL: synchronous_commit off for the counter's own transaction, see COUNT); it is
     // still committed before the request goes on, and counted by every process on the database.
-    const { rows } = await withoutDurabilityWait(() => (keys.length === 1 ? COUNT : COUNT_TWO).run(gw.store.db, keys.flatMap((key) => [key, expiresAt])));
-    counts = keys.map((key) => {
+    const { rows } = await withoutDurabilityWait(() => (w.keys.length === 1 ? COUNT : COUNT_TWO).run(gw.store.db, w.keys.flatMap((key) => [key, w.expiresAt])));
+    counts = w.keys.map((key) => {
       // RETURNING does not promise an order: match the rows by key.
       const row = rows.find((r) => r.key === key);
       if (row === undefined) throw new Error('rate-limit upsert returned no row');
@@ -78,11 +99,109 @@ export async function consumeRates(gw: Gateway, charges: readonly [Charge] | rea
     gw.logger.error({ err, buckets: charges.map((c) => c.bucket) }, 'rate-limit store unavailable: refusing');
     throw new AppError('service_unavailable', { retryAfterSeconds: 5, detail: 'Try again shortly.' });
   }
-  const retryAfterSeconds = Math.max(1, Math.ceil((expiresAt - nowMs) / 1000));
-  return charges.map((c, i) => {
-    const count = counts[i] as number;
-    return { allowed: count <= c.limit, limit: c.limit, remaining: Math.max(0, c.limit - count), retryAfterSeconds };
+  const decisions = decisionsOf(charges, counts, w);
+  // A spent budget (no request left in its window) is remembered, so a sign-in shed later in
+  // the window is answered 429, as its counter would answer.
+  decisions.forEach((d, i) => {
+    if (d.remaining === 0) shedOf(gw).spent(w.keys[i] as string, w.expiresAt);
   });
+  return decisions;
+}
+
+/** Adds `n` to one counter (the charges of shed sign-ins, summed); the count after it. */
+const COUNT_BY = new FixedSql<{ count: number }>(
+  `insert into "rate_limits" ("key", "count", "expires_at") values (?, ?, ?) on conflict ("key") do update set "count" = "rate_limits"."count" + "excluded"."count" returning "count"`,
+  {
+    postgres: `${RELAXED_PG} insert into "rate_limits" ("key", "count", "expires_at") select "v"."key", "v"."count", "v"."expires_at" from (values (?::text, ?::integer, ?::bigint)) as "v" ("key", "count", "expires_at") cross join "relaxed" on conflict ("key") do update set "count" = "rate_limits"."count" + "excluded"."count" returning "count"`,
+  },
+);
+
+/** Distinct counters a gateway keeps in memory for shed sign-ins (and spent budgets it knows of). */
+const SHED_KEYS_MAX = 10_000;
+
+/**
+ * The budgets of sign-ins refused for capacity before their counters were written. A sign-in
+ * that arrives while every argon2 slot is busy will be refused whatever its counters say, so
+ * it is refused at once, without a round trip to the database (on PostgreSQL, under a flood,
+ * that round trip waits for CPU the hashes hold). Its charges are still made, summed per
+ * counter and written in the background, so a flood spends its own budgets as before. The
+ * counts those writes return tell which budgets are spent: a later shed sign-in from such an
+ * address is answered 429 (as it would have been), not 503. Bounded: beyond SHED_KEYS_MAX
+ * distinct counters a shed charge is dropped (the request is refused all the same).
+ */
+class ShedCharges {
+  readonly #gw: Gateway;
+  #pending = new Map<string, { n: number; limit: number; expiresAt: number }>();
+  readonly #spent = new Map<string, number>();
+  #flushing = false;
+
+  constructor(gw: Gateway) {
+    this.#gw = gw;
+  }
+
+  /** Charges of shed requests, written soon (dropped beyond SHED_KEYS_MAX pending counters). */
+  add(charges: readonly Charge[], w: Window): void {
+    w.keys.forEach((key, i) => {
+      const p = this.#pending.get(key);
+      if (p !== undefined) p.n += 1;
+      else if (this.#pending.size < SHED_KEYS_MAX) this.#pending.set(key, { n: 1, limit: (charges[i] as Charge).limit, expiresAt: w.expiresAt });
+    });
+    if (!this.#flushing) {
+      this.#flushing = true;
+      setImmediate(() => void this.#flush());
+    }
+  }
+
+  /** Remembers a budget as spent until its window ends. */
+  spent(key: string, expiresAt: number): void {
+    if (this.#spent.size >= SHED_KEYS_MAX) {
+      const nowMs = this.#gw.clock.now().getTime();
+      for (const [k, until] of this.#spent) if (until <= nowMs) this.#spent.delete(k);
+      if (this.#spent.size >= SHED_KEYS_MAX) return;
+    }
+    this.#spent.set(key, expiresAt);
+  }
+
+  /** The first of `keys` known to be spent in its window, with the window's end. */
+  spentOf(keys: readonly string[], nowMs: number): number | undefined {
+    for (const key of keys) {
+      const until = this.#spent.get(key);
+      if (until !== undefined && until > nowMs) return until;
+    }
+    return undefined;
+  }
+
+  /** Pending charges written until none are left; one at a time. Never throws. */
+  async #flush(): Promise<void> {
+    try {
+      while (this.#pending.size > 0) {
+        const batch = this.#pending;
+        this.#pending = new Map();
+        for (const [key, p] of batch) {
+          try {
+            const { rows } = await withoutDurabilityWait(() => COUNT_BY.run(this.#gw.store.db, [key, p.n, p.expiresAt]));
+            const count = Number(rows[0]?.count ?? 0);
+            if (count >= p.limit) this.spent(key, p.expiresAt);
+          } catch (err) {
+            // The requests were refused already; only their counts are lost.
+            this.#gw.logger.warn({ err, counts: p.n }, 'rate-limit store unavailable: charges of refused sign-ins not written');
+          }
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+}
+
+const sheds = new WeakMap<Gateway, ShedCharges>();
+function shedOf(gw: Gateway): ShedCharges {
+  let s = sheds.get(gw);
+  if (s === undefined) {
+    s = new ShedCharges(gw);
+    sheds.set(gw, s);
+  }
+  return s;
 }
 
 function enforce(res: Response, d: RateDecision): void {
@@ -95,6 +214,8 @@ function enforce(res: Response, d: RateDecision): void {
 const UNCOUNTED = new Set(['/healthz', '/readyz', '/metrics']);
 // Password sign-in and passkey sign-in (its options and its answer) share the sign-in budget.
 const LOGIN = /^\/(v1\/)?login(\/webauthn(\/options)?)?$/;
+// The sign-ins that hash a password (the form and the API), not the passkey ones.
+const PASSWORD_LOGIN = /^\/(v1\/)?login$/;
 const STEPUP_PAGE = /^\/stepup\//;
 const STEPUP_USER_API = /^\/v1\/stepup\/[^/]+\/(verify|challenge)$/;
 const STEPUP_STATUS_API = /^\/v1\/stepup\/[^/]+$/;
@@ -124,6 +245,22 @@ export function rateLimitByAddress(gw: Gateway): RequestHandler {
         : isStepUpUserRequest(req)
           ? { bucket: 'stepup_user_ip', subject: ip, limit: cfg.stepupUserPerIp }
           : undefined;
+    if (second?.bucket === 'login_ip' && PASSWORD_LOGIN.test(req.path) && passwordServices(gw).hasher.saturated) {
+      // Every argon2 slot is busy: the sign-in will be refused whatever its budgets say, so it
+      // does not wait for them (see ShedCharges). Charged all the same; 429 when a budget is
+      // known to be spent, otherwise the route answers 503 `overloaded` without any check.
+      const charges = [address, second];
+      const w = windowOf(gw, charges);
+      const shed = shedOf(gw);
+      const spentUntil = shed.spentOf(w.keys, w.nowMs);
+      shed.add(charges, w);
+      if (spentUntil !== undefined) {
+        throw new AppError('too_many_requests', { retryAfterSeconds: Math.max(1, Math.ceil((spentUntil - w.nowMs) / 1000)), detail: 'Too many requests from here; slow down.' });
+      }
+      locals(res).shedSignIn = true;
+      next();
+      return;
+    }
     const decisions = await consumeRates(gw, second === undefined ? [address] : [address, second]);
     for (const d of decisions) enforce(res, d);
     next();

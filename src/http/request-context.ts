@@ -20,6 +20,12 @@ export interface AuthContext {
 export interface RequestLocals {
   requestId: string;
   auth?: AuthContext;
+  /**
+   * Set by the rate-limit middleware on a password sign-in that arrived while every argon2
+   * slot was busy: its budgets are charged without the request waiting for them, and the
+   * sign-in is refused with 503 `overloaded` without reaching the password check.
+   */
+  shedSignIn?: true;
 }
 
 export function locals(res: Response): RequestLocals {

@@ -4,7 +4,7 @@ import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialec
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
-import { type GroupCommitStats, openNodeSqlite } from './node-sqlite-dialect.ts';
+import { type FdatasyncFn, type GroupCommitStats, openNodeSqlite, WAL_SYNC_FAILED } from './node-sqlite-dialect.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -32,6 +32,8 @@ export interface OpenStoreOptions {
   schema?: string;
   poolMax?: number;
   sqliteBusyTimeoutMs?: number;
+  /** Tests: replaces fs.fdatasync of the SQLite WAL (a failing disk). */
+  sqliteFdatasync?: FdatasyncFn;
 }
 
 const INT8_OID = 20;
@@ -69,7 +71,7 @@ function createPrivateFile(file: string): void {
 
 async function openSqlite(options: OpenStoreOptions): Promise<Store> {
   if (options.sqliteFile !== ':memory:') createPrivateFile(options.sqliteFile);
-  const { dialect, raw, stats } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000 });
+  const { dialect, raw, stats } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000, ...(options.sqliteFdatasync === undefined ? {} : { fdatasync: options.sqliteFdatasync }) });
   const db = new Kysely<Database>({ dialect });
   const store = makeStore(db, 'sqlite', options.sqliteFile, async () => {
     raw.prepare('select 1').get();
@@ -199,13 +201,17 @@ const UNAVAILABLE_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   // PostgreSQL: connection exceptions, shutting down / starting up / crashed, too many connections, read-only standby
   '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006',
+  // SQLite: a commit could not be made durable (failed WAL fdatasync: writes refused until restart, /readyz 503)
+  WAL_SYNC_FAILED,
 ]);
 const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed/i;
 
 /**
  * Whether an error means "the database cannot be reached right now" (down, restarting,
  * failing over, out of connections) rather than a bug: such a request is refused with 503
- * and Retry-After, and the next one may succeed without restarting anything.
+ * and Retry-After, and the next one may succeed without restarting anything — or, after a
+ * failed SQLite WAL fdatasync, on another instance (this one refuses writes until it is
+ * restarted and says so on /readyz, so a load balancer takes it out).
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {

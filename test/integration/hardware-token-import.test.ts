@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type request from 'supertest';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
@@ -232,6 +233,50 @@ describe('hardware-token import size limit', () => {
       assert.equal(r.status, 413);
       assert.equal((await t.gw.store.db.selectFrom('hardware_tokens').selectAll().execute()).length, 0);
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('hardware-token upload byte limit (hardwareTokens.import.maxUploadBytes)', () => {
+  it('an upload over maxUploadBytes (under maxBytes) is refused unread with 413 naming `stepgate tokens import`; without a declared length the body parser cuts it; under the limit it imports', async () => {
+    const t = await createTestGateway({ config: { hardwareTokens: { import: { maxUploadBytes: 4096 } } } });
+    const server = t.app.listen(0, '127.0.0.1');
+    try {
+      await createUser(t.gw, { username: 'root', password: PASSWORD, roles: ['admin'] }, { actor: 'test' });
+      const agent = t.agent();
+      const login = await agent.post('/v1/login').send({ username: 'root', password: PASSWORD }).expect(200);
+      const rows = (n: number) => ['serial,seed,type,digits,counter|period,algorithm', ...Array.from({ length: n }, (_, i) => `BYT-${i},${randomSeedHex(20)},hotp,6,0,SHA1`), ''].join('\n');
+      const big = rows(80);
+      assert.ok(big.length > 4096, 'the file is over the upload limit');
+      const r = await agent.post('/v1/admin/hardware-tokens/imports?file_name=big.csv').set('X-CSRF-Token', login.body.csrf_token).set('Content-Type', 'text/csv').send(big);
+      assert.equal(r.status, 413, JSON.stringify(r.body));
+      assert.match(String(r.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(r.body.code, 'token_file_too_large');
+      assert.match(r.body.detail, /maxUploadBytes/);
+      assert.match(r.body.detail, /stepgate tokens import/);
+      // The same body sent chunked (no Content-Length): cut at the limit while it is read.
+      const cookie = (await agent.get('/v1/me')).request.cookies;
+      const { port } = server.address() as { port: number };
+      const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/v1/admin/hardware-tokens/imports?file_name=chunked.csv', headers: { 'content-type': 'text/csv', 'x-csrf-token': login.body.csrf_token, cookie, 'transfer-encoding': 'chunked' } }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        for (let i = 0; i < big.length; i += 512) req.write(big.slice(i, i + 512));
+        req.end();
+      });
+      assert.equal(chunked.status, 413, chunked.body);
+      assert.equal(JSON.parse(chunked.body).code, 'payload_too_large');
+      assert.equal((await t.gw.store.db.selectFrom('hardware_tokens').selectAll().execute()).length, 0, 'nothing imported');
+      const small = rows(10);
+      const ok = await agent.post('/v1/admin/hardware-tokens/imports?file_name=small.csv').set('X-CSRF-Token', login.body.csrf_token).set('Content-Type', 'text/csv').send(small);
+      assert.equal(ok.status, 201, JSON.stringify(ok.body));
+      assert.equal(ok.body.import.token_count, 10);
+    } finally {
+      server.close();
       await t.close();
     }
   });

@@ -40,6 +40,10 @@ async function holdAll(size: number, beyond = 0): Promise<() => void> {
   };
 }
 
+async function throttle(tg: TestGateway, username: string) {
+  return tg.gw.store.db.selectFrom('login_throttle').selectAll().where('key', '=', loginThrottleKey(tg.gw, normaliseUsername(username))).executeTakeFirst();
+}
+
 function assertOverloaded(res: Response): void {
   assert.equal(res.status, 503, res.text);
   assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
@@ -193,6 +197,85 @@ for (const dialect of testDialects()) {
       assert.equal(events.length, admitted, 'one audit row per admitted attempt, none per refusal');
       assert.equal(await auditCount(), before + admitted);
       assert.equal(argon2SlotsFor(CAP).active, 0);
+    });
+  });
+}
+
+for (const dialect of testDialects()) {
+  describe(`sign-ins shed beyond capacity, with rate limits on (${dialect})`, () => {
+    // Its own semaphore size again, so no other gateway of this process shares the slots.
+    const SHED_CAP = 4;
+    const LOGIN_BUDGET = 5;
+    let tg: TestGateway;
+
+    before(async () => {
+      tg = await createTestGateway({
+        dialect,
+        config: {
+          password: { maxConcurrentHashes: SHED_CAP },
+          login: { maxFailures: 1000, delayBaseSeconds: 0 },
+          rateLimits: { enabled: true, windowSeconds: 3600, perIp: 1000, loginPerIp: LOGIN_BUDGET, stepupUserPerIp: 1000, perClient: 1000 },
+        },
+      });
+      await makeUser(tg.gw, 'sven');
+    });
+    after(async () => {
+      await tg.close();
+    });
+
+    const counters = async (bucket: string) => {
+      const rows = await tg.gw.store.db.selectFrom('rate_limits').select(['key', 'count']).where('key', 'like', `${bucket}:%`).execute();
+      return rows.reduce((n, r) => n + Number(r.count), 0);
+    };
+    /** Waits until the background charges of shed sign-ins are written (or fails after 5 s). */
+    const settled = async (bucket: string, expected: number) => {
+      for (let i = 0; i < 100; i += 1) {
+        if ((await counters(bucket)) >= expected) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return counters(bucket);
+    };
+
+    it('below capacity a sign-in waits for its counters: charged before the password check', async () => {
+      const r = await tg.http().post('/v1/login').send({ username: 'sven', password: PASSWORD });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(await counters('login_ip'), 1, 'written before the answer, not in the background');
+      assert.equal(await counters('ip'), 1);
+    });
+
+    it('a sign-in arriving while every slot is busy is refused without waiting for its counters, and is charged all the same, exactly once', async () => {
+      const agent = tg.agent();
+      const loginPage = await agent.get('/login').set('Accept-Language', 'en');
+      const csrf = /name="_login_csrf" value="([^"]+)"/.exec(loginPage.text)?.[1] ?? '';
+      const release = await holdAll(SHED_CAP);
+      try {
+        const audit0 = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+        const refused = await Promise.all(Array.from({ length: 3 }, (_, i) => tg.http().post('/v1/login').send({ username: 'sven', password: i === 0 ? PASSWORD : 'a wrong password' })));
+        for (const r of refused) assertOverloaded(r);
+        // The page refuses the same way (its own 503 page), after its CSRF check.
+        const page = await agent.post('/login').type('form').set('Accept-Language', 'en').send({ _login_csrf: csrf, username: 'sven', password: PASSWORD });
+        assert.equal(page.status, 503);
+        assert.match(page.text, /Too many sign-ins are being checked right now/);
+        assert.equal(await settled('login_ip', 5), 5, 'each refused sign-in charged the sign-in budget of its address once');
+        assert.equal(await counters('ip'), 6, 'and the address budget (the login page GET counts there too)');
+        assert.equal(await throttle(tg, 'sven'), undefined, 'no attempt charged to the account');
+        const audit1 = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+        assert.equal(Number(audit1.n), Number(audit0.n), 'no audit row');
+        // The budget (5) is now known to be spent: a further shed sign-in is told 429, as the
+        // counter would have said, not 503.
+        const spent = await tg.http().post('/v1/login').send({ username: 'sven', password: PASSWORD });
+        assert.equal(spent.status, 429, spent.text);
+        assert.equal(spent.body.code, 'too_many_requests');
+        assert.ok(Number(spent.headers['retry-after']) >= 1);
+      } finally {
+        release();
+      }
+      assert.equal(await settled('login_ip', 6), 6, 'the 429 was charged too');
+      // Slots free again: the spent budget refuses through the counter, before any hash.
+      const after = await tg.http().post('/v1/login').send({ username: 'sven', password: PASSWORD });
+      assert.equal(after.status, 429, after.text);
+      assert.equal(argon2SlotsFor(SHED_CAP).active, 0);
+      assert.equal(await counters('login_ip'), 7);
     });
   });
 }

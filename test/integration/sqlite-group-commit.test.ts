@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { fdatasync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,8 @@ import { openStore, type Store } from '../../src/store/database.ts';
 import { Kysely } from 'kysely';
 import { type FdatasyncFn, openNodeSqlite, withoutDurabilityWait } from '../../src/store/node-sqlite-dialect.ts';
 import { consumeOnce } from '../../src/store/primitives.ts';
+import { createTestGateway } from '../helpers/gateway.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/stores.ts';
 
 /**
  * The gateway's SQLite driver commits each transaction at once (synchronous = NORMAL, WAL)
@@ -218,6 +220,42 @@ describe('SQLite group fsync', () => {
         const rows = await db.selectFrom('t').select('k').execute();
         assert.ok(rows.length >= 1, 'reads are still answered');
       });
+    });
+  });
+
+  describe('over HTTP: a write the WAL fdatasync could not make durable', () => {
+    it('is answered 503 problem+json (service_unavailable, Retry-After), as is every later write, not 500', async () => {
+      let failing = false;
+      let calls = 0;
+      const disk: FdatasyncFn = (fd, cb) => {
+        calls += 1;
+        if (failing) setImmediate(() => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO', errno: -5, syscall: 'fdatasync' }) as NodeJS.ErrnoException));
+        else fdatasync(fd, cb);
+      };
+      const base = await createTestDatabase('sqlite');
+      const database: TestDatabase = { ...base, open: () => openStore({ url: '', sqliteFile: base.sqliteFile, sqliteFdatasync: disk }) };
+      // A refused sign-in writes (its audit record): a write every request can make.
+      const tg = await createTestGateway({ database });
+      try {
+        const login = () => tg.http().post('/v1/login').send({ username: 'nobody', password: 'not the password' });
+        assert.equal((await login()).status, 401, 'the disk works: an ordinary refusal');
+        assert.ok(calls > 0, 'the writes went through the injected fdatasync');
+        failing = true;
+        for (const attempt of ['the write whose sync failed', 'a later write (refused until restart)']) {
+          const res = await login();
+          assert.equal(res.status, 503, `${attempt}: ${res.status} ${res.text}`);
+          assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+          assert.equal((JSON.parse(res.text) as { code: string }).code, 'service_unavailable');
+          assert.ok(Number(res.headers['retry-after']) > 0, 'Retry-After');
+          assert.doesNotMatch(res.text, /EIO|fdatasync|sqlite/i, 'no internals in the answer');
+        }
+        assert.equal(tg.gw.store.commitStats?.failedFlushes, 1, 'one sync failed; the later write was refused without another');
+        assert.equal((await tg.http().get('/readyz')).status, 503);
+        assert.match(tg.logs.text, /WAL fdatasync failed/, 'logged for the operator');
+      } finally {
+        await tg.close();
+        await base.drop();
+      }
     });
   });
 

@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, sql } from 'kysely';
-import { openPaymentCodeStore, type PaymentCodeStore } from '../../src/payment-code/store/database.ts';
+import { Writable } from 'node:stream';
+import express from 'express';
+import request from 'supertest';
+import { errorHandler } from '../../src/payment-code/http/problem.ts';
+import { createPaymentCodeLogger } from '../../src/payment-code/logger.ts';
+import { isPaymentCodeDatabaseUnavailable, openPaymentCodeStore, type PaymentCodeStore } from '../../src/payment-code/store/database.ts';
 import { type FdatasyncFn, type GroupCommitStats, openNodeSqlite } from '../../src/payment-code/store/sqlite-dialect.ts';
 import { systemClock } from '../../src/verifier/index.ts';
 
@@ -259,6 +264,30 @@ describe('payment-code SQLite: a failed WAL sync fails closed', () => {
       await assert.rejects(insert(s.db, 'e3'), /EIO/);
       assert.equal(calls, 1, 'no further sync is trusted');
       assert.ok((await s.db.selectFrom('t').select('id').execute()).length >= 0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('is answered 503 service_unavailable problem+json, not 500, by the service\'s error handler', async () => {
+    const s = open((_fd, cb) => setImmediate(() => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }) as NodeJS.ErrnoException)));
+    try {
+      const refusal = await insert(s.db, 'h1').then(
+        () => assert.fail('the write was reported durable'),
+        (err: unknown) => err,
+      );
+      assert.equal(isPaymentCodeDatabaseUnavailable(refusal), true);
+      const app = express();
+      app.post('/write', (_req, _res, next) => next(refusal));
+      const logs: string[] = [];
+      app.use(errorHandler(createPaymentCodeLogger('error', new Writable({ write: (c: Buffer, _e, cb) => cb(void logs.push(c.toString())) }))));
+      const res = await request(app).post('/write');
+      assert.equal(res.status, 503, res.text);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+      assert.equal((JSON.parse(res.text) as { code: string }).code, 'service_unavailable');
+      assert.ok(Number(res.headers['retry-after']) > 0);
+      assert.doesNotMatch(res.text, /EIO|fdatasync/);
+      assert.match(logs.join(''), /WAL fdatasync failed/);
     } finally {
       await s.close();
     }

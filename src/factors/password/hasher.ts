@@ -35,6 +35,10 @@ export class Semaphore {
     return this.#active;
   }
 
+  get size(): number {
+    return this.#max;
+  }
+
   get waiting(): number {
     return this.#waiting.length;
   }
@@ -130,6 +134,14 @@ export class PasswordHasher {
    */
   async admit<T>(work: () => Promise<T>): Promise<T> {
     return this.#admit(work, 0);
+  }
+
+  /**
+   * True while every regular slot is taken: a sign-in arriving now would be refused by
+   * `admit`. A hint for shedding load early (the rate-limit middleware); `admit` still decides.
+   */
+  get saturated(): boolean {
+    return this.#slots.active >= this.#slots.size;
   }
 
   /**

@@ -7,7 +7,7 @@ import { PostgresReplayStore, type ReplayStore, systemClock, type VerifierClock 
 import { migrations } from './migrations/index.ts';
 import { PcSqliteReplayStore } from './replay-store.ts';
 import type { PaymentCodeDatabase } from './schema.ts';
-import { type GroupCommitStats, openNodeSqlite } from './sqlite-dialect.ts';
+import { type GroupCommitStats, openNodeSqlite, WAL_SYNC_FAILED } from './sqlite-dialect.ts';
 
 export type PcDb = Kysely<PaymentCodeDatabase>;
 export type PcTx = Transaction<PaymentCodeDatabase>;
@@ -185,7 +185,10 @@ function makeStore(parts: StoreParts): PaymentCodeStore {
   };
 }
 
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006']);
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006',
+  // SQLite: a commit could not be made durable (a failed WAL fdatasync: writes refused until restart, /readyz 503)
+  WAL_SYNC_FAILED,
+]);
 const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed/i;
 
 /** Whether an error means "P's database cannot be reached right now": 503 with Retry-After, not a 500. */

@@ -137,6 +137,23 @@ export interface GroupCommitStats {
 
 export type FdatasyncFn = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 
+/** The `code` of a WalSyncError. */
+export const WAL_SYNC_FAILED = 'STEPGATE_WAL_SYNC_FAILED';
+
+/**
+ * A committed write that could not be made durable: its WAL fdatasync failed (every later
+ * write is refused until restart), or the WAL could not be opened to sync it (transient, e.g.
+ * EMFILE). P cannot take writes: 503, not 500 (isPaymentCodeDatabaseUnavailable). The system
+ * error is the cause.
+ */
+export class WalSyncError extends Error {
+  readonly code = WAL_SYNC_FAILED;
+  constructor(what: string, cause: unknown) {
+    super(`${what}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'WalSyncError';
+  }
+}
+
 /**
  * Group fsync of the WAL, off the event loop: every caller that committed during one
  * event-loop turn waits for one fdatasync started after its commit (see the file header).
@@ -186,7 +203,7 @@ class WalSync {
     try {
       fd = this.#open();
     } catch (err) {
-      next.reject(err);
+      next.reject(new WalSyncError('the SQLite WAL could not be opened to sync it', err));
       return;
     }
     // No WAL yet: nothing was ever written to it (a commit always writes its frames there).
@@ -200,8 +217,8 @@ class WalSync {
       this.#inFlight -= 1;
       if (err) {
         this.#stats.failedFlushes += 1;
-        this.#broken ??= err;
-        next.reject(err);
+        this.#broken ??= new WalSyncError('the SQLite WAL fdatasync failed; every write is refused until the process restarts', err);
+        next.reject(this.#broken);
       } else next.resolve();
       if (this.#inFlight === 0 && this.#next === undefined) for (const done of this.#drained.splice(0)) done();
     });
