@@ -1,4 +1,4 @@
-// npm run bench:http-overhead [-- --rounds R --n N --connections C --only a,b --sql --layers --profile DIR --heap DIR]
+// npm run bench:http-overhead [-- --rounds R --n N --connections C --only a,b --sql --layers --gc --serve --profile DIR --heap DIR]
 // Where an endpoint's HTTP-layer cost goes. The gateway's HTTP server and the endpoint's work
 // without HTTP (bench/lib/in-process.ts) run in ONE process on one store and are measured
 // alternately, round after round, in CPU time of this process (per thread: main, V8's workers,
@@ -10,6 +10,7 @@
 //   --sql      every SQLite call counted and timed (thread CPU) by statement
 //   --layers   every express layer's synchronous time, exclusive of the layers it calls
 //   --profile  a V8 CPU profile per phase; --heap a sampling heap profile per phase
+//   --gc       bytes promoted to old space by scavenges, per request
 // Instrumented runs (--sql, --layers, --profile, --heap) cost more; compare them to each other.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { GCProfiler } from 'node:v8';
 import { loadConfig } from '../src/config/load-config.ts';
 import { startServer } from '../src/cli/serve-command.ts';
 import { createGateway } from '../src/gateway.ts';
@@ -26,7 +28,7 @@ import { benchTotpCode, seedCompletedStepUps, seedGateway, seedPendingTotpStepUp
 import { tokenWorkInProcess, totpWorkInProcess } from './lib/in-process.ts';
 import { type Child, freePort, ROOT, startStepgate } from './lib/processes.ts';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, n: { type: 'string' }, connections: { type: 'string' }, profile: { type: 'string' }, sql: { type: 'boolean' }, layers: { type: 'boolean' }, heap: { type: 'string' }, serve: { type: 'boolean' }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, n: { type: 'string' }, connections: { type: 'string' }, profile: { type: 'string' }, sql: { type: 'boolean' }, layers: { type: 'boolean' }, heap: { type: 'string' }, serve: { type: 'boolean' }, gc: { type: 'boolean' }, only: { type: 'string' } } });
 const ROUNDS = Number(values.rounds ?? 3);
 const N = Number(values.n ?? 3000);
 const CONNECTIONS = Number(values.connections ?? 32);
@@ -130,6 +132,7 @@ function threadTimes(): Map<string, { name: string; ticks: number }> {
   return out;
 }
 let lastThreads = new Map<string, number>();
+let lastPromoted = { promoted: 0, scavenges: 0 };
 // GC pauses on the main thread during a phase, by kind (minor = scavenge, major = mark-compact).
 const gcStats = new Map<string, { n: number; ms: number }>();
 const GC_KINDS: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb', 16: 'minor-ms' };
@@ -160,6 +163,9 @@ async function measure<T>(name: string, run: () => Promise<T>, wait: () => Promi
     await session.post('HeapProfiler.enable');
     await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   }
+  // --gc: what scavenges promote to old space (v8.GCProfiler; it lengthens the pauses a little).
+  const gcp = values.gc === true ? new GCProfiler() : undefined;
+  gcp?.start();
   const th0 = threadTimes();
   const c0 = process.cpuUsage();
   const t0 = process.threadCpuUsage();
@@ -167,6 +173,16 @@ async function measure<T>(name: string, run: () => Promise<T>, wait: () => Promi
   const c = process.cpuUsage(c0);
   const t = process.threadCpuUsage(t0);
   const th1 = threadTimes();
+  const gcs = gcp?.stop()?.statistics ?? [];
+  let promoted = 0;
+  let scavenges = 0;
+  for (const g of gcs) {
+    if (g.gcType !== 'Scavenge') continue;
+    scavenges += 1;
+    const old = (x: typeof g.beforeGC) => x.heapSpaceStatistics.filter((h) => h.spaceName === 'old_space').reduce((a, h) => a + h.spaceUsedSize, 0);
+    promoted += old(g.afterGC) - old(g.beforeGC);
+  }
+  lastPromoted = { promoted, scavenges };
   if (values.heap !== undefined) {
     const { profile } = await session.post('HeapProfiler.stopSampling');
     mkdirSync(values.heap, { recursive: true });
@@ -212,6 +228,7 @@ try {
       return Number(f[11]) + Number(f[12]);
     };
     lastThreads = new Map();
+    lastPromoted = { promoted: 0, scavenges: 0 };
     gcStats.clear();
     const c0 = child.cpuSeconds();
     const m0 = mainTicks();
@@ -285,6 +302,7 @@ try {
       entry.main.push(m.mainUs / m.ops);
       log(`round ${r} ${k}: ${(m.cpuUs / m.ops).toFixed(0)} µs CPU per op (main thread ${(m.mainUs / m.ops).toFixed(0)}), ${m.ops} ops`);
       log(`    gc: ${[...gcStats].map(([k, g]) => `${k} ${(g.n * 1000 / m.ops).toFixed(1)}/1000 ops, ${((g.ms * 1000) / m.ops).toFixed(1)} µs/op`).join('; ')}`);
+      if (values.gc === true) log(`    promoted by scavenges: ${(lastPromoted.promoted / m.ops).toFixed(0)} bytes/op over ${lastPromoted.scavenges} scavenges`);
       log(`    threads (µs/op): ${[...lastThreads].filter(([, v]) => v > 0).map(([k, v]) => `${k} ${((v * 10_000) / m.ops).toFixed(0)}`).join(', ')}`);
       if (values.sql === true) {
         let total = 0;
