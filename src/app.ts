@@ -116,9 +116,13 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
       res.json(req.body ?? {});
     });
   }
+  // The step-up API first: it carries the hot routes (verify, token), and every router ahead
+  // of the one that answers is entered and has its routes matched in vain (~5 µs a router per
+  // request on the bench machine, bench/notes/http-overhead.md). No path here overlaps another
+  // router's, so the order changes nothing else.
+  app.use(stepUpRouter(gw, api));
   app.use(healthRouter(gw, api));
   app.use(wellKnownRouter(gw, api));
-  app.use(stepUpRouter(gw, api));
   app.use(authRouter(gw, api));
   app.use(secondFactorRouter(gw, api));
   // Staff sessions reach the admin API only with a second factor (config admin.apiRequiresSecondFactor).
