@@ -375,6 +375,8 @@ class GroupCommitSqliteDriver implements Driver {
   readonly #connection: GroupCommitConnection;
   /** The current lease committed a write. */
   #leaseWrote = false;
+  /** The open transaction ran a statement that may write (anything but a SELECT). */
+  #txWrote = false;
   #destroyed = false;
   /** Stores of this process open on this file (they share this driver, see openNodeSqlite). */
   #refs = 1;
@@ -420,11 +422,15 @@ class GroupCommitSqliteDriver implements Driver {
 
   async beginTransaction(): Promise<void> {
     this.#raw.exec('begin immediate');
+    this.#txWrote = false;
   }
 
   async commitTransaction(): Promise<void> {
     this.#raw.exec('commit');
-    this.#leaseWrote = true;
+    // A transaction of SELECTs only wrote nothing to make durable: its caller does not wait
+    // for a sync (as a plain SELECT does not). Any other statement counts, rows changed or not.
+    if (this.#txWrote) this.#leaseWrote = true;
+    this.#txWrote = false;
   }
 
   async rollbackTransaction(): Promise<void> {
@@ -461,18 +467,24 @@ class GroupCommitSqliteDriver implements Driver {
     }
   }
 
+  /** A statement that may write ran: autocommitted, its caller waits; in a transaction, at the commit. */
+  #wrote(): void {
+    if (this.#raw.isTransaction) this.#txWrote = true;
+    else this.#leaseWrote = true;
+  }
+
   /** Called by the connection for every statement, with the lock held. */
   run(compiled: CompiledQuery): QueryResult<unknown> {
     const stmt = this.#db.prepare(compiled.sql);
     const parameters = compiled.parameters as unknown[];
     if (stmt.reader) {
       const rows = stmt.all(parameters);
-      // INSERT … RETURNING is a reader too; an autocommitted one is a write to wait for.
-      if (!this.#raw.isTransaction && !isRead(compiled)) this.#leaseWrote = true;
+      // INSERT … RETURNING is a reader too: a write to wait for (at its commit in a transaction).
+      if (!isRead(compiled)) this.#wrote();
       return { rows };
     }
     const { changes, lastInsertRowid } = stmt.run(parameters);
-    if (!this.#raw.isTransaction) this.#leaseWrote = true;
+    this.#wrote();
     return {
       insertId: lastInsertRowid == null ? undefined : BigInt(lastInsertRowid),
       numAffectedRows: changes == null ? undefined : BigInt(changes),

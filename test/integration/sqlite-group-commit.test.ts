@@ -131,6 +131,22 @@ describe('SQLite group fsync', () => {
     assert.deepEqual(stats(), before);
   });
 
+  it('a transaction of SELECTs only does not wait for a sync; one with a write does, even when it changed no row', async () => {
+    await insert('read-in-tx');
+    const before = stats();
+    const read = await store.db.transaction().execute((tx) => tx.selectFrom('rate_limits').select('count').where('key', '=', 'read-in-tx').executeTakeFirst());
+    assert.equal(read?.count, 1);
+    assert.equal(stats().waited, before.waited, 'read-only: answered without waiting');
+    await store.db.transaction().execute(async (tx) => {
+      await tx.selectFrom('rate_limits').select('count').where('key', '=', 'read-in-tx').executeTakeFirst();
+      await tx.updateTable('rate_limits').set({ count: 5 }).where('key', '=', 'no-such-key').execute();
+    });
+    assert.equal(stats().waited, before.waited + 1, 'an UPDATE ran (no row matched): it waits, conservatively');
+    await store.db.transaction().execute((tx) => tx.updateTable('rate_limits').set({ count: 7 }).where('key', '=', 'read-in-tx').execute());
+    assert.equal(stats().waited, before.waited + 2);
+    assert.equal(seen('read-in-tx'), true);
+  });
+
   it('relaxed writes (rate-limit counters) are committed but do not wait for the WAL fsync', async () => {
     const before = stats();
     await withoutDurabilityWait(() => insert('relaxed'));

@@ -132,6 +132,15 @@ describe('payment-code SQLite: group WAL fsync', () => {
     assert.equal(o.stats.waited - before.waited, 3);
   });
 
+  it('a transaction of SELECTs only does not wait for a sync; one with a write does, even when it changed no row', async () => {
+    const before = { ...o.stats };
+    const rows = await o.db.transaction().execute((tx) => tx.selectFrom('t').selectAll().where('id', '=', 'a00').execute());
+    assert.equal(rows.length, 1);
+    assert.equal(o.stats.waited, before.waited, 'read-only: answered without waiting');
+    await o.db.transaction().execute((tx) => tx.updateTable('t').set({ n: 2 }).where('id', '=', 'no-such-row').execute());
+    assert.equal(o.stats.waited, before.waited + 1, 'an UPDATE ran (no row matched): it waits, conservatively');
+  });
+
   it('the event loop is free while the fdatasync runs: a read is answered meanwhile', async () => {
     const events: string[] = [];
     const slow: FdatasyncFn = (_fd, cb) => {
