@@ -66,7 +66,7 @@ interface Row {
   unit: string;
   note?: string;
   /** Verification rows: the figures npm run bench puts in its table. */
-  kind?: 'import' | Family;
+  kind?: 'import' | 'echo' | Family;
   perCpuSecond?: number;
   p50?: number;
   p99?: number;
@@ -276,7 +276,9 @@ async function benchVerify(work: string): Promise<void> {
   const env: Record<string, string> = { ...baseEnv(dataDir, schema), STEPGATE_HTTP_PORT: String(port), STEPGATE_HTTP_HOST: '127.0.0.1', STEPGATE_PUBLIC_URL: `http://127.0.0.1:${port}` };
   // The per-address budgets would measure themselves (one loopback address), not the tokens.
   const configFile = join(work, 'hardware-bench.yaml');
-  writeFileSync(configFile, 'rateLimits:\n  perIp: 1000000000\n  loginPerIp: 1000000000\n  stepupUserPerIp: 1000000000\n  perClient: 1000000000\n');
+  // The echo route: the OTP target is a ratio to "the same server's JSON-echo rate", measured
+  // here on this server between the families' rounds (see the echo rounds below).
+  writeFileSync(configFile, 'http:\n  echoRoute: true\nrateLimits:\n  perIp: 1000000000\n  loginPerIp: 1000000000\n  stepupUserPerIp: 1000000000\n  perClient: 1000000000\n');
   const config = loadConfig({ env, file: configFile });
   const families = Object.keys(FAMILIES) as Family[];
   log(`seeding ${USERS * families.length} users with one token each`);
@@ -366,13 +368,33 @@ async function benchVerify(work: string): Promise<void> {
     const warmUp = families.flatMap((family) => (bodiesOf.get(family) as Body[]).splice(0, Math.floor((bodiesOf.get(family) as Body[]).length / 4)));
     log(`warming up with ${warmUp.length} verifications of all families`);
     if (warmUp.length > 0) await verifyAll(warmUp);
+    // The same server's JSON echo (all middleware), in a round of its own before every
+    // family's round and after the last: a baseline taken minutes earlier in another process
+    // drifts with the machine's load, one interleaved with the rounds does not.
+    const echoBody = '{"factor":"hardware_otp","code":"123456"}';
+    const echoRound = (amount: number) =>
+      load({ url: server.url, connections: Math.min(CONNECTIONS, amount), durationSeconds: 120, amount, requests: [{ method: 'POST', path: '/v1/echo', headers: { 'content-type': 'application/json' }, body: echoBody }] });
+    const echo = { ok: 0, cpu: 0, perRound: [] as string[] };
+    const measureEcho = async (amount: number) => {
+      const cpuBefore = server.cpuSeconds();
+      const r = await echoRound(amount);
+      const cpu = server.cpuSeconds() - cpuBefore;
+      const ok = r.rps * r.durationSeconds;
+      echo.ok += ok;
+      echo.cpu += cpu;
+      echo.perRound.push(cpu > 0 ? (ok / cpu).toFixed(0) : '?');
+    };
     // --order (e.g. totp,hotp,sm3,hotp) tells a family's own cost from its place in the sequence.
     const order = measuredOrder(families);
+    // ~1 s of echo a round: enough requests that the CPU clock's resolution does not show.
+    const echoAmount = SMOKE ? CONNECTIONS : 3000;
+    await echoRound(echoAmount); // warm-up, unmeasured
     const rounds = new Map<Family, { requests: number; ok: number; seconds: number; cpu: number; p50: number[]; p99: number[]; errors: number; perRound: string[] }>();
     for (const [i, family] of order.entries()) {
       const left = order.slice(i).filter((f) => f === family).length;
       const all = bodiesOf.get(family) as Body[];
       const bodies = all.splice(0, Math.ceil(all.length / left));
+      await measureEcho(echoAmount);
       log(`verifying ${bodies.length} ${family} codes through the HTTP API`);
       const cpuBefore = server.cpuSeconds();
       const startedUs = process.hrtime.bigint() / 1000n;
@@ -392,6 +414,12 @@ async function benchVerify(work: string): Promise<void> {
       acc.errors += r.non2xx + r.errors;
       acc.perRound.push(cpu > 0 ? (ok / cpu).toFixed(0) : '?');
       rounds.set(family, acc);
+    }
+    await measureEcho(echoAmount);
+    if (echo.cpu > 0) {
+      const perCpuSecond = echo.ok / echo.cpu;
+      log(`  same-server echo: ${perCpuSecond.toFixed(0)} per gateway CPU-second (rounds: ${echo.perRound.join(', ')})`);
+      rows.push({ kind: 'echo', perCpuSecond, scenario: 'the same server\'s JSON echo (POST /v1/echo), interleaved with the rounds', value: perCpuSecond, unit: 'per CPU-second', note: `rounds: ${echo.perRound.join(', ')}` });
     }
     for (const [family, acc] of rounds) {
       const rps = acc.ok / acc.seconds;
