@@ -71,7 +71,13 @@ export function createMetrics(commitStats?: GroupCommitStats) {
     labelNames: ['provider', 'outcome'] as const,
     registers: [registry],
   });
-  return { registry, httpDuration, logins, stepups, tokenIssueDuration, sms };
+  const shedCharges = new Counter({
+    name: 'stepgate_rate_limit_shed_charges_total',
+    help: 'Rate-limit charges of sign-ins refused at once for capacity (every argon2 slot busy), by outcome: written (in the background), dropped (too many distinct counters pending), failed (the store refused; logged).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  return { registry, httpDuration, logins, stepups, tokenIssueDuration, sms, shedCharges };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -100,10 +100,11 @@ export async function consumeRates(gw: Gateway, charges: readonly [Charge] | rea
     throw new AppError('service_unavailable', { retryAfterSeconds: 5, detail: 'Try again shortly.' });
   }
   const decisions = decisionsOf(charges, counts, w);
-  // A spent budget (no request left in its window) is remembered, so a sign-in shed later in
-  // the window is answered 429, as its counter would answer.
+  // A spent address or sign-in budget (no request left in its window) is remembered, so a
+  // sign-in shed later in the window is answered 429, as its counter would answer.
   decisions.forEach((d, i) => {
-    if (d.remaining === 0) shedOf(gw).spent(w.keys[i] as string, w.expiresAt);
+    const bucket = (charges[i] as Charge).bucket;
+    if (d.remaining === 0 && (bucket === 'ip' || bucket === 'login_ip')) shedOf(gw).spent(w.keys[i] as string, w.expiresAt);
   });
   return decisions;
 }
@@ -145,6 +146,7 @@ class ShedCharges {
       const p = this.#pending.get(key);
       if (p !== undefined) p.n += 1;
       else if (this.#pending.size < SHED_KEYS_MAX) this.#pending.set(key, { n: 1, limit: (charges[i] as Charge).limit, expiresAt: w.expiresAt });
+      else this.#gw.metrics.shedCharges.inc({ outcome: 'dropped' });
     });
     if (!this.#flushing) {
       this.#flushing = true;
@@ -181,9 +183,11 @@ class ShedCharges {
           try {
             const { rows } = await withoutDurabilityWait(() => COUNT_BY.run(this.#gw.store.db, [key, p.n, p.expiresAt]));
             const count = Number(rows[0]?.count ?? 0);
+            this.#gw.metrics.shedCharges.inc({ outcome: 'written' }, p.n);
             if (count >= p.limit) this.spent(key, p.expiresAt);
           } catch (err) {
             // The requests were refused already; only their counts are lost.
+            this.#gw.metrics.shedCharges.inc({ outcome: 'failed' }, p.n);
             this.#gw.logger.warn({ err, counts: p.n }, 'rate-limit store unavailable: charges of refused sign-ins not written');
           }
         }

@@ -276,6 +276,10 @@ for (const dialect of testDialects()) {
       assert.equal(after.status, 429, after.text);
       assert.equal(argon2SlotsFor(SHED_CAP).active, 0);
       assert.equal(await counters('login_ip'), 7);
+      // Operators see the shed charges: 5 shed sign-ins (4 refused 503, 1 answered 429), two
+      // counters each, all written.
+      const metrics = await tg.gw.metrics.registry.getSingleMetricAsString('stepgate_rate_limit_shed_charges_total');
+      assert.match(metrics, /stepgate_rate_limit_shed_charges_total\{outcome="written"\} 10\b/);
     });
   });
 }
