@@ -208,6 +208,20 @@ function shedOf(gw: Gateway): ShedCharges {
   return s;
 }
 
+/**
+ * The budget that binds: the first refused one, else the one with the fewest requests left.
+ * Its RateLimit-* headers are the ones a client sees (one set, not one per budget overwritten
+ * by the next), and a refusal is a 429.
+ */
+function enforceAll(res: Response, decisions: readonly RateDecision[]): void {
+  let binding = decisions[0] as RateDecision;
+  for (const d of decisions) {
+    if (!binding.allowed) break;
+    if (!d.allowed || d.remaining < binding.remaining) binding = d;
+  }
+  enforce(res, binding);
+}
+
 function enforce(res: Response, d: RateDecision): void {
   res.setHeader('RateLimit-Limit', String(d.limit));
   res.setHeader('RateLimit-Remaining', String(d.remaining));
@@ -265,8 +279,7 @@ export function rateLimitByAddress(gw: Gateway): RequestHandler {
       next();
       return;
     }
-    const decisions = await consumeRates(gw, second === undefined ? [address] : [address, second]);
-    for (const d of decisions) enforce(res, d);
+    enforceAll(res, await consumeRates(gw, second === undefined ? [address] : [address, second]));
     next();
   };
 }

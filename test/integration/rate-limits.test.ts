@@ -42,6 +42,25 @@ for (const dialect of testDialects()) {
       assert.equal((await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD })).status, 200);
     });
 
+    it('one set of RateLimit headers, for the budget that binds: the fewest requests left, or the refused one', async () => {
+      tg.clock.advance(60);
+      // A sign-in is charged to the address budget (40) and the sign-in budget (5): the latter binds.
+      const first = await tg.http().post('/v1/login').send({ username: 'kim', password: 'wrong password here' });
+      assert.equal(first.status, 401);
+      assert.deepEqual([first.headers['ratelimit-limit'], first.headers['ratelimit-remaining']], ['5', '4']);
+      // Spend the address budget down to 2 with other requests: now it binds for a sign-in.
+      for (let i = 0; i < 37; i += 1) await tg.http().get('/v1/me');
+      const second = await tg.http().post('/v1/login').send({ username: 'kim', password: 'wrong password here' });
+      assert.equal(second.status, 401);
+      assert.deepEqual([second.headers['ratelimit-limit'], second.headers['ratelimit-remaining']], ['40', '1']);
+      const third = await tg.http().post('/v1/login').send({ username: 'kim', password: 'wrong password here' });
+      assert.deepEqual([third.status, third.headers['ratelimit-limit'], third.headers['ratelimit-remaining']], [401, '40', '0']);
+      // Both spent or one spent: refused, with the refused budget's headers.
+      const refused = await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD });
+      assert.equal(refused.status, 429);
+      assert.deepEqual([refused.headers['ratelimit-limit'], refused.headers['ratelimit-remaining']], ['40', '0']);
+    });
+
     it('health, readiness and metrics are never counted', async () => {
       for (let i = 0; i < 50; i += 1) assert.equal((await tg.http().get('/healthz')).status, 200);
       assert.equal((await tg.http().get('/readyz')).status, 200);
