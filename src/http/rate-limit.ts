@@ -238,17 +238,26 @@ const STEPUP_PAGE = /^\/stepup\//;
 const STEPUP_USER_API = /^\/v1\/stepup\/[^/]+\/(verify|challenge)$/;
 const STEPUP_STATUS_API = /^\/v1\/stepup\/[^/]+$/;
 
+/**
+ * The path as the routers match it: express routes case-insensitively and with an optional
+ * trailing slash, so `/V1/Login/` reaches the sign-in route and must be counted as a sign-in.
+ */
+function routedPath(req: Request): string {
+  return req.path.toLowerCase().replace(/\/+$/, '') || '/';
+}
+
 /** The user side of step-up (ticket-authorised); the client side is counted per client. */
-function isStepUpUserRequest(req: Request): boolean {
-  if (STEPUP_PAGE.test(req.path) || STEPUP_USER_API.test(req.path)) return true;
-  return req.method === 'GET' && STEPUP_STATUS_API.test(req.path);
+function isStepUpUserRequest(method: string, path: string): boolean {
+  if (STEPUP_PAGE.test(path) || STEPUP_USER_API.test(path)) return true;
+  return method === 'GET' && STEPUP_STATUS_API.test(path);
 }
 
 /** Per-address budgets, before any route runs (so before any password is hashed). */
 export function rateLimitByAddress(gw: Gateway): RequestHandler {
   const cfg = gw.config.rateLimits;
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
-    if (!cfg.enabled || UNCOUNTED.has(req.path) || req.path.startsWith('/static/')) {
+    const path = routedPath(req);
+    if (!cfg.enabled || UNCOUNTED.has(path) || req.path.startsWith('/static/')) {
       next();
       return;
     }
@@ -258,12 +267,12 @@ export function rateLimitByAddress(gw: Gateway): RequestHandler {
     // (one round trip, one commit): both are charged even when the first is already spent,
     // as a refused request counts against every budget it falls under.
     const second: Charge | undefined =
-      req.method === 'POST' && LOGIN.test(req.path)
+      req.method === 'POST' && LOGIN.test(path)
         ? { bucket: 'login_ip', subject: ip, limit: cfg.loginPerIp }
-        : isStepUpUserRequest(req)
+        : isStepUpUserRequest(req.method, path)
           ? { bucket: 'stepup_user_ip', subject: ip, limit: cfg.stepupUserPerIp }
           : undefined;
-    if (second?.bucket === 'login_ip' && PASSWORD_LOGIN.test(req.path) && passwordServices(gw).hasher.saturated) {
+    if (second?.bucket === 'login_ip' && PASSWORD_LOGIN.test(path) && passwordServices(gw).hasher.saturated) {
       // Every argon2 slot is busy: the sign-in will be refused whatever its budgets say, so it
       // does not wait for them (see ShedCharges). Charged all the same; 429 when a budget is
       // known to be spent, otherwise the route answers 503 `overloaded` without any check.

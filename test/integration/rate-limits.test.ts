@@ -61,6 +61,22 @@ for (const dialect of testDialects()) {
       assert.deepEqual([refused.headers['ratelimit-limit'], refused.headers['ratelimit-remaining']], ['40', '0']);
     });
 
+    it('a trailing slash or another case reaches the same routes, and is counted in the same budgets', async () => {
+      tg.clock.advance(60);
+      const statuses: number[] = [];
+      for (const path of ['/v1/login/', '/V1/LOGIN', '/v1/Login', '/v1/login', '/v1/login/', '/V1/login']) {
+        statuses.push((await tg.http().post(path).send({ username: 'kim', password: 'wrong password here' })).status);
+      }
+      // The sign-in budget is 5 a window, whatever the spelling of the path.
+      assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429]);
+      tg.clock.advance(60);
+      const created = await tg.http().post('/v1/stepup').set('Authorization', pay.basic).send({ subject: 'kim', action: ACTION, context: {} });
+      const { stepup_id: id, ticket } = created.body as { stepup_id: string; ticket: string };
+      const user: number[] = [];
+      for (let i = 0; i < 9; i += 1) user.push((await tg.http().get(`/V1/STEPUP/${id}/`).set('Authorization', `Ticket ${ticket}`)).status);
+      assert.deepEqual(user, [...Array(8).fill(200), 429], 'the user side of step-up: 8 a window');
+    });
+
     it('health, readiness and metrics are never counted', async () => {
       for (let i = 0; i < 50; i += 1) assert.equal((await tg.http().get('/healthz')).status, 200);
       assert.equal((await tg.http().get('/readyz')).status, 200);
