@@ -1,5 +1,6 @@
 import { CompiledQuery, type QueryResult, SqliteAdapter } from 'kysely';
 import type { Executor } from './database.ts';
+import { isReadSql, runFixedSqlDirect } from './node-sqlite-dialect.ts';
 
 /**
  * A fixed statement for the hottest paths (every request's rate-limit counter, every audit
@@ -13,6 +14,8 @@ import type { Executor } from './database.ts';
 export class FixedSql<R = unknown> {
   readonly #sqlite: string;
   readonly #postgres: string;
+  /** A plain SELECT: it writes nothing (the SQLite driver's WAL sync needs to know). */
+  readonly #read: boolean;
 
   /**
    * `options.postgres`: a different text for PostgreSQL (same `?` placeholders, same
@@ -20,15 +23,34 @@ export class FixedSql<R = unknown> {
    */
   constructor(text: string, options: { postgres?: string } = {}) {
     this.#sqlite = text;
+    this.#read = isReadSql(text);
     this.#postgres = (options.postgres ?? text)
       .split('?')
       .map((part, i) => (i === 0 ? part : `$${i}${part}`))
       .join('');
   }
 
+  /**
+   * Runs the statement on `executor` (the database, or the transaction it belongs to) without
+   * Kysely's query executor: on the gateway's SQLite store straight on its driver
+   * (runFixedSqlDirect); on PostgreSQL on the connection Kysely's connection provider gives
+   * (a pooled client, or the one the transaction holds, with Kysely's checks that the
+   * transaction is still open). Errors come from the driver as they are (pg's, node:sqlite's,
+   * the WAL sync's). An executor with plugins goes through Kysely's executor, which applies them.
+   */
   run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
-    const sqlite = executor.getExecutor().adapter instanceof SqliteAdapter;
-    return executor.executeQuery<R>(CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]));
+    try {
+      const direct = runFixedSqlDirect(executor, this.#sqlite, parameters, this.#read);
+      if (direct !== undefined) return direct as Promise<QueryResult<R>>;
+      const qe = executor.getExecutor();
+      const sqlite = qe.adapter instanceof SqliteAdapter;
+      const compiled = CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]);
+      if (!sqlite && qe.plugins.length === 0) return qe.provideConnection((connection) => connection.executeQuery<R>(compiled));
+      return executor.executeQuery<R>(compiled);
+    } catch (err) {
+      // Kysely's checks (a transaction already committed) throw at once; callers get a rejection, as from executeQuery.
+      return Promise.reject(err);
+    }
   }
 
   /** The first row, or undefined. */
