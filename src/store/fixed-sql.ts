@@ -31,26 +31,23 @@ export class FixedSql<R = unknown> {
   }
 
   /**
-   * Runs the statement on `executor` (the database, or the transaction it belongs to) without
-   * Kysely's query executor: on the gateway's SQLite store straight on its driver
-   * (runFixedSqlDirect); on PostgreSQL on the connection Kysely's connection provider gives
-   * (a pooled client, or the one the transaction holds, with Kysely's checks that the
-   * transaction is still open). Errors come from the driver as they are (pg's, node:sqlite's,
-   * the WAL sync's). An executor with plugins goes through Kysely's executor, which applies them.
+   * Runs the statement on `executor` (the database, or the transaction it belongs to). On the
+   * gateway's SQLite store it runs straight on the driver, without Kysely's query executor
+   * (runFixedSqlDirect: the same lock, transaction, statement cache, WAL-sync wait and errors);
+   * elsewhere — PostgreSQL, an executor with plugins, a connection, an ended transaction —
+   * through Kysely's executor. On PostgreSQL the executor is a few µs of a statement's ~55 µs
+   * of client-side CPU, below what a benchmark here resolves (bench/notes/fixed-sql-direct.md).
    */
   run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
     try {
       const direct = runFixedSqlDirect(executor, this.#sqlite, parameters, this.#read);
       if (direct !== undefined) return direct as Promise<QueryResult<R>>;
-      const qe = executor.getExecutor();
-      const sqlite = qe.adapter instanceof SqliteAdapter;
-      const compiled = CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]);
-      if (!sqlite && qe.plugins.length === 0) return qe.provideConnection((connection) => connection.executeQuery<R>(compiled));
-      return executor.executeQuery<R>(compiled);
     } catch (err) {
-      // Kysely's checks (a transaction already committed) throw at once; callers get a rejection, as from executeQuery.
+      // Kysely's check that the transaction is open throws at once; callers get a rejection, as from executeQuery.
       return Promise.reject(err);
     }
+    const sqlite = executor.getExecutor().adapter instanceof SqliteAdapter;
+    return executor.executeQuery<R>(CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]));
   }
 
   /** The first row, or undefined. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, fdatasync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { CompiledQuery, type KyselyPlugin, type QueryResult } from 'kysely';
+import { CompiledQuery, type KyselyPlugin, type QueryResult, SqliteAdapter } from 'kysely';
 import { type Executor, isDatabaseUnavailable, openStore, type Tx } from '../../src/store/database.ts';
 import { FixedSql } from '../../src/store/fixed-sql.ts';
 import { type FdatasyncFn, WAL_SYNC_FAILED, withoutDurabilityWait } from '../../src/store/node-sqlite-dialect.ts';
@@ -9,10 +9,10 @@ import { isUniqueViolation } from '../../src/store/users-repository.ts';
 import { createTestDatabase, createTestStore, testDialects } from '../helpers/stores.ts';
 
 /**
- * FixedSql runs below Kysely's query executor (src/store/fixed-sql.ts): straight on the
- * SQLite driver, on the PostgreSQL connection Kysely's provider gives. These tests hold it to
- * what Kysely's executor did: the caller's transaction, the same results, the same errors,
- * the same waits for the WAL sync, the same refusals.
+ * On the gateway's SQLite store FixedSql runs below Kysely's query executor, straight on the
+ * driver (src/store/fixed-sql.ts); on PostgreSQL through it. These tests hold both to what
+ * Kysely's executor does: the caller's transaction, the same results, the same errors, the
+ * same waits for the WAL sync, the same refusals.
  */
 
 const TEXT = {
@@ -35,16 +35,19 @@ function referenceText(dialect: string, text: string): string {
     .join('');
 }
 
-/** Makes `executor.executeQuery` (Kysely's executor, as FixedSql used it) fail, to show a statement did not go through it. */
+/**
+ * SQLite: makes `executor.executeQuery` (Kysely's executor, as FixedSql used it) fail, to show
+ * that a statement did not go through it. PostgreSQL: FixedSql goes through it; left alone.
+ */
 function withoutKyselyExecutor<E extends Executor>(executor: E): E {
-  (executor as { executeQuery: unknown }).executeQuery = () => Promise.reject(new Error('went through Kysely executeQuery'));
+  if (executor.getExecutor().adapter instanceof SqliteAdapter) (executor as { executeQuery: unknown }).executeQuery = () => Promise.reject(new Error('went through Kysely executeQuery'));
   return executor;
 }
 
 class RollBack extends Error {}
 
 for (const dialect of testDialects()) {
-  describe(`FixedSql below Kysely's executor (${dialect})`, () => {
+  describe(`FixedSql ${dialect === 'sqlite' ? "below Kysely's executor" : "through Kysely's executor"} (${dialect})`, () => {
     let t: Awaited<ReturnType<typeof createTestStore>>;
     before(async () => {
       t = await createTestStore(dialect);
@@ -82,7 +85,7 @@ for (const dialect of testDialects()) {
       assert.equal((await db.selectFrom('meta').select('value').where('key', '=', 'tx-kept').executeTakeFirst())?.value, 'k', 'committed');
     });
 
-    it('runs on the database without Kysely executeQuery, each statement committed on its own', async () => {
+    it('runs on the database (on SQLite without Kysely executeQuery), each statement committed on its own', async () => {
       const db = (await t.database.open()).db;
       try {
         // Kysely initialises its driver at its first query (the direct path leaves that one to it).
