@@ -19,6 +19,7 @@ import { meFactorsRouter } from './http/me-factors-router.ts';
 import { meSessionsRouter } from './http/me-sessions-router.ts';
 import { sessionConfirmRouter } from './http/session-confirm-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
+import { accountPagesRouter } from './http/account-pages-router.ts';
 import { meSmsOtpRouter } from './http/me-sms-otp-router.ts';
 import { smsPagesRouter } from './http/sms-pages-router.ts';
 import { meTotpRouter } from './http/me-totp-router.ts';
@@ -146,6 +147,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(stepUpPagesRouter(gw));
   app.use(sessionConfirmRouter(gw, api));
   app.use(securityPagesRouter(gw));
+  app.use(accountPagesRouter(gw));
   app.use(hardwareOtpPagesRouter(gw));
   app.use(smsPagesRouter(gw));
   app.use(totpPagesRouter(gw));
