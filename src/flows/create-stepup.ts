@@ -137,7 +137,8 @@ export async function createStepUp(gw: Gateway, client: RelyingClient, body: Cre
 
 /**
  * `maxAgeSeconds` > 0: an authentication this user completed for this client within that
- * many seconds, whose proven factors satisfy the new requirement and acr, is reused — the
+ * many seconds, whose proven factors satisfy the new requirement and acr and are all still
+ * enrolled and active, is reused — the
  * new step-up is completed at once with the old `auth_time` (the token says when the user
  * really authenticated). The new token is still bound to the new context. 0 (the default,
  * and the demo payment policies) means every step-up is proven afresh.
@@ -157,9 +158,13 @@ async function reusableAuthentication(tx: Tx, clientId: string, userId: string, 
     .execute();
   for (const r of rows) {
     const proven = JSON.parse(r.proven) as ProvenFactor[];
-    if (r.auth_time !== null && satisfiedAlternative(decision.satisfiable, proven, decision.acr) !== undefined) {
-      return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
-    }
+    if (r.auth_time === null || satisfiedAlternative(decision.satisfiable, proven, decision.acr) === undefined) continue;
+    // A proof counts only while its factor is still the user's and active: a phone reported
+    // stolen and removed (or a factor an operator disabled) must not keep approving new
+    // step-ups for the rest of the max age.
+    const factorIds = [...new Set(proven.map((p) => p.factorId))];
+    const live = await tx.selectFrom('factors').select('id').where('user_id', '=', userId).where('id', 'in', factorIds).where('status', '=', 'active').execute();
+    if (live.length === factorIds.length) return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
   }
   return undefined;
 }
