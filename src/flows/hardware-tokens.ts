@@ -334,8 +334,8 @@ function matchInventory(gw: Gateway, row: HardwareTokensTable, code: string, nex
 }
 
 /** Counts a bind/assign attempt against the token BEFORE its code is compared. */
-async function chargeBindAttempt(gw: Gateway, tokenId: string, limit: number | undefined): Promise<boolean> {
-  let q = gw.store.db
+async function chargeBindAttempt(gw: Gateway, tokenId: string, limit: number | undefined, ex: Executor = gw.store.db): Promise<boolean> {
+  let q = ex
     .updateTable('hardware_tokens')
     .set((eb) => ({ bind_failures: eb('bind_failures', '+', 1) }))
     .where('id', '=', tokenId)
@@ -516,33 +516,42 @@ export async function resyncToken(gw: Gateway, who: TokenActor, serial: string, 
 // ---- self-service ------------------------------------------------------------------------
 
 /**
- * Charges one self-service attempt for the user BEFORE anything is compared; refuses with
- * 429 while the user is over `bindMaxFailures` (for `factors.lockSeconds`). A success resets it.
+ * Charges one self-service attempt for the user BEFORE anything is compared. Returns the
+ * seconds to wait when the user is over `bindMaxFailures` (refused for `factors.lockSeconds`),
+ * undefined when charged; never throws, so it can share the caller's transaction. A success
+ * resets it.
  */
-async function chargeUserAttempt(gw: Gateway, userId: string): Promise<void> {
-  const nowMs = gw.clock.now().getTime();
+async function chargeUserAttemptIn(gw: Gateway, ex: Executor, userId: string, nowMs: number): Promise<number | undefined> {
   const limit = gw.config.hardwareTokens.bindMaxFailures;
   const lockMs = gw.config.factors.lockSeconds * 1000;
-  await gw.store.db
+  await ex
     .insertInto('hardware_token_bind_throttle')
     .values({ user_id: userId, failures: 0, locked_until: null, last_failed_at: nowMs })
     .onConflict((oc) => oc.column('user_id').doNothing())
     .execute();
   // A lock that ran out starts the count again.
-  await gw.store.db.updateTable('hardware_token_bind_throttle').set({ failures: 0, locked_until: null }).where('user_id', '=', userId).where('locked_until', '<=', nowMs).execute();
-  const charged = await gw.store.db
+  await ex.updateTable('hardware_token_bind_throttle').set({ failures: 0, locked_until: null }).where('user_id', '=', userId).where('locked_until', '<=', nowMs).execute();
+  const charged = await ex
     .updateTable('hardware_token_bind_throttle')
     .set((eb) => ({ failures: eb('failures', '+', 1), last_failed_at: nowMs }))
     .where('user_id', '=', userId)
     .where('failures', '<', limit)
     .returning('failures')
     .executeTakeFirst();
-  if (charged === undefined) {
-    const row = await gw.store.db.selectFrom('hardware_token_bind_throttle').select('locked_until').where('user_id', '=', userId).executeTakeFirst();
-    const until = row?.locked_until === null || row?.locked_until === undefined ? nowMs + lockMs : Number(row.locked_until);
-    if (row?.locked_until === null) await gw.store.db.updateTable('hardware_token_bind_throttle').set({ locked_until: until }).where('user_id', '=', userId).where('locked_until', 'is', null).execute();
-    throw new AppError('too_many_requests', { detail: 'Too many wrong token codes; try again later or ask the helpdesk.', retryAfterSeconds: Math.max(1, Math.ceil((until - nowMs) / 1000)) });
-  }
+  if (charged !== undefined) return undefined;
+  const row = await ex.selectFrom('hardware_token_bind_throttle').select('locked_until').where('user_id', '=', userId).executeTakeFirst();
+  const until = row?.locked_until === null || row?.locked_until === undefined ? nowMs + lockMs : Number(row.locked_until);
+  if (row?.locked_until === null) await ex.updateTable('hardware_token_bind_throttle').set({ locked_until: until }).where('user_id', '=', userId).where('locked_until', 'is', null).execute();
+  return Math.max(1, Math.ceil((until - nowMs) / 1000));
+}
+
+function tooManyWrongCodes(retryAfterSeconds: number): AppError {
+  return new AppError('too_many_requests', { detail: 'Too many wrong token codes; try again later or ask the helpdesk.', retryAfterSeconds });
+}
+
+async function chargeUserAttempt(gw: Gateway, userId: string): Promise<void> {
+  const wait = await chargeUserAttemptIn(gw, gw.store.db, userId, gw.clock.now().getTime());
+  if (wait !== undefined) throw tooManyWrongCodes(wait);
 }
 
 async function resetUserAttempts(gw: Gateway, userId: string): Promise<void> {
@@ -574,18 +583,29 @@ export interface BindInput {
 export async function bindOwnToken(gw: Gateway, userId: string, input: BindInput, who: AuditActor): Promise<TokenView> {
   const self: TokenActor = { ...who, by: 'self' };
   const label = input.label === undefined || input.label === '' ? undefined : checkLabel(input.label);
-  await chargeUserAttempt(gw, userId);
   const serial = normaliseSerial(input.serial);
-  const row = serial === undefined ? undefined : await lockedToken(gw, gw.store.db, serial);
+  const limit = gw.config.hardwareTokens.bindMaxFailures;
+  // The user's attempt and the serial's are charged in one transaction, and the serial's
+  // UPDATE runs whether or not the serial is in stock (against no row when it is not): one
+  // commit and the same statements either way, so the time taken does not tell an unknown
+  // (or someone else's) serial from one waiting in stock.
+  type Charged = { kind: 'locked'; wait: number } | { kind: 'charged'; row: HardwareTokensTable | undefined };
+  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
+    const wait = await chargeUserAttemptIn(gw, tx, userId, gw.clock.now().getTime());
+    if (wait !== undefined) return { kind: 'locked', wait };
+    const found = serial === undefined ? undefined : await tx.selectFrom('hardware_tokens').selectAll().where('serial', '=', serial).executeTakeFirst();
+    const row = found?.state === 'unassigned' ? found : undefined;
+    const serialCharged = await chargeBindAttempt(gw, row?.id ?? '', limit, tx);
+    return { kind: 'charged', row: serialCharged ? row : undefined };
+  });
+  if (charged.kind === 'locked') throw tooManyWrongCodes(charged.wait);
   const refuse = async (): Promise<never> => {
     await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.bind_failed', subject: userId, data: { serial: serial ?? null, by: 'self' } });
     throw new AppError('token_bind_failed', { invalidParams: [{ pointer: '/code', reason: 'serial number or code not accepted' }] });
   };
-  if (row === undefined || row.state !== 'unassigned') {
-    dummyMatch(gw, input.code, input.nextCode);
-    return refuse();
-  }
-  if (!(await chargeBindAttempt(gw, row.id, gw.config.hardwareTokens.bindMaxFailures))) {
+  const row = charged.row;
+  if (row === undefined) {
+    // Not in stock, or its own attempts used up: the same comparison work all the same.
     dummyMatch(gw, input.code, input.nextCode);
     return refuse();
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
+import { bindOwnToken } from '../../src/flows/hardware-tokens.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { hiddenField, signIn } from '../helpers/session.ts';
@@ -124,6 +125,27 @@ for (const dialect of testDialects()) {
       const staleBind = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ _csrf: csrf, serial, code: oathHotp(seed, 1) });
       assert.equal(staleBind.status, 303);
       assert.match(staleBind.headers.location ?? '', /^\/login\?reauth=1/);
+    });
+
+    it('a serial in stock, an unknown one and someone else\'s cost the same writes (no serial enumeration by timing)', async (t) => {
+      if (needOathtool(t)) return;
+      const inStock = await stock();
+      const taken = await stock();
+      const owner = await makeUser(tg.gw, `owner-${dialect}`);
+      await bindOwnToken(tg.gw, owner.id, { serial: taken, code: oathHotp(seeds[taken] as string, 0) }, { actor: owner.id });
+      const prober = await makeUser(tg.gw, `prober-${dialect}`);
+      const attempt = async (serial: string) => {
+        const flushes = tg.gw.store.commitStats?.flushes ?? 0;
+        await assert.rejects(bindOwnToken(tg.gw, prober.id, { serial, code: '000000' }, { actor: prober.id }), { code: 'token_bind_failed' });
+        return (tg.gw.store.commitStats?.flushes ?? 0) - flushes;
+      };
+      await attempt('WARM-UP');
+      const costs = { inStock: await attempt(inStock), unknown: await attempt('NOT-IN-STOCK-9'), taken: await attempt(taken) };
+      // Every attempt was charged (per user) all the same, and only the stock token's per serial.
+      assert.equal(Number((await tg.gw.store.db.selectFrom('hardware_token_bind_throttle').select('failures').where('user_id', '=', prober.id).executeTakeFirstOrThrow()).failures), 4);
+      assert.equal(Number((await tg.gw.store.db.selectFrom('hardware_tokens').select('bind_failures').where('serial', '=', inStock).executeTakeFirstOrThrow()).bind_failures), 1);
+      // SQLite counts its durable commits (WAL fsyncs): the charge and the audit event, whatever the serial.
+      if (dialect === 'sqlite') assert.deepEqual(costs, { inStock: 2, unknown: 2, taken: 2 });
     });
   });
 }
