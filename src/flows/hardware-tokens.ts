@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { AppError } from '../errors/app-error.ts';
 import { factorSeedAad, type HardwareOtpParams, parseHardwareOtpParams, tokenChallengeKey, unsealFactorSeed, withBindingChallenge, withinValidity } from '../factors/hardware-otp/index.ts';
 import type { Gateway } from '../gateway.ts';
+import { normaliseOtpInput } from '../otp/code-input.ts';
 import { bindingChallenge, matchConsecutiveCodes, matchTokenCode, stepUpChallenge, type TokenCodeParams, type TokenMatch, type TokenWindow } from '../otp/token-codes.ts';
 import { normaliseSerial } from '../pskc/token-spec.ts';
 import type { Executor, Tx } from '../store/database.ts';
@@ -330,7 +331,8 @@ function matchInventory(gw: Gateway, row: HardwareTokensTable, code: string, nex
   const key = inventoryKey(gw, row);
   const state = { counter: Number(row.counter), driftSteps: Number(row.drift_steps) };
   const w = windows(gw);
-  return nextCode === undefined ? matchTokenCode(key, codeParams(row), state, code, now, w.normal) : matchConsecutiveCodes(key, codeParams(row), state, code, nextCode, now, w.sync);
+  const [first, second] = [normaliseOtpInput(code), nextCode === undefined ? undefined : normaliseOtpInput(nextCode)];
+  return second === undefined ? matchTokenCode(key, codeParams(row), state, first, now, w.normal) : matchConsecutiveCodes(key, codeParams(row), state, first, second, now, w.sync);
 }
 
 /** Counts a bind/assign attempt against the token BEFORE its code is compared. */
@@ -459,13 +461,14 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
   const now = gw.clock.now();
   const nowMs = now.getTime();
   const w = windows(gw).sync;
+  const [first, second] = [normaliseOtpInput(input.code), normaliseOtpInput(input.nextCode)];
   const failed = async (): Promise<never> => {
     await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_failed', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by } });
     throw new AppError('token_resync_failed', { invalidParams: [{ pointer: '/next_code', reason: 'not two consecutive codes of this token' }] });
   };
   if (row.state === 'unassigned') {
     const key = inventoryKey(gw, row);
-    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, input.code, input.nextCode, now, w);
+    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, first, second, now, w);
     if (match === undefined) return failed();
     const moved = await gw.store.db.transaction().execute(async (tx) => {
       const r = await tx
@@ -489,7 +492,7 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
   if (f === undefined || params === undefined) throw stateConflict(row, 'its factor is missing');
   const key = unsealFactorSeed(gw.sealer, { id: f.id, secretSealed: f.secret_sealed });
   if (key === undefined) throw stateConflict(row, 'its factor has no seed');
-  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, input.code, input.nextCode, now, w);
+  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, first, second, now, w);
   if (match === undefined) return failed();
   const wasLocked = isLocked(gw, f.failures, f.locked_until, nowMs);
   const moved = await gw.store.db.transaction().execute(async (tx) => {
@@ -559,7 +562,9 @@ async function resetUserAttempts(gw: Gateway, userId: string): Promise<void> {
 }
 
 /** Equal work for an unknown serial, so the answer's timing does not say whether a serial exists. */
-function dummyMatch(gw: Gateway, code: string, nextCode: string | undefined): void {
+function dummyMatch(gw: Gateway, rawCode: string, rawNextCode: string | undefined): void {
+  const code = normaliseOtpInput(rawCode);
+  const nextCode = rawNextCode === undefined ? undefined : normaliseOtpInput(rawNextCode);
   const key = createSecretKey(randomBytes(20));
   const p: TokenCodeParams = { kind: 'hotp', algorithm: 'SHA1', digits: code.length >= 6 && code.length <= 8 ? code.length : 6, periodSeconds: 0 };
   const w = windows(gw);

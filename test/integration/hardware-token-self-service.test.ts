@@ -127,6 +127,25 @@ for (const dialect of testDialects()) {
       assert.match(staleBind.headers.location ?? '', /^\/login\?reauth=1/);
     });
 
+    it('codes typed in full-width digits (a Chinese IME) bind and resync; anything else still 400', async (t) => {
+      if (needOathtool(t)) return;
+      const serial = await stock();
+      const seed = seeds[serial] as string;
+      const wide = (code: string) => code.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
+      await makeUser(tg.gw, `ime-${dialect}`);
+      const s = await signIn(tg, `ime-${dialect}`, PASSWORD);
+      const post = (path: string, body: object) => tg.http().post(path).set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send(body);
+      const bad = await post('/v1/me/factors/hardware_otp', { serial, code: wide('12a456') });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.invalid_params.map((p: { pointer: string }) => p.pointer), ['/code']);
+      const bound = await post('/v1/me/factors/hardware_otp', { serial, code: wide(oathHotp(seed, 0)) });
+      assert.equal(bound.status, 201, JSON.stringify(bound.body));
+      const resync = await post(`/v1/me/factors/hardware_otp/${bound.body.factor.id}/resync`, { code: wide(oathHotp(seed, 30)), next_code: ` ${oathHotp(seed, 31)} ` });
+      assert.equal(resync.status, 200, JSON.stringify(resync.body));
+      const factor = await tg.gw.store.db.selectFrom('factors').select('counter').where('id', '=', bound.body.factor.id).executeTakeFirstOrThrow();
+      assert.equal(Number(factor.counter), 32);
+    });
+
     it('a serial in stock, an unknown one and someone else\'s cost the same writes (no serial enumeration by timing)', async (t) => {
       if (needOathtool(t)) return;
       const inStock = await stock();
