@@ -285,7 +285,7 @@ export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: L
     if (change?.audit !== undefined) await gw.audit.append(tx, { ...base, type: change.audit.type, actor: null, subject: row.user_id, data: { factorId: row.id, ...change.audit.data } });
     if (ctx.previousSessionId !== undefined && ctx.previousSessionId !== '') await sessionsRepo.deleteSession(tx, hashToken(ctx.previousSessionId));
     await sessionsRepo.deleteExpiredUserSessions(tx, row.user_id, nowMs, nowMs - gw.config.session.idleSeconds * 1000);
-    const created = await createSessionIn(gw, tx, row.user_id, [...outcome.amr]);
+    const created = await createSessionIn(gw, tx, row.user_id, [...outcome.amr], { device: { userAgent: ctx.userAgent ?? null, ip: ctx.ip ?? null } });
     await gw.audit.append(tx, { ...base, type: 'login.succeeded', actor: row.user_id, subject: row.user_id, data: { method: 'webauthn', factorId: row.id, amr: [...outcome.amr] } });
     return created;
   });

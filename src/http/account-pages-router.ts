@@ -10,6 +10,7 @@ import { createViews, localeOf, translator } from './pages-router.ts';
 import { locals } from './request-context.ts';
 import { SECURITY_PATH, reauthUrl } from './security-pages-router.ts';
 import { clearSessionCookie, setSessionCookie } from './session.ts';
+import { parseUserAgent } from './user-agent.ts';
 
 /**
  * "My security" for the account itself, as pages (the JSON API has the same operations:
@@ -57,6 +58,12 @@ function formField(req: Request, name: string): string | undefined {
 
 function minutesOf(seconds: number): number {
   return Math.max(1, Math.ceil(seconds / 60));
+}
+
+function deviceLabel(t: (key: string, params?: Record<string, string | number>) => string, userAgent: string | null): string {
+  const { browser, system } = parseUserAgent(userAgent);
+  if (browser !== undefined && system !== undefined) return t('sessions.device', { browser, system });
+  return browser ?? system ?? t('sessions.unknownDevice');
 }
 
 function utc(at: Date): string {
@@ -128,7 +135,7 @@ export function accountPagesRouter(gw: Gateway): Router {
       return;
     }
     try {
-      const session = await changeOwnPassword(gw, auth.userId, { currentPassword: current, newPassword: next }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
+      const session = await changeOwnPassword(gw, auth.userId, { currentPassword: current, newPassword: next }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId }, { userAgent: req.get('user-agent') ?? null, ip: req.ip ?? null });
       setSessionCookie(res, gw.config, session.sessionId);
       res.redirect(303, `${SECURITY_PATH}?notice=passwordChanged`);
     } catch (err) {
@@ -183,6 +190,8 @@ export function accountPagesRouter(gw: Gateway): Router {
         createdAt: utc(s.createdAt),
         lastSeenAt: utc(s.lastSeenAt),
         expiresAt: utc(s.expiresAt),
+        device: deviceLabel(t, s.userAgent),
+        ip: s.ip,
         proven: s.amr.filter((a) => a !== 'mfa').map((a) => (AMR_KEYS[a] === undefined ? a : t(AMR_KEYS[a]))).join(', '),
       })),
       others: sessions.filter((s) => !s.current).length,

@@ -238,6 +238,7 @@ export function pagesRouter(gw: Gateway): Router {
     try {
       const result = await login(gw, { username, password }, {
         ip: req.ip ?? null,
+        userAgent: req.get('user-agent') ?? null,
         requestId: locals(res).requestId,
         previousSessionId: sessionCookieOf(req, gw.config),
         shed: locals(res).shedSignIn === true,

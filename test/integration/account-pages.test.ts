@@ -224,6 +224,41 @@ for (const dialect of testDialects()) {
       assert.equal(await alive(here), false);
     });
 
+    it('names each device by its browser and address, escaped, bounded, and keeps it across a password change', async () => {
+      await makeUser(tg.gw, 'karl');
+      const CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
+      const hostile = `<script>alert(1)</script>\t Firefox/133.0 (X11; Linux x86_64) ${'z'.repeat(400)}`;
+      const open = async (ua: string): Promise<SignedIn> => {
+        const res = await tg.http().post('/v1/login').set('User-Agent', ua).send({ username: 'karl', password: PASSWORD });
+        assert.equal(res.status, 200);
+        return { cookie: `stepgate_session=${cookieFrom(res)}`, csrf: res.body.csrf_token as string, userId: res.body.user.id as string };
+      };
+      const desk = await open(CHROME);
+      await open(hostile);
+      const list = await page(desk, '/security/sessions');
+      assert.match(list.text, /<strong>Chrome 131 on Windows<\/strong> · This device/);
+      assert.match(list.text, /<strong>Firefox 133 on Linux<\/strong>/);
+      assert.match(list.text, /from [:.\w]*127\.0\.0\.1/);
+      assert.doesNotMatch(list.text, /<script>alert/);
+      const zh = await page(desk, '/security/sessions', 'zh-CN');
+      assert.match(zh.text, /Windows 上的 Chrome 131/);
+      const api = await tg.http().get('/v1/me/sessions').set('Cookie', desk.cookie);
+      assert.equal(api.status, 200);
+      const mine = api.body.sessions.find((x: { current: boolean }) => x.current);
+      assert.equal(mine.user_agent, CHROME);
+      assert.equal(mine.device, 'Chrome 131 on Windows');
+      assert.match(mine.ip, /127\.0\.0\.1/);
+      const other = api.body.sessions.find((x: { current: boolean }) => !x.current);
+      assert.equal(other.user_agent.length, 256, 'bounded');
+      assert.ok(!other.user_agent.includes('\t'), 'no control characters');
+      // The session a password change opens is for the same browser.
+      const csrf = hiddenField(list.text, '_csrf');
+      const changed = await tg.http().post('/security/password').set('Cookie', desk.cookie).set('User-Agent', CHROME).type('form').send({ _csrf: csrf, current_password: PASSWORD, new_password: NEW_PASSWORD, new_password_confirm: NEW_PASSWORD });
+      assert.equal(changed.status, 303);
+      const renewed = await tg.http().get('/v1/me/sessions').set('Cookie', `stepgate_session=${cookieFrom(changed)}`);
+      assert.deepEqual(renewed.body.sessions.map((x: { device: string }) => x.device), ['Chrome 131 on Windows']);
+    });
+
     it('needs a fresh sign-in to sign a device out: a session left open cannot end the others', async () => {
       await makeUser(tg.gw, 'jonas');
       const old = await signIn(tg, 'jonas', PASSWORD);
