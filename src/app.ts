@@ -4,7 +4,7 @@ import cookieParser from 'cookie-parser';
 import type { Gateway } from './gateway.ts';
 import { ApiRegistry, buildOpenApi } from './http/api-registry.ts';
 import { errorHandler, notFound } from './http/error-handler.ts';
-import { refuseControlCharacters } from './http/input-guard.ts';
+import { refuseControlCharacters, refuseMalformedUtf8 } from './http/input-guard.ts';
 import { healthRouter } from './http/health-router.ts';
 import { locals, requestId } from './http/request-context.ts';
 import { loadSession } from './http/session.ts';
@@ -19,6 +19,7 @@ import { meFactorsRouter } from './http/me-factors-router.ts';
 import { meSessionsRouter } from './http/me-sessions-router.ts';
 import { sessionConfirmRouter } from './http/session-confirm-router.ts';
 import { securityPagesRouter } from './http/security-pages-router.ts';
+import { accountPagesRouter } from './http/account-pages-router.ts';
 import { meSmsOtpRouter } from './http/me-sms-otp-router.ts';
 import { smsPagesRouter } from './http/sms-pages-router.ts';
 import { meTotpRouter } from './http/me-totp-router.ts';
@@ -103,8 +104,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   );
   app.use(noStoreByDefault);
   app.use(rateLimitByAddress(gw));
-  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
-  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));
+  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'], verify: refuseMalformedUtf8 }));
+  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100, verify: refuseMalformedUtf8 }));
   app.use(cookieParser());
   // Before the session lookup and every router: nothing is read, charged or written for such input.
   app.use(refuseControlCharacters(api.routes));
@@ -146,6 +147,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(stepUpPagesRouter(gw));
   app.use(sessionConfirmRouter(gw, api));
   app.use(securityPagesRouter(gw));
+  app.use(accountPagesRouter(gw));
   app.use(hardwareOtpPagesRouter(gw));
   app.use(smsPagesRouter(gw));
   app.use(totpPagesRouter(gw));

@@ -2,7 +2,7 @@ import { AppError } from '../errors/app-error.ts';
 import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import * as repo from '../store/users-repository.ts';
-import { createSessionIn, type NewSession } from './sessions.ts';
+import { createSessionIn, type NewSession, type SessionDevice } from './sessions.ts';
 import { normalisePassword } from '../factors/password/policy.ts';
 import { type AuditActor, loginThrottleKey, passwordServices } from './users.ts';
 
@@ -27,7 +27,7 @@ export interface ChangePasswordInput {
   newPassword: string;
 }
 
-export async function changeOwnPassword(gw: Gateway, userId: string, input: ChangePasswordInput, who: AuditActor): Promise<NewSession> {
+export async function changeOwnPassword(gw: Gateway, userId: string, input: ChangePasswordInput, who: AuditActor, device?: SessionDevice): Promise<NewSession> {
   const db = gw.store.db;
   const user = await repo.findUserById(db, userId);
   if (user === undefined || user.status !== 'active') throw new AppError('unauthorized');
@@ -79,7 +79,7 @@ export async function changeOwnPassword(gw: Gateway, userId: string, input: Chan
     }
     await repo.clearLoginThrottle(tx, key);
     const ended = await sessionsRepo.deleteUserSessions(tx, userId);
-    const session = await createSessionIn(gw, tx, userId, ['pwd']);
+    const session = await createSessionIn(gw, tx, userId, ['pwd'], device === undefined ? {} : { device });
     await gw.audit.append(tx, { ...base, type: 'user.password_changed', data: { by: 'self', sessions_ended: ended } });
     return session;
   });

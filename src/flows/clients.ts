@@ -494,7 +494,7 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /**
  * private_key_jwt (RFC 7523 §2.2, §3): the assertion is signed by one of the client's
  * registered keys with an accepted algorithm; `iss` = `sub` = client id; `aud` names this
- * gateway; `exp` at most 60 s ahead (and `exp - iat` ≤ 60 s when `iat` is given); `jti`
+ * gateway and nothing else; `exp` at most 60 s ahead (and `exp - iat` ≤ 60 s when `iat` is given); `jti`
  * accepted once — the single-use insert is the last check, so a rejected assertion does not
  * burn its jti.
  */
@@ -525,6 +525,7 @@ export async function verifyClientAssertion(gw: Gateway, assertion: string, clai
   let exp: number;
   let iat: number | undefined;
   let jti: unknown;
+  let aud: unknown;
   try {
     const { payload } = await jwtVerify(assertion, createLocalJWKSet(JSON.parse(row.jwks) as JSONWebKeySet), {
       algorithms: [...CLIENT_ASSERTION_ALGS],
@@ -538,10 +539,15 @@ export async function verifyClientAssertion(gw: Gateway, assertion: string, clai
     exp = payload.exp as number;
     iat = payload.iat;
     jti = payload.jti;
+    aud = payload.aud;
   } catch (err) {
     const code = err instanceof joseErrors.JOSEError ? err.code : 'ERR_UNEXPECTED';
     return { ok: false, reason: `assertion rejected (${code})`, clientId };
   }
+  // jose accepts an audience list that contains us; an assertion made out to several
+  // audiences can be replayed here by any of them (the audience injection attack that
+  // draft-ietf-oauth-rfc7523bis answers): this gateway must be its sole audience.
+  if (Array.isArray(aud) && aud.length !== 1) return { ok: false, reason: 'assertion aud names more than this gateway', clientId };
   if (exp - nowSeconds > MAX_ASSERTION_LIFETIME_SECONDS + ASSERTION_CLOCK_SKEW_SECONDS) {
     return { ok: false, reason: `assertion expires more than ${MAX_ASSERTION_LIFETIME_SECONDS} s ahead`, clientId };
   }

@@ -103,7 +103,7 @@ export async function completeSessionSecondFactor(gw: Gateway, session: CurrentS
     if (previous === undefined || !(await sessionsRepo.deleteSession(tx, session.idHash))) return 'ended' as const;
     const amr = [...new Set([...session.amr, ...outcome.amr, 'mfa'])];
     // The new session ends when the password sign-in's would have: a code does not extend it.
-    const next = await createSessionIn(gw, tx, session.userId, amr, Number(previous.expires_at));
+    const next = await createSessionIn(gw, tx, session.userId, amr, { notAfterMs: Number(previous.expires_at), device: { userAgent: previous.user_agent ?? null, ip: previous.ip ?? null } });
     await gw.audit.append(tx, { ...base, type: 'session.second_factor_verified', data: { factor: input.factor, factorId: row.id, amr } });
     return { ...next, amr };
   });

@@ -13,13 +13,45 @@ import { type ProvenFactor, satisfiedAlternative, toStepUp } from '../stepup/ste
 import { recheckAtCompletion } from './stepup-recheck.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
 
-/** What the relying service asks for. `context` is the exact thing being authorised. */
-const contextValue = z.union([z.string().max(256), z.number().finite(), z.boolean()]);
+/**
+ * Text the user approves (context strings, the binding message) must read as what it is:
+ * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee), no
+ * bidirectional formatting characters (U+202E turns "shop\u202Egnp.exe" into "shopexe.png"
+ * on the approval page) and no lone surrogates (each JSON library decodes them its own way,
+ * so the relying service could compare another string than the one the user saw).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+export function approvalTextProblem(text: string): string | undefined {
+  if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
+  const bad = UNDISPLAYABLE.exec(text)?.[0];
+  if (bad !== undefined) return `must not contain control or bidirectional formatting characters (found U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')})`;
+  return undefined;
+}
+const approvalText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .superRefine((text, ctx) => {
+      const problem = approvalTextProblem(text);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+    });
+
+/**
+ * What the relying service asks for. `context` is the exact thing being authorised, so every
+ * value must survive the trip to the token and back unchanged: numbers are integers within
+ * ±(2^53 − 1) (a larger one was already rounded by the JSON parser, and a fraction is a
+ * decimal string), and `__proto__` is no field name (a JavaScript object cannot hold it as
+ * data: zod's record drops it without a word, and the token would approve less than was
+ * sent; the parsed body no longer shows it, so `assertNoProtoField` checks the raw one).
+ */
+const contextValue = z.union([approvalText(256), z.int({ error: 'must be an integer within ±(2^53 − 1): send fractions and larger numbers as strings' }), z.boolean()]);
+const CONTEXT_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 export const createStepUpBody = z.strictObject({
   subject: z.string().min(1).max(128).describe('The user id or username.'),
   action: z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_]+)*$/, 'must be dot-separated snake_case words').max(128),
   context: z
-    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be a context field name'), contextValue)
+    .record(z.string().regex(CONTEXT_FIELD, 'must be a context field name'), contextValue)
     .refine((c) => Object.keys(c).length <= 32, 'at most 32 fields')
     .refine((c) => !('type' in c), '"type" is reserved (it carries the action in authorization_details)')
     .refine((c) => c.amount === undefined || isDecimalString(c.amount), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
@@ -27,11 +59,19 @@ export const createStepUpBody = z.strictObject({
       message: 'an amount needs an ISO 4217 currency',
       path: ['currency'],
     }),
-  binding_message: z.string().min(1).max(200).optional().describe('Shown to the user: what is being approved (amount, payee).'),
+  binding_message: approvalText(200).min(1).optional().describe('Shown to the user: what is being approved (amount, payee).'),
   redirect_uri: z.url().max(2000).optional(),
   state: z.string().max(512).optional(),
 });
 export type CreateStepUpBody = z.output<typeof createStepUpBody>;
+
+/** Refuses a raw (unparsed) create body whose `context` names the field `__proto__`. */
+export function assertNoProtoField(raw: unknown): void {
+  const context = typeof raw === 'object' && raw !== null ? (raw as { context?: unknown }).context : undefined;
+  if (typeof context === 'object' && context !== null && Object.hasOwn(context, '__proto__')) {
+    throw new AppError('validation_failed', { invalidParams: [{ pointer: '/context/__proto__', reason: 'must be a context field name ("__proto__" cannot be one)' }] });
+  }
+}
 
 export interface RelyingClient {
   clientId: string;
@@ -97,7 +137,8 @@ export async function createStepUp(gw: Gateway, client: RelyingClient, body: Cre
 
 /**
  * `maxAgeSeconds` > 0: an authentication this user completed for this client within that
- * many seconds, whose proven factors satisfy the new requirement and acr, is reused — the
+ * many seconds, whose proven factors satisfy the new requirement and acr and are all still
+ * enrolled and active, is reused — the
  * new step-up is completed at once with the old `auth_time` (the token says when the user
  * really authenticated). The new token is still bound to the new context. 0 (the default,
  * and the demo payment policies) means every step-up is proven afresh.
@@ -117,9 +158,13 @@ async function reusableAuthentication(tx: Tx, clientId: string, userId: string, 
     .execute();
   for (const r of rows) {
     const proven = JSON.parse(r.proven) as ProvenFactor[];
-    if (r.auth_time !== null && satisfiedAlternative(decision.satisfiable, proven, decision.acr) !== undefined) {
-      return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
-    }
+    if (r.auth_time === null || satisfiedAlternative(decision.satisfiable, proven, decision.acr) === undefined) continue;
+    // A proof counts only while its factor is still the user's and active: a phone reported
+    // stolen and removed (or a factor an operator disabled) must not keep approving new
+    // step-ups for the rest of the max age.
+    const factorIds = [...new Set(proven.map((p) => p.factorId))];
+    const live = await tx.selectFrom('factors').select('id').where('user_id', '=', userId).where('id', 'in', factorIds).where('status', '=', 'active').execute();
+    if (live.length === factorIds.length) return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
   }
   return undefined;
 }

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { AppError } from '../errors/app-error.ts';
 import { factorSeedAad, type HardwareOtpParams, parseHardwareOtpParams, tokenChallengeKey, unsealFactorSeed, withBindingChallenge, withinValidity } from '../factors/hardware-otp/index.ts';
 import type { Gateway } from '../gateway.ts';
+import { normaliseOtpInput } from '../otp/code-input.ts';
 import { bindingChallenge, matchConsecutiveCodes, matchTokenCode, stepUpChallenge, type TokenCodeParams, type TokenMatch, type TokenWindow } from '../otp/token-codes.ts';
 import { normaliseSerial } from '../pskc/token-spec.ts';
 import type { Executor, Tx } from '../store/database.ts';
@@ -330,12 +331,13 @@ function matchInventory(gw: Gateway, row: HardwareTokensTable, code: string, nex
   const key = inventoryKey(gw, row);
   const state = { counter: Number(row.counter), driftSteps: Number(row.drift_steps) };
   const w = windows(gw);
-  return nextCode === undefined ? matchTokenCode(key, codeParams(row), state, code, now, w.normal) : matchConsecutiveCodes(key, codeParams(row), state, code, nextCode, now, w.sync);
+  const [first, second] = [normaliseOtpInput(code), nextCode === undefined ? undefined : normaliseOtpInput(nextCode)];
+  return second === undefined ? matchTokenCode(key, codeParams(row), state, first, now, w.normal) : matchConsecutiveCodes(key, codeParams(row), state, first, second, now, w.sync);
 }
 
 /** Counts a bind/assign attempt against the token BEFORE its code is compared. */
-async function chargeBindAttempt(gw: Gateway, tokenId: string, limit: number | undefined): Promise<boolean> {
-  let q = gw.store.db
+async function chargeBindAttempt(gw: Gateway, tokenId: string, limit: number | undefined, ex: Executor = gw.store.db): Promise<boolean> {
+  let q = ex
     .updateTable('hardware_tokens')
     .set((eb) => ({ bind_failures: eb('bind_failures', '+', 1) }))
     .where('id', '=', tokenId)
@@ -459,13 +461,14 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
   const now = gw.clock.now();
   const nowMs = now.getTime();
   const w = windows(gw).sync;
+  const [first, second] = [normaliseOtpInput(input.code), normaliseOtpInput(input.nextCode)];
   const failed = async (): Promise<never> => {
     await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_failed', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by } });
     throw new AppError('token_resync_failed', { invalidParams: [{ pointer: '/next_code', reason: 'not two consecutive codes of this token' }] });
   };
   if (row.state === 'unassigned') {
     const key = inventoryKey(gw, row);
-    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, input.code, input.nextCode, now, w);
+    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, first, second, now, w);
     if (match === undefined) return failed();
     const moved = await gw.store.db.transaction().execute(async (tx) => {
       const r = await tx
@@ -489,7 +492,7 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
   if (f === undefined || params === undefined) throw stateConflict(row, 'its factor is missing');
   const key = unsealFactorSeed(gw.sealer, { id: f.id, secretSealed: f.secret_sealed });
   if (key === undefined) throw stateConflict(row, 'its factor has no seed');
-  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, input.code, input.nextCode, now, w);
+  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, first, second, now, w);
   if (match === undefined) return failed();
   const wasLocked = isLocked(gw, f.failures, f.locked_until, nowMs);
   const moved = await gw.store.db.transaction().execute(async (tx) => {
@@ -516,33 +519,42 @@ export async function resyncToken(gw: Gateway, who: TokenActor, serial: string, 
 // ---- self-service ------------------------------------------------------------------------
 
 /**
- * Charges one self-service attempt for the user BEFORE anything is compared; refuses with
- * 429 while the user is over `bindMaxFailures` (for `factors.lockSeconds`). A success resets it.
+ * Charges one self-service attempt for the user BEFORE anything is compared. Returns the
+ * seconds to wait when the user is over `bindMaxFailures` (refused for `factors.lockSeconds`),
+ * undefined when charged; never throws, so it can share the caller's transaction. A success
+ * resets it.
  */
-async function chargeUserAttempt(gw: Gateway, userId: string): Promise<void> {
-  const nowMs = gw.clock.now().getTime();
+async function chargeUserAttemptIn(gw: Gateway, ex: Executor, userId: string, nowMs: number): Promise<number | undefined> {
   const limit = gw.config.hardwareTokens.bindMaxFailures;
   const lockMs = gw.config.factors.lockSeconds * 1000;
-  await gw.store.db
+  await ex
     .insertInto('hardware_token_bind_throttle')
     .values({ user_id: userId, failures: 0, locked_until: null, last_failed_at: nowMs })
     .onConflict((oc) => oc.column('user_id').doNothing())
     .execute();
   // A lock that ran out starts the count again.
-  await gw.store.db.updateTable('hardware_token_bind_throttle').set({ failures: 0, locked_until: null }).where('user_id', '=', userId).where('locked_until', '<=', nowMs).execute();
-  const charged = await gw.store.db
+  await ex.updateTable('hardware_token_bind_throttle').set({ failures: 0, locked_until: null }).where('user_id', '=', userId).where('locked_until', '<=', nowMs).execute();
+  const charged = await ex
     .updateTable('hardware_token_bind_throttle')
     .set((eb) => ({ failures: eb('failures', '+', 1), last_failed_at: nowMs }))
     .where('user_id', '=', userId)
     .where('failures', '<', limit)
     .returning('failures')
     .executeTakeFirst();
-  if (charged === undefined) {
-    const row = await gw.store.db.selectFrom('hardware_token_bind_throttle').select('locked_until').where('user_id', '=', userId).executeTakeFirst();
-    const until = row?.locked_until === null || row?.locked_until === undefined ? nowMs + lockMs : Number(row.locked_until);
-    if (row?.locked_until === null) await gw.store.db.updateTable('hardware_token_bind_throttle').set({ locked_until: until }).where('user_id', '=', userId).where('locked_until', 'is', null).execute();
-    throw new AppError('too_many_requests', { detail: 'Too many wrong token codes; try again later or ask the helpdesk.', retryAfterSeconds: Math.max(1, Math.ceil((until - nowMs) / 1000)) });
-  }
+  if (charged !== undefined) return undefined;
+  const row = await ex.selectFrom('hardware_token_bind_throttle').select('locked_until').where('user_id', '=', userId).executeTakeFirst();
+  const until = row?.locked_until === null || row?.locked_until === undefined ? nowMs + lockMs : Number(row.locked_until);
+  if (row?.locked_until === null) await ex.updateTable('hardware_token_bind_throttle').set({ locked_until: until }).where('user_id', '=', userId).where('locked_until', 'is', null).execute();
+  return Math.max(1, Math.ceil((until - nowMs) / 1000));
+}
+
+function tooManyWrongCodes(retryAfterSeconds: number): AppError {
+  return new AppError('too_many_requests', { detail: 'Too many wrong token codes; try again later or ask the helpdesk.', retryAfterSeconds });
+}
+
+async function chargeUserAttempt(gw: Gateway, userId: string): Promise<void> {
+  const wait = await chargeUserAttemptIn(gw, gw.store.db, userId, gw.clock.now().getTime());
+  if (wait !== undefined) throw tooManyWrongCodes(wait);
 }
 
 async function resetUserAttempts(gw: Gateway, userId: string): Promise<void> {
@@ -550,7 +562,9 @@ async function resetUserAttempts(gw: Gateway, userId: string): Promise<void> {
 }
 
 /** Equal work for an unknown serial, so the answer's timing does not say whether a serial exists. */
-function dummyMatch(gw: Gateway, code: string, nextCode: string | undefined): void {
+function dummyMatch(gw: Gateway, rawCode: string, rawNextCode: string | undefined): void {
+  const code = normaliseOtpInput(rawCode);
+  const nextCode = rawNextCode === undefined ? undefined : normaliseOtpInput(rawNextCode);
   const key = createSecretKey(randomBytes(20));
   const p: TokenCodeParams = { kind: 'hotp', algorithm: 'SHA1', digits: code.length >= 6 && code.length <= 8 ? code.length : 6, periodSeconds: 0 };
   const w = windows(gw);
@@ -574,18 +588,29 @@ export interface BindInput {
 export async function bindOwnToken(gw: Gateway, userId: string, input: BindInput, who: AuditActor): Promise<TokenView> {
   const self: TokenActor = { ...who, by: 'self' };
   const label = input.label === undefined || input.label === '' ? undefined : checkLabel(input.label);
-  await chargeUserAttempt(gw, userId);
   const serial = normaliseSerial(input.serial);
-  const row = serial === undefined ? undefined : await lockedToken(gw, gw.store.db, serial);
+  const limit = gw.config.hardwareTokens.bindMaxFailures;
+  // The user's attempt and the serial's are charged in one transaction, and the serial's
+  // UPDATE runs whether or not the serial is in stock (against no row when it is not): one
+  // commit and the same statements either way, so the time taken does not tell an unknown
+  // (or someone else's) serial from one waiting in stock.
+  type Charged = { kind: 'locked'; wait: number } | { kind: 'charged'; row: HardwareTokensTable | undefined };
+  const charged = await gw.store.db.transaction().execute(async (tx): Promise<Charged> => {
+    const wait = await chargeUserAttemptIn(gw, tx, userId, gw.clock.now().getTime());
+    if (wait !== undefined) return { kind: 'locked', wait };
+    const found = serial === undefined ? undefined : await tx.selectFrom('hardware_tokens').selectAll().where('serial', '=', serial).executeTakeFirst();
+    const row = found?.state === 'unassigned' ? found : undefined;
+    const serialCharged = await chargeBindAttempt(gw, row?.id ?? '', limit, tx);
+    return { kind: 'charged', row: serialCharged ? row : undefined };
+  });
+  if (charged.kind === 'locked') throw tooManyWrongCodes(charged.wait);
   const refuse = async (): Promise<never> => {
     await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.bind_failed', subject: userId, data: { serial: serial ?? null, by: 'self' } });
     throw new AppError('token_bind_failed', { invalidParams: [{ pointer: '/code', reason: 'serial number or code not accepted' }] });
   };
-  if (row === undefined || row.state !== 'unassigned') {
-    dummyMatch(gw, input.code, input.nextCode);
-    return refuse();
-  }
-  if (!(await chargeBindAttempt(gw, row.id, gw.config.hardwareTokens.bindMaxFailures))) {
+  const row = charged.row;
+  if (row === undefined) {
+    // Not in stock, or its own attempts used up: the same comparison work all the same.
     dummyMatch(gw, input.code, input.nextCode);
     return refuse();
   }

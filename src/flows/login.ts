@@ -28,6 +28,8 @@ export interface LoginInput {
 export interface LoginContext {
   ip?: string | null;
   requestId?: string | null;
+  /** The User-Agent of the request, kept with the session for the user's device list. */
+  userAgent?: string | null;
   /** The session cookie the request carried, destroyed on success (session id rotation). */
   previousSessionId?: string;
   /**
@@ -139,7 +141,7 @@ export async function login(gw: Gateway, input: LoginInput, ctx: LoginContext = 
         await sessionsRepo.deleteSession(tx, hashToken(ctx.previousSessionId));
       }
       await sessionsRepo.deleteExpiredUserSessions(tx, user.id, doneMs, doneMs - gw.config.session.idleSeconds * 1000);
-      const created = await createSessionIn(gw, tx, user.id, [...outcome.amr]);
+      const created = await createSessionIn(gw, tx, user.id, [...outcome.amr], { device: { userAgent: ctx.userAgent ?? null, ip: ctx.ip ?? null } });
       await gw.audit.append(tx, {
         type: 'login.succeeded',
         actor: user.id,

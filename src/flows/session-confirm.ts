@@ -8,7 +8,7 @@ import * as sessionsRepo from '../store/sessions-repository.ts';
 import type { ProvenFactor } from '../stepup/stepup-record.ts';
 import { newStepUpRow } from './create-stepup.ts';
 import { enrolledFactorTypes } from './policies.ts';
-import { createSessionIn, type NewSession } from './sessions.ts';
+import { createSessionIn, type NewSession, type SessionDevice } from './sessions.ts';
 import type { AuditActor } from './users.ts';
 
 /**
@@ -85,6 +85,8 @@ export interface ConfirmingSession {
   idHash: string;
   userId: string;
   amr: readonly string[];
+  /** The browser the session is for; the session that replaces it keeps it. */
+  device?: SessionDevice;
 }
 
 /** Opens the self step-up for this session. `binding` is the text the step-up page shows. */
@@ -161,7 +163,7 @@ export async function finishConfirmation(gw: Gateway, session: ConfirmingSession
     const proven = JSON.parse(row.proven) as ProvenFactor[];
     const types = proven.map((p) => p.type);
     const amr = [...new Set([...session.amr, ...proven.flatMap((p) => p.amr), ...(types.some((t) => CONSOLE_STRENGTH.has(t)) ? ['mfa'] : [])])];
-    const next = await createSessionIn(gw, tx, session.userId, amr);
+    const next = await createSessionIn(gw, tx, session.userId, amr, session.device === undefined ? {} : { device: session.device });
     await gw.audit.append(tx, {
       type: 'session.confirmed',
       actor: session.userId,

@@ -17,6 +17,24 @@ export interface NewSession {
   expiresAt: Date;
 }
 
+/** What a session was opened from, shown in the user's list of signed-in devices; nothing is decided on it. */
+export interface SessionDevice {
+  userAgent: string | null;
+  ip: string | null;
+}
+
+export const UNKNOWN_DEVICE: SessionDevice = { userAgent: null, ip: null };
+
+const MAX_USER_AGENT = 256;
+
+/** Stored as given but bounded: control characters removed, at most 256 characters. */
+export function normaliseDevice(device: SessionDevice): SessionDevice {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing them is the point
+  const ua = device.userAgent?.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, MAX_USER_AGENT);
+  const ip = device.ip?.slice(0, 64);
+  return { userAgent: ua === undefined || ua === '' ? null : ua, ip: ip === undefined || ip === '' ? null : ip };
+}
+
 export interface ResolvedSession {
   idHash: string;
   userId: string;
@@ -26,6 +44,7 @@ export interface ResolvedSession {
   authTime: Date;
   amr: string[];
   expiresAt: Date;
+  device: SessionDevice;
 }
 
 /** Only one write per this interval (at most) moves a session's idle deadline. */
@@ -42,12 +61,20 @@ function parseJsonArray(json: string): string[] {
   }
 }
 
-/**
- * Creates a session on `executor` (the login transaction, say). `notAfterMs` caps its
- * absolute end: a session that replaces another (completing a second factor) ends when the
- * one it replaces would have, so re-verifying never extends a sign-in.
- */
-export async function createSessionIn(gw: Gateway, executor: Executor, userId: string, amr: string[], notAfterMs?: number): Promise<NewSession> {
+export interface NewSessionOptions {
+  /**
+   * Caps its absolute end: a session that replaces another (completing a second factor) ends
+   * when the one it replaces would have, so re-verifying never extends a sign-in.
+   */
+  notAfterMs?: number;
+  /** The browser it is for (a replacing session: the one it replaces). */
+  device?: SessionDevice;
+}
+
+/** Creates a session on `executor` (the login transaction, say). */
+export async function createSessionIn(gw: Gateway, executor: Executor, userId: string, amr: string[], options: NewSessionOptions = {}): Promise<NewSession> {
+  const { notAfterMs } = options;
+  const device = normaliseDevice(options.device ?? UNKNOWN_DEVICE);
   const sessionId = newSecretToken();
   const csrfToken = newSecretToken();
   const nowMs = gw.clock.now().getTime();
@@ -61,12 +88,14 @@ export async function createSessionIn(gw: Gateway, executor: Executor, userId: s
     expires_at: expiresAtMs,
     auth_time: nowMs,
     amr: JSON.stringify([...new Set(amr)]),
+    user_agent: device.userAgent,
+    ip: device.ip,
   });
   return { sessionId, csrfToken, expiresAt: new Date(expiresAtMs) };
 }
 
-export async function createSession(gw: Gateway, userId: string, amr: string[]): Promise<NewSession> {
-  return createSessionIn(gw, gw.store.db, userId, amr);
+export async function createSession(gw: Gateway, userId: string, amr: string[], device?: SessionDevice): Promise<NewSession> {
+  return createSessionIn(gw, gw.store.db, userId, amr, device === undefined ? {} : { device });
 }
 
 /**
@@ -99,6 +128,7 @@ export async function resolveSession(gw: Gateway, sessionId: string): Promise<Re
     authTime: new Date(Number(row.auth_time)),
     amr: parseJsonArray(row.amr),
     expiresAt: new Date(Number(row.expires_at)),
+    device: { userAgent: row.user_agent ?? null, ip: row.ip ?? null },
   };
 }
 

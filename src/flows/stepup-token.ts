@@ -1,10 +1,15 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { issueStepUpToken } from '../stepup/issue-token.ts';
 import { achievedAcr, effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
 import { loadStepUp, type Who } from './verify-stepup-factor.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+
+/** What one `slow_down` adds to the step-up's polling interval (RFC 8628 §3.5), and the ceiling. */
+export const SLOW_DOWN_STEP_SECONDS = 5;
+export const MAX_POLL_INTERVAL_SECONDS = 60;
 
 /**
  * The relying service's token endpoint (CIBA-style polling). The token is handed out
@@ -77,7 +82,20 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
         .where((eb) => eb.or([eb('last_polled_at', 'is', null), eb('last_polled_at', '<=', nowMs - minGapMs)]))
         .returning('id')
         .executeTakeFirst();
-      if (polled === undefined) throw new AppError('slow_down', { retryAfterSeconds: stepUp.pollIntervalSeconds });
+      if (polled === undefined) {
+        // RFC 8628 §3.5 / CIBA §11: after slow_down the interval grows by 5 s for this and every
+        // later poll. Enforced here, not left to the client: a poller that ignores it is
+        // answered ever more rarely (up to once a minute). A completed step-up's token is still
+        // handed out on the next poll, whatever the interval.
+        const slowed = await gw.store.db
+          .updateTable('stepups')
+          .set({ poll_interval_seconds: sql<number>`case when "poll_interval_seconds" + ${sql.lit(SLOW_DOWN_STEP_SECONDS)} > ${sql.lit(MAX_POLL_INTERVAL_SECONDS)} then ${sql.lit(MAX_POLL_INTERVAL_SECONDS)} else "poll_interval_seconds" + ${sql.lit(SLOW_DOWN_STEP_SECONDS)} end` })
+          .where('id', '=', stepUp.id)
+          .where('status', '=', 'pending')
+          .returning('poll_interval_seconds')
+          .executeTakeFirst();
+        throw new AppError('slow_down', { retryAfterSeconds: Number(slowed?.poll_interval_seconds ?? stepUp.pollIntervalSeconds) });
+      }
       throw new AppError('authorization_pending', { retryAfterSeconds: stepUp.pollIntervalSeconds });
     }
     case 'completed':

@@ -18,6 +18,9 @@ export interface SessionView {
   authTime: Date;
   amr: string[];
   current: boolean;
+  /** The User-Agent and address it was opened from (null for sessions older than migration 041). */
+  userAgent: string | null;
+  ip: string | null;
 }
 
 export function sessionHandle(idHash: string): string {
@@ -43,6 +46,8 @@ export async function listOwnSessions(gw: Gateway, userId: string, currentIdHash
     authTime: new Date(Number(r.auth_time)),
     amr: JSON.parse(r.amr) as string[],
     current: r.id_hash === currentIdHash,
+    userAgent: r.user_agent ?? null,
+    ip: r.ip ?? null,
   }));
 }
 

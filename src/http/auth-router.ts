@@ -80,7 +80,7 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
       503: { description: 'overloaded: every argon2 slot is busy; refused at once, nothing was charged or written; see Retry-After.' },
     },
   }, [], async (req, res, { body }) => {
-    const result = await login(gw, body, { ip: req.ip ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config), shed: locals(res).shedSignIn === true });
+    const result = await login(gw, body, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config), shed: locals(res).shedSignIn === true });
     setSessionCookie(res, gw.config, result.sessionId);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ user: userToJson(result.user), csrf_token: result.csrfToken, expires_at: result.expiresAt.toISOString() });
@@ -128,7 +128,7 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
     },
   }, [requireSession, requireConfirmedSession], async (req, res, { body }) => {
     const auth = authOf(res);
-    const session = await changeOwnPassword(gw, auth.userId, { currentPassword: body.current_password, newPassword: body.new_password }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
+    const session = await changeOwnPassword(gw, auth.userId, { currentPassword: body.current_password, newPassword: body.new_password }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId }, { userAgent: req.get('user-agent') ?? null, ip: req.ip ?? null });
     setSessionCookie(res, gw.config, session.sessionId);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ csrf_token: session.csrfToken, expires_at: session.expiresAt.toISOString() });

@@ -4,6 +4,7 @@ import { AppError } from '../errors/app-error.ts';
 import { listUserFactors, MAX_LABEL_LENGTH } from '../flows/factors.ts';
 import { bindOwnToken, releaseOwnToken, resyncOwnToken } from '../flows/hardware-tokens.ts';
 import type { Gateway } from '../gateway.ts';
+import { MAX_CODE_INPUT_LENGTH, normaliseOtpInput } from '../otp/code-input.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { authOf, requireFreshLogin, requireSession } from './authorize.ts';
 import { factorIdOf, factorJsonSchema, factorToJson, whoOf } from './me-factors-router.ts';
@@ -15,7 +16,11 @@ import { factorIdOf, factorJsonSchema, factorToJson, whoOf } from './me-factors-
  * Giving a token back is `DELETE /v1/me/factors/{id}` (it returns to the inventory).
  */
 
-const code = z.string().trim().regex(/^\d{6,8}$/, 'the 6–8 digits the token shows');
+// Full-width digits (a Chinese IME) and spaces are read like the factor reads them (normaliseOtpInput).
+const code = z
+  .string()
+  .max(MAX_CODE_INPUT_LENGTH)
+  .refine((v) => /^[0-9]{6,8}$/.test(normaliseOtpInput(v)), 'the 6–8 digits the token shows');
 
 const bindBody = z.strictObject({
   serial: z.string().trim().min(1).max(64).describe('As printed on the back of the token.'),

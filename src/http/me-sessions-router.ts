@@ -7,6 +7,7 @@ import type { ApiRegistry } from './api-registry.ts';
 import { authOf, requireFreshLogin, requireSession } from './authorize.ts';
 import { locals } from './request-context.ts';
 import { clearSessionCookie } from './session.ts';
+import { describeUserAgent } from './user-agent.ts';
 
 /**
  * The user's own sessions (ASVS 5.0 V7.5.2): list them; end one, or all the others, after
@@ -24,6 +25,9 @@ const sessionSchema = z.object({
   auth_time: z.string(),
   amr: z.array(z.string()),
   current: z.boolean().describe('The session this request was made with.'),
+  user_agent: z.string().nullable().describe('The User-Agent it was opened from (at most 256 characters); null if unknown.'),
+  device: z.string().nullable().describe('That User-Agent described, e.g. "Chrome 131 on Windows"; null if not recognised.'),
+  ip: z.string().nullable().describe('The client address it was opened from; null if unknown.'),
 });
 
 export function meSessionsRouter(gw: Gateway, api: ApiRegistry): Router {
@@ -46,6 +50,9 @@ export function meSessionsRouter(gw: Gateway, api: ApiRegistry): Router {
         auth_time: s.authTime.toISOString(),
         amr: s.amr,
         current: s.current,
+        user_agent: s.userAgent,
+        device: describeUserAgent(s.userAgent) ?? null,
+        ip: s.ip,
       })),
     });
   });

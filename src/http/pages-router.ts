@@ -95,7 +95,11 @@ export function safeNext(value: unknown, publicUrl: string): string | undefined 
     return undefined;
   }
   if (url.origin !== base.origin) return undefined;
-  return `${url.pathname}${url.search}${url.hash}`;
+  // The result is checked again: dot segments collapse on parsing, so `/.//evil.example` or
+  // `/x/..//evil.example` came out as `//evil.example`, a protocol-relative URL to another host.
+  const path = `${url.pathname}${url.search}${url.hash}`;
+  if (path.startsWith('//') || path.includes('\\')) return undefined;
+  return path;
 }
 
 /** Roles that may open the admin console (src/http/console-*.ts). */
@@ -234,6 +238,7 @@ export function pagesRouter(gw: Gateway): Router {
     try {
       const result = await login(gw, { username, password }, {
         ip: req.ip ?? null,
+        userAgent: req.get('user-agent') ?? null,
         requestId: locals(res).requestId,
         previousSessionId: sessionCookieOf(req, gw.config),
         shed: locals(res).shedSignIn === true,

@@ -10,6 +10,8 @@ export interface AuthContext {
   csrfToken: string;
   authTime: Date;
   amr: string[];
+  /** What the session was opened from (its User-Agent and address), for the device list. */
+  device: { userAgent: string | null; ip: string | null };
   /**
    * Whether the user has factors besides the password that this session has not proven
    * (flows/session-confirm.ts). Looked up on first use, once per request.

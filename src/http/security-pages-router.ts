@@ -24,7 +24,7 @@ const VIEWS_DIR = fileURLToPath(new URL('../../views/', import.meta.url));
 export const SECURITY_SECTION_ORDER = ['webauthn', 'totp', 'sms_otp', 'hardware_otp', 'recovery_code'] as const;
 
 /** Notices a redirect may ask the page to show (anything else is ignored). */
-const NOTICES = new Set(['removed', 'renamed', 'enrolled', 'reauth', 'error', 'hwResynced', 'hwLost', 'hwBindFailed', 'hwResyncFailed', 'hwThrottled', 'consoleEnrol', 'confirmed', 'confirmCancelled', 'confirmFailed']);
+const NOTICES = new Set(['removed', 'renamed', 'enrolled', 'reauth', 'error', 'hwResynced', 'hwLost', 'hwBindFailed', 'hwResyncFailed', 'hwThrottled', 'consoleEnrol', 'confirmed', 'confirmCancelled', 'confirmFailed', 'passwordChanged']);
 
 export const SECURITY_PATH = '/security';
 

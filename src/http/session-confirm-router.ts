@@ -29,7 +29,7 @@ function whoOf(req: Request, res: Response, auth: AuthContext) {
 }
 
 function sessionOf(auth: AuthContext) {
-  return { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr };
+  return { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr, device: auth.device };
 }
 
 /** Where a factor-changing page sends this session first, if anywhere: sign in again, or confirm. */

@@ -54,6 +54,7 @@ async function attachAuth(gw: Gateway, req: Request, res: Response): Promise<voi
     csrfToken: s.csrfToken,
     authTime: s.authTime,
     amr: s.amr,
+    device: s.device,
     needsConfirmation: () => {
       pending ??= needsConfirmation(gw, { userId: s.userId, amr: s.amr, authTime: s.authTime });
       return pending;

@@ -3,7 +3,7 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
-import { createStepUp, createStepUpBody } from '../flows/create-stepup.ts';
+import { assertNoProtoField, createStepUp, createStepUpBody } from '../flows/create-stepup.ts';
 import { cancelStepUp, pollStepUpToken } from '../flows/stepup-token.ts';
 import { authorizeTicket, remainingSets, verifyStepUpFactor } from '../flows/verify-stepup-factor.ts';
 import { startStepUpChallenge } from '../flows/stepup-challenge.ts';
@@ -96,6 +96,7 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
       409: { description: 'enrollment_required: the user has no factor that satisfies the policy' },
     },
   }, [client], async (req, res, { body }) => {
+    assertNoProtoField(req.body);
     const { client_assertion: _a, client_assertion_type: _t, client_id: _c, ...input } = body;
     const created = await createStepUp(gw, clientOf(res), input, who(req, res));
     res.status(201).json({

@@ -72,7 +72,7 @@ export function webauthnLoginRouter(gw: Gateway, api: ApiRegistry): Router {
       423: { description: 'factor_locked: too many failures with this credential' },
     },
   }, [], async (req, res, { body }) => {
-    const result = await passkeyLogin(gw, { loginToken: body.login_token, credential: body.credential }, { ip: req.ip ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config) });
+    const result = await passkeyLogin(gw, { loginToken: body.login_token, credential: body.credential }, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config) });
     setSessionCookie(res, gw.config, result.sessionId);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ user: userToJson(result.user), csrf_token: result.csrfToken, expires_at: result.expiresAt.toISOString(), amr: result.amr });

@@ -61,6 +61,10 @@ export interface SessionsTable {
   auth_time: number;
   /** JSON array of RFC 8176 amr values proven in this session. */
   amr: string;
+  /** The User-Agent the session was opened from (≤ 256 characters), for the user's device list; null before migration 041. */
+  user_agent: string | null;
+  /** The client address the session was opened from, for the user's device list. */
+  ip: string | null;
 }
 
 export interface OneTimeTokensTable {

@@ -14,17 +14,17 @@ export interface SessionWithUser extends SessionRow {
 
 // Every sign-in runs these (fixed SQL, src/store/fixed-sql.ts).
 const INSERT_SESSION = new FixedSql(
-  'insert into "sessions" ("id_hash", "user_id", "csrf_token", "created_at", "last_seen_at", "expires_at", "auth_time", "amr") values (?, ?, ?, ?, ?, ?, ?, ?)',
+  'insert into "sessions" ("id_hash", "user_id", "csrf_token", "created_at", "last_seen_at", "expires_at", "auth_time", "amr", "user_agent", "ip") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
 );
 const DELETE_SESSION = new FixedSql('delete from "sessions" where "id_hash" = ?');
 const DELETE_EXPIRED_USER_SESSIONS = new FixedSql('delete from "sessions" where "user_id" = ? and ("expires_at" <= ? or "last_seen_at" <= ?)');
 
 export async function insertSession(ex: Executor, row: SessionRow): Promise<void> {
   // Every column, named: a column added to SessionsTable fails to compile here until it is added to the statement.
-  const { id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, auth_time, amr, ...rest } = row;
+  const { id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, auth_time, amr, user_agent, ip, ...rest } = row;
   const none: Record<string, never> = rest;
   void none;
-  await INSERT_SESSION.run(ex, [id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, auth_time, amr]);
+  await INSERT_SESSION.run(ex, [id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, auth_time, amr, user_agent, ip]);
 }
 
 export async function findSessionWithUser(ex: Executor, idHash: string): Promise<SessionWithUser | undefined> {

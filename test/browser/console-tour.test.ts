@@ -384,6 +384,18 @@ describe('console tour in the browser', () => {
     await Promise.all([user.waitForURL(`${web.url}/security/totp`), user.click('form[action="/security/totp"] button[type=submit]')]);
     assert.equal(await user.getAttribute('html', 'lang'), 'zh-CN');
     await shoot(t, user, 'security-totp-enrol.zh-CN');
+    // The account pages: signed-in devices, and the password form with a refused attempt.
+    await user.goto(`${web.url}/security/sessions`);
+    assert.equal(await user.locator('#sessions li[data-current="true"]').count(), 1);
+    await shoot(t, user, 'security-sessions.zh-CN');
+    await user.goto(`${web.url}/security/password`);
+    await user.fill('#current_password', PASSWORD);
+    await user.fill('#new_password', 'a fresh passphrase of hers 9');
+    await user.fill('#new_password_confirm', 'a different passphrase 9');
+    await user.click('#change-password button[type=submit]');
+    await user.waitForSelector('#password-errors');
+    assert.equal(await user.getAttribute('#new_password_confirm', 'aria-invalid'), 'true');
+    await shoot(t, user, 'security-password-refused.zh-CN');
   });
 
   it('an administrator whose second factor is a passkey completes the session with it on the second-factor page', async (t) => {

@@ -185,7 +185,8 @@ for (const dialect of testDialects()) {
           [es, tokenAud],
           [ed, tokenAud],
           [ps, issuerAud],
-          [es, [issuerAud, 'https://someone-else.example']],
+          // A list is fine as long as this gateway is its sole member (draft-ietf-oauth-rfc7523bis).
+          [es, [issuerAud]],
         ] as const) {
           const res = await presentAssertion(await sign(key, claims({ aud })));
           assert.equal(res.status, 200, `${key.alg}: ${res.text}`);
@@ -242,6 +243,9 @@ for (const dialect of testDialects()) {
           'aud elsewhere': claims({ aud: 'https://other-gateway.example/v1/stepup/token' }),
           'aud with a trailing path': claims({ aud: `${tokenAud}/x` }),
           'no aud': claims({ aud: undefined }),
+          // Made out to several audiences: any of them could replay it here.
+          'aud list with another audience': claims({ aud: [issuerAud, 'https://other-service.example'] }),
+          'aud list with both of our names': claims({ aud: [issuerAud, tokenAud] }),
           'sub differs': claims({ sub: otherJwtClientId }),
           'iss differs (another client, our key)': claims({ iss: otherJwtClientId, sub: otherJwtClientId }),
           'iss unknown': claims({ iss: 'cli_unknown', sub: 'cli_unknown' }),

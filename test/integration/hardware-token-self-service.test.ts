@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
+import { bindOwnToken } from '../../src/flows/hardware-tokens.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { hiddenField, signIn } from '../helpers/session.ts';
@@ -124,6 +125,55 @@ for (const dialect of testDialects()) {
       const staleBind = await tg.http().post('/security/hardware-otp/bind').set('Cookie', s.cookie).type('form').send({ _csrf: csrf, serial, code: oathHotp(seed, 1) });
       assert.equal(staleBind.status, 303);
       assert.match(staleBind.headers.location ?? '', /^\/login\?reauth=1/);
+    });
+
+    it('codes typed in full-width digits (a Chinese IME) bind and resync; anything else still 400', async (t) => {
+      if (needOathtool(t)) return;
+      const serial = await stock();
+      const seed = seeds[serial] as string;
+      const wide = (code: string) => code.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
+      await makeUser(tg.gw, `ime-${dialect}`);
+      const s = await signIn(tg, `ime-${dialect}`, PASSWORD);
+      const post = (path: string, body: object) => tg.http().post(path).set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send(body);
+      const bad = await post('/v1/me/factors/hardware_otp', { serial, code: wide('12a456') });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.invalid_params.map((p: { pointer: string }) => p.pointer), ['/code']);
+      const bound = await post('/v1/me/factors/hardware_otp', { serial, code: wide(oathHotp(seed, 0)) });
+      assert.equal(bound.status, 201, JSON.stringify(bound.body));
+      const resync = await post(`/v1/me/factors/hardware_otp/${bound.body.factor.id}/resync`, { code: wide(oathHotp(seed, 30)), next_code: ` ${oathHotp(seed, 31)} ` });
+      assert.equal(resync.status, 200, JSON.stringify(resync.body));
+      const factor = await tg.gw.store.db.selectFrom('factors').select('counter').where('id', '=', bound.body.factor.id).executeTakeFirstOrThrow();
+      assert.equal(Number(factor.counter), 32);
+      // The page's fields let the browser submit such a code too (HTML pattern: the whole value, v flag).
+      const page = await tg.http().get('/security').set('Cookie', s.cookie);
+      const fields = [...page.text.matchAll(/<input id="(?:hw|resync)-(?:code|next)[^"]*"[^>]*pattern="([^"]+)"[^>]*maxlength="(\d+)"/g)];
+      assert.equal(fields.length, 4);
+      for (const [, pattern, max] of fields) {
+        const typed = `${wide('123')} ${wide('456')}`;
+        assert.ok(new RegExp(`^(?:${pattern})$`, 'v').test(typed) && typed.length <= Number(max), pattern);
+        assert.ok(!new RegExp(`^(?:${pattern})$`, 'v').test('12a456'), pattern);
+      }
+    });
+
+    it('a serial in stock, an unknown one and someone else\'s cost the same writes (no serial enumeration by timing)', async (t) => {
+      if (needOathtool(t)) return;
+      const inStock = await stock();
+      const taken = await stock();
+      const owner = await makeUser(tg.gw, `owner-${dialect}`);
+      await bindOwnToken(tg.gw, owner.id, { serial: taken, code: oathHotp(seeds[taken] as string, 0) }, { actor: owner.id });
+      const prober = await makeUser(tg.gw, `prober-${dialect}`);
+      const attempt = async (serial: string) => {
+        const flushes = tg.gw.store.commitStats?.flushes ?? 0;
+        await assert.rejects(bindOwnToken(tg.gw, prober.id, { serial, code: '000000' }, { actor: prober.id }), { code: 'token_bind_failed' });
+        return (tg.gw.store.commitStats?.flushes ?? 0) - flushes;
+      };
+      await attempt('WARM-UP');
+      const costs = { inStock: await attempt(inStock), unknown: await attempt('NOT-IN-STOCK-9'), taken: await attempt(taken) };
+      // Every attempt was charged (per user) all the same, and only the stock token's per serial.
+      assert.equal(Number((await tg.gw.store.db.selectFrom('hardware_token_bind_throttle').select('failures').where('user_id', '=', prober.id).executeTakeFirstOrThrow()).failures), 4);
+      assert.equal(Number((await tg.gw.store.db.selectFrom('hardware_tokens').select('bind_failures').where('serial', '=', inStock).executeTakeFirstOrThrow()).bind_failures), 1);
+      // SQLite counts its durable commits (WAL fsyncs): the charge and the audit event, whatever the serial.
+      if (dialect === 'sqlite') assert.deepEqual(costs, { inStock: 2, unknown: 2, taken: 2 });
     });
   });
 }

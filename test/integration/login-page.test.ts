@@ -31,7 +31,7 @@ describe('login page helpers', () => {
     const base = 'https://mfa.example.com';
     assert.equal(safeNext('/stepup/abc?x=1#f', base), '/stepup/abc?x=1#f');
     assert.equal(safeNext('/', base), '/');
-    for (const bad of ['//evil.example', '/\\evil.example', 'https://evil.example/', 'evil.example', 'javascript:alert(1)', '/\tfoo', '/a\r\nSet-Cookie: x=1', '', 42, undefined]) {
+    for (const bad of ['//evil.example', '/\\evil.example', 'https://evil.example/', 'evil.example', 'javascript:alert(1)', '/\tfoo', '/a\r\nSet-Cookie: x=1', '', 42, undefined, '/.//evil.example', '/x/..//evil.example/p', '/%2e//evil.example', '/./\\evil.example', '/%2E%2E//evil.example']) {
       assert.equal(safeNext(bad, base), undefined, String(bad));
     }
     // Percent-encoded line breaks stay encoded: harmless in a Location header.
@@ -121,7 +121,7 @@ for (const dialect of testDialects()) {
     });
 
     it('ignores an off-site next', async () => {
-      for (const next of ['//evil.example/x', 'https://evil.example/', '/\\evil.example']) {
+      for (const next of ['//evil.example/x', 'https://evil.example/', '/\\evil.example', '/.//evil.example/x', '/x/..//evil.example']) {
         const { agent, token } = await openForm();
         const res = await agent.post('/login').type('form').send({ _login_csrf: token, username: 'wendy', password: PASSWORD, next });
         assert.equal(res.status, 303);

@@ -94,7 +94,7 @@ for (const dialect of testDialects()) {
 
     it('sessions: inserted with every column, deleted by id, and only the user\'s expired or idle ones swept', async () => {
       const db = t.store.db;
-      const base = { user_id: 'usr_a', csrf_token: 'c', created_at: 1, auth_time: 1, amr: '["pwd"]' };
+      const base = { user_id: 'usr_a', csrf_token: 'c', created_at: 1, auth_time: 1, amr: '["pwd"]', user_agent: null, ip: null };
       await sessions.insertSession(db, { ...base, id_hash: 'live', last_seen_at: 900, expires_at: 5000 });
       await sessions.insertSession(db, { ...base, id_hash: 'expired', last_seen_at: 900, expires_at: 1000 });
       await sessions.insertSession(db, { ...base, id_hash: 'idle', last_seen_at: 100, expires_at: 5000 });

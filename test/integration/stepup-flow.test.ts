@@ -131,9 +131,31 @@ for (const dialect of testDialects()) {
       const fast = await tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', pay.basic).send();
       assert.equal(fast.status, 400);
       assert.equal(fast.body.code, 'slow_down');
+      // RFC 8628 §3.5: the interval grew by 5 s, for this poll and every later one.
+      assert.equal(fast.headers['retry-after'], '7');
       tg.clock.advance(2);
+      const stillFast = await tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', pay.basic).send();
+      assert.equal(stillFast.body.code, 'slow_down');
+      assert.equal(stillFast.headers['retry-after'], '12');
+      tg.clock.advance(12);
       const ok = await tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', pay.basic).send();
       assert.equal(ok.body.code, 'authorization_pending');
+      assert.equal(ok.headers['retry-after'], '12');
+    });
+
+    it('a poller that ignores slow_down is slowed to once a minute, and still gets the token at once when the user is done', async () => {
+      const { stepup_id: id, ticket } = (await create()).body;
+      const poll = () => tg.http().post(`/v1/stepup/${id}/token`).set('Authorization', pay.basic).send();
+      assert.equal((await poll()).body.code, 'authorization_pending');
+      let last: Awaited<ReturnType<typeof poll>> | undefined;
+      for (let i = 0; i < 14; i++) last = await poll();
+      assert.equal(last?.body.code, 'slow_down');
+      assert.equal(last?.headers['retry-after'], '60');
+      tg.clock.advance(30);
+      assert.equal((await poll()).body.code, 'slow_down');
+      await verify(id, ticket, { factor: 'password', password: PASSWORD }).expect(200);
+      const issued = await poll();
+      assert.equal(issued.status, 200, issued.text);
     });
 
     it('token retrieval by a different client is forbidden, and cancel is the creator’s alone', async () => {
@@ -247,6 +269,14 @@ for (const dialect of testDialects()) {
         [{ action: 'Not An Action' }, '/action'],
         [{ redirect_uri: 'https://evil.example/cb' }, '/redirect_uri'],
         [{ surprise: 1 }, '/surprise'],
+        // What the user approves must reach the token unchanged and read as what it is.
+        [{ context: JSON.parse('{"amount":"120.00","currency":"CNY","__proto__":"x"}') }, '/context/__proto__'],
+        [{ context: JSON.parse('{"amount":"120.00","currency":"CNY","codeCount":9007199254740993}') }, '/context/codeCount'],
+        [{ context: { ...CONTEXT, codeCount: 1.5 } }, '/context/codeCount'],
+        [{ context: { ...CONTEXT, payee: 'shop\u202egnp.exe' } }, '/context/payee'],
+        [{ context: { ...CONTEXT, payee: 'shop-42\nshop-43' } }, '/context/payee'],
+        [{ context: { ...CONTEXT, payee: 'shop-\ud800' } }, '/context/payee'],
+        [{ binding_message: 'Pay 120.00 CNY to \u2067shop-42\u2069' }, '/binding_message'],
       ];
       for (const [body, pointer] of cases) {
         const res = await create(body);

@@ -4,6 +4,7 @@ import { expireStaleStepUps, purgeExpiredRecords } from '../../src/flows/mainten
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
+import { DEFAULT_TOTP, insertActiveTotp, oathtoolTotp } from '../helpers/totp.ts';
 
 const ACTION = 'account.change_limit';
 const CONTEXT = { limit: '5000.00' };
@@ -13,14 +14,18 @@ for (const dialect of testDialects()) {
     let tg: TestGateway;
     let pay: Awaited<ReturnType<typeof makeClient>>;
     let other: Awaited<ReturnType<typeof makeClient>>;
+    let totp: { id: string; secret: Buffer };
 
     before(async () => {
       tg = await createTestGateway({ dialect, config: { stepup: { pollIntervalSeconds: 1 } } });
       await setPolicies(tg.gw, [
-        { id: 'remembered', action: ACTION, priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 600 },
+        { id: 'remembered', action: ACTION, priority: 10, require: { anyOf: [['password'], ['totp']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 600 },
         { id: 'fresh', action: 'payment_code.issue', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 0 },
       ]);
-      await makeUser(tg.gw, 'hugo');
+      const hugo = await makeUser(tg.gw, 'hugo');
+      // Two authenticator apps: disabling one leaves totp among the user's factors.
+      totp = await insertActiveTotp(tg.gw, hugo.id);
+      await insertActiveTotp(tg.gw, hugo.id);
       pay = await makeClient(tg.gw, 'pay', [ACTION, 'payment_code.issue']);
       other = await makeClient(tg.gw, 'other', [ACTION]);
     });
@@ -82,6 +87,19 @@ for (const dialect of testDialects()) {
       tg.clock.advance(600);
       const later = await create();
       assert.equal((await status(later.stepup_id)).status, 'pending');
+    });
+
+    it('max age: a proof whose factor was disabled or removed since (a stolen phone) approves nothing more', async () => {
+      tg.clock.advance(601); // nothing earlier is reusable
+      const first = await create();
+      const code = oathtoolTotp(totp.secret, DEFAULT_TOTP, Math.floor(tg.clock.now().getTime() / 1000));
+      const v = await tg.http().post(`/v1/stepup/${first.stepup_id}/verify`).set('Authorization', `Ticket ${first.ticket}`).send({ factor: 'totp', code, factorId: totp.id });
+      assert.equal(v.body.completed, true, v.text);
+      // The user still has another authenticator, so the policy still offers totp.
+      await tg.gw.store.db.updateTable('factors').set({ status: 'disabled' }).where('id', '=', totp.id).execute();
+      assert.equal((await status((await create()).stepup_id)).status, 'pending');
+      await tg.gw.store.db.updateTable('factors').set({ status: 'active' }).where('id', '=', totp.id).execute();
+      assert.equal((await status((await create()).stepup_id)).status, 'completed');
     });
 
     it('purges dead single-use records', async () => {

@@ -61,9 +61,13 @@ describe('hardware_otp factor: event tokens (HOTP)', () => {
       assert.equal((await verify(r, oathHotp(seed.toString('hex'), 3, digits))).ok, true, `${digits} digits`);
     }
     const r = record(seed, {});
-    for (const bad of [undefined, null, 123456, '', '12345', '1234567', 'abcdef', '12345６']) {
+    for (const bad of [undefined, null, 123456, '', '12345', '1234567', 'abcdef', '12345x']) {
       assert.deepEqual(await verify(r, bad), { ok: false, reason: 'invalid' }, String(bad));
     }
+    // Full-width digits (what a Chinese IME types) and a space between groups read as the code.
+    const code = oathHotp(seed.toString('hex'), 3);
+    const typed = `${code.slice(0, 3)} ${code.slice(3)}`.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
+    assert.deepEqual(await verify(r, typed), { ok: true, amr: ['otp', 'hwk'], change: { counter: 4 } });
   });
   it('no record: not_enrolled; a disabled or broken record: invalid', async () => {
     const seed = randomBytes(20);

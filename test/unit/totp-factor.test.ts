@@ -19,6 +19,9 @@ import { base32Decode, hotp, type OtpAlgorithm, timeStep } from '../../src/otp/i
 import { needTool } from '../helpers/env.ts';
 import { oathtoolTotp } from '../helpers/totp.ts';
 
+/** The digits as a Chinese IME types them by default (U+FF10–U+FF19). */
+const fullWidth = (s: string) => s.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
+
 const sealer = new Sealer(masterKeyFromBytes(randomBytes(32)));
 
 function record(params: TotpParams, secret: Buffer, counter = 0, over: Partial<FactorRecord> = {}): FactorRecord {
@@ -129,16 +132,17 @@ describe('TOTP factor: bad input and broken records', () => {
     assert.deepEqual(checkTotpCode(key, params, code, now, 1, step + 5), { ok: false, reason: 'replayed' });
   });
 
-  it('wrong, malformed or missing codes are invalid; spaces as apps show them are fine', async () => {
+  it('wrong, malformed or missing codes are invalid; spaces as apps show them, and full-width digits (a Chinese IME), are fine', async () => {
     const now = at(1_800_000_000);
     const good = hotp(createSecretKey(secret), timeStep(now, 30), 6, 'SHA1');
     // Certainly wrong: the right code with its first digit changed.
     const wrong = `${(Number(good[0]) + 1) % 10}${good.slice(1)}`;
-    for (const input of [{ code: wrong }, { code: good.slice(0, 5) }, { code: `${good}0` }, { code: 'abcdef' }, { code: '' }, {}, null, { code: 123456 }, { code: '１２３４５６' }]) {
+    for (const input of [{ code: wrong }, { code: good.slice(0, 5) }, { code: `${good}0` }, { code: 'abcdef' }, { code: '' }, {}, null, { code: 123456 }, { code: fullWidth(wrong) }, { code: `${good}${' '.repeat(64)}` }]) {
       const r = await factor.verify(record(params, secret), input as never, { now });
       assert.equal(r.ok, false, JSON.stringify(input));
     }
     assert.equal((await factor.verify(record(params, secret), { code: `${good.slice(0, 3)} ${good.slice(3)}` }, { now })).ok, true);
+    assert.equal((await factor.verify(record(params, secret), { code: fullWidth(`${good.slice(0, 3)}　${good.slice(3)}`) }, { now })).ok, true);
   });
 
   it('pending, disabled or missing records are not enrolled', async () => {

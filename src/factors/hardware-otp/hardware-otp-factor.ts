@@ -1,5 +1,6 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import type { Sealer } from '../../crypto/sealer.ts';
+import { normaliseOtpInput } from '../../otp/code-input.ts';
 import { matchTokenCode, stepUpChallenge, type TokenWindow, wasRecentlyUsed } from '../../otp/token-codes.ts';
 import type { Factor, FactorRecord, VerifyOutcome } from '../factor.ts';
 import { type HardwareOtpParams, parseHardwareOtpParams, withBindingChallenge, withinValidity } from './token-params.ts';
@@ -71,8 +72,7 @@ export function createHardwareOtpFactor(options: HardwareOtpFactorOptions): Hard
     },
     async verify(record: FactorRecord | undefined, input: HardwareOtpInput, ctx): Promise<VerifyOutcome<HardwareOtpChange>> {
       // Callers may pass unvalidated input (the step-up API's `input: unknown`).
-      const given = (input as { code?: unknown } | null | undefined)?.code;
-      const code = typeof given === 'string' ? given.trim() : '';
+      const code = normaliseOtpInput((input as { code?: unknown } | null | undefined)?.code);
       if (record === undefined) return { ok: false, reason: 'not_enrolled' };
       const params: HardwareOtpParams | undefined = parseHardwareOtpParams(record.params);
       if (record.status !== 'active' || params === undefined) return { ok: false, reason: 'invalid' };

@@ -1,12 +1,12 @@
 import type { KeyObject } from 'node:crypto';
-import { findOtp, hotp, timeStep } from '../../otp/index.ts';
+import { findOtp, hotp, normaliseOtpInput, timeStep } from '../../otp/index.ts';
 import type { TotpParams } from './totp-params.ts';
 
 export type TotpCheck = { ok: true; step: number } | { ok: false; reason: 'invalid' | 'replayed' };
 
-/** What people type: the code, perhaps with a space or hyphen in the middle as apps show it. */
+/** What people type: the code, perhaps with a space or hyphen in the middle as apps show it, perhaps in full-width digits. */
 export function normaliseTotpCode(code: unknown): string {
-  return typeof code === 'string' ? code.replace(/[\s-]/g, '') : '';
+  return normaliseOtpInput(code);
 }
 
 /**
