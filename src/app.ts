@@ -4,7 +4,7 @@ import cookieParser from 'cookie-parser';
 import type { Gateway } from './gateway.ts';
 import { ApiRegistry, buildOpenApi } from './http/api-registry.ts';
 import { errorHandler, notFound } from './http/error-handler.ts';
-import { refuseControlCharacters } from './http/input-guard.ts';
+import { refuseControlCharacters, refuseMalformedUtf8 } from './http/input-guard.ts';
 import { healthRouter } from './http/health-router.ts';
 import { locals, requestId } from './http/request-context.ts';
 import { loadSession } from './http/session.ts';
@@ -104,8 +104,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   );
   app.use(noStoreByDefault);
   app.use(rateLimitByAddress(gw));
-  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
-  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100 }));
+  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'], verify: refuseMalformedUtf8 }));
+  app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100, verify: refuseMalformedUtf8 }));
   app.use(cookieParser());
   // Before the session lookup and every router: nothing is read, charged or written for such input.
   app.use(refuseControlCharacters(api.routes));

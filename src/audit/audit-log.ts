@@ -48,6 +48,18 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
 
+/**
+ * A text column as the database will give it back: a lone surrogate (not Unicode, so not
+ * storable as UTF-8) becomes U+FFFD on either database, so it is replaced before the row is
+ * hashed — otherwise the stored row would no longer match its hash and read as tampered with.
+ * (`data` needs nothing: JSON escapes a lone surrogate as `\\udXXX`.)
+ */
+function storable<T extends string>(value: T): T;
+function storable(value: string | null | undefined): string | null;
+function storable(value: string | null | undefined): string | null {
+  return value === undefined || value === null ? null : value.toWellFormed();
+}
+
 export function rowHash(row: Omit<AuditRow, 'hash'>): string {
   const canonical = canonicalJson({
     seq: row.seq,
@@ -134,11 +146,11 @@ export class AuditLog {
       const base = {
         seq: head.seq + 1,
         at: this.#clock.now().getTime(),
-        type: event.type,
-        actor: event.actor ?? null,
-        subject: event.subject ?? null,
-        ip: event.ip ?? null,
-        request_id: event.requestId ?? null,
+        type: storable(event.type),
+        actor: storable(event.actor),
+        subject: storable(event.subject),
+        ip: storable(event.ip),
+        request_id: storable(event.requestId),
         data: canonicalJson(event.data ?? {}),
         prev_hash: head.hash,
       };

@@ -3,15 +3,18 @@ import { AppError, isAppError } from '../errors/app-error.ts';
 import { internalProblem, PROBLEM_CONTENT_TYPE, toProblem } from '../errors/problem.ts';
 import type { Logger } from '../logger.ts';
 import { isDatabaseUnavailable } from '../store/database.ts';
+import { MALFORMED_UTF8 } from './input-guard.ts';
 import { locals } from './request-context.ts';
 
 /** body-parser / express errors that are the client's fault. */
 function fromFrameworkError(err: unknown): AppError | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { type?: string; status?: number; statusCode?: number };
+  const e = err as { type?: string; status?: number; statusCode?: number; form?: boolean };
   switch (e.type) {
     case 'entity.parse.failed':
       return new AppError('invalid_json', { invalidParams: [{ pointer: '', reason: 'body is not valid JSON' }] });
+    case MALFORMED_UTF8:
+      return new AppError(e.form === true ? 'invalid_request' : 'invalid_json', { detail: 'The request body is not valid UTF-8.', invalidParams: [{ pointer: '', reason: 'body is not valid UTF-8' }] });
     case 'entity.too.large':
       return new AppError('payload_too_large');
     case 'encoding.unsupported':

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { AppError, type InvalidParam } from '../errors/app-error.ts';
 import type { RouteSpec } from './api-registry.ts';
@@ -21,6 +22,17 @@ import type { RouteSpec } from './api-registry.ts';
  * (The per-address request budget, http/rate-limit.ts, runs before this and counts such a
  * request like any other: it is keyed by the client's address, not by anything it sent.)
  *
+ * Text must also be Unicode that survives storage unchanged:
+ *
+ *   - A JSON or form body that is not valid UTF-8 is 400 `invalid_json` / `invalid_request`
+ *     (pointer ""), before it is parsed: the parser would silently turn the bad bytes into
+ *     U+FFFD, so two different inputs would become one value (`refuseMalformedUtf8`).
+ *   - A string holding a lone surrogate (JSON `"\ud800"`, which parses but is not Unicode)
+ *     is refused everywhere, passwords included: both databases store UTF-8, so it would
+ *     come back as U+FFFD — a different value from the one hashed, compared or audited (an
+ *     audit row's hash is computed over the string as sent; stored as U+FFFD, its row would
+ *     read as tampered with).
+ *
  * The answer is 400 `validation_failed`; `invalid_params[].pointer` names the field: a
  * JSON pointer into the body, `/<name>` for a query or path parameter (the detail says
  * which part of the request).
@@ -31,6 +43,7 @@ const ANY_CONTROL = /[\u0000-\u001f\u007f]/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
 const BODY_CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
 const NUL = '\u0000';
+const LONE_SURROGATE = 'must be Unicode text (found a lone surrogate)';
 const MAX_REPORTED = 20;
 
 /** Body fields whose value is a password: only NUL is refused there. */
@@ -56,6 +69,7 @@ function bodyIssues(body: unknown): InvalidParam[] {
     const { value, path, password } = stack.pop() as (typeof stack)[number];
     if (typeof value === 'string') {
       if (value.includes(NUL)) out.push({ pointer: pointerOf(path), reason: 'must not contain NUL (U+0000)' });
+      else if (!value.isWellFormed()) out.push({ pointer: pointerOf(path), reason: LONE_SURROGATE });
       else if (!password && BODY_CONTROL.test(value)) {
         out.push({ pointer: pointerOf(path), reason: `must not contain control characters (found ${describeChar(value, BODY_CONTROL)})` });
       }
@@ -65,8 +79,8 @@ function bodyIssues(body: unknown): InvalidParam[] {
       const entries = Object.entries(value as Record<string, unknown>);
       for (let i = entries.length - 1; i >= 0; i -= 1) {
         const [key, child] = entries[i] as [string, unknown];
-        if (ANY_CONTROL.test(key)) {
-          out.push({ pointer: pointerOf([...path, key]), reason: 'field names must not contain control characters' });
+        if (ANY_CONTROL.test(key) || !key.isWellFormed()) {
+          out.push({ pointer: pointerOf([...path, key.toWellFormed()]), reason: ANY_CONTROL.test(key) ? 'field names must not contain control characters' : LONE_SURROGATE });
           continue;
         }
         stack.push({ value: child, path: [...path, key], password: password || isPasswordField(key) });
@@ -83,6 +97,8 @@ function queryIssues(query: unknown): InvalidParam[] {
     const values = Array.isArray(value) ? value : [value];
     if (ANY_CONTROL.test(key) || values.some((v) => typeof v === 'string' && ANY_CONTROL.test(v))) {
       out.push({ pointer: pointerOf([key]), reason: 'query parameters must not contain control characters' });
+    } else if (!key.isWellFormed() || values.some((v) => typeof v === 'string' && !v.isWellFormed())) {
+      out.push({ pointer: pointerOf([key.toWellFormed()]), reason: LONE_SURROGATE });
     }
     if (out.length >= MAX_REPORTED) break;
   }
@@ -135,6 +151,21 @@ function dropBadCookies(req: Request): void {
     if (ANY_CONTROL.test(name) || (typeof value === 'string' && ANY_CONTROL.test(value))) delete cookies[name];
   }
 }
+
+/**
+ * The body parsers' `verify` hook: a JSON or urlencoded body in UTF-8 (the charset declared,
+ * or none declared) must be valid UTF-8. A body in another declared charset is the
+ * parser's to decode (or to refuse with 415).
+ */
+export function refuseMalformedUtf8(req: Request, _res: Response, buf: Buffer): void {
+  if (isUtf8(buf)) return;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.get('content-type') ?? '')?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') return;
+  throw Object.assign(new Error('body is not valid UTF-8'), { type: MALFORMED_UTF8, form: req.is('application/x-www-form-urlencoded') !== false });
+}
+
+/** The `type` of the body parsers' error for such a body (http/error-handler.ts answers it). */
+export const MALFORMED_UTF8 = 'entity.utf8.invalid';
 
 /**
  * The middleware; `routes` is read at request time (the API registry fills up after the

@@ -123,6 +123,16 @@ for (const dialect of testDialects()) {
       assert.deepEqual({ ...stored, seq: Number(stored.seq), at: Number(stored.at) }, row);
     });
 
+    it('a lone surrogate in a text column (stored as U+FFFD) does not break the chain', async () => {
+      const row = await audit.append(store.db, { type: 'test.appended', actor: 'a\ud800', subject: '\udfffb', data: { note: 'c\ud83d' } });
+      assert.equal(row.actor, 'a\ufffd');
+      assert.equal(row.subject, '\ufffdb');
+      const stored = await store.db.selectFrom('audit_log').select(['actor', 'subject', 'data']).where('seq', '=', row.seq).executeTakeFirstOrThrow();
+      assert.deepEqual({ actor: stored.actor, subject: stored.subject }, { actor: 'a\ufffd', subject: '\ufffdb' });
+      assert.equal((JSON.parse(stored.data) as { note: string }).note, 'c\ud83d', 'data keeps the escape');
+      assert.deepEqual(await verifyAuditChain(store.db), { ok: true, rows: 1, headHash: row.hash });
+    });
+
     it('names the edited row when one row\'s data is changed', async () => {
       await appendMany(8);
       await store.db.updateTable('audit_log').set({ data: '{"i":999}' }).where('seq', '=', 5).execute();

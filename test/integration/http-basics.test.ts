@@ -554,6 +554,45 @@ for (const dialect of testDialects()) {
       });
     });
 
+    describe('text that is not Unicode', () => {
+      it('a body that is not valid UTF-8, or a string or field name holding a lone surrogate, is 400 naming the field, before anything is read or written', async () => {
+        const before = await tableSnapshot(tg);
+        const auditBefore = await auditRows(tg);
+        const admin = callers.find((c) => c.name === 'admin session') as Caller;
+        const json = { 'content-type': 'application/json' };
+        // 0xFF never occurs in UTF-8; the parser used to decode it to U+FFFD and carry on.
+        const badBytes = Buffer.concat([Buffer.from('{"username":"sweep-'), Buffer.from([0xff, 0xc0, 0x80]), Buffer.from('user","password":"whatever it is 1"}')]);
+        for (const [path, headers] of [['/v1/login', json], ['/v1/admin/users', { ...json, ...admin.headers }]] as const) {
+          const res = await rawRequest(server, 'POST', path, headers, badBytes);
+          const problem = assertProblem(res, `${path}: invalid UTF-8`);
+          assert.equal(problem.code, 'invalid_json');
+          assert.deepEqual(pointersOf(problem), ['']);
+        }
+        const form = await rawRequest(server, 'POST', '/login', { 'content-type': 'application/x-www-form-urlencoded' }, Buffer.concat([Buffer.from('username=a'), Buffer.from([0xfe]), Buffer.from('&password=x')]));
+        assert.equal(assertProblem(form, 'form: invalid UTF-8').code, 'invalid_request');
+        // Declared in another charset the parser decodes (or refuses) it as before.
+        const utf16 = await rawRequest(server, 'POST', '/v1/login', { 'content-type': 'application/json; charset=utf-16le' }, Buffer.from('{"x":1}', 'utf16le'));
+        assert.equal(assertProblem(utf16, 'utf-16').code, 'validation_failed');
+        // A lone surrogate is valid JSON but not Unicode: stored as UTF-8 it would come back as U+FFFD.
+        const lone: [string, string, Record<string, string>, string][] = [
+          ['/v1/login', '{"username":"\\ud800x","password":"whatever it is 1"}', {}, '/username'],
+          ['/v1/login', '{"username":"sweep-user","password":"pass\\udc00word 1"}', {}, '/password'],
+          ['/v1/admin/users', '{"username":"lone","password":"a long password 42","display_name":"\\ud83d"}', admin.headers, '/display_name'],
+          ['/v1/admin/users', '{"username":"lone","password":"a long password 42","groups":["ok","\\udfff"]}', admin.headers, '/groups/1'],
+        ];
+        for (const [path, body, headers, pointer] of lone) {
+          const res = await tg.http().post(path).set(headers).type('json').send(body);
+          const problem = assertProblem(res, `${path} ${pointer}: lone surrogate`);
+          assert.equal(problem.code, 'validation_failed');
+          assert.deepEqual(pointersOf(problem), [pointer]);
+        }
+        const key = await tg.http().post('/v1/login').type('json').send('{"a\\ud800":1}');
+        assert.deepEqual(pointersOf(assertProblem(key, 'lone surrogate in a field name')), ['/a\ufffd']);
+        assert.deepEqual(await tableSnapshot(tg), before, 'nothing read-and-charged or written');
+        assert.equal(await auditRows(tg), auditBefore, 'nothing audited');
+      });
+    });
+
     describe('operations endpoints', () => {
       it('/healthz answers 200', async () => {
         const res = await tg.http().get('/healthz');

@@ -342,6 +342,18 @@ describe('verifyStepUpToken: assurance, action and exact context', () => {
     await rejects(h.verify(numeric, { expectedContext: { ...TEST_CONTEXT, amount: '120' } }), 'context_mismatch', 'amount');
   });
 
+  it('compares payees code unit by code unit: no case folding, no Unicode normalisation, no trimming', async () => {
+    const approved = (payee: string) => minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...TEST_CONTEXT, payee }] } });
+    for (const [signed, presented] of [
+      ['caf\u00e9-42', 'cafe\u0301-42'], // NFC vs NFD: the same on screen
+      ['shop-42', 'SHOP-42'],
+      ['shop-42', '\uff53hop-42'], // fullwidth s (NFKC folds it)
+      ['shop-42', 'shop-42 '],
+    ]) {
+      await rejects(h.verify(await approved(signed as string), { expectedContext: { ...TEST_CONTEXT, payee: presented as string } }), 'context_mismatch', 'payee');
+    }
+  });
+
   it('refuses an extra field on either side and a missing field on either side', async () => {
     await rejects(h.verify(await minter.mint(), { expectedContext: { ...TEST_CONTEXT, offline: false } }), 'context_mismatch', 'offline');
     const extra = await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...TEST_CONTEXT, count: 5 }] } });
