@@ -12,11 +12,12 @@ export const keysRotateCommand: Command = {
     if (alg !== undefined && alg !== 'ES256' && alg !== 'EdDSA') throw new UsageError('--alg must be ES256 or EdDSA');
     const gw = await openCliGateway(args.config());
     try {
-      const result = await gw.keys.rotate(alg as SigningAlg | undefined);
-      await gw.audit.append(gw.store.db, {
-        type: 'signing_key.rotated',
-        actor: cliActor(),
-        data: { kid: result.kid, retiredKid: result.retiredKid ?? null, alg: alg ?? gw.config.stepup.signingAlg },
+      const result = await gw.keys.rotate(alg as SigningAlg | undefined, async (tx, rotated) => {
+        await gw.audit.append(tx, {
+          type: 'signing_key.rotated',
+          actor: cliActor(),
+          data: { kid: rotated.kid, retiredKid: rotated.retiredKid ?? null, alg: alg ?? gw.config.stepup.signingAlg },
+        });
       });
       if (args.values.json === true) {
         args.out(JSON.stringify({ kid: result.kid, retired_kid: result.retiredKid ?? null, retired_published_until: result.publishUntil?.toISOString() ?? null }));

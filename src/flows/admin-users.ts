@@ -3,7 +3,7 @@ import { type ChainResult, verifyAuditChain } from '../audit/audit-log.ts';
 import { AppError } from '../errors/app-error.ts';
 import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
-import { removeFactor } from './factors.ts';
+import { removeFactor, removeFactorIn } from './factors.ts';
 import { type IssuedResetLink, issuePasswordResetLink } from './password-reset.ts';
 import { endUserSessions } from './user-sessions.ts';
 import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
@@ -140,35 +140,36 @@ export interface FactorReset {
 
 /**
  * "Reset factors": removes every factor of the user except the password (or only those of
- * `types`), each audited `factor.removed`, then ends the user's sessions (a session opened
- * by whoever holds a lost device must not enrol a new one) and records one
- * `user.factors_reset` event with who, why and what was removed.
+ * `types`), each audited `factor.removed`, ends the user's sessions (a session opened by
+ * whoever holds a lost device must not enrol a new one) and records one `user.factors_reset`
+ * event with who, why and what was removed — all in one transaction: a reset that fails
+ * part-way changes nothing (it used to leave some factors removed and the sessions alive).
  */
 export async function resetUserFactors(gw: Gateway, op: Operator, userId: string, reason: string, types?: readonly string[]): Promise<FactorReset> {
   const user = await requireUser(gw, userId);
   assertMayManage(op, user, 'reset the factors of');
-  let q = gw.store.db.selectFrom('factors').select(['id', 'type']).where('user_id', '=', userId).where('status', 'in', ['active', 'pending']);
-  if (types !== undefined && types.length > 0) q = q.where('type', 'in', [...types]);
-  const rows = (await q.orderBy('created_at').orderBy('id').execute()).filter((r) => !NOT_OPERATOR_REMOVABLE.has(r.type));
-  const removed: { id: string; type: string }[] = [];
-  for (const row of rows) {
-    try {
-      await removeFactor(gw, userId, row.id, { ...actorOf(op), reason }, { byOperator: true });
-      removed.push({ id: row.id, type: row.type });
-    } catch (err) {
-      // Removed meanwhile (by the user, or a second operator): already what we want.
-      if (!(err instanceof AppError && err.code === 'not_found')) throw err;
+  const { removed, sessionsEnded } = await gw.store.db.transaction().execute(async (tx) => {
+    let q = tx.selectFrom('factors').select(['id', 'type']).where('user_id', '=', userId).where('status', 'in', ['active', 'pending']);
+    if (types !== undefined && types.length > 0) q = q.where('type', 'in', [...types]);
+    const rows = (await q.orderBy('created_at').orderBy('id').execute()).filter((r) => !NOT_OPERATOR_REMOVABLE.has(r.type));
+    const done: { id: string; type: string }[] = [];
+    for (const row of rows) {
+      try {
+        await removeFactorIn(gw, tx, userId, row.id, { ...actorOf(op), reason }, { byOperator: true });
+        done.push({ id: row.id, type: row.type });
+      } catch (err) {
+        // Removed meanwhile (by the user, or a second operator): already what we want.
+        if (!(err instanceof AppError && err.code === 'not_found')) throw err;
+      }
     }
-  }
-  const sessionsEnded = await gw.store.db.transaction().execute(async (tx) => {
     const ended = await sessionsRepo.deleteUserSessions(tx, userId);
     await gw.audit.append(tx, {
       type: 'user.factors_reset',
       ...actorOf(op),
       subject: userId,
-      data: { reason, removed: removed.map((r) => ({ factorId: r.id, factorType: r.type })), ...(types === undefined ? {} : { types: [...types] }), sessions_ended: ended },
+      data: { reason, removed: done.map((r) => ({ factorId: r.id, factorType: r.type })), ...(types === undefined ? {} : { types: [...types] }), sessions_ended: ended },
     });
-    return ended;
+    return { removed: done, sessionsEnded: ended };
   });
   return { user: await userDetail(gw, userId), removed, sessionsEnded };
 }

@@ -201,21 +201,24 @@ const NOT_SELF_REMOVABLE = new Set(['password']);
  * the inventory). Audited `factor.removed`.
  */
 export async function removeFactor(gw: Gateway, userId: string, factorId: string, who: AuditActor & { reason?: string }, options: { byOperator?: boolean } = {}): Promise<void> {
-  await gw.store.db.transaction().execute(async (tx) => {
-    const row = await ownedFactor(tx, userId, factorId);
-    if (options.byOperator !== true && NOT_SELF_REMOVABLE.has(row.type)) {
-      throw new AppError('forbidden', { detail: 'The password cannot be removed; change it instead.' });
-    }
-    for (const hook of removalHooks) await hook(gw, tx, row);
-    await tx.deleteFrom('factors').where('id', '=', row.id).execute();
-    await gw.audit.append(tx, {
-      type: 'factor.removed',
-      actor: who.actor,
-      subject: userId,
-      ip: who.ip ?? null,
-      requestId: who.requestId ?? null,
-      data: { factorId, factorType: row.type, ...(who.reason === undefined ? {} : { reason: who.reason }) },
-    });
+  await gw.store.db.transaction().execute((tx) => removeFactorIn(gw, tx, userId, factorId, who, options));
+}
+
+/** `removeFactor` inside the caller's transaction (an operator's factor reset removes several at once). */
+export async function removeFactorIn(gw: Gateway, tx: Tx, userId: string, factorId: string, who: AuditActor & { reason?: string }, options: { byOperator?: boolean } = {}): Promise<void> {
+  const row = await ownedFactor(tx, userId, factorId);
+  if (options.byOperator !== true && NOT_SELF_REMOVABLE.has(row.type)) {
+    throw new AppError('forbidden', { detail: 'The password cannot be removed; change it instead.' });
+  }
+  for (const hook of removalHooks) await hook(gw, tx, row);
+  await tx.deleteFrom('factors').where('id', '=', row.id).execute();
+  await gw.audit.append(tx, {
+    type: 'factor.removed',
+    actor: who.actor,
+    subject: userId,
+    ip: who.ip ?? null,
+    requestId: who.requestId ?? null,
+    data: { factorId, factorType: row.type, ...(who.reason === undefined ? {} : { reason: who.reason }) },
   });
 }
 

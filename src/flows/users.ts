@@ -54,6 +54,11 @@ export function loginThrottleKey(gw: Gateway, normalisedUsername: string): strin
   return createHmac('sha256', gw.sealer.deriveKey('login-throttle')).update(normalisedUsername, 'utf8').digest('base64url');
 }
 
+/** The passkey sign-in throttle row of one WebAuthn credential (`:` never occurs in a login name, so it is no user's row). */
+export function passkeyThrottleKey(gw: Gateway, factorId: string): string {
+  return loginThrottleKey(gw, `passkey:${factorId}`);
+}
+
 // ---- views -------------------------------------------------------------------------------
 
 function parseStringArray(json: string): string[] {
@@ -292,6 +297,9 @@ export async function unlockLogin(gw: Gateway, userId: string, who: AuditActor, 
   await gw.store.db.transaction().execute(async (tx) => {
     const row = await repo.findLoginThrottle(tx, key);
     await repo.clearLoginThrottle(tx, key);
+    // The user's passkeys' sign-in throttles too (src/flows/webauthn.ts passkeyLogin).
+    const passkeys = await tx.selectFrom('factors').select('id').where('user_id', '=', userId).where('type', '=', 'webauthn').execute();
+    for (const p of passkeys) await repo.clearLoginThrottle(tx, passkeyThrottleKey(gw, p.id));
     const nowMs = gw.clock.now().getTime();
     await gw.audit.append(tx, {
       ...auditBase(who),

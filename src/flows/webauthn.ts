@@ -26,8 +26,8 @@ import * as usersRepo from '../store/users-repository.ts';
 import { activatePendingFactor, checkLabel, type FactorView, insertPendingFactor, pendingFactor, toFactorView } from './factors.ts';
 import type { LoginContext, LoginResult } from './login.ts';
 import { createSessionIn } from './sessions.ts';
-import { toUserView, type AuditActor } from './users.ts';
-import { applySuccess, chargeFactor } from './verify-stepup-factor.ts';
+import { passkeyThrottleKey, toUserView, type AuditActor } from './users.ts';
+import { applySuccess } from './verify-stepup-factor.ts';
 
 /**
  * WebAuthn use cases outside the step-up flow: enrolment from "my security" (register a
@@ -247,7 +247,16 @@ export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: L
     .executeTakeFirst();
   if (found === undefined) return fail('unknown_credential', null);
   const { user_status: userStatus, ...row } = found;
-  if (!(await chargeFactor(gw, row.id, nowMs))) {
+  // Charged before the assertion is checked, to a sign-in throttle of this credential's own —
+  // not to the factor's failure count, which step-ups charge: this endpoint is anonymous, and
+  // a credential id is no secret (every WebAuthn step-up lists it), so anyone could otherwise
+  // lock the fingerprint a user approves payments with. A factor that step-ups locked stays
+  // refused here too.
+  const { maxFailures, lockSeconds } = gw.config.login;
+  const throttleKey = passkeyThrottleKey(gw, row.id);
+  const factorLocked = Number(row.failures) >= gw.config.factors.maxFailures && (row.locked_until === null || Number(row.locked_until) > nowMs);
+  const charge = factorLocked ? undefined : await usersRepo.chargeLoginAttempt(gw.store.db, throttleKey, { nowMs, maxFailures, lockUntilMs: nowMs + lockSeconds * 1000 });
+  if (charge === undefined) {
     await gw.audit.append(gw.store.db, { ...base, type: 'login.failed', actor: null, subject: row.user_id, data: { method: 'webauthn', reason: 'locked', factorId: row.id } });
     gw.metrics.logins.inc({ outcome: 'locked' });
     throw new AppError('factor_locked');
@@ -272,6 +281,7 @@ export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: L
   const change: WebAuthnChange | undefined = outcome.change;
   const session = await gw.store.db.transaction().execute(async (tx) => {
     if (!(await applySuccess(tx, row.id, change, nowMs, row.params))) return undefined;
+    await usersRepo.clearLoginThrottle(tx, throttleKey);
     if (change?.audit !== undefined) await gw.audit.append(tx, { ...base, type: change.audit.type, actor: null, subject: row.user_id, data: { factorId: row.id, ...change.audit.data } });
     if (ctx.previousSessionId !== undefined && ctx.previousSessionId !== '') await sessionsRepo.deleteSession(tx, hashToken(ctx.previousSessionId));
     await sessionsRepo.deleteExpiredUserSessions(tx, row.user_id, nowMs, nowMs - gw.config.session.idleSeconds * 1000);

@@ -2,7 +2,7 @@ import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:cryp
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Clock } from '../clock.ts';
 import type { Sealer } from '../crypto/sealer.ts';
-import type { Db } from '../store/database.ts';
+import type { Db, Tx } from '../store/database.ts';
 
 /**
  * Step-up token signing keys. Generated on first start and sealed in the database, so every
@@ -108,7 +108,14 @@ export class SigningKeyRing {
   }
 
   /** Makes a new active key; the previous one is retired and stays published for a while. */
-  async rotate(alg: SigningAlg = this.#o.alg): Promise<{ kid: string; retiredKid: string | undefined; publishUntil: Date | undefined }> {
+  /**
+   * `within` runs in the rotation's transaction (its audit record): if it fails, no key is
+   * rotated, so a rotation never happens without its record.
+   */
+  async rotate(
+    alg: SigningAlg = this.#o.alg,
+    within?: (tx: Tx, rotated: { kid: string; retiredKid: string | undefined }) => Promise<void>,
+  ): Promise<{ kid: string; retiredKid: string | undefined; publishUntil: Date | undefined }> {
     const row = await this.#newKeyRow(alg);
     const nowMs = this.#o.clock.now().getTime();
     const publishUntil = nowMs + this.retiredPublishSeconds * 1000;
@@ -120,6 +127,7 @@ export class SigningKeyRing {
         .returning('kid')
         .executeTakeFirst();
       await tx.insertInto('signing_keys').values(row).execute();
+      await within?.(tx, { kid: row.kid, retiredKid: old?.kid });
       return old?.kid;
     });
     this.#snapshot = undefined;

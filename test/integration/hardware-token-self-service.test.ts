@@ -144,6 +144,15 @@ for (const dialect of testDialects()) {
       assert.equal(resync.status, 200, JSON.stringify(resync.body));
       const factor = await tg.gw.store.db.selectFrom('factors').select('counter').where('id', '=', bound.body.factor.id).executeTakeFirstOrThrow();
       assert.equal(Number(factor.counter), 32);
+      // The page's fields let the browser submit such a code too (HTML pattern: the whole value, v flag).
+      const page = await tg.http().get('/security').set('Cookie', s.cookie);
+      const fields = [...page.text.matchAll(/<input id="(?:hw|resync)-(?:code|next)[^"]*"[^>]*pattern="([^"]+)"[^>]*maxlength="(\d+)"/g)];
+      assert.equal(fields.length, 4);
+      for (const [, pattern, max] of fields) {
+        const typed = `${wide('123')} ${wide('456')}`;
+        assert.ok(new RegExp(`^(?:${pattern})$`, 'v').test(typed) && typed.length <= Number(max), pattern);
+        assert.ok(!new RegExp(`^(?:${pattern})$`, 'v').test('12a456'), pattern);
+      }
     });
 
     it('a serial in stock, an unknown one and someone else\'s cost the same writes (no serial enumeration by timing)', async (t) => {

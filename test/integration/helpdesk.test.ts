@@ -73,6 +73,7 @@ for (const dialect of testDialects()) {
         ['dave', []],
         ['erin', []],
         ['frank', []],
+        ['gina', []],
       ];
       for (const [username, roles] of people) ids[username] = (await createUser(t.gw, { username, password: PASSWORD, roles }, { actor: 'test' })).id;
       for (const name of ['root', 'helen', 'audrey']) as[name] = await signIn(name);
@@ -252,6 +253,28 @@ for (const dialect of testDialects()) {
         // Nothing left: an empty reset is fine and still audited.
         const empty = await post(as.helen!, `/v1/admin/users/${userId}/factors/reset`, { reason: 'double check' });
         assert.deepEqual(empty.body.removed, []);
+      });
+
+      it('a reset that fails part-way changes nothing: no factor removed, no session ended, nothing audited', async () => {
+        const userId = ids.gina!;
+        const seeded = [await seedFactor(userId, 'totp', 'x'), await seedFactor(userId, 'sms_otp', 'y')];
+        const ginaSession = await signIn('gina');
+        const auditBefore = (await t.gw.store.db.selectFrom('audit_log').select('seq').execute()).length;
+        const append = t.gw.audit.append;
+        t.gw.audit.append = async (executor, event) => {
+          if (event.type === 'user.factors_reset') throw new Error('audit store refused');
+          return append.call(t.gw.audit, executor, event);
+        };
+        try {
+          const res = await post(as.helen!, `/v1/admin/users/${userId}/factors/reset`, { reason: 'lost phone, identity checked' });
+          assert.equal(res.status, 500);
+        } finally {
+          t.gw.audit.append = append;
+        }
+        const left = await t.gw.store.db.selectFrom('factors').select('id').where('user_id', '=', userId).where('type', '!=', 'password').execute();
+        assert.deepEqual(left.map((r) => r.id).sort(), [...seeded].sort(), 'every factor is still there');
+        assert.equal((await ginaSession.agent.get('/v1/me')).status, 200, 'the session is still open');
+        assert.equal((await t.gw.store.db.selectFrom('audit_log').select('seq').execute()).length, auditBefore, 'no factor.removed without its reset');
       });
 
       it('is role-checked and validated', async () => {

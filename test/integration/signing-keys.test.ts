@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
+import { rotateSigningKey } from '../../src/flows/signing-keys.ts';
 import { issueStepUpToken, type StepUpClaims } from '../../src/stepup/issue-token.ts';
 import { SigningKeyRing, type SigningAlg } from '../../src/stepup/signing-keys.ts';
 import { needTool } from '../helpers/env.ts';
@@ -153,6 +154,24 @@ for (const dialect of testDialects()) {
         const after = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
         assert.deepEqual(after, [rotated.kid]);
         await assert.rejects(verifyWithJose(tg, oldToken), (err: { code?: string }) => err.code === 'ERR_JWKS_NO_MATCHING_KEY');
+      });
+
+      it('a rotation whose audit record cannot be written rotates nothing (no rotation without its record)', async () => {
+        const keysBefore = await tg.gw.store.db.selectFrom('signing_keys').select(['kid', 'status']).orderBy('kid').execute();
+        const append = tg.gw.audit.append;
+        tg.gw.audit.append = async () => {
+          throw new Error('audit store refused');
+        };
+        try {
+          await assert.rejects(rotateSigningKey(tg.gw, alg, { actor: 'usr_probe', reason: 'scheduled rotation' }), /audit store refused/);
+        } finally {
+          tg.gw.audit.append = append;
+        }
+        assert.deepEqual(await tg.gw.store.db.selectFrom('signing_keys').select(['kid', 'status']).orderBy('kid').execute(), keysBefore);
+        const rotated = await rotateSigningKey(tg.gw, alg, { actor: 'usr_probe', reason: 'scheduled rotation' });
+        const record = await tg.gw.store.db.selectFrom('audit_log').select(['actor', 'data']).where('type', '=', 'signing_key.rotated').orderBy('seq', 'desc').executeTakeFirstOrThrow();
+        assert.equal(record.actor, 'usr_probe');
+        assert.equal((JSON.parse(record.data) as { kid: string }).kid, rotated.kid);
       });
 
       it('another process picks up a rotation after its refresh interval', async () => {

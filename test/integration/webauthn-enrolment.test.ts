@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { unlockLogin } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { confirmForTest, cookieFrom, signIn, type SignedIn } from '../helpers/session.ts';
 import { SoftCredential } from '../helpers/soft-authenticator.ts';
@@ -237,6 +238,34 @@ for (const dialect of testDialects()) {
       assert.equal(res.status, 401);
       assert.equal(res.body.code, 'invalid_credentials');
       await tg.gw.store.db.updateTable('users').set({ status: 'active' }).where('id', '=', gina.id).execute();
+    });
+
+    it("anonymous failures with someone's credential id lock passkey sign-in only, never the factor their payments need", async () => {
+      const hank = await makeUser(tg.gw, 'hank');
+      const hankKey = new SoftCredential({ counter: 1 });
+      const factorId = await enrolSoft(tg, await signIn(tg, 'hank', PASSWORD), hankKey);
+      const attempt = async (badSignature: boolean) => {
+        const o = await options();
+        return login({ login_token: o.body.login_token, credential: hankKey.assert({ challenge: o.body.options.challenge, origin: ORIGIN, rpId: RP_ID, badSignature, userHandle: Buffer.from(hank.id).toString('base64url') }) });
+      };
+      for (let i = 0; i < tg.config.login.maxFailures; i += 1) assert.equal((await attempt(true)).status, 401);
+      // Counted before the comparison: now even the right assertion is refused…
+      const locked = await attempt(false);
+      assert.equal(locked.status, 423, locked.text);
+      assert.equal(locked.body.code, 'factor_locked');
+      // …but the factor itself was not charged: step-ups (payments) still take it.
+      const row = await tg.gw.store.db.selectFrom('factors').select(['failures', 'locked_until']).where('id', '=', factorId).executeTakeFirstOrThrow();
+      assert.deepEqual({ failures: Number(row.failures), locked: row.locked_until !== null }, { failures: 0, locked: false });
+      // The operator's unlock of the user's sign-in lifts it at once; so does time.
+      await unlockLogin(tg.gw, hank.id, { actor: 'test' }, 'called the helpdesk');
+      assert.equal((await attempt(false)).status, 200);
+      for (let i = 0; i < tg.config.login.maxFailures; i += 1) assert.equal((await attempt(true)).status, 401);
+      assert.equal((await attempt(false)).status, 423);
+      tg.clock.advance(tg.config.login.lockSeconds + 1);
+      assert.equal((await attempt(false)).status, 200);
+      // A factor that step-ups locked is refused here as well, uncompared.
+      await tg.gw.store.db.updateTable('factors').set({ failures: tg.config.factors.maxFailures, locked_until: tg.clock.now().getTime() + 60_000 }).where('id', '=', factorId).execute();
+      assert.equal((await attempt(false)).status, 423);
     });
 
     it('the login page offers passkeys (autofill + button) in both languages', async () => {

@@ -54,6 +54,9 @@ describe('recovery code sets', () => {
     assert.equal(normaliseRecoveryCode(' O123 4567 89AB CDEF '), '0123456789abcdef');
     assert.equal(normaliseRecoveryCode('o1l34567-89ab-cdef'.replace('l', 'i')), '01134567' + '89abcdef');
     assert.equal(normaliseRecoveryCode(code.toUpperCase()), '0123456789abcdef');
+    // Full-width letters and digits, as a Chinese IME in full-width mode types them.
+    const wide = code.toUpperCase().replace(/[0-9A-Z-]/g, (ch) => String.fromCharCode(ch.charCodeAt(0) + 0xfee0));
+    assert.equal(normaliseRecoveryCode(wide), '0123456789abcdef');
     for (const bad of ['0123-4567-89ab-cde', '0123-4567-89ab-cdefg', '0123-4567-89ab-cdeu', '', 42, null, 'x'.repeat(65)]) assert.equal(normaliseRecoveryCode(bad), undefined, String(bad));
   });
 

@@ -48,10 +48,10 @@ export function generateRecoveryCodes(count: number): RecoveryCodeSet {
   return { codes: list.map(group), stored };
 }
 
-/** What people type: any case, spaces and hyphens anywhere, i/l for 1 and o for 0. */
+/** What people type: any case, full-width forms (a Chinese IME), spaces and hyphens anywhere, i/l for 1 and o for 0. */
 export function normaliseRecoveryCode(input: unknown): string | undefined {
   if (typeof input !== 'string' || input.length > 64) return undefined;
-  const code = input.toLowerCase().replace(/[\s-]/g, '').replace(/[il]/g, '1').replace(/o/g, '0');
+  const code = input.normalize('NFKC').toLowerCase().replace(/[\s-]/g, '').replace(/[il]/g, '1').replace(/o/g, '0');
   if (code.length !== RECOVERY_CODE_LENGTH) return undefined;
   for (const ch of code) if (!ALPHABET.includes(ch)) return undefined;
   return code;
