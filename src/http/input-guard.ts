@@ -13,7 +13,8 @@ import type { RouteSpec } from './api-registry.ts';
  *   - In JSON and form bodies, the other C0 characters are refused too, except TAB, LF and
  *     CR (multi-line text such as a policy description) and except in password fields,
  *     which may hold whatever a password manager produced.
- *   - Query parameters and path segments refuse every C0 character and DEL.
+ *   - Query parameters and path segments refuse every C0 character and DEL; a path segment
+ *     that is not valid percent-encoded UTF-8 is refused here too, naming the parameter.
  *   - Basic client credentials holding one are malformed credentials: the same 401
  *     `invalid_client` as any other bad client authentication (http/client-auth.ts), so
  *     client authentication keeps its one answer for every failure.
@@ -133,13 +134,11 @@ function pathIssues(req: Request, routes: readonly RouteSpec[]): InvalidParam[] 
   const out: InvalidParam[] = [];
   segments.forEach((segment, index) => {
     const decoded = decodeSegment(segment);
-    if (decoded === undefined || !ANY_CONTROL.test(decoded)) return;
+    if (decoded !== undefined && !ANY_CONTROL.test(decoded)) return;
+    // Undecodable (`%`, `%ZZ`, `%E0%A4`): express would answer a bare 400 naming nothing.
+    const what = decoded === undefined ? 'must be percent-encoded UTF-8' : 'must not contain control characters';
     const name = parameterName(routes, req.method.toLowerCase(), segments, index);
-    out.push(
-      name === undefined
-        ? { pointer: '', reason: `path segment ${index} must not contain control characters` }
-        : { pointer: pointerOf([name]), reason: 'path parameters must not contain control characters' },
-    );
+    out.push(name === undefined ? { pointer: '', reason: `path segment ${index} ${what}` } : { pointer: pointerOf([name]), reason: `path parameters ${what}` });
   });
   return out;
 }

@@ -471,6 +471,13 @@ for (const dialect of testDialects()) {
           for (const name of pathParams(route.path)) {
             const absurd = concretePath(route.path, { ...caller.params, [name]: `${'z'.repeat(300)}..%2F..%2Fetc` });
             assertProblem(await send(tg, route, caller, absurd), `${label}: absurd ${name}`);
+            // Not percent-encoded UTF-8: express answered a bare 400 invalid_request naming nothing.
+            for (const broken of ['%', '%E0%A4', '%FF']) {
+              const res = await send(tg, route, caller, concretePath(route.path, { ...caller.params, [name]: `a${broken}` }));
+              const problem = assertProblem(res, `${label}: ${broken} in ${name}`);
+              assert.equal(problem.code, 'validation_failed', `${label}: ${broken} in ${name}`);
+              assert.deepEqual(pointersOf(problem), [`/${name}`], `${label}: ${broken} in ${name}`);
+            }
           }
           proven.push(label);
         }
