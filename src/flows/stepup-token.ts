@@ -165,18 +165,24 @@ export async function cancelStepUp(gw: Gateway, id: string, clientId: string, wh
   gw.metrics.stepups.inc({ event: 'cancelled' });
 }
 
-/** The user refuses the request ("I did not start this payment"): the client gets access_denied. */
-export async function denyStepUpByUser(gw: Gateway, stepUp: StepUp, who: Who): Promise<void> {
-  await gw.store.db.transaction().execute(async (tx) => {
+/**
+ * The user refuses the request ("I did not start this payment"): the client gets access_denied.
+ * False when it was no longer pending (completed meanwhile, say from the app): nothing changed.
+ */
+export async function denyStepUpByUser(gw: Gateway, stepUp: StepUp, who: Who): Promise<boolean> {
+  const denied = await gw.store.db.transaction().execute(async (tx) => {
     const moved = await tx
       .updateTable('stepups')
       .set({ status: 'denied' })
       .where('id', '=', stepUp.id)
       .where('status', '=', 'pending')
+      .where('expires_at', '>', gw.clock.now().getTime())
       .returning('id')
       .executeTakeFirst();
-    if (moved === undefined) return;
+    if (moved === undefined) return false;
     await gw.audit.append(tx, { type: 'stepup.denied', actor: stepUp.userId, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'user_refused' } });
+    return true;
   });
-  gw.metrics.stepups.inc({ event: 'denied' });
+  if (denied) gw.metrics.stepups.inc({ event: 'denied' });
+  return denied;
 }
