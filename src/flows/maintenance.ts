@@ -45,6 +45,15 @@ export async function purgeExpiredRecords(gw: Gateway): Promise<void> {
   await db.deleteFrom('one_time_tokens').where('expires_at', '<', nowMs - 86_400_000).execute();
   await db.deleteFrom('sessions').where('expires_at', '<', nowMs).execute();
   await db.deleteFrom('rate_limits').where('expires_at', '<', nowMs).execute();
+  // Sign-in throttle rows (one per login name tried, known or not, and per passkey) that hold
+  // no lock in force and saw no failure for login.lockSeconds: their count is forgotten. The
+  // limit stays login.maxFailures failures per lockSeconds (a count that waited that long
+  // could only have locked for that long), and names a scanner made up do not pile up.
+  await db
+    .deleteFrom('login_throttle')
+    .where('last_failed_at', '<=', nowMs - gw.config.login.lockSeconds * 1000)
+    .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowMs)]))
+    .execute();
 }
 
 export async function runMaintenance(gw: Gateway): Promise<void> {

@@ -1,4 +1,4 @@
-import { createHash, type KeyObject } from 'node:crypto';
+import { createHash, type Hash, type KeyObject } from 'node:crypto';
 
 /**
  * GM/T 0021-2012 (GB/T 38556-2020) one-time passwords, SM3 variant (DESIGN.md §2). Pure,
@@ -61,10 +61,24 @@ function truncate(s: Buffer, digits: number): string {
   return (od % 10 ** digits).toString().padStart(digits, '0');
 }
 
+/**
+ * An SM3 hash state that has absorbed K. SM3 OTP is a plain hash of K ‖ ID, not an HMAC, so
+ * the seed must leave its KeyObject; the exported copy is wiped at once, as every other
+ * unsealed seed is (src/factors/totp/totp-factor.ts openTotpSecret).
+ */
+function keyedSm3(key: KeyObject): Hash {
+  const raw = key.export();
+  try {
+    return createHash('sm3').update(raw);
+  } finally {
+    raw.fill(0);
+  }
+}
+
 /** One SM3 OTP. The key is a KeyObject like every other OTP seed (see hotp.ts). */
 export function sm3Otp(key: KeyObject, factors: Sm3Factors, digits = 6): string {
   assertDigits(digits);
-  return truncate(createHash('sm3').update(key.export()).update(sm3Id(factors)).digest(), digits);
+  return truncate(keyedSm3(key).update(sm3Id(factors)).digest(), digits);
 }
 
 /**
@@ -74,7 +88,7 @@ export function sm3Otp(key: KeyObject, factors: Sm3Factors, digits = 6): string 
  */
 export function sm3Generator(key: KeyObject, digits: number, factorsFor: (candidate: number) => Sm3Factors): (candidate: number) => string {
   assertDigits(digits);
-  const keyed = createHash('sm3').update(key.export());
+  const keyed = keyedSm3(key);
   return (candidate) => truncate(keyed.copy().update(sm3Id(factorsFor(candidate))).digest(), digits);
 }
 

@@ -142,6 +142,46 @@ for (const dialect of testDialects()) {
       assert.equal(anonymous.headers.location, '/login?next=%2Fconsole%2Faudit');
     });
 
+    it('every /console route of the router, also spelled as express routes it the same (upper case, trailing slash): nobody, a role-less user and a password-only staff session get nowhere and change nothing', async () => {
+      type Layer = { route?: { path: string; methods: Record<string, boolean> }; handle: { stack?: Layer[] } };
+      const routes: { method: 'get' | 'post'; path: string }[] = [];
+      const walk = (stack: Layer[]) => {
+        for (const l of stack) {
+          if (l.route !== undefined) {
+            for (const m of ['get', 'post'] as const) if (l.route.methods[m] === true && l.route.path.startsWith('/console') && l.route.path !== '/console/verify') routes.push({ method: m, path: l.route.path });
+          } else if (l.handle.stack !== undefined) walk(l.handle.stack);
+        }
+      };
+      walk((t.app as unknown as { router: { stack: Layer[] } }).router.stack);
+      assert.ok(routes.length >= 30 && routes.some((r) => r.method === 'post' && r.path === '/console/policies'), `${routes.length} console routes`);
+      const lena = await passwordSession('lena');
+      const root = await passwordSession('root');
+      const auditBefore = Number((await t.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+      const versionBefore = await policyVersion();
+      for (const route of routes) {
+        const concrete = route.path.replace(/:[A-Za-z]+/g, (m) => (m === ':id' ? (ids.lena as string) : 'probe'));
+        for (const path of [concrete, `${concrete.toUpperCase()}/`]) {
+          const label = `${route.method.toUpperCase()} ${path}`;
+          const form = { reason: 'probing the gate', comment: 'probe', policies: POLICY_YAML, name: 'probe', alg: 'ES256' };
+          const anonymous = route.method === 'get' ? await t.http().get(path) : await t.http().post(path).type('form').send(form);
+          if (route.method === 'get') {
+            assert.equal(anonymous.status, 303, `${label} anonymous`);
+            assert.match(String(anonymous.headers.location), /^\/login\?next=/, `${label} anonymous`);
+          } else assert.equal(anonymous.status, 401, `${label} anonymous`);
+          const plain = route.method === 'get' ? await get(lena, path) : await post(lena, path, form);
+          assert.equal(plain.status, 403, `${label} role-less user`);
+          const halfway = route.method === 'get' ? await get(root, path) : await post(root, path, form);
+          if (route.method === 'get') {
+            assert.equal(halfway.status, 303, `${label} password-only admin`);
+            assert.match(String(halfway.headers.location), /^\/console\/verify\?next=/, `${label} password-only admin`);
+          } else assert.equal(halfway.status, 403, `${label} password-only admin`);
+        }
+      }
+      const auditAfter = Number((await t.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+      assert.equal(auditAfter, auditBefore, 'nothing audited');
+      assert.equal(await policyVersion(), versionBefore);
+    });
+
     it('the second factor: a wrong code is refused and audited, a used code cannot open a second session, the old session id is dead', async (tc) => {
       if (needOathtool(tc)) return;
       const s = await passwordSession('desk');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Response } from 'supertest';
+import { purgeExpiredRecords } from '../../src/flows/maintenance.ts';
 import { createUser, loginThrottleKey, normaliseUsername, unlockLogin } from '../../src/flows/users.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -116,6 +117,25 @@ for (const dialect of testDialects()) {
       for (let i = 0; i < MAX - 1; i += 1) await login('ned', 'wrong-password');
       assert.equal((await login('ned', PASSWORD)).status, 200);
       assert.equal(await throttleRow('ned'), undefined);
+    });
+
+    it('names tried and then left alone for lockSeconds are forgotten; a lock in force and recent failures are kept', async () => {
+      // A scanner trying made-up names must not grow the table for ever: a row without a
+      // lock in force and without a failure for lockSeconds is dropped by maintenance.
+      for (let i = 0; i < MAX - 1; i += 1) await login('scanner-guess-1', 'x');
+      for (let i = 0; i < MAX; i += 1) await login('scanner-guess-2', 'x');
+      tg.clock.advance(LOCK_SECONDS / 2);
+      await login('scanner-guess-3', 'x');
+      tg.clock.advance(LOCK_SECONDS / 2);
+      for (let i = 0; i < MAX; i += 1) await login('scanner-guess-4', 'x');
+      tg.clock.advance(1);
+      await purgeExpiredRecords(tg.gw);
+      const kept = async (name: string) => (await throttleRow(name)) !== undefined;
+      assert.deepEqual(
+        { idle: await kept('scanner-guess-1'), lockRanOut: await kept('scanner-guess-2'), recent: await kept('scanner-guess-3'), locked: await kept('scanner-guess-4') },
+        { idle: false, lockRanOut: false, recent: true, locked: true },
+      );
+      assert.equal((await login('scanner-guess-4', 'x')).status, 429, 'the lock still holds');
     });
 
     it('an operator unlock clears the lock at once and is audited', async () => {

@@ -68,6 +68,27 @@ describe('GM/T 0021 SM3 OTP: ID layout, modes and truncation', () => {
     assert.equal(sm3TimeFactor(new Date(1_700_000_000_000), 60), Math.floor(1_700_000_000 / 60));
     assert.equal(sm3TimeFactor(new Date(120_000), 60, 60), 1);
   });
+  it('the seed exported for hashing (SM3 OTP is no HMAC) is wiped at once', () => {
+    const k = key('1234567890abcdef1234567890abcdef');
+    const exported: Buffer[] = [];
+    const proto = Object.getPrototypeOf(k) as { export: (...a: unknown[]) => Buffer };
+    const original = proto.export;
+    proto.export = function (this: unknown, ...a: unknown[]) {
+      const b = original.apply(this, a);
+      exported.push(b);
+      return b;
+    };
+    try {
+      const code = sm3Otp(k, { time: 1 });
+      const gen = sm3Generator(k, 6, (n) => ({ counter: n }));
+      assert.equal(gen(3), sm3Otp(k, { counter: 3 }));
+      assert.match(code, /^\d{6}$/);
+    } finally {
+      proto.export = original;
+    }
+    assert.equal(exported.length, 3);
+    for (const b of exported) assert.ok(b.every((x) => x === 0), 'wiped');
+  });
   it('refuses misuse with TypeError', () => {
     const k = key('1234567890abcdef1234567890abcdef');
     assert.throws(() => sm3Otp(k, {}), TypeError);
