@@ -291,6 +291,7 @@ for (const dialect of testDialects()) {
         [{ context: { ...CONTEXT, codeCount: 1.5 } }, '/context/codeCount'],
         [{ context: { ...CONTEXT, payee: 'shop\u202egnp.exe' } }, '/context/payee'],
         [{ context: { ...CONTEXT, payee: 'shop-42\nshop-43' } }, '/context/payee'],
+        [{ context: { ...CONTEXT, payee: 'shop-42\u2028Amount: 1.00' } }, '/context/payee'],
         [{ context: { ...CONTEXT, payee: 'shop-\ud800' } }, '/context/payee'],
         [{ binding_message: 'Pay 120.00 CNY to \u2067shop-42\u2069' }, '/binding_message'],
       ];
