@@ -1,4 +1,5 @@
 import { AuditLog } from './audit/audit-log.ts';
+import { notifiedEvents } from './notifications/delivery.ts';
 import { type Clock, systemClock } from './clock.ts';
 import type { Config } from './config/schema.ts';
 import { loadMasterKey } from './crypto/master-key.ts';
@@ -102,7 +103,7 @@ export async function createGateway(config: Config, options: CreateGatewayOption
     config,
     store,
     sealer,
-    audit: new AuditLog(store.dialect, clock),
+    audit: new AuditLog(store.dialect, clock, { notify: notifiedEvents(config) }),
     clock,
     logger,
     metrics: createMetrics(store.commitStats),

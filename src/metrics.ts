@@ -77,7 +77,13 @@ export function createMetrics(commitStats?: GroupCommitStats) {
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
-  return { registry, httpDuration, logins, stepups, tokenIssueDuration, sms, shedCharges };
+  const notifications = new Counter({
+    name: 'stepgate_notifications_total',
+    help: 'Security notification deliveries to the webhook by outcome: delivered, retried (failed this time, tried again later), failed (given up after notifications.maxAttempts; logged).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  return { registry, httpDuration, logins, stepups, tokenIssueDuration, sms, shedCharges, notifications };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

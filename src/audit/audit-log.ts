@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { DialectName, Executor, Tx } from '../store/database.ts';
 import type { Clock } from '../clock.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import { newId } from '../crypto/ids.ts';
 
 /**
  * The tamper-evident audit log. Each row stores the SHA-256 of its canonical form, which
@@ -99,13 +100,24 @@ const INSERT_ROWS: FixedSql[] = Array.from(
 );
 const WRITE_HEAD = new FixedSql(`update "meta" set "value" = ? where "key" = 'audit_head'`);
 
+export interface AuditLogOptions {
+  /**
+   * Event types that are also queued for the user's security notifications
+   * (src/notifications/): a row in `notification_outbox`, in the same transaction, for each
+   * such event that has a subject (the user it is about). Empty or absent: none.
+   */
+  notify?: ReadonlySet<string>;
+}
+
 export class AuditLog {
   readonly #dialect: DialectName;
   readonly #clock: Clock;
+  readonly #notify: ReadonlySet<string>;
 
-  constructor(dialect: DialectName, clock: Clock) {
+  constructor(dialect: DialectName, clock: Clock, options: AuditLogOptions = {}) {
     this.#dialect = dialect;
     this.#clock = clock;
+    this.#notify = options.notify ?? new Set();
   }
 
   /** Appends inside the caller's transaction when given one, so the event commits with the change. */
@@ -154,7 +166,30 @@ export class AuditLog {
       );
     }
     await WRITE_HEAD.run(tx, [JSON.stringify(head)]);
+    if (this.#notify.size > 0) await this.#queueNotifications(tx, rows);
     return rows;
+  }
+
+  /** The events the operator notifies users of, queued with them (one commit: never one without the other). */
+  async #queueNotifications(tx: Tx, rows: readonly AuditRow[]): Promise<void> {
+    const due = rows.filter((r) => this.#notify.has(r.type) && r.subject !== null);
+    if (due.length === 0) return;
+    await tx
+      .insertInto('notification_outbox')
+      .values(
+        due.map((r) => ({
+          id: newId('ntf'),
+          audit_seq: r.seq,
+          type: r.type,
+          user_id: r.subject as string,
+          ip: r.ip,
+          at: r.at,
+          data: r.data,
+          state: 'pending' as const,
+          next_attempt_at: r.at,
+        })),
+      )
+      .execute();
   }
 }
 

@@ -3,6 +3,7 @@ import { createApp } from '../app.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { firstRunSetupLink } from '../flows/admin-setup.ts';
 import { startMaintenance } from '../flows/maintenance.ts';
+import { startNotificationDelivery } from '../notifications/delivery.ts';
 import type { Config } from '../config/schema.ts';
 import type { Command } from './command.ts';
 import { describeError, StartupError } from '../errors/startup-error.ts';
@@ -37,6 +38,7 @@ export async function startServer(config: Config, gateway?: Gateway): Promise<Ru
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.http.port;
   const stopMaintenance = startMaintenance(gw, config.maintenance.intervalSeconds);
+  const stopNotifications = startNotificationDelivery(gw);
   let stopping: Promise<void> | undefined;
   return {
     gateway: gw,
@@ -50,6 +52,8 @@ export async function startServer(config: Config, gateway?: Gateway): Promise<Ru
         const grace = setTimeout(() => server.closeAllConnections(), config.http.shutdownGraceSeconds * 1000);
         await closed;
         clearTimeout(grace);
+        // A delivery under way finishes first (at most the webhook timeout), then the store closes.
+        await stopNotifications();
         await gw.close();
       })();
       return stopping;

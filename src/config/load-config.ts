@@ -34,6 +34,8 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   STEPGATE_SMS_ALIYUN_ACCESS_KEY_ID: { path: ['sms', 'aliyun', 'accessKeyId'], type: 'string' },
   STEPGATE_SMS_ALIYUN_ACCESS_KEY_SECRET: { path: ['sms', 'aliyun', 'accessKeySecret'], type: 'string' },
   STEPGATE_SMS_WEBHOOK_SECRET: { path: ['sms', 'webhook', 'secret'], type: 'string' },
+  STEPGATE_NOTIFICATIONS_WEBHOOK_URL: { path: ['notifications', 'webhook', 'url'], type: 'string' },
+  STEPGATE_NOTIFICATIONS_WEBHOOK_SECRET: { path: ['notifications', 'webhook', 'secret'], type: 'string' },
 };
 
 /**
@@ -155,6 +157,17 @@ function checkMode(config: Config): void {
   if (config.sms.provider === 'webhook' && !config.sms.webhook.url.startsWith('https://')) {
     throw new ConfigError('sms.webhook.url', 'production mode requires an https:// webhook URL');
   }
+  if (config.notifications.webhook.url !== '' && !config.notifications.webhook.url.startsWith('https://')) {
+    throw new ConfigError('notifications.webhook.url', 'production mode requires an https:// webhook URL');
+  }
+}
+
+/** A notification webhook needs its secret, so an unsigned (or guessable) notification is never sent. */
+function checkNotifications(config: Config): void {
+  const { webhook } = config.notifications;
+  if (webhook.url !== '' && webhook.secret.length < 32) {
+    throw new ConfigError('notifications.webhook.secret', 'must be at least 32 characters (openssl rand -base64 32) when notifications.webhook.url is set');
+  }
 }
 
 /** The chosen SMS provider must have what it needs to send, so a typo fails at start-up, not at the first code. */
@@ -206,6 +219,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     }
   }
   checkSmsProvider(config);
+  checkNotifications(config);
   checkMode(config);
   return config;
 }

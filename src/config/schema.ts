@@ -123,6 +123,16 @@ export const configSchema = z.strictObject({
   maintenance: z.strictObject({
     intervalSeconds: z.number().int().min(1).max(3600),
   }),
+  notifications: z.strictObject({
+    webhook: z.strictObject({
+      url: z.union([z.literal(''), z.url({ protocol: /^https?$/ })]),
+      secret: z.string(),
+      timeoutSeconds: z.number().int().min(1).max(60),
+    }),
+    events: z.array(z.string().regex(/^[a-z_]+\.[a-z_]+$/, 'must be an audit event type such as user.password_changed')).max(100),
+    maxAttempts: z.number().int().min(1).max(50),
+    pollSeconds: z.number().int().min(1).max(300),
+  }),
   factors: z.strictObject({
     maxFailures: z.number().int().min(1).max(1000),
     lockSeconds: positiveInt,

@@ -91,6 +91,24 @@ export interface AuditLogTable {
   hash: string;
 }
 
+export interface NotificationOutboxTable {
+  id: string;
+  audit_seq: number;
+  type: string;
+  user_id: string;
+  ip: string | null;
+  at: number;
+  /** The audit row's data (JSON; never secrets). */
+  data: string;
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: Generated<number>;
+  next_attempt_at: number;
+  claim: string | null;
+  claimed_until: number | null;
+  delivered_at: number | null;
+  last_error: string | null;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -243,6 +261,7 @@ export interface Database {
   sessions: SessionsTable;
   one_time_tokens: OneTimeTokensTable;
   audit_log: AuditLogTable;
+  notification_outbox: NotificationOutboxTable;
   meta: MetaTable;
   master_key_check: MasterKeyCheckTable;
   /** Rows used only by the store conformance suite. */

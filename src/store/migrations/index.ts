@@ -13,6 +13,7 @@ import * as m030 from './030-hardware-tokens.ts';
 import * as m031 from './031-token-challenges.ts';
 import * as m040 from './040-webauthn-credentials.ts';
 import * as m041 from './041-session-device.ts';
+import * as m042 from './042-notification-outbox.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '031-token-challenges': m031,
   '040-webauthn-credentials': m040,
   '041-session-device': m041,
+  '042-notification-outbox': m042,
 };
