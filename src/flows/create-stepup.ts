@@ -12,16 +12,19 @@ import type { StepUpsTable } from '../store/schema.ts';
 import { type ProvenFactor, satisfiedAlternative, toStepUp } from '../stepup/stepup-record.ts';
 import { recheckAtCompletion } from './stepup-recheck.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import { factorMeetsPolicy, policyAt } from './factor-constraints.ts';
+import type { Policy } from '../policy/policy-schema.ts';
 
 /**
  * Text the user approves (context strings, the binding message) must read as what it is:
- * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee), no
+ * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee) nor
+ * the line and paragraph separators U+2028/U+2029 (a fake second line), no
  * bidirectional formatting characters (U+202E turns "shop\u202Egnp.exe" into "shopexe.png"
  * on the approval page) and no lone surrogates (each JSON library decodes them its own way,
  * so the relying service could compare another string than the one the user saw).
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
-const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 export function approvalTextProblem(text: string): string | undefined {
   if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
   const bad = UNDISPLAYABLE.exec(text)?.[0];
@@ -138,12 +141,12 @@ export async function createStepUp(gw: Gateway, client: RelyingClient, body: Cre
 /**
  * `maxAgeSeconds` > 0: an authentication this user completed for this client within that
  * many seconds, whose proven factors satisfy the new requirement and acr and are all still
- * enrolled and active, is reused — the
+ * enrolled, active and within this policy's factor constraints, is reused — the
  * new step-up is completed at once with the old `auth_time` (the token says when the user
  * really authenticated). The new token is still bound to the new context. 0 (the default,
  * and the demo payment policies) means every step-up is proven afresh.
  */
-async function reusableAuthentication(tx: Tx, clientId: string, userId: string, decision: AllowDecision, nowMs: number) {
+async function reusableAuthentication(gw: Gateway, tx: Tx, clientId: string, userId: string, decision: AllowDecision, nowMs: number) {
   if (decision.maxAgeSeconds <= 0) return undefined;
   const rows = await tx
     .selectFrom('stepups')
@@ -156,15 +159,21 @@ async function reusableAuthentication(tx: Tx, clientId: string, userId: string, 
     .orderBy('auth_time', 'desc')
     .limit(5)
     .execute();
+  let policy: Policy | undefined;
   for (const r of rows) {
     const proven = JSON.parse(r.proven) as ProvenFactor[];
     if (r.auth_time === null || satisfiedAlternative(decision.satisfiable, proven, decision.acr) === undefined) continue;
-    // A proof counts only while its factor is still the user's and active: a phone reported
+    // A proof counts only while its factor is still the user's and active — a phone reported
     // stolen and removed (or a factor an operator disabled) must not keep approving new
-    // step-ups for the rest of the max age.
+    // step-ups for the rest of the max age — and only if that factor meets THIS policy's
+    // constraints (an authenticator app a `totp` constraint excludes was fine for the
+    // earlier step-up's policy, not for this one).
+    policy ??= decision.version === undefined ? undefined : await policyAt(gw, decision.version, decision.policyId, tx);
+    if (policy === undefined) return undefined;
     const factorIds = [...new Set(proven.map((p) => p.factorId))];
-    const live = await tx.selectFrom('factors').select('id').where('user_id', '=', userId).where('id', 'in', factorIds).where('status', '=', 'active').execute();
-    if (live.length === factorIds.length) return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
+    const live = await tx.selectFrom('factors').select(['id', 'type', 'params']).where('user_id', '=', userId).where('id', 'in', factorIds).where('status', '=', 'active').execute();
+    const qualifying = live.filter((f) => factorMeetsPolicy(policy, { type: f.type, params: JSON.parse(f.params) as Record<string, unknown> }));
+    if (qualifying.length === factorIds.length) return { fromId: r.id, proven, amr: r.amr, authTime: Number(r.auth_time) };
   }
   return undefined;
 }
@@ -260,7 +269,7 @@ async function persist(gw: Gateway, client: RelyingClient, body: CreateStepUpBod
       requestId: who.requestId ?? null,
       data: { stepupId: id, action: body.action, policyId: decision.policyId, policyVersion: decision.version ?? 0, acr: decision.acr },
     });
-    const reuse = await reusableAuthentication(tx, client.clientId, userId, decision, nowMs);
+    const reuse = await reusableAuthentication(gw, tx, client.clientId, userId, decision, nowMs);
     if (reuse !== undefined) {
       const recheck = await recheckAtCompletion(gw, tx, toStepUp(values), reuse.proven);
       if (recheck.kind === 'ok') {

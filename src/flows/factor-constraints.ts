@@ -40,7 +40,7 @@ export async function userFactorQualifier(gw: Gateway, userId: string, executor:
 const byVersion = new WeakMap<Gateway, Map<number, Policy[]>>();
 const KEEP_VERSIONS = 8;
 
-async function policiesAt(gw: Gateway, version: number): Promise<Policy[] | undefined> {
+async function policiesAt(gw: Gateway, version: number, executor: Executor = gw.store.db): Promise<Policy[] | undefined> {
   let cache = byVersion.get(gw);
   if (cache === undefined) {
     cache = new Map();
@@ -48,11 +48,19 @@ async function policiesAt(gw: Gateway, version: number): Promise<Policy[] | unde
   }
   const hit = cache.get(version);
   if (hit !== undefined) return hit;
-  const set = await policySetAt(gw.store.db, version);
+  const set = await policySetAt(executor, version);
   if (set === undefined) return undefined;
   cache.set(version, set.policies);
   if (cache.size > KEEP_VERSIONS) cache.delete(cache.keys().next().value!);
   return set.policies;
+}
+
+/**
+ * One policy of a stored policy-set version (undefined when either is gone). Inside a
+ * transaction pass it as `executor`: on SQLite the transaction holds the one connection.
+ */
+export async function policyAt(gw: Gateway, version: number, policyId: string, executor?: Executor): Promise<Policy | undefined> {
+  return (await policiesAt(gw, version, executor))?.find((p) => p.id === policyId);
 }
 
 /**

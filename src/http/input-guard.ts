@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { unescape as unescapeLeniently } from 'node:querystring';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { AppError, type InvalidParam } from '../errors/app-error.ts';
 import type { RouteSpec } from './api-registry.ts';
@@ -13,7 +14,9 @@ import type { RouteSpec } from './api-registry.ts';
  *   - In JSON and form bodies, the other C0 characters are refused too, except TAB, LF and
  *     CR (multi-line text such as a policy description) and except in password fields,
  *     which may hold whatever a password manager produced.
- *   - Query parameters and path segments refuse every C0 character and DEL.
+ *   - Query parameters and path segments refuse every C0 character and DEL; a query
+ *     parameter or path segment that is not valid percent-encoded UTF-8 is refused here too,
+ *     naming the parameter.
  *   - Basic client credentials holding one are malformed credentials: the same 401
  *     `invalid_client` as any other bad client authentication (http/client-auth.ts), so
  *     client authentication keeps its one answer for every failure.
@@ -27,8 +30,8 @@ import type { RouteSpec } from './api-registry.ts';
  *   - A JSON or form body that is not valid UTF-8 is 400 `invalid_json` / `invalid_request`
  *     (pointer ""), before it is parsed: the parser would silently turn the bad bytes into
  *     U+FFFD, so two different inputs would become one value (`refuseMalformedUtf8`).
- *   - A string holding a lone surrogate (JSON `"\ud800"`, which parses but is not Unicode)
- *     is refused everywhere, passwords included: both databases store UTF-8, so it would
+ *   - A body string or field name holding a lone surrogate (JSON `"\ud800"`, which parses
+ *     but is not Unicode) is refused, passwords included: both databases store UTF-8, so it would
  *     come back as U+FFFD — a different value from the one hashed, compared or audited (an
  *     audit row's hash is computed over the string as sent; stored as U+FFFD, its row would
  *     read as tampered with).
@@ -97,12 +100,33 @@ function queryIssues(query: unknown): InvalidParam[] {
     const values = Array.isArray(value) ? value : [value];
     if (ANY_CONTROL.test(key) || values.some((v) => typeof v === 'string' && ANY_CONTROL.test(v))) {
       out.push({ pointer: pointerOf([key]), reason: 'query parameters must not contain control characters' });
-    } else if (!key.isWellFormed() || values.some((v) => typeof v === 'string' && !v.isWellFormed())) {
-      out.push({ pointer: pointerOf([key.toWellFormed()]), reason: LONE_SURROGATE });
     }
     if (out.length >= MAX_REPORTED) break;
   }
   return out;
+}
+
+/**
+ * Query parameters whose raw name or value is not percent-encoded UTF-8 (`%`, `%ZZ`, `%FF`):
+ * the query parser decodes them to U+FFFD or keeps them literally, so they are refused here,
+ * naming the parameter.
+ */
+function rawQueryIssues(url: string): InvalidParam[] {
+  const start = url.indexOf('?');
+  if (start < 0 || !url.includes('%', start)) return [];
+  const out: InvalidParam[] = [];
+  for (const pair of url.slice(start + 1).split('&')) {
+    const eq = pair.indexOf('=');
+    const [key, value] = eq < 0 ? [pair, ''] : [pair.slice(0, eq), pair.slice(eq + 1)];
+    if (decodeQueryPart(key) !== undefined && decodeQueryPart(value) !== undefined) continue;
+    out.push({ pointer: pointerOf([unescapeLeniently(key.replaceAll('+', ' '))]), reason: 'query parameters must be percent-encoded UTF-8' });
+    if (out.length >= MAX_REPORTED) break;
+  }
+  return out;
+}
+
+function decodeQueryPart(part: string): string | undefined {
+  return decodeSegment(part.replaceAll('+', ' '));
 }
 
 function decodeSegment(segment: string): string | undefined {
@@ -133,13 +157,11 @@ function pathIssues(req: Request, routes: readonly RouteSpec[]): InvalidParam[] 
   const out: InvalidParam[] = [];
   segments.forEach((segment, index) => {
     const decoded = decodeSegment(segment);
-    if (decoded === undefined || !ANY_CONTROL.test(decoded)) return;
+    if (decoded !== undefined && !ANY_CONTROL.test(decoded)) return;
+    // Undecodable (`%`, `%ZZ`, `%E0%A4`): express would answer a bare 400 naming nothing.
+    const what = decoded === undefined ? 'must be percent-encoded UTF-8' : 'must not contain control characters';
     const name = parameterName(routes, req.method.toLowerCase(), segments, index);
-    out.push(
-      name === undefined
-        ? { pointer: '', reason: `path segment ${index} must not contain control characters` }
-        : { pointer: pointerOf([name]), reason: 'path parameters must not contain control characters' },
-    );
+    out.push(name === undefined ? { pointer: '', reason: `path segment ${index} ${what}` } : { pointer: pointerOf([name]), reason: `path parameters ${what}` });
   });
   return out;
 }
@@ -175,7 +197,7 @@ export function refuseControlCharacters(routes: readonly RouteSpec[]): RequestHa
   return (req: Request, _res: Response, next: NextFunction): void => {
     const checks: [InvalidParam[], string][] = [
       [pathIssues(req, routes), 'The request path is invalid.'],
-      [queryIssues(req.query), 'The request query is invalid.'],
+      [[...queryIssues(req.query), ...rawQueryIssues(req.url)], 'The request query is invalid.'],
       [bodyIssues(req.body), 'The request body is invalid.'],
     ];
     for (const [issues, detail] of checks) {

@@ -202,7 +202,13 @@ export function stepUpPagesRouter(gw: Gateway): Router {
       await render(req, res, 403, stepUp, { error: 'stepup.error.expiredForm' });
       return;
     }
-    await denyStepUpByUser(gw, stepUp, { ip: req.ip ?? null, requestId: locals(res).requestId });
+    if (!(await denyStepUpByUser(gw, stepUp, { ip: req.ip ?? null, requestId: locals(res).requestId }))) {
+      // Completed (from the app, another tab) or over meanwhile: telling the relying service
+      // "access_denied" would contradict a token it can still collect.
+      const fresh = (await authorizeTicket(gw, stepUp.id, ticketFrom(req)).catch(() => undefined)) ?? stepUp;
+      await render(req, res, effectiveStatus(fresh, gw.clock.now()) === 'expired' ? 410 : 409, fresh, { error: effectiveStatus(fresh, gw.clock.now()) === 'expired' ? 'stepup.error.expired' : 'stepup.error.notPending' });
+      return;
+    }
     const target = returnUrl(stepUp, 'denied');
     if (target !== undefined) {
       res.redirect(303, target);

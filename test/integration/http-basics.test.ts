@@ -460,6 +460,13 @@ for (const dialect of testDialects()) {
               assert.ok(pointersOf(unknownProblem).includes('/unexpected_param'), `${label}: unknown query parameter named (${pointersOf(unknownProblem).join(' ')})`);
             }
             for (const name of queryNames(route)) {
+              // Not percent-encoded UTF-8: the parser made U+FFFD of it (or kept it literally).
+              for (const broken of ['%', '%ZZ', '%E0%A4']) {
+                const res = await send(tg, route, caller, `${base}?${name}=a${broken}`);
+                const problem = assertProblem(res, `${label}: ${broken} in query ${name}`);
+                assert.equal(problem.code, 'validation_failed', `${label}: ${broken} in query ${name}`);
+                assert.deepEqual(pointersOf(problem), [`/${name}`], `${label}: ${broken} in query ${name}`);
+              }
               const repeated = await send(tg, route, caller, `${base}?${name}=1&${name}=2`);
               assert.equal(repeated.status, 400, `${label}: repeated ${name}`);
               assert.ok(pointersOf(assertProblem(repeated, `${label}: repeated ${name}`)).includes(`/${name}`), `${label}: repeated ${name} is named`);
@@ -471,6 +478,13 @@ for (const dialect of testDialects()) {
           for (const name of pathParams(route.path)) {
             const absurd = concretePath(route.path, { ...caller.params, [name]: `${'z'.repeat(300)}..%2F..%2Fetc` });
             assertProblem(await send(tg, route, caller, absurd), `${label}: absurd ${name}`);
+            // Not percent-encoded UTF-8: express answered a bare 400 invalid_request naming nothing.
+            for (const broken of ['%', '%E0%A4', '%FF']) {
+              const res = await send(tg, route, caller, concretePath(route.path, { ...caller.params, [name]: `a${broken}` }));
+              const problem = assertProblem(res, `${label}: ${broken} in ${name}`);
+              assert.equal(problem.code, 'validation_failed', `${label}: ${broken} in ${name}`);
+              assert.deepEqual(pointersOf(problem), [`/${name}`], `${label}: ${broken} in ${name}`);
+            }
           }
           proven.push(label);
         }

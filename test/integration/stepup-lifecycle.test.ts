@@ -21,12 +21,13 @@ for (const dialect of testDialects()) {
       await setPolicies(tg.gw, [
         { id: 'remembered', action: ACTION, priority: 10, require: { anyOf: [['password'], ['totp']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 600 },
         { id: 'fresh', action: 'payment_code.issue', priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1', maxAgeSeconds: 0 },
+        { id: 'sha256-app', action: 'account.close', priority: 10, require: { anyOf: [['totp']] }, acr: 'urn:stepgate:aal2', maxAgeSeconds: 600, totp: { algorithms: ['SHA256'] } },
       ]);
       const hugo = await makeUser(tg.gw, 'hugo');
       // Two authenticator apps: disabling one leaves totp among the user's factors.
       totp = await insertActiveTotp(tg.gw, hugo.id);
-      await insertActiveTotp(tg.gw, hugo.id);
-      pay = await makeClient(tg.gw, 'pay', [ACTION, 'payment_code.issue']);
+      await insertActiveTotp(tg.gw, hugo.id, { ...DEFAULT_TOTP, algorithm: 'SHA256' });
+      pay = await makeClient(tg.gw, 'pay', [ACTION, 'payment_code.issue', 'account.close']);
       other = await makeClient(tg.gw, 'other', [ACTION]);
     });
     after(async () => {
@@ -89,12 +90,14 @@ for (const dialect of testDialects()) {
       assert.equal((await status(later.stepup_id)).status, 'pending');
     });
 
-    it('max age: a proof whose factor was disabled or removed since (a stolen phone) approves nothing more', async () => {
+    it('max age: a proof whose factor was disabled since (a stolen phone), or that this policy\'s factor constraints exclude, approves nothing more', async () => {
       tg.clock.advance(601); // nothing earlier is reusable
       const first = await create();
       const code = oathtoolTotp(totp.secret, DEFAULT_TOTP, Math.floor(tg.clock.now().getTime() / 1000));
       const v = await tg.http().post(`/v1/stepup/${first.stepup_id}/verify`).set('Authorization', `Ticket ${first.ticket}`).send({ factor: 'totp', code, factorId: totp.id });
       assert.equal(v.body.completed, true, v.text);
+      // A policy that admits only SHA-256 apps does not take this SHA-1 app's proof.
+      assert.equal((await status((await create('account.close')).stepup_id)).status, 'pending');
       // The user still has another authenticator, so the policy still offers totp.
       await tg.gw.store.db.updateTable('factors').set({ status: 'disabled' }).where('id', '=', totp.id).execute();
       assert.equal((await status((await create()).stepup_id)).status, 'pending');

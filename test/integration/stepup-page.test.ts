@@ -105,6 +105,20 @@ describe('the step-up page at user_url', () => {
     assert.equal(token.body.code, 'access_denied');
   });
 
+  it('refusing on a stale page after the step-up was completed (from the app) does not tell the client access_denied', async () => {
+    const s = await create({ redirect_uri: 'https://pay.example/return' });
+    const { browser, page } = await open(s.user_url);
+    await tg.http().post(`/v1/stepup/${s.stepup_id}/verify`).set('Authorization', `Ticket ${s.ticket}`).send({ factor: 'password', password: PASSWORD }).expect(200);
+    const refused = await browser.post(`/stepup/${s.stepup_id}/deny`).type('form').send({ _stepup_csrf: csrfOf(page.text) });
+    assert.equal(refused.status, 409);
+    assert.equal(refused.headers.location, undefined);
+    const events = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'stepup.denied').execute();
+    assert.ok(!events.some((e) => e.data.includes(s.stepup_id)));
+    tg.clock.advance(3);
+    const token = await tg.http().post(`/v1/stepup/${s.stepup_id}/token`).set('Authorization', pay.basic).send();
+    assert.equal(token.status, 200, token.text);
+  });
+
   it('speaks Chinese when the browser asks for it', async () => {
     const s = await create();
     const { page } = await open(s.user_url, 'zh-CN,zh;q=0.9');
