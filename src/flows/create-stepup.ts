@@ -17,13 +17,14 @@ import type { Policy } from '../policy/policy-schema.ts';
 
 /**
  * Text the user approves (context strings, the binding message) must read as what it is:
- * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee), no
+ * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee) nor
+ * the line and paragraph separators U+2028/U+2029 (a fake second line), no
  * bidirectional formatting characters (U+202E turns "shop\u202Egnp.exe" into "shopexe.png"
  * on the approval page) and no lone surrogates (each JSON library decodes them its own way,
  * so the relying service could compare another string than the one the user saw).
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
-const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 export function approvalTextProblem(text: string): string | undefined {
   if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
   const bad = UNDISPLAYABLE.exec(text)?.[0];

@@ -20,10 +20,16 @@ export const MAX_POLL_INTERVAL_SECONDS = 60;
  * failure therefore still leaves the step-up completed, and a concurrent poll that loses the
  * UPDATE throws its signed token away unseen (its jti was never recorded or handed out).
  */
-/** The one winner of `completed → token_issued` (fixed SQL: every token request runs it). */
+/**
+ * The one winner of `completed → token_issued` (fixed SQL: every token request runs it). The
+ * user must still be active at that moment: an account disabled after the user completed
+ * (fraud lock) yields no token, also when the disable lands between the checks and this write.
+ */
 const HAND_OUT = new FixedSql<{ id: string }>(
-  `update "stepups" set "status" = 'token_issued', "token_issued_at" = ?, "token_jti" = ? where "id" = ? and "status" = 'completed' and "expires_at" > ? returning "id"`,
+  `update "stepups" set "status" = 'token_issued', "token_issued_at" = ?, "token_jti" = ? where "id" = ? and "status" = 'completed' and "expires_at" > ?` +
+    ` and exists (select 1 from "users" where "users"."id" = "stepups"."user_id" and "users"."status" = 'active') returning "id"`,
 );
+const USER_STATUS = new FixedSql<{ status: string }>('select "status" from "users" where "id" = ?');
 
 export interface IssuedToken {
   stepUpToken: string;
@@ -133,10 +139,28 @@ export async function pollStepUpToken(gw: Gateway, id: string, clientId: string,
     });
     return signed;
   });
-  if (token === undefined) throw new AppError('invalid_grant', { detail: 'The token for this step-up was already handed out.' });
+  if (token === undefined) {
+    const user = await USER_STATUS.first(gw.store.db, [stepUp.userId]);
+    if (user?.status !== 'active') {
+      await denyForDisabledUser(gw, stepUp, who);
+      throw new AppError('access_denied', { detail: 'The user\'s account is disabled.' });
+    }
+    throw new AppError('invalid_grant', { detail: 'The token for this step-up was already handed out.' });
+  }
   gw.metrics.stepups.inc({ event: 'token_issued' });
   gw.metrics.tokenIssueDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
   return { stepUpToken: token, expiresIn: stepUp.tokenTtlSeconds, stepUp: { ...stepUp, status: 'token_issued' } };
+}
+
+/** Ends a completed step-up whose user was disabled before the token was collected (guarded, audited once). */
+async function denyForDisabledUser(gw: Gateway, stepUp: StepUp, who: Who): Promise<void> {
+  const denied = await gw.store.db.transaction().execute(async (tx) => {
+    const moved = await tx.updateTable('stepups').set({ status: 'denied' }).where('id', '=', stepUp.id).where('status', '=', 'completed').returning('id').executeTakeFirst();
+    if (moved === undefined) return false;
+    await gw.audit.append(tx, { type: 'stepup.denied', actor: stepUp.clientId, subject: stepUp.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: stepUp.id, reason: 'user_disabled' } });
+    return true;
+  });
+  if (denied) gw.metrics.stepups.inc({ event: 'denied' });
 }
 
 export async function cancelStepUp(gw: Gateway, id: string, clientId: string, who: Who): Promise<void> {

@@ -183,8 +183,8 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
     body: tokenBody,
     responses: {
       200: { description: 'the token', schema: z.object({ step_up_token: z.string(), token_type: z.literal('stepup+jwt'), expires_in: z.number().int() }) },
-      400: { description: 'authorization_pending, slow_down, expired_token, access_denied (in code), invalid_grant (already issued)' },
-      403: { description: 'the step-up belongs to another client' },
+      400: { description: 'authorization_pending, slow_down (each one adds 5 s to the interval, up to 60; Retry-After), expired_token, invalid_grant (already issued)' },
+      403: { description: 'access_denied (the user refused, the client cancelled, or the user\'s account was disabled), or forbidden: the step-up belongs to another client' },
     },
   }, [client], async (req, res) => {
     const issued = await pollStepUpToken(gw, stepUpId(req), clientOf(res).clientId, who(req, res));

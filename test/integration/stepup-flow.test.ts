@@ -4,6 +4,7 @@ import { createJwksCache, MemoryReplayStore, verifyStepUpToken } from '../../src
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { listen, makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
+import { setUserStatus } from '../../src/flows/users.ts';
 
 const ACTION = 'payment_code.issue';
 const CONTEXT = { amount: '120.00', currency: 'CNY', payee: 'shop-42', deviceId: 'dev-1', codeCount: 1, offline: false };
@@ -158,6 +159,21 @@ for (const dialect of testDialects()) {
       assert.equal(issued.status, 200, issued.text);
     });
 
+    it('a user disabled after completing (fraud lock) gets no token: access_denied, audited once', async () => {
+      const dora = await makeUser(tg.gw, 'dora');
+      const { stepup_id: id, ticket } = (await create({ subject: 'dora' })).body;
+      await verify(id, ticket, { factor: 'password', password: PASSWORD }).expect(200);
+      await setUserStatus(tg.gw, dora.id, 'disabled', { actor: 'test' }, 'card reported stolen');
+      const refused = await token(id);
+      assert.equal(refused.status, 403, refused.text); // as for a refused or cancelled step-up
+      assert.equal(refused.body.code, 'access_denied');
+      assert.equal((await token(id)).body.code, 'access_denied');
+      const events = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'stepup.denied').execute();
+      assert.equal(events.filter((e) => e.data.includes(id) && e.data.includes('user_disabled')).length, 1);
+      const issued = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'stepup.token_issued').execute();
+      assert.ok(!issued.some((e) => e.data.includes(id)));
+    });
+
     it('token retrieval by a different client is forbidden, and cancel is the creator’s alone', async () => {
       const { stepup_id: id, ticket } = (await create()).body;
       await verify(id, ticket, { factor: 'password', password: PASSWORD }).expect(200);
@@ -275,6 +291,7 @@ for (const dialect of testDialects()) {
         [{ context: { ...CONTEXT, codeCount: 1.5 } }, '/context/codeCount'],
         [{ context: { ...CONTEXT, payee: 'shop\u202egnp.exe' } }, '/context/payee'],
         [{ context: { ...CONTEXT, payee: 'shop-42\nshop-43' } }, '/context/payee'],
+        [{ context: { ...CONTEXT, payee: 'shop-42\u2028Amount: 1.00' } }, '/context/payee'],
         [{ context: { ...CONTEXT, payee: 'shop-\ud800' } }, '/context/payee'],
         [{ binding_message: 'Pay 120.00 CNY to \u2067shop-42\u2069' }, '/binding_message'],
       ];
