@@ -6,7 +6,7 @@ import * as sessionsRepo from '../store/sessions-repository.ts';
 import { removeFactor, removeFactorIn } from './factors.ts';
 import { type IssuedResetLink, issuePasswordResetLink } from './password-reset.ts';
 import { endUserSessions } from './user-sessions.ts';
-import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
+import { type AuditActor, getUser, loginThrottleKey, ROLES, setUserStatus, unlockLogin, type UserView } from './users.ts';
 
 /**
  * Admin-console use cases on top of the user flows: who may act on whom, the user detail a
@@ -33,14 +33,19 @@ async function requireUser(gw: Gateway, userId: string): Promise<UserView> {
 }
 
 /**
- * Helpdesk staff manage ordinary accounts; only an administrator may unlock, disable or
- * enable an administrator's account (otherwise helpdesk could lock admins out, or re-open
- * a disabled admin account). Nobody disables their own account: the last administrator
- * cannot lock everybody out by accident.
+ * Helpdesk staff manage ordinary accounts; only an administrator acts on a staff account
+ * (admin, helpdesk or auditor). Otherwise helpdesk could lock staff out, re-open a disabled
+ * staff account, or — since the operator is handed the reset link — take one over: reset an
+ * auditor's factors, issue the reset link, set the password and enrol a factor of their own,
+ * and hold the auditor's role (the audit log) or act under another helpdesk operator's name.
+ * Nobody disables their own account: the last administrator cannot lock everybody out by
+ * accident.
  */
 function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable' | 'reset the password of' | 'reset the factors of' | 'remove a factor of' | 'end the sessions of'): void {
-  if (target.roles.includes('admin') && !op.roles.includes('admin')) {
-    throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
+  if (!op.roles.includes('admin')) {
+    if (target.roles.includes('admin')) throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
+    // Every role is a staff role (flows/users.ts ROLES): a user with any role is staff.
+    if (target.roles.some((r) => (ROLES as readonly string[]).includes(r))) throw new AppError('forbidden', { detail: `Only an administrator can ${action} a staff account (helpdesk or auditor).` });
   }
   if (action === 'disable' && target.id === op.userId) {
     throw new AppError('conflict', { detail: 'You cannot disable your own account.' });
