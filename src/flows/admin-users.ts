@@ -188,6 +188,8 @@ export interface AuditFilter {
   actor?: string | undefined;
   since?: Date | undefined;
   until?: Date | undefined;
+  /** Only events up to this sequence number (an export's snapshot and its keyset cursor). */
+  maxSeq?: number | undefined;
   limit: number;
   offset: number;
 }
@@ -243,6 +245,7 @@ export async function listAuditEvents(gw: Gateway, filter: AuditFilter): Promise
   if (filter.actor !== undefined) q = q.where('actor', '=', filter.actor);
   if (filter.since !== undefined) q = q.where('at', '>=', filter.since.getTime());
   if (filter.until !== undefined) q = q.where('at', '<', filter.until.getTime());
+  if (filter.maxSeq !== undefined) q = q.where('seq', '<=', filter.maxSeq);
   const rows = await q.orderBy('seq', 'desc').limit(filter.limit + 1).offset(filter.offset).execute();
   const events = rows.slice(0, filter.limit).map((r) => ({
     seq: Number(r.seq),
@@ -256,6 +259,21 @@ export async function listAuditEvents(gw: Gateway, filter: AuditFilter): Promise
     hash: r.hash,
   }));
   return { events, hasMore: rows.length > filter.limit };
+}
+
+/**
+ * Starts an export of the audit log: records who exports what (`audit.exported`, with the
+ * filter and the last event it covers) before a single event leaves, and answers that last
+ * event's number — the export reads only up to it, so events appended meanwhile neither
+ * shift its pages nor slip into it.
+ */
+export async function startAuditExport(gw: Gateway, op: Operator, filter: Record<string, string>): Promise<number> {
+  return gw.store.db.transaction().execute(async (tx) => {
+    const head = await tx.selectFrom('audit_log').select((eb) => eb.fn.max<number | string | null>('seq').as('seq')).executeTakeFirst();
+    const upToSeq = Number(head?.seq ?? 0);
+    await gw.audit.append(tx, { type: 'audit.exported', ...actorOf(op), data: { filter, upToSeq } });
+    return upToSeq;
+  });
 }
 
 /** Verifies the whole chain and records who checked it and the outcome. */
