@@ -1,7 +1,9 @@
 // Durable commits per factor verification: the gateway in this process on the bench's SQLite
 // file, counted by its driver (each WAL fdatasync is one durable commit, see
 // src/store/node-sqlite-dialect.ts); requests one at a time, so no fsync is shared between
-// requests. Kysely's query log counts the statements.
+// requests. Kysely's query log counts the statements: this Kysely instance is not attached to
+// FixedSql's direct path (NodeSqliteDialect.attachDirectPath), so every statement goes through
+// Kysely's executor and its log.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Kysely } from 'kysely';

@@ -72,7 +72,9 @@ function createPrivateFile(file: string): void {
 async function openSqlite(options: OpenStoreOptions): Promise<Store> {
   if (options.sqliteFile !== ':memory:') createPrivateFile(options.sqliteFile);
   const { dialect, raw, stats } = openNodeSqlite({ file: options.sqliteFile, busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 5000, ...(options.sqliteFdatasync === undefined ? {} : { fdatasync: options.sqliteFdatasync }) });
+  // No plugins and no query log on this instance: FixedSql's statements bypass both (attachDirectPath).
   const db = new Kysely<Database>({ dialect });
+  dialect.attachDirectPath(db);
   const store = makeStore(db, 'sqlite', options.sqliteFile, async () => {
     raw.prepare('select 1').get();
   });

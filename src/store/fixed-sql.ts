@@ -1,5 +1,6 @@
 import { CompiledQuery, type QueryResult, SqliteAdapter } from 'kysely';
 import type { Executor } from './database.ts';
+import { isReadSql, runFixedSqlDirect } from './node-sqlite-dialect.ts';
 
 /**
  * A fixed statement for the hottest paths (every request's rate-limit counter, every audit
@@ -13,6 +14,8 @@ import type { Executor } from './database.ts';
 export class FixedSql<R = unknown> {
   readonly #sqlite: string;
   readonly #postgres: string;
+  /** A plain SELECT: it writes nothing (the SQLite driver's WAL sync needs to know). */
+  readonly #read: boolean;
 
   /**
    * `options.postgres`: a different text for PostgreSQL (same `?` placeholders, same
@@ -20,13 +23,29 @@ export class FixedSql<R = unknown> {
    */
   constructor(text: string, options: { postgres?: string } = {}) {
     this.#sqlite = text;
+    this.#read = isReadSql(text);
     this.#postgres = (options.postgres ?? text)
       .split('?')
       .map((part, i) => (i === 0 ? part : `$${i}${part}`))
       .join('');
   }
 
+  /**
+   * Runs the statement on `executor` (the database, or the transaction it belongs to). On the
+   * gateway's SQLite store it runs straight on the driver, without Kysely's query executor
+   * (runFixedSqlDirect: the same lock, transaction, statement cache, WAL-sync wait and errors);
+   * elsewhere — PostgreSQL, an executor with plugins, a connection, an ended transaction —
+   * through Kysely's executor. On PostgreSQL the executor is a few µs of a statement's ~55 µs
+   * of client-side CPU, below what a benchmark here resolves (bench/notes/fixed-sql-direct.md).
+   */
   run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
+    try {
+      const direct = runFixedSqlDirect(executor, this.#sqlite, parameters, this.#read);
+      if (direct !== undefined) return direct as Promise<QueryResult<R>>;
+    } catch (err) {
+      // Kysely's check that the transaction is open throws at once; callers get a rejection, as from executeQuery.
+      return Promise.reject(err);
+    }
     const sqlite = executor.getExecutor().adapter instanceof SqliteAdapter;
     return executor.executeQuery<R>(CompiledQuery.raw(sqlite ? this.#sqlite : this.#postgres, [...parameters]));
   }

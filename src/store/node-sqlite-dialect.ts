@@ -6,6 +6,8 @@ import { Worker } from 'node:worker_threads';
 import {
   type CompiledQuery,
   type DatabaseConnection,
+  type Kysely,
+  type QueryExecutor,
   type DialectAdapter,
   type Driver,
   type QueryResult,
@@ -25,7 +27,7 @@ import {
 function adapt(db: DatabaseSync): SqliteDatabase {
   // Kysely prepares every query anew; preparing is a large share of a short query's cost, and
   // our queries come from a small, fixed set of shapes, so prepared statements are reused.
-  const cache = new Map<string, { stmt: ReturnType<DatabaseSync['prepare']>; reader: boolean }>();
+  const cache = new Map<string, SqliteStatement>();
   const MAX_CACHED = 500;
   return {
     close: () => db.close(),
@@ -33,20 +35,19 @@ function adapt(db: DatabaseSync): SqliteDatabase {
       let entry = cache.get(sql);
       if (entry === undefined) {
         const stmt = db.prepare(sql);
-        entry = { stmt, reader: stmt.columns().length > 0 };
+        entry = {
+          reader: stmt.columns().length > 0,
+          all: (parameters) => stmt.all(...(parameters as never[])) as unknown[],
+          run: (parameters) => {
+            const r = stmt.run(...(parameters as never[]));
+            return { changes: r.changes, lastInsertRowid: r.lastInsertRowid };
+          },
+          iterate: (parameters) => stmt.iterate(...(parameters as never[])) as IterableIterator<unknown>,
+        };
         if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value as string);
         cache.set(sql, entry);
       }
-      const { stmt, reader } = entry;
-      return {
-        reader,
-        all: (parameters) => stmt.all(...(parameters as never[])) as unknown[],
-        run: (parameters) => {
-          const r = stmt.run(...(parameters as never[]));
-          return { changes: r.changes, lastInsertRowid: r.lastInsertRowid };
-        },
-        iterate: (parameters) => stmt.iterate(...(parameters as never[])) as IterableIterator<unknown>,
-      };
+      return entry;
     },
   };
 }
@@ -375,6 +376,10 @@ class GroupCommitSqliteDriver implements Driver {
   readonly #connection: GroupCommitConnection;
   /** The current lease committed a write. */
   #leaseWrote = false;
+  /** Numbers the leases (acquireConnection to releaseConnection), for the direct path. */
+  #lease = 0;
+  /** The lease whose transaction is open (begun, not yet committed or rolled back); 0: none. */
+  #txLease = 0;
   /** The open transaction ran a statement that may write (anything but a SELECT). */
   #txWrote = false;
   #destroyed = false;
@@ -406,6 +411,17 @@ class GroupCommitSqliteDriver implements Driver {
     if (this.#destroyed) throw new Error('driver has already been destroyed');
     await this.#lock.acquire();
     this.#leaseWrote = false;
+    this.#lease += 1;
+    return this.#connection;
+  }
+
+  /** The lease held now (by whoever holds the lock). */
+  get lease(): number {
+    return this.#lease;
+  }
+
+  /** The one connection Kysely is given. */
+  get connection(): DatabaseConnection {
     return this.#connection;
   }
 
@@ -423,9 +439,11 @@ class GroupCommitSqliteDriver implements Driver {
   async beginTransaction(): Promise<void> {
     this.#raw.exec('begin immediate');
     this.#txWrote = false;
+    this.#txLease = this.#lease;
   }
 
   async commitTransaction(): Promise<void> {
+    this.#txLease = 0;
     this.#raw.exec('commit');
     // A transaction of SELECTs only wrote nothing to make durable: its caller does not wait
     // for a sync (as a plain SELECT does not). Any other statement counts, rows changed or not.
@@ -434,6 +452,7 @@ class GroupCommitSqliteDriver implements Driver {
   }
 
   async rollbackTransaction(): Promise<void> {
+    this.#txLease = 0;
     // Some errors (I/O, full disk) make SQLite roll the transaction back itself.
     if (this.#raw.isTransaction) this.#raw.exec('rollback');
   }
@@ -475,12 +494,38 @@ class GroupCommitSqliteDriver implements Driver {
 
   /** Called by the connection for every statement, with the lock held. */
   run(compiled: CompiledQuery): QueryResult<unknown> {
-    const stmt = this.#db.prepare(compiled.sql);
-    const parameters = compiled.parameters as unknown[];
+    return this.execute(compiled.sql, compiled.parameters, isRead(compiled));
+  }
+
+  /**
+   * FixedSql outside a transaction: what Kysely does for a query on the database (lease,
+   * statement, release with its wait for the WAL sync), without its executor.
+   */
+  async runAutocommit(sql: string, parameters: readonly unknown[], read: boolean): Promise<QueryResult<unknown>> {
+    await this.acquireConnection();
+    try {
+      return this.execute(sql, parameters, read);
+    } finally {
+      await this.releaseConnection();
+    }
+  }
+
+  /**
+   * FixedSql in the transaction of `lease`; undefined if that transaction is not the one open
+   * (it was committed or rolled back): the caller then goes through Kysely, which refuses it.
+   */
+  runInTransaction(lease: number, sql: string, parameters: readonly unknown[], read: boolean): QueryResult<unknown> | undefined {
+    if (lease === 0 || lease !== this.#txLease) return undefined;
+    return this.execute(sql, parameters, read);
+  }
+
+  /** One statement, with the lock held; `read`: a plain SELECT (it writes nothing). */
+  execute(sql: string, parameters: readonly unknown[], read: boolean): QueryResult<unknown> {
+    const stmt = this.#db.prepare(sql);
     if (stmt.reader) {
       const rows = stmt.all(parameters);
       // INSERT … RETURNING is a reader too: a write to wait for (at its commit in a transaction).
-      if (!isRead(compiled)) this.#wrote();
+      if (!read) this.#wrote();
       return { rows };
     }
     const { changes, lastInsertRowid } = stmt.run(parameters);
@@ -496,7 +541,12 @@ class GroupCommitSqliteDriver implements Driver {
 /** A plain SELECT (built, or raw SQL that starts with SELECT): it writes nothing. */
 function isRead(compiled: CompiledQuery): boolean {
   if (SelectQueryNode.is(compiled.query)) return true;
-  return RawNode.is(compiled.query) && /^\s*select\s/i.test(compiled.sql);
+  return RawNode.is(compiled.query) && isReadSql(compiled.sql);
+}
+
+/** Raw SQL that starts with SELECT (FixedSql decides this once per statement). */
+export function isReadSql(sql: string): boolean {
+  return /^\s*select\s/i.test(sql);
 }
 
 function savepointSql(command: 'savepoint' | 'rollback to' | 'release', name: string): string {
@@ -527,6 +577,11 @@ class GroupCommitConnection implements DatabaseConnection {
  * connections" so that Kysely leaves the locking to the group-commit driver.
  */
 class GatewaySqliteAdapter extends SqliteAdapter {
+  readonly store: StoreDriver;
+  constructor(store: StoreDriver) {
+    super();
+    this.store = store;
+  }
   override get supportsTransactionalDdl(): boolean {
     return true;
   }
@@ -535,19 +590,124 @@ class GatewaySqliteAdapter extends SqliteAdapter {
   }
 }
 
-class NodeSqliteDialect extends SqliteDialect {
-  readonly #driver: GroupCommitSqliteDriver;
+/**
+ * One store's handle on the shared driver (a dialect is one store, see openFiles): Kysely
+ * destroys it when that store closes, and from then on the direct path refuses that store's
+ * statements as Kysely does, while other stores on the file go on.
+ */
+class StoreDriver implements Driver {
+  readonly shared: GroupCommitSqliteDriver;
+  /**
+   * Kysely initialises a driver at its first query and destroys it at close only if it was
+   * initialised: until Kysely has run one, the direct path leaves the statements to Kysely,
+   * or closing the store would not release its share of the driver.
+   */
+  initialised = false;
+  closed = false;
+  /** The executor of the store's Kysely instance (the only one the direct path runs for), once attached. */
+  root: QueryExecutor | undefined;
+  constructor(shared: GroupCommitSqliteDriver) {
+    this.shared = shared;
+  }
+  init(): Promise<void> {
+    this.initialised = true;
+    return this.shared.init();
+  }
+  acquireConnection(): Promise<DatabaseConnection> {
+    return this.shared.acquireConnection();
+  }
+  releaseConnection(): Promise<void> {
+    return this.shared.releaseConnection();
+  }
+  beginTransaction(): Promise<void> {
+    return this.shared.beginTransaction();
+  }
+  commitTransaction(): Promise<void> {
+    return this.shared.commitTransaction();
+  }
+  rollbackTransaction(): Promise<void> {
+    return this.shared.rollbackTransaction();
+  }
+  savepoint(c: DatabaseConnection, name: string): Promise<void> {
+    return this.shared.savepoint(c, name);
+  }
+  rollbackToSavepoint(c: DatabaseConnection, name: string): Promise<void> {
+    return this.shared.rollbackToSavepoint(c, name);
+  }
+  releaseSavepoint(c: DatabaseConnection, name: string): Promise<void> {
+    return this.shared.releaseSavepoint(c, name);
+  }
+  destroy(): Promise<void> {
+    this.closed = true;
+    return this.shared.destroy();
+  }
+}
+
+export class NodeSqliteDialect extends SqliteDialect {
+  readonly #store: StoreDriver;
   constructor(driver: GroupCommitSqliteDriver) {
     // Kysely's own driver is never created (createDriver below); the database is unused.
     super({ database: {} as SqliteDatabase });
-    this.#driver = driver;
+    this.#store = new StoreDriver(driver);
   }
   override createDriver(): Driver {
-    return this.#driver;
+    return this.#store;
   }
   override createAdapter(): DialectAdapter {
-    return new GatewaySqliteAdapter();
+    return new GatewaySqliteAdapter(this.#store);
   }
+  /**
+   * Lets FixedSql run on `db` (the one Kysely instance made with this dialect) and its
+   * transactions without Kysely's executor (runFixedSqlDirect). Only for an instance without
+   * plugins and without a query log: both would be bypassed.
+   */
+  attachDirectPath(db: KyselyExecutor): void {
+    this.#store.root = db.getExecutor();
+  }
+}
+
+/** What the direct path needs of a Kysely instance or transaction. */
+type KyselyExecutor = Pick<Kysely<unknown>, 'getExecutor' | 'isTransaction'>;
+
+/** The lease of each transaction the direct path has seen (keyed by the transaction's executor). */
+const transactionLeases = new WeakMap<QueryExecutor, number>();
+
+/**
+ * FixedSql's direct path to the driver (src/store/fixed-sql.ts): the statement runs on the
+ * driver as Kysely would run it (the same lock and lease, the same transaction, the same
+ * statement cache, the same wait for the WAL sync and its errors) without Kysely's executor
+ * and its per-query promises and objects. Undefined where Kysely must run it: another dialect,
+ * an executor with plugins, a Kysely instance not attached (attachDirectPath), a connection
+ * (`db.connection()`), a transaction no longer open.
+ *
+ * In a transaction the first statement goes through Kysely's connection provider (its
+ * "transaction is already committed" guard, the transaction's one connection) and notes the
+ * lease the transaction holds; later statements run while that lease's transaction is the
+ * open one. The driver is synchronous: a statement runs whole when called. Throws what the
+ * statement or Kysely's checks throw (FixedSql turns it into a rejection).
+ */
+export function runFixedSqlDirect(executor: KyselyExecutor, sql: string, parameters: readonly unknown[], read: boolean): Promise<QueryResult<unknown>> | undefined {
+  const qe = executor.getExecutor();
+  const adapter = qe.adapter;
+  if (!(adapter instanceof GatewaySqliteAdapter) || qe.plugins.length > 0) return undefined;
+  const store = adapter.store;
+  if (store.root === undefined || !store.initialised) return undefined;
+  const driver = store.shared;
+  if (!executor.isTransaction) {
+    if (qe !== store.root) return undefined;
+    if (store.closed) return Promise.reject(new Error('driver has already been destroyed'));
+    return driver.runAutocommit(sql, parameters, read);
+  }
+  const lease = transactionLeases.get(qe);
+  if (lease === undefined) {
+    return qe.provideConnection(async (connection) => {
+      if (connection !== driver.connection) throw new TypeError('a transaction of the gateway SQLite store on another connection');
+      transactionLeases.set(qe, driver.lease);
+      return driver.execute(sql, parameters, read);
+    });
+  }
+  const result = driver.runInTransaction(lease, sql, parameters, read);
+  return result === undefined ? undefined : Promise.resolve(result);
 }
 
 /**
@@ -592,7 +752,7 @@ function fileKey(file: string): string | undefined {
   }
 }
 
-export function openNodeSqlite(options: NodeSqliteOptions): { dialect: SqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
+export function openNodeSqlite(options: NodeSqliteOptions): { dialect: NodeSqliteDialect; raw: DatabaseSync; stats: GroupCommitStats } {
   const key = fileKey(options.file);
   const existing = key === undefined ? undefined : openFiles.get(key);
   if (existing !== undefined) {

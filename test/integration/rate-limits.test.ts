@@ -111,23 +111,25 @@ for (const dialect of testDialects()) {
     it('fails closed: when the counters cannot be written the request is refused, not let through', async () => {
       tg.clock.advance(60);
       const db = tg.gw.store.db;
-      const original = db.executeQuery.bind(db);
-      let refused = 0;
-      (db as { executeQuery: unknown }).executeQuery = (query: { sql?: string }) => {
-        if (typeof query.sql === 'string' && query.sql.includes('"rate_limits"')) {
-          refused += 1;
-          return Promise.reject(new Error('store down'));
-        }
-        return original(query as never);
-      };
+      // The database itself refuses the counter's write (a trigger), whichever path the
+      // statement takes to it (FixedSql runs below Kysely's executor).
+      const down = dialect === 'postgres'
+        ? [sql`create function rate_limits_down() returns trigger language plpgsql as $$ begin raise exception 'store down'; end $$`, sql`create trigger rate_limits_down before insert or update on rate_limits for each row execute function rate_limits_down()`]
+        : [sql`create trigger rate_limits_down_i before insert on rate_limits begin select raise(abort, 'store down'); end`, sql`create trigger rate_limits_down_u before update on rate_limits begin select raise(abort, 'store down'); end`];
+      const up = dialect === 'postgres'
+        ? [sql`drop trigger rate_limits_down on rate_limits`, sql`drop function rate_limits_down()`]
+        : [sql`drop trigger rate_limits_down_i`, sql`drop trigger rate_limits_down_u`];
+      for (const statement of down) await statement.execute(db);
       try {
         const res = await tg.http().post('/v1/login').send({ username: 'kim', password: PASSWORD });
         assert.equal(res.status, 503);
         assert.equal(res.body.code, 'service_unavailable');
-        assert.ok(refused >= 1, 'the counter write was attempted');
+        assert.match(tg.logs.text, /rate-limit store unavailable: refusing/, 'the counter write was attempted and failed');
       } finally {
-        (db as { executeQuery: unknown }).executeQuery = original;
+        for (const statement of up) await statement.execute(db);
       }
+      const res = await tg.http().get('/v1/me');
+      assert.equal(res.status, 401, 'counted again once the database takes the write');
     });
 
     it('the counter commits without waiting for durability, and only the counter', async () => {
