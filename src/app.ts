@@ -7,7 +7,7 @@ import { errorHandler, notFound } from './http/error-handler.ts';
 import { refuseControlCharacters, refuseMalformedUtf8 } from './http/input-guard.ts';
 import { healthRouter } from './http/health-router.ts';
 import { locals, requestId } from './http/request-context.ts';
-import { loadSession } from './http/session.ts';
+import { loadSession, sessionCookieName } from './http/session.ts';
 import { authRouter } from './http/auth-router.ts';
 import { adminRouter } from './http/admin-router.ts';
 import { setupRouter } from './http/setup-router.ts';
@@ -154,7 +154,7 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   app.use(recoveryCodesPagesRouter(gw));
   app.use(consoleRouter(gw));
 
-  const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl });
+  const openapi = buildOpenApi(api, { version: VERSION, serverUrl: gw.config.http.publicUrl, sessionCookie: sessionCookieName(gw.config) });
   app.get('/openapi.json', (_req, res) => {
     res.json(openapi);
   });

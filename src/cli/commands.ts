@@ -13,6 +13,7 @@ import { usersResetFactorsCommand, usersResetPasswordCommand } from './helpdesk-
 import { paymentCodeCommands } from './payment-code-command.ts';
 import { demoCommand } from './demo-command.ts';
 import { tokensImportCommand } from './tokens-command.ts';
+import { notificationsListCommand, notificationsRetryCommand } from './notifications-command.ts';
 
 /** Every CLI command. Add new ones here. */
-export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand, tokensImportCommand];
+export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand, tokensImportCommand, notificationsListCommand, notificationsRetryCommand];

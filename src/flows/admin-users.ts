@@ -6,7 +6,7 @@ import * as sessionsRepo from '../store/sessions-repository.ts';
 import { removeFactor, removeFactorIn } from './factors.ts';
 import { type IssuedResetLink, issuePasswordResetLink } from './password-reset.ts';
 import { endUserSessions } from './user-sessions.ts';
-import { type AuditActor, getUser, loginThrottleKey, setUserStatus, unlockLogin, type UserView } from './users.ts';
+import { type AuditActor, getUser, loginThrottleKey, ROLES, setUserStatus, unlockLogin, type UserView } from './users.ts';
 
 /**
  * Admin-console use cases on top of the user flows: who may act on whom, the user detail a
@@ -33,14 +33,19 @@ async function requireUser(gw: Gateway, userId: string): Promise<UserView> {
 }
 
 /**
- * Helpdesk staff manage ordinary accounts; only an administrator may unlock, disable or
- * enable an administrator's account (otherwise helpdesk could lock admins out, or re-open
- * a disabled admin account). Nobody disables their own account: the last administrator
- * cannot lock everybody out by accident.
+ * Helpdesk staff manage ordinary accounts; only an administrator acts on a staff account
+ * (admin, helpdesk or auditor). Otherwise helpdesk could lock staff out, re-open a disabled
+ * staff account, or — since the operator is handed the reset link — take one over: reset an
+ * auditor's factors, issue the reset link, set the password and enrol a factor of their own,
+ * and hold the auditor's role (the audit log) or act under another helpdesk operator's name.
+ * Nobody disables their own account: the last administrator cannot lock everybody out by
+ * accident.
  */
 function assertMayManage(op: Operator, target: UserView, action: 'unlock' | 'disable' | 'enable' | 'reset the password of' | 'reset the factors of' | 'remove a factor of' | 'end the sessions of'): void {
-  if (target.roles.includes('admin') && !op.roles.includes('admin')) {
-    throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
+  if (!op.roles.includes('admin')) {
+    if (target.roles.includes('admin')) throw new AppError('forbidden', { detail: `Only an administrator can ${action} an administrator.` });
+    // Every role is a staff role (flows/users.ts ROLES): a user with any role is staff.
+    if (target.roles.some((r) => (ROLES as readonly string[]).includes(r))) throw new AppError('forbidden', { detail: `Only an administrator can ${action} a staff account (helpdesk or auditor).` });
   }
   if (action === 'disable' && target.id === op.userId) {
     throw new AppError('conflict', { detail: 'You cannot disable your own account.' });
@@ -183,6 +188,8 @@ export interface AuditFilter {
   actor?: string | undefined;
   since?: Date | undefined;
   until?: Date | undefined;
+  /** Only events up to this sequence number (an export's snapshot and its keyset cursor). */
+  maxSeq?: number | undefined;
   limit: number;
   offset: number;
 }
@@ -238,6 +245,7 @@ export async function listAuditEvents(gw: Gateway, filter: AuditFilter): Promise
   if (filter.actor !== undefined) q = q.where('actor', '=', filter.actor);
   if (filter.since !== undefined) q = q.where('at', '>=', filter.since.getTime());
   if (filter.until !== undefined) q = q.where('at', '<', filter.until.getTime());
+  if (filter.maxSeq !== undefined) q = q.where('seq', '<=', filter.maxSeq);
   const rows = await q.orderBy('seq', 'desc').limit(filter.limit + 1).offset(filter.offset).execute();
   const events = rows.slice(0, filter.limit).map((r) => ({
     seq: Number(r.seq),
@@ -251,6 +259,21 @@ export async function listAuditEvents(gw: Gateway, filter: AuditFilter): Promise
     hash: r.hash,
   }));
   return { events, hasMore: rows.length > filter.limit };
+}
+
+/**
+ * Starts an export of the audit log: records who exports what (`audit.exported`, with the
+ * filter and the last event it covers) before a single event leaves, and answers that last
+ * event's number — the export reads only up to it, so events appended meanwhile neither
+ * shift its pages nor slip into it.
+ */
+export async function startAuditExport(gw: Gateway, op: Operator, filter: Record<string, string>): Promise<number> {
+  return gw.store.db.transaction().execute(async (tx) => {
+    const head = await tx.selectFrom('audit_log').select((eb) => eb.fn.max<number | string | null>('seq').as('seq')).executeTakeFirst();
+    const upToSeq = Number(head?.seq ?? 0);
+    await gw.audit.append(tx, { type: 'audit.exported', ...actorOf(op), data: { filter, upToSeq } });
+    return upToSeq;
+  });
 }
 
 /** Verifies the whole chain and records who checked it and the outcome. */

@@ -7,6 +7,7 @@ import type { Gateway } from '../gateway.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import * as repo from '../store/users-repository.ts';
 import { createSessionIn, type NewSession } from './sessions.ts';
+import { recogniseDevice, type SignInDevice } from './known-devices.ts';
 import { loginThrottleKey, normaliseUsername, passwordServices, toUserView, type UserView } from './users.ts';
 
 /**
@@ -30,6 +31,8 @@ export interface LoginContext {
   requestId?: string | null;
   /** The User-Agent of the request, kept with the session for the user's device list. */
   userAgent?: string | null;
+  /** The device cookie the request carried (src/flows/known-devices.ts). */
+  deviceToken?: string | undefined;
   /** The session cookie the request carried, destroyed on success (session id rotation). */
   previousSessionId?: string;
   /**
@@ -42,6 +45,8 @@ export interface LoginContext {
 
 export interface LoginResult extends NewSession {
   user: UserView;
+  /** The device cookie the browser is to keep (src/flows/known-devices.ts). */
+  deviceToken: string;
 }
 
 /** The delay before answering the failure that brought the count to `failures`. */
@@ -92,6 +97,11 @@ async function refuseLocked(gw: Gateway, key: string, username: string, ctx: Log
     detail: 'Too many failed sign-in attempts for this username. Try again later.',
     retryAfterSeconds,
   });
+}
+
+/** What the sign-in knows of the browser, for recogniseDevice. */
+export function signInDevice(ctx: LoginContext): SignInDevice {
+  return { token: ctx.deviceToken, userAgent: ctx.userAgent ?? null, ip: ctx.ip ?? null, requestId: ctx.requestId ?? null };
 }
 
 export async function login(gw: Gateway, input: LoginInput, ctx: LoginContext = {}): Promise<LoginResult> {
@@ -150,7 +160,8 @@ export async function login(gw: Gateway, input: LoginInput, ctx: LoginContext = 
         requestId: ctx.requestId ?? null,
         data: { username, amr: [...outcome.amr], rehashed },
       });
-      return created;
+      const deviceToken = await recogniseDevice(gw, tx, user.id, signInDevice(ctx), 'password');
+      return { ...created, deviceToken };
     });
     gw.metrics.logins.inc({ outcome: 'success' });
     return { ...session, user: toUserView(user) };

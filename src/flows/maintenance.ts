@@ -1,3 +1,4 @@
+import { forgetStaleDevices } from './known-devices.ts';
 import type { Gateway } from '../gateway.ts';
 
 /**
@@ -59,6 +60,7 @@ export async function purgeExpiredRecords(gw: Gateway): Promise<void> {
 export async function runMaintenance(gw: Gateway): Promise<void> {
   await expireStaleStepUps(gw);
   await purgeExpiredRecords(gw);
+  await forgetStaleDevices(gw);
 }
 
 /** Starts the timer; the returned function stops it. Errors are logged, never thrown. */

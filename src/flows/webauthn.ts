@@ -24,7 +24,8 @@ import { insertOnce } from '../store/primitives.ts';
 import * as sessionsRepo from '../store/sessions-repository.ts';
 import * as usersRepo from '../store/users-repository.ts';
 import { activatePendingFactor, checkLabel, type FactorView, insertPendingFactor, pendingFactor, toFactorView } from './factors.ts';
-import type { LoginContext, LoginResult } from './login.ts';
+import { type LoginContext, type LoginResult, signInDevice } from './login.ts';
+import { recogniseDevice } from './known-devices.ts';
 import { createSessionIn } from './sessions.ts';
 import { passkeyThrottleKey, toUserView, type AuditActor } from './users.ts';
 import { applySuccess } from './verify-stepup-factor.ts';
@@ -287,7 +288,8 @@ export async function passkeyLogin(gw: Gateway, input: PasskeyLoginInput, ctx: L
     await sessionsRepo.deleteExpiredUserSessions(tx, row.user_id, nowMs, nowMs - gw.config.session.idleSeconds * 1000);
     const created = await createSessionIn(gw, tx, row.user_id, [...outcome.amr], { device: { userAgent: ctx.userAgent ?? null, ip: ctx.ip ?? null } });
     await gw.audit.append(tx, { ...base, type: 'login.succeeded', actor: row.user_id, subject: row.user_id, data: { method: 'webauthn', factorId: row.id, amr: [...outcome.amr] } });
-    return created;
+    const deviceToken = await recogniseDevice(gw, tx, row.user_id, signInDevice(ctx), 'webauthn');
+    return { ...created, deviceToken };
   });
   // The guarded counter update lost: the same assertion was used concurrently.
   if (session === undefined) return fail('replayed', row.user_id, { factorId: row.id });

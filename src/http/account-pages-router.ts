@@ -10,7 +10,7 @@ import { createViews, localeOf, translator } from './pages-router.ts';
 import { locals } from './request-context.ts';
 import { SECURITY_PATH, reauthUrl } from './security-pages-router.ts';
 import { clearSessionCookie, setSessionCookie } from './session.ts';
-import { parseUserAgent } from './user-agent.ts';
+import { parseUserAgent } from '../flows/user-agent.ts';
 
 /**
  * "My security" for the account itself, as pages (the JSON API has the same operations:

@@ -27,7 +27,7 @@ import { locals } from './request-context.ts';
  *
  *   admin     everything
  *   helpdesk  read users, unlock logins, disable / enable accounts, issue password-reset
- *             links, remove / reset factors (not administrators')
+ *             links, remove / reset factors, end sessions — of ordinary accounts only, not of staff
  *   auditor   read only: users and the audit log, verify the chain
  */
 
@@ -212,7 +212,7 @@ export function adminRouter(gw: Gateway, api: ApiRegistry): Router {
       roles: ['admin', 'helpdesk'],
       summary: 'End every session of the user (signed out everywhere at once); who and why are audited.',
       body: reasonBody,
-      responses: { 200: { description: 'ended', schema: z.object({ sessions_ended: z.number().int() }) }, 403: { description: "forbidden (helpdesk on an administrator)" }, 404: { description: 'no such user' } },
+      responses: { 200: { description: 'ended', schema: z.object({ sessions_ended: z.number().int() }) }, 403: { description: "forbidden (helpdesk on a staff account)" }, 404: { description: 'no such user' } },
     },
     async (req, res, { body }) => {
       res.json({ sessions_ended: await endSessionsOfUser(gw, operatorOf(req, res), String(req.params.id), body.reason) });

@@ -101,13 +101,16 @@ const problemSchema = {
   },
 };
 
-const SECURITY: Record<Exclude<SecurityScheme, 'none'>, unknown> = {
-  session: { type: 'apiKey', in: 'cookie', name: 'stepgate_session', description: 'Session cookie from POST /v1/login. State-changing requests also need the X-CSRF-Token header.' },
-  clientBasic: { type: 'http', scheme: 'basic', description: 'Relying-service client_secret_basic.' },
-  ticket: { type: 'http', scheme: 'Ticket', description: 'One-time step-up ticket.' },
-};
+/** The security schemes; the session cookie's name is the one this mode sets (`__Host-` in production). */
+function securitySchemes(sessionCookie: string): Record<Exclude<SecurityScheme, 'none'>, unknown> {
+  return {
+    session: { type: 'apiKey', in: 'cookie', name: sessionCookie, description: 'Session cookie from POST /v1/login. State-changing requests also need the X-CSRF-Token header.' },
+    clientBasic: { type: 'http', scheme: 'basic', description: 'Relying-service client_secret_basic.' },
+    ticket: { type: 'http', scheme: 'Ticket', description: 'One-time step-up ticket.' },
+  };
+}
 
-export function buildOpenApi(registry: ApiRegistry, info: { version: string; serverUrl: string }): Record<string, unknown> {
+export function buildOpenApi(registry: ApiRegistry, info: { version: string; serverUrl: string; sessionCookie: string }): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of registry.routes) {
     const p = toOpenApiPath(r.path);
@@ -152,6 +155,6 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
     info: { title: 'Stepgate', version: info.version, description: 'Multi-factor step-up gateway for payment systems.' },
     servers: [{ url: info.serverUrl }],
     paths,
-    components: { schemas: { Problem: problemSchema }, securitySchemes: SECURITY },
+    components: { schemas: { Problem: problemSchema }, securitySchemes: securitySchemes(info.sessionCookie) },
   };
 }

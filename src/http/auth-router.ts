@@ -9,7 +9,7 @@ import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { authOf, requireSession, requireConfirmedSession } from './authorize.ts';
 import { locals } from './request-context.ts';
-import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
+import { clearSessionCookie, deviceCookieOf, sessionCookieOf, setDeviceCookie, setSessionCookie } from './session.ts';
 
 /** A user on the wire (snake_case, ISO instants). Shared by the admin API. */
 export const userJsonSchema = z.object({
@@ -80,8 +80,9 @@ export function authRouter(gw: Gateway, api: ApiRegistry): Router {
       503: { description: 'overloaded: every argon2 slot is busy; refused at once, nothing was charged or written; see Retry-After.' },
     },
   }, [], async (req, res, { body }) => {
-    const result = await login(gw, body, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config), shed: locals(res).shedSignIn === true });
+    const result = await login(gw, body, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config), deviceToken: deviceCookieOf(req, gw.config), shed: locals(res).shedSignIn === true });
     setSessionCookie(res, gw.config, result.sessionId);
+    setDeviceCookie(res, gw.config, result.deviceToken);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ user: userToJson(result.user), csrf_token: result.csrfToken, expires_at: result.expiresAt.toISOString() });
   });

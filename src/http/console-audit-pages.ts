@@ -1,6 +1,6 @@
 import { type Request, type Response, Router } from 'express';
 import { AppError, type InvalidParam } from '../errors/app-error.ts';
-import { type AuditFilter, listAuditEvents, verifyAuditLog } from '../flows/admin-users.ts';
+import { type AuditFilter, listAuditEvents, startAuditExport, verifyAuditLog } from '../flows/admin-users.ts';
 import type { Gateway } from '../gateway.ts';
 import { requireRole } from './authorize.ts';
 import { CONSOLE_PATH, formErrorOf, operatorOf, queryField, renderConsole } from './console-support.ts';
@@ -92,21 +92,21 @@ export function consoleAuditPages(gw: Gateway, views: Views): Router {
       return;
     }
     const { filter, values } = parsed;
+    // Recorded before anything is sent (an export whose record failed would leave no trace),
+    // then read newest first by sequence number from that snapshot down: paging by offset
+    // while the log grows re-sent events across page boundaries.
+    let cursor = await startAuditExport(gw, operatorOf(req, res), values);
     res.status(200).type('application/x-ndjson');
     res.setHeader('Content-Disposition', 'attachment; filename="stepgate-audit.ndjson"');
-    let offset = 0;
-    let rows = 0;
     for (;;) {
-      const { events, hasMore } = await listAuditEvents(gw, { ...filter, limit: EXPORT_BATCH, offset });
+      const { events, hasMore } = await listAuditEvents(gw, { ...filter, maxSeq: cursor, limit: EXPORT_BATCH, offset: 0 });
       for (const e of events) {
         res.write(`${JSON.stringify({ seq: e.seq, at: e.at.toISOString(), type: e.type, actor: e.actor, subject: e.subject, ip: e.ip, request_id: e.requestId, data: e.data, hash: e.hash })}\n`);
       }
-      rows += events.length;
-      offset += events.length;
-      if (!hasMore || events.length === 0) break;
+      const last = events.at(-1);
+      if (!hasMore || last === undefined) break;
+      cursor = last.seq - 1;
     }
-    const op = operatorOf(req, res);
-    await gw.audit.append(gw.store.db, { type: 'audit.exported', actor: op.userId, ip: op.ip, requestId: op.requestId, data: { rows, filter: values } });
     res.end();
   });
 

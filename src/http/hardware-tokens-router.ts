@@ -5,7 +5,7 @@ import type { Operator } from '../flows/admin-users.ts';
 import { getImport, type ImportView, importTokenFile, listImports } from '../flows/hardware-token-import.ts';
 import { assignToken, getToken, listTokens, replaceToken, reportTokenLost, resyncToken, revokeToken, type TokenActor, type TokenView, unassignToken } from '../flows/hardware-tokens.ts';
 import { declaredLengthOver, tokenUploadByteLimit } from '../flows/upload-limit.ts';
-import { getUser, type Role } from '../flows/users.ts';
+import { getUser, ROLES, type Role } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiHandler, ApiRegistry, RouteSpec } from './api-registry.ts';
 import { authOf, requireRole, requireSession } from './authorize.ts';
@@ -17,7 +17,7 @@ import { locals } from './request-context.ts';
  * lifecycle — assign, unassign, lost, revoke, resync, replace — each with an audited reason.
  *
  *   admin     everything, including imports
- *   helpdesk  read, and every lifecycle change (not for administrators' accounts)
+ *   helpdesk  read, and every lifecycle change (not for staff accounts: admin, helpdesk, auditor)
  *   auditor   read only
  */
 
@@ -173,11 +173,17 @@ function actorOf(op: Operator): TokenActor {
   return { actor: op.userId, ip: op.ip, requestId: op.requestId, by: 'helpdesk' };
 }
 
-/** Only an administrator may change an administrator's tokens (as for their accounts). */
+/**
+ * Only an administrator may change a staff account's tokens (admin, helpdesk or auditor), as
+ * for the accounts themselves (flows/admin-users.ts): a helpdesk operator must not put a
+ * token they hold on an auditor's account, nor take a staff member's second factor away.
+ */
 export async function assertMayManageUser(gw: Gateway, op: Operator, userId: string | null): Promise<void> {
   if (userId === null || op.roles.includes('admin')) return;
   const user = await getUser(gw, userId);
-  if (user?.roles.includes('admin')) throw new AppError('forbidden', { detail: "Only an administrator can change an administrator's tokens." });
+  if (user?.roles.some((r) => (ROLES as readonly string[]).includes(r))) {
+    throw new AppError('forbidden', { detail: user.roles.includes('admin') ? "Only an administrator can change an administrator's tokens." : "Only an administrator can change a staff account's tokens." });
+  }
 }
 
 function secretHeader(req: Request, name: string): string | undefined {

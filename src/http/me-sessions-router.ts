@@ -7,7 +7,7 @@ import type { ApiRegistry } from './api-registry.ts';
 import { authOf, requireFreshLogin, requireSession } from './authorize.ts';
 import { locals } from './request-context.ts';
 import { clearSessionCookie } from './session.ts';
-import { describeUserAgent } from './user-agent.ts';
+import { describeUserAgent } from '../flows/user-agent.ts';
 
 /**
  * The user's own sessions (ASVS 5.0 V7.5.2): list them; end one, or all the others, after

@@ -10,7 +10,7 @@ import { passkeyLoginOffered } from '../flows/webauthn.ts';
 import type { Gateway } from '../gateway.ts';
 import { CSRF_FIELD, checkLoginCsrf, issueLoginCsrf, LOGIN_CSRF_FIELD } from './csrf.ts';
 import { locals } from './request-context.ts';
-import { clearSessionCookie, sessionCookieOf, setSessionCookie } from './session.ts';
+import { clearSessionCookie, deviceCookieOf, sessionCookieOf, setDeviceCookie, setSessionCookie } from './session.ts';
 
 /**
  * Server-rendered pages (Eta, auto-escaped) in English and Simplified Chinese. For now: the
@@ -241,9 +241,11 @@ export function pagesRouter(gw: Gateway): Router {
         userAgent: req.get('user-agent') ?? null,
         requestId: locals(res).requestId,
         previousSessionId: sessionCookieOf(req, gw.config),
+        deviceToken: deviceCookieOf(req, gw.config),
         shed: locals(res).shedSignIn === true,
       });
       setSessionCookie(res, gw.config, result.sessionId);
+      setDeviceCookie(res, gw.config, result.deviceToken);
       res.redirect(303, next ?? '/login');
     } catch (err) {
       if (isAppError(err) && err.code === 'invalid_credentials') {

@@ -2,6 +2,7 @@ import { needsConfirmation } from '../flows/session-confirm.ts';
 import type { CookieOptions, NextFunction, Request, Response } from 'express';
 import type { Config } from '../config/schema.ts';
 import { resolveSession } from '../flows/sessions.ts';
+import { DEVICE_MEMORY_SECONDS } from '../flows/known-devices.ts';
 import type { Gateway } from '../gateway.ts';
 import { csrfProtection } from './csrf.ts';
 import { locals } from './request-context.ts';
@@ -25,6 +26,22 @@ export function sessionCookieOf(req: Request, config: Config): string | undefine
   const cookies = req.cookies as Record<string, unknown> | undefined;
   const v = cookies?.[sessionCookieName(config)];
   return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/** The device cookie (src/flows/known-devices.ts): long-lived, HttpOnly; it recognises a browser, it authenticates nothing. */
+export function deviceCookieName(config: Config): string {
+  return config.mode === 'production' ? '__Host-stepgate_device' : 'stepgate_device';
+}
+
+const DEVICE_COOKIE_MAX_AGE_MS = DEVICE_MEMORY_SECONDS * 1000;
+
+export function deviceCookieOf(req: Request, config: Config): string | undefined {
+  const v = (req.cookies as Record<string, unknown> | undefined)?.[deviceCookieName(config)];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+export function setDeviceCookie(res: Response, config: Config, token: string): void {
+  res.cookie(deviceCookieName(config), token, { ...sessionCookieOptions(config), maxAge: DEVICE_COOKIE_MAX_AGE_MS });
 }
 
 export function setSessionCookie(res: Response, config: Config, sessionId: string): void {

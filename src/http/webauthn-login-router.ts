@@ -7,7 +7,7 @@ import { passkeyLogin, passkeyLoginOptions, webauthnServices } from '../flows/we
 import type { ApiRegistry } from './api-registry.ts';
 import { userJsonSchema, userToJson } from './auth-router.ts';
 import { locals } from './request-context.ts';
-import { sessionCookieOf, setSessionCookie } from './session.ts';
+import { deviceCookieOf, sessionCookieOf, setDeviceCookie, setSessionCookie } from './session.ts';
 
 /**
  * Passkey sign-in (an optional first factor on /login, with the browser's autofill —
@@ -72,8 +72,9 @@ export function webauthnLoginRouter(gw: Gateway, api: ApiRegistry): Router {
       423: { description: 'factor_locked: too many failures with this credential' },
     },
   }, [], async (req, res, { body }) => {
-    const result = await passkeyLogin(gw, { loginToken: body.login_token, credential: body.credential }, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config) });
+    const result = await passkeyLogin(gw, { loginToken: body.login_token, credential: body.credential }, { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: locals(res).requestId, previousSessionId: sessionCookieOf(req, gw.config), deviceToken: deviceCookieOf(req, gw.config) });
     setSessionCookie(res, gw.config, result.sessionId);
+    setDeviceCookie(res, gw.config, result.deviceToken);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ user: userToJson(result.user), csrf_token: result.csrfToken, expires_at: result.expiresAt.toISOString(), amr: result.amr });
   });

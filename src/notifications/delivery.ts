@@ -166,3 +166,53 @@ export function startNotificationDelivery(gw: Gateway): () => Promise<void> {
     await running;
   };
 }
+
+export interface NotificationView {
+  id: string;
+  type: string;
+  userId: string;
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  occurredAt: Date;
+  nextAttemptAt: Date | null;
+  deliveredAt: Date | null;
+  lastError: string | null;
+}
+
+/** The queue, newest first (for operators: `stepgate notifications list`). */
+export async function listNotifications(gw: Gateway, filter: { state?: NotificationView['state']; limit: number }): Promise<NotificationView[]> {
+  let q = gw.store.db.selectFrom('notification_outbox').selectAll().orderBy('audit_seq', 'desc').limit(filter.limit);
+  if (filter.state !== undefined) q = q.where('state', '=', filter.state);
+  const rows = await q.execute();
+  return rows.map((r) => ({
+    id: r.id,
+    type: r.type,
+    userId: r.user_id,
+    state: r.state,
+    attempts: Number(r.attempts),
+    occurredAt: new Date(Number(r.at)),
+    nextAttemptAt: r.state === 'pending' ? new Date(Number(r.next_attempt_at)) : null,
+    deliveredAt: r.delivered_at === null ? null : new Date(Number(r.delivered_at)),
+    lastError: r.last_error,
+  }));
+}
+
+/**
+ * Puts failed notifications back in the queue, due now with their attempts reset (after the
+ * webhook was fixed): all of them, or those named. Audited; answers how many.
+ */
+export async function requeueFailedNotifications(gw: Gateway, ids: readonly string[] | 'all', who: { actor: string }): Promise<number> {
+  return gw.store.db.transaction().execute(async (tx) => {
+    let q = tx
+      .updateTable('notification_outbox')
+      .set({ state: 'pending', attempts: 0, next_attempt_at: gw.clock.now().getTime(), claim: null, claimed_until: null })
+      .where('state', '=', 'failed');
+    if (ids !== 'all') {
+      if (ids.length === 0) return 0;
+      q = q.where('id', 'in', [...ids]);
+    }
+    const moved = Number((await q.executeTakeFirst()).numUpdatedRows);
+    await gw.audit.append(tx, { type: 'notifications.requeued', actor: who.actor, subject: null, data: { count: moved, ...(ids === 'all' ? { all: true } : { ids: [...ids] }) } });
+    return moved;
+  });
+}

@@ -109,6 +109,15 @@ export interface NotificationOutboxTable {
   last_error: string | null;
 }
 
+export interface KnownDevicesTable {
+  user_id: string;
+  /** SHA-256 of the device cookie; the cookie value itself lives only in the browser. */
+  device_hash: string;
+  user_agent: string | null;
+  first_seen_at: number;
+  last_seen_at: number;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -262,6 +271,7 @@ export interface Database {
   one_time_tokens: OneTimeTokensTable;
   audit_log: AuditLogTable;
   notification_outbox: NotificationOutboxTable;
+  known_devices: KnownDevicesTable;
   meta: MetaTable;
   master_key_check: MasterKeyCheckTable;
   /** Rows used only by the store conformance suite. */

@@ -58,7 +58,7 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
     await c?.close();
   });
 
-  it(`the survivor carries the load (< 2 % failed), no payment code is lost or doubled, both audit chains verify`, async () => {
+  it(`the survivor carries the load (< 2 % failed, or no more than were in flight at the kill), no payment code is lost or doubled, both audit chains verify`, async () => {
     const requests: Answer[] = [];
     const acknowledged: { code: string; stepupId: string }[] = [];
     let running = true;
@@ -101,7 +101,8 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
         if (r.status === 201) createdStepUps.push(r.body.stepup_id as string);
       }
     };
-    const load = [...Array.from({ length: WORKERS }, (_, w) => worker(w)), ...Array.from({ length: 8 }, (_, w) => creator(w))];
+    const CREATORS = 8;
+    const load = [...Array.from({ length: WORKERS }, (_, w) => worker(w)), ...Array.from({ length: CREATORS }, (_, w) => creator(w))];
     await sleep((LOAD_SECONDS * 1000) / 3);
     const victim = c.gateways[0]!;
     const beforeKill = requests.length;
@@ -144,7 +145,12 @@ describe('crash safety: kill -9 one of two gateways mid-load', { skip: needsPost
     });
     assert.ok(requests.length > 200, `enough load: ${requests.length} requests`);
     assert.ok(beforeKill > 0 && requests.length > beforeKill * 1.5, 'the load went on after the kill');
-    assert.ok(failedShare < 0.02, `${(failedShare * 100).toFixed(2)} % failed (${histogram(failed)})`);
+    // Each of the WORKERS + CREATORS loops has one request in flight when the gateway dies, and
+    // the proxy rightly does not retry a request that reached it (that could double a POST), so
+    // those may fail; everything sent afterwards must reach the survivor. On a loaded machine
+    // fewer requests fit in LOAD_SECONDS, so the share alone would measure the machine.
+    const inFlightAtKill = WORKERS + CREATORS;
+    assert.ok(failedShare < 0.02 || failed.length <= inFlightAtKill, `${failed.length} failed, ${(failedShare * 100).toFixed(2)} % (${histogram(failed)}); at most ${inFlightAtKill} were in flight at the kill`);
     assert.equal(new Set(codes).size, codes.length, 'no code handed out twice');
     assert.equal(stored.length, codes.length, 'every acknowledged code is stored, and nothing else');
     for (const a of acknowledged) assert.equal(storedPerStepUp.get(a.stepupId), 1, `one code for step-up ${a.stepupId}`);

@@ -499,6 +499,27 @@ for (const dialect of testDialects()) {
       assert.ok(lines.length >= 1);
       assert.ok(lines.every((l) => l.type.startsWith('policy.') && /^[0-9a-f]{64}$/.test(l.hash)));
       assert.equal(await count('audit.exported'), 1);
+      // Recorded before anything is sent, with the last event the export covers; newest first, no repeats.
+      const record = await t.gw.store.db.selectFrom('audit_log').select(['seq', 'data']).where('type', '=', 'audit.exported').executeTakeFirstOrThrow();
+      const upToSeq = (JSON.parse(record.data) as { upToSeq: number }).upToSeq;
+      const seqs = (lines as unknown as { seq: number }[]).map((l) => l.seq);
+      assert.ok(seqs.every((x, i) => x <= upToSeq && (i === 0 || x < (seqs[i - 1] as number))), `${seqs.join()} up to ${upToSeq}`);
+      assert.ok(upToSeq < Number(record.seq));
+      // An export whose record cannot be written sends nothing.
+      const append = t.gw.audit.append;
+      t.gw.audit.append = async (executor, event) => {
+        if (event.type === 'audit.exported') throw new Error('audit store refused');
+        return append.call(t.gw.audit, executor, event);
+      };
+      try {
+        const refused = await get(audit, '/console/audit/export.ndjson?type=policy.*');
+        assert.equal(refused.status, 500);
+        assert.match(String(refused.headers['content-type']), /problem\+json/);
+        assert.doesNotMatch(refused.text, /"hash"/);
+      } finally {
+        t.gw.audit.append = append;
+      }
+      assert.equal(await count('audit.exported'), 1);
     });
 
     it('the dashboard draws the activity as SVG from the audit log, and pages render in Chinese', async (tc) => {

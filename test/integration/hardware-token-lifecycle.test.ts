@@ -90,7 +90,7 @@ for (const dialect of testDialects()) {
       t = await createTestGateway({ dialect, config: { hardwareTokens: { maxFailures: MAX_FAILURES, bindMaxFailures: 3 }, stepup: { maxAttempts: 10 }, session: { idleSeconds: 30 * 86_400, absoluteSeconds: 60 * 86_400 } } });
       await setPolicies(t.gw, [{ id: 'hw', action: ACTION, priority: 10, require: { anyOf: [['hardware_otp']] }, acr: 'urn:stepgate:aal2' as const }]);
       pay = await makeClient(t.gw, 'payment-code service', [ACTION]);
-      for (const [name, roles] of [['root', ['admin']], ['desk', ['helpdesk']], ['alice', []], ['bob', []], ['carol', []], ['dave', []], ['erin', []], ['frank', []], ['grace', []]] as [string, Role[]][]) {
+      for (const [name, roles] of [['root', ['admin']], ['desk', ['helpdesk']], ['alice', []], ['bob', []], ['carol', []], ['dave', []], ['erin', []], ['frank', []], ['grace', []], ['dora', ['helpdesk']], ['otto', ['auditor']]] as [string, Role[]][]) {
         users[name] = (await createUser(t.gw, { username: name, password: PASSWORD, roles }, { actor: 'test' })).id;
       }
       for (const [name, set] of [['desk', (s: Session) => (desk = s)], ['root', (s: Session) => (root = s)]] as const) {
@@ -319,6 +319,15 @@ for (const dialect of testDialects()) {
       assert.equal(ok.status, 200);
       assert.equal((await post(desk, `/v1/admin/hardware-tokens/${serial}/lost`, { reason: 'try' })).status, 403);
       assert.equal((await post(desk, '/v1/admin/hardware-tokens/NO-SUCH/lost', { reason: 'try' })).status, 404);
+      // Nor any staff account's (another helpdesk operator, an auditor, their own): a token the
+      // operator holds on an auditor's account is a second factor for it.
+      const other = await stock('hotp');
+      for (const target of [users.dora, users.otto, users.desk]) {
+        const refused = await post(desk, `/v1/admin/hardware-tokens/${other}/assign`, { user_id: target, code: oathHotp(seeds[other] as string, 0), reason: 'try' });
+        assert.equal(refused.status, 403, refused.text);
+      }
+      const row = await t.gw.store.db.selectFrom('hardware_tokens').select(['state']).where('serial', '=', other).executeTakeFirstOrThrow();
+      assert.equal(row.state, 'unassigned');
     });
 
     it('self-service bind: serial plus a current code; every refusal looks the same and is counted', async (tc) => {

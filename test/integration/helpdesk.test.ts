@@ -74,6 +74,7 @@ for (const dialect of testDialects()) {
         ['erin', []],
         ['frank', []],
         ['gina', []],
+        ['hank', ['helpdesk']],
       ];
       for (const [username, roles] of people) ids[username] = (await createUser(t.gw, { username, password: PASSWORD, roles }, { actor: 'test' })).id;
       for (const name of ['root', 'helen', 'audrey']) as[name] = await signIn(name);
@@ -208,6 +209,34 @@ for (const dialect of testDialects()) {
         const disabled = await post(as.helen!, `/v1/admin/users/${ids.carol}/password-reset`, { reason: 'should not work' });
         assert.equal(disabled.status, 409);
         await post(as.helen!, `/v1/admin/users/${ids.carol}/enable`, { reason: 'back again' });
+      });
+    });
+
+    describe('staff accounts', () => {
+      it('helpdesk cannot act on a staff account (an auditor, another helpdesk operator): no link, no reset, nothing written; an administrator can', async () => {
+        const auditorFactor = await seedFactor(ids.audrey!, 'totp', 'staff');
+        const before = await t.gw.store.db.selectFrom('audit_log').select('seq').execute();
+        const links = async () => (await t.gw.store.db.selectFrom('one_time_tokens').select('id_hash').execute()).length;
+        const linksBefore = await links();
+        for (const target of [ids.audrey!, ids.hank!]) {
+          for (const [path, body] of [
+            ['password-reset', { reason: 'take over the auditor' }],
+            ['factors/reset', { reason: 'take over the auditor' }],
+            [`factors/${auditorFactor}/remove`, { reason: 'take over the auditor' }],
+            ['disable', { reason: 'lock the auditor out' }],
+            ['enable', { reason: 'reopen a staff account' }],
+            ['unlock', { reason: 'help a guesser' }],
+            ['sessions/end', { reason: 'throw the auditor out' }],
+          ] as const) {
+            const res = await post(as.helen!, `/v1/admin/users/${target}/${path}`, body);
+            assert.equal(res.status, 403, `helpdesk ${path} on ${target}: ${res.text}`);
+            assert.equal(res.body.code, 'forbidden');
+          }
+        }
+        assert.equal((await t.gw.store.db.selectFrom('audit_log').select('seq').execute()).length, before.length, 'nothing audited');
+        assert.equal(await links(), linksBefore, 'no reset link issued');
+        assert.equal((await t.gw.store.db.selectFrom('factors').select('id').where('id', '=', auditorFactor).execute()).length, 1, 'the factor stays');
+        assert.equal((await post(as.root!, `/v1/admin/users/${ids.audrey}/password-reset`, { reason: 'admin on an auditor' })).status, 201);
       });
     });
 

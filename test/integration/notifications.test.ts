@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load-config.ts';
 import { deliverDueNotifications, retryDelayMs, startNotificationDelivery } from '../../src/notifications/delivery.ts';
+import { cliEnv, runCli } from '../helpers/cli.ts';
 import { fakeHttpServer, type FakeHttpServer } from '../helpers/fake-http.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { signIn } from '../helpers/session.ts';
@@ -150,6 +151,22 @@ for (const dialect of testDialects()) {
       tg.clock.advance(3600);
       assert.deepEqual(await deliverDueNotifications(tg.gw), { delivered: 0, retried: 0, failed: 0 }, 'a failed notification stays failed');
       assert.equal(retryDelayMs(40), 3_600_000, 'at most an hour between attempts');
+
+      // The operator sees it, fixes the webhook and queues it again from the CLI.
+      const env = cliEnv(tg, { STEPGATE_NOTIFICATIONS_WEBHOOK_URL: hook.url, STEPGATE_NOTIFICATIONS_WEBHOOK_SECRET: SECRET });
+      const listed = await runCli(['notifications', 'list', '--state', 'failed', '--json'], env);
+      assert.equal(listed.status, 0, listed.stderr);
+      const failed = (JSON.parse(listed.stdout) as { id: string; type: string; attempts: number; last_error: string }[]).find((n) => n.id === row!.id);
+      assert.deepEqual(failed && { type: failed.type, attempts: failed.attempts, last_error: failed.last_error }, { type: 'factor.removed', attempts: 3, last_error: 'HTTP 503' });
+      assert.equal((await runCli(['notifications', 'retry'], env)).status, 2, 'retry needs --all-failed or --id');
+      assert.equal((await runCli(['notifications', 'retry', '--id', 'x; drop table'], env)).status, 2);
+      const retried = await runCli(['notifications', 'retry', '--id', row!.id], env);
+      assert.equal(retried.status, 0, retried.stderr);
+      assert.match(retried.stdout, /1 notification queued again/);
+      [row] = await outbox(u.id);
+      assert.deepEqual([row!.state, row!.attempts], ['pending', 0]);
+      assert.ok((await tg.gw.store.db.selectFrom('audit_log').select('type').where('type', '=', 'notifications.requeued').execute()).length >= 1, 'audited');
+      assert.deepEqual(await deliverDueNotifications(tg.gw), { delivered: 1, retried: 0, failed: 0 });
     });
 
     it('an unreachable webhook is a failed attempt, not an error', async () => {

@@ -308,6 +308,13 @@ for (const dialect of testDialects()) {
         return me.body.csrf_token as string;
       }
 
+      it('/openapi.json names the session cookie this mode sets', async () => {
+        const doc = (await tg.http().get('/openapi.json')).body as { components: { securitySchemes: { session: { in: string; name: string } } } };
+        assert.deepEqual(doc.components.securitySchemes.session.in, 'cookie');
+        assert.equal(doc.components.securitySchemes.session.name, sessionCookieName(tg.config));
+        assert.equal(doc.components.securitySchemes.session.name, production ? '__Host-stepgate_session' : 'stepgate_session');
+      });
+
       it('state-changing pages answer with the same headers (a refused CSRF post, a sign-in failure)', async () => {
         const refused = await tg.http().post('/logout').set('Cookie', sessionCookie).type('form').send({ _csrf: 'wrong' });
         assert.ok(refused.status >= 400 && refused.status < 500, refused.text);

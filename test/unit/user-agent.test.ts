@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeUserAgent, parseUserAgent } from '../../src/http/user-agent.ts';
+import { describeUserAgent, parseUserAgent } from '../../src/flows/user-agent.ts';
 
-/** The device list's names for User-Agents (src/http/user-agent.ts), on real browsers' strings. */
+/** The device list's names for User-Agents (src/flows/user-agent.ts), on real browsers' strings. */
 describe('describing a User-Agent for the signed-in devices list', () => {
   const cases: [string, string | undefined][] = [
     ['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36', 'Chrome 131 on Windows'],

@@ -14,6 +14,7 @@ import * as m031 from './031-token-challenges.ts';
 import * as m040 from './040-webauthn-credentials.ts';
 import * as m041 from './041-session-device.ts';
 import * as m042 from './042-notification-outbox.ts';
+import * as m043 from './043-known-devices.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -32,4 +33,5 @@ export const migrations: Record<string, Migration> = {
   '040-webauthn-credentials': m040,
   '041-session-device': m041,
   '042-notification-outbox': m042,
+  '043-known-devices': m043,
 };
