@@ -7,7 +7,8 @@ import { passwordServices } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
 import { isFreshLogin } from './authorize.ts';
 import { createViews, localeOf, translator } from './pages-router.ts';
-import { locals } from './request-context.ts';
+import { type AuthContext, locals } from './request-context.ts';
+import { factorChangeDetour } from './session-confirm-router.ts';
 import { SECURITY_PATH, reauthUrl } from './security-pages-router.ts';
 import { clearSessionCookie, setSessionCookie } from './session.ts';
 import { parseUserAgent } from '../flows/user-agent.ts';
@@ -198,22 +199,25 @@ export function accountPagesRouter(gw: Gateway): Router {
     });
   });
 
-  /** Fresh sign-in and, with a second factor, a confirmed session; else where to get them. */
-  async function endingDetour(res: Response): Promise<string | undefined> {
-    const auth = locals(res).auth!;
-    if (!isFreshLogin(gw, auth)) return reauthUrl(SESSIONS_PAGE);
-    if (await auth.needsConfirmation()) return CONFIRM_PATH;
+  /**
+   * The session, when it may end devices now: signed in, freshly, and with a second factor
+   * confirmed (as for changing factors). Otherwise the answer is a redirect to what is missing.
+   */
+  async function mayEndDevices(res: Response): Promise<AuthContext | undefined> {
+    const auth = locals(res).auth;
+    if (auth === undefined) {
+      signIn(res, SESSIONS_PAGE);
+      return undefined;
+    }
+    const detour = await factorChangeDetour(gw, auth, SESSIONS_PAGE);
+    if (detour === undefined) return auth;
+    res.redirect(303, detour);
     return undefined;
   }
 
   router.post(`${SESSIONS_PAGE}/:handle/end`, async (req, res) => {
-    const auth = locals(res).auth;
-    if (auth === undefined) return signIn(res, SESSIONS_PAGE);
-    const detour = await endingDetour(res);
-    if (detour !== undefined) {
-      res.redirect(303, detour);
-      return;
-    }
+    const auth = await mayEndDevices(res);
+    if (auth === undefined) return;
     const handle = String(req.params.handle);
     if (!HANDLE.test(handle)) {
       res.redirect(303, `${SESSIONS_PAGE}?notice=error`);
@@ -237,13 +241,8 @@ export function accountPagesRouter(gw: Gateway): Router {
   });
 
   router.post(`${SESSIONS_PAGE}/end-others`, async (req, res) => {
-    const auth = locals(res).auth;
-    if (auth === undefined) return signIn(res, SESSIONS_PAGE);
-    const detour = await endingDetour(res);
-    if (detour !== undefined) {
-      res.redirect(303, detour);
-      return;
-    }
+    const auth = await mayEndDevices(res);
+    if (auth === undefined) return;
     const ended = await endUserSessions(gw, auth.userId, auth.sessionIdHash, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId }, { by: 'self' });
     res.redirect(303, `${SESSIONS_PAGE}?notice=othersEnded&count=${ended}`);
   });
