@@ -4,6 +4,7 @@ import { activitySummary } from '../flows/console-dashboard.ts';
 import { completeSessionSecondFactor, consoleSecondFactors, sessionHasSecondFactor } from '../flows/console-session.ts';
 import { passkeyLoginOffered } from '../flows/webauthn.ts';
 import type { Gateway } from '../gateway.ts';
+import { normaliseOtpInput } from '../otp/code-input.ts';
 import { barChart } from './console-chart.ts';
 import { consoleAuditPages } from './console-audit-pages.ts';
 import { consoleClientsPages } from './console-clients-pages.ts';
@@ -115,7 +116,7 @@ export function consoleRouter(gw: Gateway): Router {
       const factorId = formField(req, 'factorId');
       const chosen = choices.find((c) => c.id === factorId) ?? (factorId === '' && choices.length === 1 ? choices[0] : undefined);
       if (chosen === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/factorId', reason: 'console.invalid.factorChoice' }] });
-      const code = formField(req, 'code').replace(/\s+/g, '');
+      const code = normaliseOtpInput(formField(req, 'code'));
       if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'console.invalid.verifyCode' }] });
       const session = await completeSessionSecondFactor(gw, { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr }, { factor: chosen.type, factorId: chosen.id, code }, { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId });
       setSessionCookie(res, gw.config, session.sessionId);

@@ -4,6 +4,7 @@ import { AppError } from '../errors/app-error.ts';
 import { completeSessionSecondFactor, consoleSecondFactors, sessionHasSecondFactor } from '../flows/console-session.ts';
 import { getUser } from '../flows/users.ts';
 import type { Gateway } from '../gateway.ts';
+import { MAX_CODE_INPUT_LENGTH, normaliseOtpInput } from '../otp/code-input.ts';
 import type { ApiRegistry } from './api-registry.ts';
 import { userJsonSchema, userToJson } from './auth-router.ts';
 import { authOf, requireSession } from './authorize.ts';
@@ -19,7 +20,7 @@ import { setSessionCookie } from './session.ts';
  */
 
 const body = z.strictObject({
-  code: z.string().regex(/^\d{6,10}$/, 'the 6 to 10 digits your authenticator app or hardware token shows'),
+  code: z.string().min(1).max(MAX_CODE_INPUT_LENGTH).describe('The 6 to 10 digits your authenticator app or hardware token shows; full-width digits, spaces and hyphens are read as typed by people.'),
   factor_id: z.string().min(1).max(64).optional().describe('Which factor (needed when you have several authenticator apps or tokens).'),
 });
 
@@ -65,6 +66,10 @@ export function secondFactorRouter(gw: Gateway, api: ApiRegistry): Router {
     },
     [requireSession],
     async (req, res, { body: input }) => {
+      // Read as people type it (a Chinese IME types full-width digits), then checked: a
+      // malformed code is refused before anything is looked up or charged.
+      const code = normaliseOtpInput(input.code);
+      if (!/^\d{6,10}$/.test(code)) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/code', reason: 'the 6 to 10 digits your authenticator app or hardware token shows' }] });
       const auth = authOf(res);
       const { choices } = await consoleSecondFactors(gw, auth.userId);
       const chosen = input.factor_id === undefined ? (choices.length === 1 ? choices[0] : undefined) : choices.find((c) => c.id === input.factor_id);
@@ -76,7 +81,7 @@ export function secondFactorRouter(gw: Gateway, api: ApiRegistry): Router {
       const session = await completeSessionSecondFactor(
         gw,
         { idHash: auth.sessionIdHash, userId: auth.userId, amr: auth.amr },
-        { factor: chosen.type, factorId: chosen.id, code: input.code },
+        { factor: chosen.type, factorId: chosen.id, code },
         { actor: auth.userId, ip: req.ip ?? null, requestId: locals(res).requestId },
       );
       const user = await getUser(gw, auth.userId);

@@ -98,6 +98,19 @@ for (const dialect of testDialects()) {
       assert.equal(create.status, 201, create.text);
     });
 
+    it('a code typed in full-width digits (a Chinese IME) or grouped with a space is the same code', async (tc) => {
+      if (needOathtool(tc)) return;
+      const s = await signIn('root');
+      const ascii = code('root');
+      const fullWidth = `${String.fromCodePoint(...[...ascii.slice(0, 3)].map((d) => 0xff10 + Number(d)))} ${String.fromCodePoint(...[...ascii.slice(3)].map((d) => 0xff10 + Number(d)))}`;
+      assert.notEqual(fullWidth, ascii);
+      const ok = await t.http().post('/v1/session/second-factor').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ code: fullWidth });
+      assert.equal(ok.status, 200, ok.text);
+      const tooLong = await t.http().post('/v1/session/second-factor').set('Cookie', `stepgate_session=${cookieFrom(ok)}`).set('X-CSRF-Token', ok.body.csrf_token).send({ code: '1'.repeat(65) });
+      assert.equal(tooLong.status, 400);
+      assert.equal(tooLong.body.invalid_params[0].pointer, '/code');
+    });
+
     it('several factors: factor_id must name one of them', async (tc) => {
       if (needOathtool(tc)) return;
       const s = await signIn('two');
