@@ -1,6 +1,7 @@
 import { hashToken, newSecretToken } from '../crypto/ids.ts';
 import type { Gateway } from '../gateway.ts';
 import type { Executor } from '../store/database.ts';
+import { normaliseDevice } from './sessions.ts';
 import { describeUserAgent } from './user-agent.ts';
 
 /**
@@ -47,7 +48,8 @@ export async function recogniseDevice(gw: Gateway, tx: Executor, userId: string,
     .executeTakeFirst();
   if (seen !== undefined) return token;
   const others = await tx.selectFrom('known_devices').select('device_hash').where('user_id', '=', userId).limit(1).execute();
-  const userAgent = device.userAgent === null ? null : device.userAgent.slice(0, 256);
+  // Bounded and without control characters, as a session keeps it.
+  const { userAgent, ip } = normaliseDevice({ userAgent: device.userAgent, ip: device.ip });
   // Of two concurrent first sign-ins with one cookie, one inserts (and audits); the other finds it taken.
   const inserted = await tx
     .insertInto('known_devices')
@@ -60,7 +62,7 @@ export async function recogniseDevice(gw: Gateway, tx: Executor, userId: string,
       type: NEW_DEVICE_EVENT,
       actor: userId,
       subject: userId,
-      ip: device.ip,
+      ip,
       requestId: device.requestId,
       data: { method, device: describeUserAgent(userAgent) ?? null, user_agent: userAgent },
     });

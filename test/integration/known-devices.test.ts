@@ -55,8 +55,14 @@ for (const dialect of testDialects()) {
       assert.deepEqual({ ...JSON.parse(events[0]!.data), user_agent: undefined }, { method: 'password', device: 'Safari 18 on iPhone', user_agent: undefined });
       assert.match(String(events[0]!.ip), /127\.0\.0\.1/);
       assert.deepEqual((await queued(u.id)).map((r) => r.type), ['login.new_device']);
+      // Stored as a session keeps it: bounded, without control characters.
+      await signIn('vera', `${IPHONE}\t${'z'.repeat(400)}`);
+      const long = await newDeviceEvents(u.id);
+      const ua = String(JSON.parse(long[1]!.data).user_agent);
+      assert.equal(ua.length, 256);
+      assert.ok(!ua.includes('\t'));
       const rows = await tg.gw.store.db.selectFrom('known_devices').selectAll().where('user_id', '=', u.id).execute();
-      assert.equal(rows.length, 2);
+      assert.equal(rows.length, 3);
       assert.ok(rows.every((r) => r.device_hash !== first.device && r.device_hash.length === 43), 'only hashes are stored');
     });
 
