@@ -14,7 +14,17 @@ export interface PostgresReplayStoreOptions {
   clock?: VerifierClock;
   /** Expired rows are deleted at most this often (clock time). Default 60. */
   pruneIntervalSeconds?: number;
+  /**
+   * A row is deleted only this long after its expiry. The processes sharing the table each
+   * prune by their own clock: without the grace, one whose clock runs ahead deletes a jti
+   * that a process with a slower clock still accepts the token for (a replay). Must exceed
+   * the worst clock difference between them. Default 300.
+   */
+  pruneGraceSeconds?: number;
 }
+
+/** How long past its expiry a row is kept by default (see `pruneGraceSeconds`). */
+export const DEFAULT_PRUNE_GRACE_SECONDS = 300;
 
 /**
  * Replay store in PostgreSQL: the choice when several relying-service processes or hosts
@@ -30,6 +40,7 @@ export class PostgresReplayStore implements ReplayStore {
   readonly #table: string;
   readonly #clock: VerifierClock;
   readonly #pruneIntervalMs: number;
+  readonly #pruneGraceMs: number;
   #ready: Promise<void> | undefined;
   #nextPruneAt = 0;
 
@@ -42,6 +53,8 @@ export class PostgresReplayStore implements ReplayStore {
     if (options.schema !== undefined) assertSqlIdentifier(options.schema, 'schema');
     const pruneIntervalSeconds = options.pruneIntervalSeconds ?? DEFAULT_PRUNE_INTERVAL_SECONDS;
     if (!Number.isFinite(pruneIntervalSeconds) || pruneIntervalSeconds < 0) throw new TypeError('pruneIntervalSeconds must be >= 0');
+    const pruneGraceSeconds = options.pruneGraceSeconds ?? DEFAULT_PRUNE_GRACE_SECONDS;
+    if (!Number.isFinite(pruneGraceSeconds) || pruneGraceSeconds < 0) throw new TypeError('pruneGraceSeconds must be >= 0');
 
     this.#ownsPool = options.pool === undefined;
     this.#pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 5, connectionTimeoutMillis: 5000 });
@@ -59,6 +72,7 @@ export class PostgresReplayStore implements ReplayStore {
     this.#lockName = `stepgate-replay-store:${options.schema ?? ''}.${table}`;
     this.#clock = options.clock ?? systemClock;
     this.#pruneIntervalMs = pruneIntervalSeconds * 1000;
+    this.#pruneGraceMs = pruneGraceSeconds * 1000;
   }
 
   /** Creates the schema and table if missing. Called by the first `consume`; call it at start-up to fail early. */
@@ -89,7 +103,7 @@ export class PostgresReplayStore implements ReplayStore {
     return result.rowCount === 1;
   }
 
-  /** Deletes expired rows; returns how many. */
+  /** Deletes rows expired more than `pruneGraceSeconds` ago; returns how many. */
   async prune(): Promise<number> {
     await this.init();
     return this.#prune(this.#clock.now().getTime());
@@ -100,7 +114,7 @@ export class PostgresReplayStore implements ReplayStore {
   }
 
   async #prune(now: number): Promise<number> {
-    const result = await this.#pool.query(`DELETE FROM ${this.#qualifiedTable} WHERE expires_at <= $1`, [now]);
+    const result = await this.#pool.query(`DELETE FROM ${this.#qualifiedTable} WHERE expires_at <= $1`, [now - this.#pruneGraceMs]);
     return result.rowCount ?? 0;
   }
 

@@ -7,8 +7,18 @@ import { join, resolve } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { FixedClock } from '../../src/clock.ts';
-import { MemoryReplayStore, PostgresReplayStore, SqliteReplayStore, type ReplayStore } from '../../src/verifier/index.ts';
+import {
+  createJwksCache,
+  MemoryReplayStore,
+  PostgresReplayStore,
+  SqliteReplayStore,
+  StepUpTokenError,
+  verifyStepUpToken,
+  type ReplayStore,
+  type VerifierClock,
+} from '../../src/verifier/index.ts';
 import { TEST_DATABASE_URL, unavailable } from '../helpers/env.ts';
+import { serveJwks, TEST_ACTION, TEST_AUDIENCE, TEST_CONTEXT, TEST_ISSUER, TEST_SUBJECT, TokenMinter } from '../helpers/token-minter.ts';
 
 /**
  * One conformance suite every replay store runs: first use wins once, under concurrency, also
@@ -64,9 +74,10 @@ const backends: Backend[] = [
     async open(t, clock) {
       if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return undefined;
       const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
-      // Separate pools: as two relying-service processes would have.
-      const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
-      const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
+      // Separate pools: as two relying-service processes would have. No prune grace here, so
+      // the shared suite sees rows go at their expiry (the grace has its own test below).
+      const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock, pruneGraceSeconds: 0 });
+      const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock, pruneGraceSeconds: 0 });
       return {
         a,
         b,
@@ -339,6 +350,53 @@ describe('replay store specifics', () => {
     } finally {
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await pool.end();
+    }
+  });
+
+  it('postgres: a process whose clock runs ahead does not delete a jti another process still accepts the token for', async (t) => {
+    if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return;
+    // Two hosts of one relying service on one table; host A's clock runs 10 s ahead of B's.
+    const real = new FixedClock(T0);
+    const ahead: VerifierClock = { now: () => new Date(real.now().getTime() + 10_000) };
+    const minter = await TokenMinter.create({ now: () => real.now() });
+    const server = await serveJwks(() => minter.jwks());
+    const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+    const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock: ahead });
+    const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock: real });
+    const verifyAt = (clock: VerifierClock, replayStore: PostgresReplayStore, token: string) =>
+      verifyStepUpToken(token, {
+        issuer: TEST_ISSUER,
+        audience: TEST_AUDIENCE,
+        jwks: createJwksCache({ jwksUri: server.url, clock }),
+        expectedSubject: TEST_SUBJECT,
+        expectedAction: TEST_ACTION,
+        expectedContext: { ...TEST_CONTEXT },
+        replayStore,
+        clock,
+      });
+    try {
+      const token = await minter.mint(); // exp = T0 + 120 s; remembered until exp + 5 + 1 s
+      real.set(T0 + 100_000);
+      await verifyAt(ahead, a, token);
+      // A's clock reads past the row's expiry (B's does not), and A prunes.
+      real.set(T0 + 117_000);
+      await a.prune();
+      // B, on time, still accepts the token's exp: only the remembered jti can refuse it.
+      await assert.rejects(verifyAt(real, b, token), (err: unknown) => err instanceof StepUpTokenError && err.code === 'replayed');
+      // Once every clock is past the grace, the row goes.
+      real.set(T0 + (126 + 300 - 10) * 1000);
+      assert.equal(await a.prune(), 1);
+    } finally {
+      await a.close();
+      await b.close();
+      await server.close();
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await client.connect();
+      try {
+        await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      } finally {
+        await client.end();
+      }
     }
   });
 });
