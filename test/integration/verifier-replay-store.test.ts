@@ -399,4 +399,56 @@ describe('replay store specifics', () => {
       }
     }
   });
+
+  it('postgres: a consume PostgreSQL does not answer, or that waits for a pooled connection, fails (closed) within queryTimeoutMs', async (t) => {
+    if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return;
+    const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+    const store = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, queryTimeoutMs: 300 });
+    const blocker = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 1 });
+    // How a consume ends within `ms`: its answer, its failure, or 'still waiting'.
+    const within = async (ms: number, consume: Promise<boolean>) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiting = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve('still waiting'), ms);
+      });
+      try {
+        return await Promise.race([consume.then((first) => `answered ${first}`, (err: Error) => `failed: ${err.message}`), waiting]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      await store.init();
+      // Another session holds the row's lock (an insert of the same jti, not committed): the
+      // INSERT … ON CONFLICT waits for it, as it would for a server that stopped answering.
+      await blocker.connect();
+      await blocker.query('BEGIN');
+      await blocker.query(`INSERT INTO "${schema}".stepup_replay (jti, expires_at) VALUES ('held', 0)`);
+      const started = Date.now();
+      assert.match(await within(3000, store.consume('held', at(120))), /^failed: the replay store did not answer within 300 ms/);
+      assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+      await blocker.query('ROLLBACK');
+      // The store works on (the stuck connection was discarded). The timed-out INSERT may
+      // still have run once the lock was gone: then that jti reads as used — closed either way.
+      assert.equal(await store.consume('after', at(120)), true);
+
+      // An application-owned pool with no connection free: the wait is bounded too.
+      const shared = new PostgresReplayStore({ pool, schema, queryTimeoutMs: 300 });
+      await shared.init();
+      const busy = await pool.connect();
+      try {
+        assert.match(await within(3000, shared.consume('pool-1', at(120))), /^failed: the replay store did not answer within 300 ms/);
+      } finally {
+        busy.release();
+      }
+      assert.equal(await shared.consume('pool-2', at(120)), true);
+      assert.throws(() => new PostgresReplayStore({ pool, queryTimeoutMs: 0 }), TypeError);
+    } finally {
+      await blocker.end().catch(() => undefined);
+      await store.close();
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await pool.end();
+    }
+  });
 });
