@@ -86,12 +86,34 @@ export interface NewPendingFactor {
 }
 
 /**
+ * Serialises one user's enrolment starts: the user row is locked (PostgreSQL, FOR UPDATE;
+ * on SQLite every write transaction holds the database's write lock already, BEGIN
+ * IMMEDIATE) so a count of the user's factors and the insert that relies on it are not
+ * interleaved with another start's, in this process or another on the same database.
+ * Without it two parallel starts both count maxPerType - 1 and both insert. Throws
+ * not_found when the user is gone.
+ */
+export async function lockUserForEnrolment(gw: Gateway, tx: Tx, userId: string): Promise<void> {
+  const user = await tx
+    .selectFrom('users')
+    .select('id')
+    .where('id', '=', userId)
+    .$if(gw.store.dialect === 'postgres', (q) => q.forUpdate())
+    .executeTakeFirst();
+  if (user === undefined) throw new AppError('not_found', { detail: 'No such user.' });
+}
+
+/**
  * Starts an enrolment: a `pending` factor row that verification ignores. The user's older
  * pending rows of the same type are discarded (starting again replaces them), and the
- * per-type limit is checked against active factors.
+ * per-type limit is checked against active factors — with the user locked first
+ * (lockUserForEnrolment), so the limit holds under concurrency. Because a start always
+ * replaces the type's older pending row, a user has at most one pending row per type, and
+ * only it can become active: the count at the start bounds the count after activation.
  */
 export async function insertPendingFactor(gw: Gateway, tx: Tx, input: NewPendingFactor): Promise<string> {
   const nowMs = gw.clock.now().getTime();
+  await lockUserForEnrolment(gw, tx, input.userId);
   await tx.deleteFrom('factors').where('user_id', '=', input.userId).where('type', '=', input.type).where('status', '=', 'pending').execute();
   const active = await tx
     .selectFrom('factors')

@@ -6,7 +6,7 @@ import { enrolmentSummary, maskPhoneNumber, parseMobileNumber, renderSmsText, sm
 import { consumeOnce } from '../store/primitives.ts';
 import type { SmsEnrolmentCodesTable } from '../store/schema.ts';
 import { deliverSms, smsSenderOf } from './deliver-sms.ts';
-import { activatePendingFactor, checkLabel, type FactorView, insertPendingFactor, pendingFactor, toFactorView } from './factors.ts';
+import { activatePendingFactor, checkLabel, type FactorView, insertPendingFactor, lockUserForEnrolment, pendingFactor, toFactorView } from './factors.ts';
 import { smsCodeKey } from './sms-otp.ts';
 import type { AuditActor } from './users.ts';
 
@@ -89,13 +89,16 @@ export async function startSmsEnrolment(gw: Gateway, userId: string, input: { ph
   }
   const masked = maskPhoneNumber(parsed.e164);
   const label = input.label === undefined || input.label.trim() === '' ? masked : checkLabel(input.label);
-  const enrolled = await gw.store.db.selectFrom('factors').select('params').where('user_id', '=', userId).where('type', '=', 'sms_otp').where('status', '=', 'active').execute();
-  if (enrolled.some((f) => (JSON.parse(f.params) as Partial<SmsOtpParams>).phone === parsed.e164)) {
-    throw new AppError('conflict', { detail: 'This phone is already enrolled.', invalidParams: [{ pointer: '/phone', reason: 'already enrolled' }] });
-  }
   const params: SmsOtpParams = { phone: parsed.e164, phoneMasked: masked, country: parsed.region, callingCode: parsed.callingCode };
   const nowMs = gw.clock.now().getTime();
   const row = await gw.store.db.transaction().execute(async (tx) => {
+    // With the user locked, as insertPendingFactor does: a phone confirmed by a parallel
+    // enrolment is seen here, so one number is never enrolled twice.
+    await lockUserForEnrolment(gw, tx, userId);
+    const enrolled = await tx.selectFrom('factors').select('params').where('user_id', '=', userId).where('type', '=', 'sms_otp').where('status', '=', 'active').execute();
+    if (enrolled.some((f) => (JSON.parse(f.params) as Partial<SmsOtpParams>).phone === parsed.e164)) {
+      throw new AppError('conflict', { detail: 'This phone is already enrolled.', invalidParams: [{ pointer: '/phone', reason: 'already enrolled' }] });
+    }
     const factorId = await insertPendingFactor(gw, tx, { userId, type: 'sms_otp', label, params: { ...params } });
     const values: SmsEnrolmentCodesTable = { factor_id: factorId, user_id: userId, code_mac: null, attempts: 0, max_attempts: sms.maxAttempts, sends: 1, last_sent_at: nowMs, expires_at: nowMs, consumed_at: null };
     await tx.insertInto('sms_enrolment_codes').values(values).execute();

@@ -14,7 +14,27 @@ export interface PostgresReplayStoreOptions {
   clock?: VerifierClock;
   /** Expired rows are deleted at most this often (clock time). Default 60. */
   pruneIntervalSeconds?: number;
+  /**
+   * A row is deleted only this long after its expiry. The processes sharing the table each
+   * prune by their own clock: without the grace, one whose clock runs ahead deletes a jti
+   * that a process with a slower clock still accepts the token for (a replay). Must exceed
+   * the worst clock difference between them. Default 300.
+   */
+  pruneGraceSeconds?: number;
+  /**
+   * The longest a consume (and the table set-up) may take, waiting for a pooled connection
+   * included, before it fails (closed: the token is refused as `replay_store_unavailable`).
+   * Without it a PostgreSQL that stops answering — a network partition, a lock — would hold
+   * every request that presents a token for as long as TCP takes to give up. Default 5000.
+   */
+  queryTimeoutMs?: number;
 }
+
+/** How long past its expiry a row is kept by default (see `pruneGraceSeconds`). */
+export const DEFAULT_PRUNE_GRACE_SECONDS = 300;
+
+/** Default bound on one consume (see `queryTimeoutMs`). */
+export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 /**
  * Replay store in PostgreSQL: the choice when several relying-service processes or hosts
@@ -30,6 +50,8 @@ export class PostgresReplayStore implements ReplayStore {
   readonly #table: string;
   readonly #clock: VerifierClock;
   readonly #pruneIntervalMs: number;
+  readonly #pruneGraceMs: number;
+  readonly #timeoutMs: number;
   #ready: Promise<void> | undefined;
   #nextPruneAt = 0;
 
@@ -42,6 +64,10 @@ export class PostgresReplayStore implements ReplayStore {
     if (options.schema !== undefined) assertSqlIdentifier(options.schema, 'schema');
     const pruneIntervalSeconds = options.pruneIntervalSeconds ?? DEFAULT_PRUNE_INTERVAL_SECONDS;
     if (!Number.isFinite(pruneIntervalSeconds) || pruneIntervalSeconds < 0) throw new TypeError('pruneIntervalSeconds must be >= 0');
+    const pruneGraceSeconds = options.pruneGraceSeconds ?? DEFAULT_PRUNE_GRACE_SECONDS;
+    if (!Number.isFinite(pruneGraceSeconds) || pruneGraceSeconds < 0) throw new TypeError('pruneGraceSeconds must be >= 0');
+    const queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+    if (!Number.isSafeInteger(queryTimeoutMs) || queryTimeoutMs < 1) throw new TypeError('queryTimeoutMs must be a positive integer');
 
     this.#ownsPool = options.pool === undefined;
     this.#pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 5, connectionTimeoutMillis: 5000 });
@@ -59,11 +85,13 @@ export class PostgresReplayStore implements ReplayStore {
     this.#lockName = `stepgate-replay-store:${options.schema ?? ''}.${table}`;
     this.#clock = options.clock ?? systemClock;
     this.#pruneIntervalMs = pruneIntervalSeconds * 1000;
+    this.#pruneGraceMs = pruneGraceSeconds * 1000;
+    this.#timeoutMs = queryTimeoutMs;
   }
 
   /** Creates the schema and table if missing. Called by the first `consume`; call it at start-up to fail early. */
   init(): Promise<void> {
-    this.#ready ??= this.#createTable().catch((err: unknown) => {
+    this.#ready ??= this.#withDeadline(this.#createTable()).catch((err: unknown) => {
       this.#ready = undefined;
       throw err;
     });
@@ -82,14 +110,14 @@ export class PostgresReplayStore implements ReplayStore {
         // Pruning is housekeeping: it must not turn into a refused token.
       }
     }
-    const result = await this.#pool.query(
-      `INSERT INTO ${this.#qualifiedTable} (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING RETURNING jti`,
-      [jti, expiresAt.getTime()],
-    );
+    const result = await this.#query(`INSERT INTO ${this.#qualifiedTable} (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING RETURNING jti`, [
+      jti,
+      expiresAt.getTime(),
+    ]);
     return result.rowCount === 1;
   }
 
-  /** Deletes expired rows; returns how many. */
+  /** Deletes rows expired more than `pruneGraceSeconds` ago; returns how many. */
   async prune(): Promise<number> {
     await this.init();
     return this.#prune(this.#clock.now().getTime());
@@ -100,8 +128,30 @@ export class PostgresReplayStore implements ReplayStore {
   }
 
   async #prune(now: number): Promise<number> {
-    const result = await this.#pool.query(`DELETE FROM ${this.#qualifiedTable} WHERE expires_at <= $1`, [now]);
+    const result = await this.#query(`DELETE FROM ${this.#qualifiedTable} WHERE expires_at <= $1`, [now - this.#pruneGraceMs]);
     return result.rowCount ?? 0;
+  }
+
+  /** Rejects once `queryTimeoutMs` has passed; a late answer of `work` is dropped. */
+  async #withDeadline<T>(work: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`the replay store did not answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+    });
+    work.catch(() => undefined);
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * One pooled query within the deadline. pg's own query_timeout also ends the wait on the
+   * connection (which the pool then discards); the deadline covers waiting for a connection.
+   */
+  #query(text: string, values: unknown[]): Promise<pg.QueryResult> {
+    return this.#withDeadline(this.#pool.query({ text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig));
   }
 
   // Two processes starting at once would race on CREATE … IF NOT EXISTS (it is not atomic in
@@ -109,18 +159,20 @@ export class PostgresReplayStore implements ReplayStore {
   // with a transaction-scoped advisory lock.
   async #createTable(): Promise<void> {
     const client = await this.#pool.connect();
+    const run = (text: string, values: unknown[] = []) => client.query({ text, values, query_timeout: this.#timeoutMs } as pg.QueryConfig);
     try {
-      await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockName]);
-      if (this.#schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
-      await client.query(`CREATE TABLE IF NOT EXISTS ${this.#qualifiedTable} (jti text PRIMARY KEY, expires_at bigint NOT NULL)`);
-      await client.query(`CREATE INDEX IF NOT EXISTS "${this.#table}_expires_at" ON ${this.#qualifiedTable} (expires_at)`);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
+      await run('BEGIN');
+      await run('SELECT pg_advisory_xact_lock(hashtext($1))', [this.#lockName]);
+      if (this.#schema !== undefined) await run(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
+      await run(`CREATE TABLE IF NOT EXISTS ${this.#qualifiedTable} (jti text PRIMARY KEY, expires_at bigint NOT NULL)`);
+      await run(`CREATE INDEX IF NOT EXISTS "${this.#table}_expires_at" ON ${this.#qualifiedTable} (expires_at)`);
+      await run('COMMIT');
       client.release();
+    } catch (err) {
+      // The connection may still be busy with a timed-out statement: discard it rather than
+      // queue a ROLLBACK behind it (PostgreSQL rolls the transaction back when it goes).
+      client.release(true);
+      throw err;
     }
   }
 }

@@ -7,8 +7,18 @@ import { join, resolve } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { FixedClock } from '../../src/clock.ts';
-import { MemoryReplayStore, PostgresReplayStore, SqliteReplayStore, type ReplayStore } from '../../src/verifier/index.ts';
+import {
+  createJwksCache,
+  MemoryReplayStore,
+  PostgresReplayStore,
+  SqliteReplayStore,
+  StepUpTokenError,
+  verifyStepUpToken,
+  type ReplayStore,
+  type VerifierClock,
+} from '../../src/verifier/index.ts';
 import { TEST_DATABASE_URL, unavailable } from '../helpers/env.ts';
+import { serveJwks, TEST_ACTION, TEST_AUDIENCE, TEST_CONTEXT, TEST_ISSUER, TEST_SUBJECT, TokenMinter } from '../helpers/token-minter.ts';
 
 /**
  * One conformance suite every replay store runs: first use wins once, under concurrency, also
@@ -64,9 +74,10 @@ const backends: Backend[] = [
     async open(t, clock) {
       if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return undefined;
       const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
-      // Separate pools: as two relying-service processes would have.
-      const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
-      const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock });
+      // Separate pools: as two relying-service processes would have. No prune grace here, so
+      // the shared suite sees rows go at their expiry (the grace has its own test below).
+      const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock, pruneGraceSeconds: 0 });
+      const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock, pruneGraceSeconds: 0 });
       return {
         a,
         b,
@@ -337,6 +348,105 @@ describe('replay store specifics', () => {
       assert.throws(() => new PostgresReplayStore({ pool, schema: 'Bad-Name' }), TypeError);
       assert.throws(() => new PostgresReplayStore({ pool, tableName: 'a"b' }), TypeError);
     } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await pool.end();
+    }
+  });
+
+  it('postgres: a process whose clock runs ahead does not delete a jti another process still accepts the token for', async (t) => {
+    if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return;
+    // Two hosts of one relying service on one table; host A's clock runs 10 s ahead of B's.
+    const real = new FixedClock(T0);
+    const ahead: VerifierClock = { now: () => new Date(real.now().getTime() + 10_000) };
+    const minter = await TokenMinter.create({ now: () => real.now() });
+    const server = await serveJwks(() => minter.jwks());
+    const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+    const a = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock: ahead });
+    const b = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, clock: real });
+    const verifyAt = (clock: VerifierClock, replayStore: PostgresReplayStore, token: string) =>
+      verifyStepUpToken(token, {
+        issuer: TEST_ISSUER,
+        audience: TEST_AUDIENCE,
+        jwks: createJwksCache({ jwksUri: server.url, clock }),
+        expectedSubject: TEST_SUBJECT,
+        expectedAction: TEST_ACTION,
+        expectedContext: { ...TEST_CONTEXT },
+        replayStore,
+        clock,
+      });
+    try {
+      const token = await minter.mint(); // exp = T0 + 120 s; remembered until exp + 5 + 1 s
+      real.set(T0 + 100_000);
+      await verifyAt(ahead, a, token);
+      // A's clock reads past the row's expiry (B's does not), and A prunes.
+      real.set(T0 + 117_000);
+      await a.prune();
+      // B, on time, still accepts the token's exp: only the remembered jti can refuse it.
+      await assert.rejects(verifyAt(real, b, token), (err: unknown) => err instanceof StepUpTokenError && err.code === 'replayed');
+      // Once every clock is past the grace, the row goes.
+      real.set(T0 + (126 + 300 - 10) * 1000);
+      assert.equal(await a.prune(), 1);
+    } finally {
+      await a.close();
+      await b.close();
+      await server.close();
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await client.connect();
+      try {
+        await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      } finally {
+        await client.end();
+      }
+    }
+  });
+
+  it('postgres: a consume PostgreSQL does not answer, or that waits for a pooled connection, fails (closed) within queryTimeoutMs', async (t) => {
+    if (TEST_DATABASE_URL === '' && unavailable(t, 'STEPGATE_TEST_DATABASE_URL is not set')) return;
+    const schema = `replay_${process.pid}_${randomBytes(5).toString('hex')}`;
+    const store = new PostgresReplayStore({ connectionString: TEST_DATABASE_URL, schema, queryTimeoutMs: 300 });
+    const blocker = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 1 });
+    // How a consume ends within `ms`: its answer, its failure, or 'still waiting'.
+    const within = async (ms: number, consume: Promise<boolean>) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiting = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve('still waiting'), ms);
+      });
+      try {
+        return await Promise.race([consume.then((first) => `answered ${first}`, (err: Error) => `failed: ${err.message}`), waiting]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      await store.init();
+      // Another session holds the row's lock (an insert of the same jti, not committed): the
+      // INSERT … ON CONFLICT waits for it, as it would for a server that stopped answering.
+      await blocker.connect();
+      await blocker.query('BEGIN');
+      await blocker.query(`INSERT INTO "${schema}".stepup_replay (jti, expires_at) VALUES ('held', 0)`);
+      const started = Date.now();
+      assert.match(await within(3000, store.consume('held', at(120))), /^failed: the replay store did not answer within 300 ms/);
+      assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+      await blocker.query('ROLLBACK');
+      // The store works on (the stuck connection was discarded). The timed-out INSERT may
+      // still have run once the lock was gone: then that jti reads as used — closed either way.
+      assert.equal(await store.consume('after', at(120)), true);
+
+      // An application-owned pool with no connection free: the wait is bounded too.
+      const shared = new PostgresReplayStore({ pool, schema, queryTimeoutMs: 300 });
+      await shared.init();
+      const busy = await pool.connect();
+      try {
+        assert.match(await within(3000, shared.consume('pool-1', at(120))), /^failed: the replay store did not answer within 300 ms/);
+      } finally {
+        busy.release();
+      }
+      assert.equal(await shared.consume('pool-2', at(120)), true);
+      assert.throws(() => new PostgresReplayStore({ pool, queryTimeoutMs: 0 }), TypeError);
+    } finally {
+      await blocker.end().catch(() => undefined);
+      await store.close();
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await pool.end();
     }

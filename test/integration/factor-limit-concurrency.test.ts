@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import supertest from 'supertest';
+import { createApp } from '../../src/app.ts';
+import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
+import { createUser } from '../../src/flows/users.ts';
+import { createGateway, type Gateway } from '../../src/gateway.ts';
+import { createLogger } from '../../src/logger.ts';
+import type { Store } from '../../src/store/database.ts';
+import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
+import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
+import { testDialects } from '../helpers/stores.ts';
+
+/**
+ * factors.maxPerType holds under concurrency: an enrolment start counts the user's active
+ * factors of the type and inserts one more, with the user row locked (PostgreSQL) or inside
+ * SQLite's write lock, so parallel starts — in one process or in two gateway processes on
+ * one PostgreSQL — never add more than the limit. A helpdesk assignment of a hardware
+ * token is a start and its activation in one transaction: the sharpest case.
+ */
+
+const PASSWORD = 'a long enough passphrase 7';
+const MAX_PER_TYPE = 3;
+const PARALLEL = 12;
+
+for (const dialect of testDialects()) {
+  describe(`factors.maxPerType under concurrency (${dialect})`, () => {
+    let t: TestGateway;
+    /** PostgreSQL: a second gateway process on the same database. */
+    let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let cookie: string[];
+    let csrf: string;
+
+    before(async () => {
+      t = await createTestGateway({ dialect, config: { factors: { maxPerType: MAX_PER_TYPE } } });
+      await createUser(t.gw, { username: 'desk', password: PASSWORD, roles: ['helpdesk'] }, { actor: 'test' });
+      const res = await t.http().post('/v1/login').send({ username: 'desk', password: PASSWORD }).expect(200);
+      cookie = res.headers['set-cookie'] as unknown as string[];
+      csrf = res.body.csrf_token as string;
+      if (dialect === 'postgres') {
+        const store = await t.database.open();
+        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
+        second = { gw: gw2, store, app: createApp(gw2).app };
+      }
+    });
+    after(async () => {
+      await second?.gw.close();
+      await second?.store.close();
+      await t.close();
+    });
+
+    it(`${PARALLEL} parallel token assignments to one user: exactly ${MAX_PER_TYPE} succeed, the rest get the 409 limit problem`, async (tc) => {
+      if (needOathtool(tc)) return;
+      const user = await createUser(t.gw, { username: 'many-tokens', password: PASSWORD }, { actor: 'test' });
+      const seeds = Array.from({ length: PARALLEL }, () => randomSeedHex());
+      const csv = seeds.map((seed, i) => `LIM-${i},${seed},hotp,6,0`).join('\n');
+      await importTokenFile(t.gw, { data: Buffer.from(csv), fileName: 'limit.csv', source: 'cli' }, { actor: 'test' });
+      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const results = await Promise.all(
+        seeds.map((seed, i) =>
+          supertest(apps[i % apps.length] as (typeof apps)[number])
+            .post(`/v1/admin/hardware-tokens/LIM-${i}/assign`)
+            .set('Cookie', cookie)
+            .set('X-CSRF-Token', csrf)
+            .send({ user_id: user.id, code: oathHotp(seed, 0), reason: 'issued at the branch' }),
+        ),
+      );
+      const statuses = results.map((r) => r.status);
+      assert.equal(statuses.filter((s) => s === 200).length, MAX_PER_TYPE, statuses.join());
+      for (const r of results.filter((x) => x.status !== 200)) {
+        assert.equal(r.status, 409, JSON.stringify(r.body));
+        assert.match(String(r.headers['content-type']), /^application\/problem\+json/);
+        assert.equal(r.body.code, 'conflict');
+        assert.deepEqual(r.body.invalid_params, [{ pointer: '/type', reason: 'limit reached' }]);
+      }
+      const active = await t.gw.store.db.selectFrom('factors').select('id').where('user_id', '=', user.id).where('type', '=', 'hardware_otp').where('status', '=', 'active').execute();
+      assert.equal(active.length, MAX_PER_TYPE);
+      // The refused assignments changed nothing: their tokens are still in stock.
+      const assigned = await t.gw.store.db.selectFrom('hardware_tokens').select('serial').where('user_id', '=', user.id).where('state', '=', 'assigned').execute();
+      assert.equal(assigned.length, MAX_PER_TYPE);
+      const enrolled = await t.gw.store.db.selectFrom('audit_log').select('seq').where('type', '=', 'factor.enrolled').where('subject', '=', user.id).execute();
+      assert.equal(enrolled.length, MAX_PER_TYPE);
+    });
+  });
+}
