@@ -52,7 +52,9 @@ function rejected(problems: TokenProblem[], total: number): AppError {
   const more = problems.length > listed.length ? ` The first ${listed.length} are listed.` : '';
   return new AppError('token_import_rejected', {
     detail: `${problems.length} of ${total} tokens are not acceptable; nothing was imported.${more}`,
-    invalidParams: listed.map((p) => ({ pointer: `/tokens/${p.index}`, reason: `serial ${p.serial ?? '(none)'}: ${p.code}: ${p.reason}` })),
+    // p.serial is set only where the reader judged it safe to repeat (a valid serial that
+    // does not look like a seed); CSV problems name the line and column instead.
+    invalidParams: listed.map((p) => ({ pointer: `/tokens/${p.index}`, reason: `${p.serial === null ? '' : `serial ${p.serial}: `}${p.code}: ${p.reason}` })),
   });
 }
 

@@ -239,7 +239,7 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
       query: uploadQuery,
       responses: {
         201: { description: 'imported', schema: z.object({ import: importJsonSchema }) },
-        400: { description: 'token_file_invalid, token_file_key_required, token_file_decryption_failed, token_import_rejected (invalid_params name each token by serial)' },
+        400: { description: 'token_file_invalid, token_file_key_required, token_file_decryption_failed, token_import_rejected (invalid_params name each refused token by position: PSKC with its serial, CSV by line and column; never a value that could be a seed)' },
         413: { description: 'token_file_too_large / payload_too_large' },
         415: { description: 'a JSON or form body' },
       },

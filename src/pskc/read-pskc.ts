@@ -1,6 +1,6 @@
 import { AppError } from '../errors/app-error.ts';
 import { type CipherName, checkValueMac, cipherOf, DecryptFailed, decryptValue, type MacName, macOf, type Pbkdf2Params, pbkdf2Key, type PrfName } from './pskc-crypto.ts';
-import { checkTokenParameters, normaliseSerial, type TokenAlgorithm, type TokenKind, type TokenProblem, type TokenProblemCode, type TokenSpec } from './token-spec.ts';
+import { checkTokenParameters, looksLikeSeed, normaliseSerial, reportableSerial, type TokenAlgorithm, type TokenKind, type TokenProblem, type TokenProblemCode, type TokenSpec } from './token-spec.ts';
 import { attr, child, children, parseXml, text, textAt, XmlRefused, type XmlNode } from './xml-tree.ts';
 
 /**
@@ -12,6 +12,12 @@ import { attr, child, children, parseXml, text, textAt, XmlRefused, type XmlNode
  * given), `token_file_decryption_failed` (wrong key, wrong password, or any MAC that does not
  * verify: deliberately one error). Problems of single tokens are collected with their serial
  * so the operator sees all of them at once; the caller imports nothing when there is any.
+ *
+ * No problem or error repeats a value from the file (an algorithm URI, a suite, a usage…)
+ * unless it is a well-formed URI or a word of PSKC's own vocabulary: a file with its
+ * elements mixed up may hold a seed anywhere, and these reports reach the uploader's screen,
+ * the CLI's output and the import history. A serial is repeated only when it is a valid
+ * serial that does not look like a seed (token-spec.ts reportableSerial).
  */
 
 export const PSKC_NAMESPACE = 'urn:ietf:params:xml:ns:keyprov:pskc';
@@ -35,6 +41,24 @@ export interface ReadResult {
   problems: TokenProblem[];
   encryption: PskcEncryption;
 }
+
+/**
+ * A value from the file as a report may quote it: a URI (an algorithm identifier), or one of
+ * the words PSKC defines for that place; anything else is described, not repeated.
+ */
+function shown(value: string | undefined, words: readonly string[] = []): string {
+  if (value === undefined || value.trim() === '') return '(none)';
+  const v = value.trim();
+  if (words.some((w) => w.toLowerCase() === v.toLowerCase())) return v;
+  if (/^(?:urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:|https?:\/\/)[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]{1,200}$/.test(v) && !looksLikeSeed(v.replace(/^.*[:#/]/, ''))) return v;
+  return 'a value that is not repeated here';
+}
+
+/** Words of RFC 6030 (and of vendors' files) that are safe to repeat in a report. */
+const ENCODINGS = ['DECIMAL', 'HEXADECIMAL', 'ALPHANUMERIC', 'BASE64', 'BINARY'];
+const KEY_USAGES = ['OTP', 'CR', 'Encrypt', 'Integrity', 'Verify', 'Unlock', 'Decrypt', 'KeyWrap', 'Unwrap', 'Derive', 'Generate'];
+const PIN_MODES = ['Local', 'Prepend', 'Append', 'Algorithmic'];
+const SUITES = ['SHA1', 'SHA-1', 'SHA224', 'SHA-224', 'SHA256', 'SHA-256', 'SHA384', 'SHA-384', 'SHA512', 'SHA-512', 'MD5', 'SM3', 'HMAC-SHA1', 'HMAC-SHA224', 'HMAC-SHA256', 'HMAC-SHA384', 'HMAC-SHA512', 'HMAC-MD5', 'HMAC-SM3'];
 
 function invalid(reason: string, pointer = ''): AppError {
   return new AppError('token_file_invalid', { detail: `Not an acceptable PSKC file: ${reason}.`, invalidParams: [{ pointer, reason }] });
@@ -74,7 +98,7 @@ interface Crypto {
 function encryptedValueParts(node: XmlNode, where: string): { cipher: CipherName; value: Buffer } {
   const method = attr(child(node, 'EncryptionMethod'), 'Algorithm');
   const cipher = cipherOf(method);
-  if (cipher === undefined) throw invalid(`unsupported encryption algorithm ${method ?? '(none)'}; supported: aes128-cbc, aes192-cbc, aes256-cbc, kw-aes128, kw-aes192, kw-aes256`, `${where}/EncryptionMethod`);
+  if (cipher === undefined) throw invalid(`unsupported encryption algorithm ${shown(method)}; supported: aes128-cbc, aes192-cbc, aes256-cbc, kw-aes128, kw-aes192, kw-aes256`, `${where}/EncryptionMethod`);
   return { cipher, value: base64(textAt(node, 'CipherData', 'CipherValue'), `${where}/CipherData/CipherValue`) };
 }
 
@@ -99,7 +123,7 @@ function encryptionKeyOf(container: XmlNode, options: ReadPskcOptions): { encryp
   }
   const method = child(derived, 'KeyDerivationMethod');
   const algorithm = attr(method, 'Algorithm') ?? '';
-  if (!/#pbkdf2$/i.test(algorithm)) throw invalid(`unsupported key derivation ${algorithm || '(none)'}; only PBKDF2 is supported`, '/KeyContainer/EncryptionKey/DerivedKey/KeyDerivationMethod');
+  if (!/#pbkdf2$/i.test(algorithm)) throw invalid(`unsupported key derivation ${shown(algorithm)}; only PBKDF2 is supported`, '/KeyContainer/EncryptionKey/DerivedKey/KeyDerivationMethod');
   if (options.password === undefined) {
     throw new AppError('token_file_key_required', { detail: 'The file is protected with a password (PBKDF2): give the password the vendor sent separately.', invalidParams: [{ pointer: '/password', reason: 'required for this file' }] });
   }
@@ -116,7 +140,7 @@ function encryptionKeyOf(container: XmlNode, options: ReadPskcOptions): { encryp
   const prfNode = child(p, 'PRF');
   const prfUri = attr(prfNode, 'Algorithm') ?? text(prfNode);
   const prf: PrfName | undefined = prfUri === undefined ? 'sha1' : macOf(prfUri);
-  if (prf === undefined) throw invalid(`unsupported PBKDF2 PRF ${prfUri}`, `${where}/PRF`);
+  if (prf === undefined) throw invalid(`unsupported PBKDF2 PRF ${shown(prfUri)}`, `${where}/PRF`);
   const params: Pbkdf2Params = { salt, iterations, keyLength, prf };
   const password = options.password;
   return { encryption: 'pbkdf2', derive: () => pbkdf2Key(password, params) };
@@ -134,7 +158,7 @@ function macOfContainer(container: XmlNode, key: Buffer): MacInfo | undefined {
   const algorithm = attr(method, 'Algorithm');
   if (algorithm === undefined) return undefined;
   const name = macOf(algorithm);
-  if (name === undefined) throw invalid(`unsupported MAC algorithm ${algorithm}`, '/KeyContainer/MACMethod');
+  if (name === undefined) throw invalid(`unsupported MAC algorithm ${shown(algorithm)}`, '/KeyContainer/MACMethod');
   const macKeyNode = child(method, 'MACKey');
   if (macKeyNode === undefined) return { name, key };
   const { cipher, value } = encryptedValueParts(macKeyNode, '/KeyContainer/MACMethod/MACKey');
@@ -198,7 +222,7 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
   // Prefixes are dropped by the parser; the namespace itself must still be PSKC's.
   if (!data.includes(PSKC_NAMESPACE)) throw invalid(`the document is not in the PSKC namespace ${PSKC_NAMESPACE}`, '/KeyContainer');
   const version = attr(container, 'Version');
-  if (version !== '1.0') throw invalid(`PSKC Version must be 1.0, not ${version ?? '(none)'}`, '/KeyContainer/@Version');
+  if (version !== '1.0') throw invalid(`PSKC Version must be 1.0, not ${shown(version, ['1.0', '1.1', '2.0'])}`, '/KeyContainer/@Version');
   if (child(container, 'Signature') !== undefined) {
     // An XML signature we cannot verify must not look verified.
     throw invalid('signed PSKC files are not supported; ask the vendor for an unsigned file protected with a transport key or password', '/KeyContainer/Signature');
@@ -273,13 +297,14 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
     const keys = children(pkg, 'Key');
     const rawSerial = textAt(device, 'SerialNo') ?? attr(keys[0], 'Id') ?? null;
     const problem = (code: TokenProblemCode, reason: string): void => {
-      problems.push({ index, serial: rawSerial, code, reason });
+      problems.push({ index, serial: reportableSerial(rawSerial), code, reason });
     };
     let secret: Buffer | undefined;
     try {
       if (rawSerial === null || rawSerial.trim() === '') throw new TokenRefused('missing_serial', 'the token has no DeviceInfo/SerialNo (nor a Key Id)');
       const serial = normaliseSerial(rawSerial);
       if (serial === undefined) throw new TokenRefused('invalid_serial', 'a serial has 1–64 letters, digits, ".", "_" or "-"');
+      if (looksLikeSeed(rawSerial)) throw new TokenRefused('invalid_serial', 'DeviceInfo/SerialNo (or the Key Id) looks like a seed, not a serial');
       if (seen.has(serial)) throw new TokenRefused('duplicate_serial', 'the serial appears more than once in the file');
       seen.add(serial);
       if (keys.length !== 1) throw new TokenRefused('several_keys', `a token must hold exactly one key, this one holds ${keys.length}`);
@@ -288,14 +313,14 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
 
       const algorithmUri = attr(key, 'Algorithm');
       const kind = algorithmOf(algorithmUri);
-      if (kind === undefined) throw new TokenRefused('unsupported_algorithm', `key algorithm ${algorithmUri ?? '(none)'} is not HOTP or TOTP`);
+      if (kind === undefined) throw new TokenRefused('unsupported_algorithm', `key algorithm ${shown(algorithmUri)} is not HOTP or TOTP`);
       const params = child(key, 'AlgorithmParameters');
       const suite = textAt(params, 'Suite');
       const algorithm = suiteOf(suite);
-      if (algorithm === undefined) throw new TokenRefused('unsupported_algorithm', `suite ${suite} is not SHA1, SHA256, SHA512 or SM3`);
+      if (algorithm === undefined) throw new TokenRefused('unsupported_algorithm', `suite ${shown(suite, SUITES)} is not SHA1, SHA256, SHA512 or SM3`);
       const response = child(params, 'ResponseFormat');
       const encoding = attr(response, 'Encoding');
-      if (encoding !== undefined && encoding.toUpperCase() !== 'DECIMAL') throw new TokenRefused('unsupported_algorithm', `response encoding ${encoding} is not DECIMAL`);
+      if (encoding !== undefined && encoding.toUpperCase() !== 'DECIMAL') throw new TokenRefused('unsupported_algorithm', `response encoding ${shown(encoding, ENCODINGS)} is not DECIMAL`);
       if (attr(response, 'CheckDigits') === 'true') throw new TokenRefused('unsupported_algorithm', 'responses with a Luhn check digit are not supported');
       const lengthText = attr(response, 'Length');
       const digits = lengthText === undefined ? 6 : /^\d{1,2}$/.test(lengthText) ? Number(lengthText) : Number.NaN;
@@ -305,7 +330,7 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
       let challengeLength: number | null = null;
       if (challengeFormat !== undefined) {
         const challengeEncoding = (attr(challengeFormat, 'Encoding') ?? '').toUpperCase();
-        if (challengeEncoding !== 'DECIMAL') throw new TokenRefused('unsupported_algorithm', `challenge encoding ${challengeEncoding || '(none)'} is not DECIMAL`);
+        if (challengeEncoding !== 'DECIMAL') throw new TokenRefused('unsupported_algorithm', `challenge encoding ${shown(challengeEncoding, ENCODINGS)} is not DECIMAL`);
         if (attr(challengeFormat, 'CheckDigits') === 'true') throw new TokenRefused('unsupported_algorithm', 'challenges with a check digit are not supported');
         const maxText = attr(challengeFormat, 'Max') ?? '';
         const minText = attr(challengeFormat, 'Min') ?? maxText;
@@ -315,9 +340,9 @@ export function readPskc(data: string, options: ReadPskcOptions): ReadResult {
 
       const policy = child(key, 'Policy');
       const usages = children(policy, 'KeyUsage').map((u) => (text(u) ?? '').trim());
-      if (usages.length > 0 && !usages.includes('OTP')) throw new TokenRefused('unsupported_policy', `the key may only be used for ${usages.join(', ')}, not OTP`);
+      if (usages.length > 0 && !usages.includes('OTP')) throw new TokenRefused('unsupported_policy', `the key may only be used for ${usages.map((u) => shown(u, KEY_USAGES)).join(', ')}, not OTP`);
       const pinMode = attr(child(policy, 'PINPolicy'), 'PINUsageMode');
-      if (pinMode !== undefined && pinMode !== 'Local') throw new TokenRefused('unsupported_policy', `PIN usage mode ${pinMode} needs a server-side PIN, which is not supported (only Local)`);
+      if (pinMode !== undefined && pinMode !== 'Local') throw new TokenRefused('unsupported_policy', `PIN usage mode ${shown(pinMode, PIN_MODES)} needs a server-side PIN, which is not supported (only Local)`);
       const validFrom = later(dateOf(textAt(device, 'StartDate'), 'DeviceInfo/StartDate'), dateOf(textAt(policy, 'StartDate'), 'Policy/StartDate'));
       const validUntil = earlier(dateOf(textAt(device, 'ExpiryDate'), 'DeviceInfo/ExpiryDate'), dateOf(textAt(policy, 'ExpiryDate'), 'Policy/ExpiryDate'));
 

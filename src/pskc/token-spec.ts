@@ -80,6 +80,30 @@ export function normaliseSerial(raw: string): string | undefined {
   return /^[A-Z0-9][A-Z0-9._-]{0,63}$/.test(s) ? s : undefined;
 }
 
+/**
+ * Whether a serial field holds what is far more likely a seed: 128 bits or more written as
+ * hex or base32, or base64-like mixed case. A file whose columns (CSV) or elements are
+ * mixed up would otherwise import the seed as the serial — the one field that is shown,
+ * searched, put in URLs, logs and the audit log. Real serials are short (10–16
+ * characters) and do not look like this; a file that has one is refused, not guessed at.
+ */
+export function looksLikeSeed(raw: string): boolean {
+  const s = raw.trim().replace(/[\s-]/g, '');
+  if (/^[0-9a-fA-F]{32,}$/.test(s)) return true;
+  if (/^[A-Za-z2-7]{26,}$/.test(s) && /[2-7]/.test(s) && /[A-Za-z]/.test(s)) return true;
+  return /^[A-Za-z0-9+/]{22,}={0,2}$/.test(s) && /[a-z]/.test(s) && /[A-Z]/.test(s) && /[0-9]/.test(s);
+}
+
+/**
+ * A file's serial as a problem report may repeat it: only a valid serial that does not look
+ * like a seed. Anything else (a misplaced seed, a broken field) is never echoed: the report
+ * names where it is instead.
+ */
+export function reportableSerial(raw: string | null | undefined): string | null {
+  if (raw === null || raw === undefined) return null;
+  return normaliseSerial(raw) !== undefined && !looksLikeSeed(raw) ? raw.trim() : null;
+}
+
 /** Checks the parameters every reader shares; returns the first problem or undefined. */
 export function checkTokenParameters(spec: Omit<TokenSpec, 'seed' | 'serial' | 'index'> & { seedLength: number }, now: Date): { code: TokenProblemCode; reason: string } | undefined {
   if (!Number.isInteger(spec.digits) || spec.digits < MIN_DIGITS || spec.digits > MAX_DIGITS) {

@@ -3,6 +3,7 @@ import { createSecretKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { isAppError } from '../../src/errors/app-error.ts';
 import { tokenCodeGenerator } from '../../src/otp/index.ts';
+import { base32Encode } from '../../src/otp/base32.ts';
 import { readTokenFile, type ReadTokenFileOptions, type TokenFile } from '../../src/pskc/index.ts';
 import { needOathtool, needPskc, oathHotp, oathTotp, type PskcJob, randomSeedHex, writePskc } from '../helpers/hardware-tokens.ts';
 
@@ -185,6 +186,72 @@ describe('PSKC: per-token problems name the serial', () => {
   });
 });
 
+describe('PSKC: a seed in the wrong element is never repeated', () => {
+  const raw = Buffer.from(randomSeedHex(20), 'hex');
+  const hex = raw.toString('hex');
+  const b32 = base32Encode(raw);
+  const b64 = raw.toString('base64');
+  const encodings = [hex, hex.toUpperCase(), b32, b32.toLowerCase(), b64, b64.replace(/=+$/, '')];
+  const container = (inner: string, version = '1.0') => `<?xml version="1.0"?>\n<KeyContainer Version="${version}" xmlns="urn:ietf:params:xml:ns:keyprov:pskc">${inner}</KeyContainer>`;
+  const pkg = (o: { serial?: string; algorithm?: string; suite?: string; encoding?: string; usage?: string; pin?: string }) =>
+    `<KeyPackage><DeviceInfo><SerialNo>${o.serial ?? 'P-1'}</SerialNo></DeviceInfo><Key Algorithm="${o.algorithm ?? 'urn:ietf:params:xml:ns:keyprov:pskc:hotp'}">` +
+    `<AlgorithmParameters>${o.suite === undefined ? '' : `<Suite>${o.suite}</Suite>`}<ResponseFormat Length="6"${o.encoding === undefined ? '' : ` Encoding="${o.encoding}"`}/></AlgorithmParameters>` +
+    `<Data><Secret><PlainValue>${b64}</PlainValue></Secret></Data>` +
+    `${o.usage === undefined && o.pin === undefined ? '' : `<Policy>${o.usage === undefined ? '' : `<KeyUsage>${o.usage}</KeyUsage>`}${o.pin === undefined ? '' : `<PINPolicy PINUsageMode="${o.pin}"/>`}</Policy>`}</Key></KeyPackage>`;
+  const leaks = (text: string) => encodings.filter((e) => text.includes(e));
+
+  it('per-token problems', () => {
+    const file = read(
+      container(
+        pkg({ serial: hex }) +
+          pkg({ serial: b32 }) +
+          pkg({ serial: 'P-3', algorithm: b64 }) +
+          pkg({ serial: 'P-4', algorithm: `urn:ietf:params:xml:ns:keyprov:pskc#${b32}` }) +
+          pkg({ serial: 'P-5', suite: b32 }) +
+          pkg({ serial: 'P-6', encoding: hex }) +
+          pkg({ serial: 'P-7', usage: b32 }) +
+          pkg({ serial: 'P-8', pin: b32 }),
+      ),
+    );
+    assert.deepEqual(file.tokens, []);
+    assert.deepEqual(
+      file.problems.map((p) => [p.index, p.serial, p.code]),
+      [
+        [0, null, 'invalid_serial'],
+        [1, null, 'invalid_serial'],
+        [2, 'P-3', 'unsupported_algorithm'],
+        [3, 'P-4', 'unsupported_algorithm'],
+        [4, 'P-5', 'unsupported_algorithm'],
+        [5, 'P-6', 'unsupported_algorithm'],
+        [6, 'P-7', 'unsupported_policy'],
+        [7, 'P-8', 'unsupported_policy'],
+      ],
+    );
+    assert.deepEqual(leaks(JSON.stringify(file.problems)), []);
+  });
+  it('what a report may still quote: URIs and PSKC words', () => {
+    const file = read(container(pkg({ serial: 'Q-1', algorithm: 'urn:ietf:params:xml:ns:keyprov:pskc#OCRA-1:HOTP-SHA1-6:QN08' }) + pkg({ serial: 'Q-2', suite: 'MD5' }) + pkg({ serial: 'Q-3', usage: 'Encrypt' })));
+    assert.deepEqual(
+      file.problems.map((p) => p.reason),
+      ['key algorithm urn:ietf:params:xml:ns:keyprov:pskc#OCRA-1:HOTP-SHA1-6:QN08 is not HOTP or TOTP', 'suite MD5 is not SHA1, SHA256, SHA512 or SM3', 'the key may only be used for Encrypt, not OTP'],
+    );
+  });
+  it('file-level errors: version, malformed XML (a seed as a tag or attribute name)', () => {
+    for (const xml of [container(pkg({}), b32), container(`<${b32}>${pkg({})}</${b32.toLowerCase()}>`), container(`<KeyPackage ${b32}="1" ${b32}="2"/>`), `${container(pkg({}))}<${b32}/>`]) {
+      let detail = '';
+      try {
+        read(xml);
+      } catch (err) {
+        assert.ok(isAppError(err));
+        assert.equal(err.code, 'token_file_invalid');
+        detail = JSON.stringify({ detail: err.detail, invalidParams: err.invalidParams });
+      }
+      assert.notEqual(detail, '', 'refused');
+      assert.deepEqual(leaks(detail), [], detail);
+    }
+  });
+});
+
 describe('hostile XML', () => {
   const container = (inner: string) => `<?xml version="1.0"?>\n<KeyContainer Version="1.0" xmlns="urn:ietf:params:xml:ns:keyprov:pskc">${inner}</KeyContainer>`;
   const plain = (serial: string) =>
@@ -257,21 +324,55 @@ describe('CSV', () => {
     assert.ok(first);
     assert.equal(tokenCodeGenerator(createSecretKey(first.seed), first)(5), oathHotp(seed, 5));
   });
-  it('bad rows are reported with serial and line; duplicate serials too', () => {
+  it('bad rows are reported by line and column, never by a value from the file; duplicate serials too', () => {
     const seed = randomSeedHex(20);
     const file = read([`OK,${seed},hotp,6,0`, `BAD-TYPE,${seed},motp,6,0`, `SHORT,${seed}`, `WEAK,abcd,hotp,6,0`, `NOSEED,not a seed!,hotp,6,0`, `PERIOD,${seed},totp,6,0`, `ok,${seed},hotp,6,0`, `ALG,${seed},hotp,6,0,MD5`].join('\n'));
     assert.deepEqual(file.tokens.map((x) => x.serial), ['OK']);
     assert.deepEqual(
       file.problems.map((p) => [p.serial, p.code, p.reason.split(':')[0]]),
       [
-        ['BAD-TYPE', 'unsupported_algorithm', 'line 2'],
-        ['SHORT', 'invalid_parameter', 'line 3'],
-        ['WEAK', 'weak_secret', 'line 4'],
-        ['NOSEED', 'missing_secret', 'line 5'],
-        ['PERIOD', 'invalid_parameter', 'line 6'],
-        ['ok', 'duplicate_serial', 'line 7'],
-        ['ALG', 'unsupported_algorithm', 'line 8'],
+        [null, 'unsupported_algorithm', 'line 2, column 3 (type)'],
+        [null, 'invalid_parameter', 'line 3'],
+        [null, 'weak_secret', 'line 4'],
+        [null, 'missing_secret', 'line 5, column 2 (seed)'],
+        [null, 'invalid_parameter', 'line 6'],
+        [null, 'duplicate_serial', 'line 7, column 1 (serial)'],
+        [null, 'unsupported_algorithm', 'line 8, column 6 (algorithm)'],
       ],
     );
+    assert.match(file.problems[5]?.reason ?? '', /the same serial as line 1$/);
+    for (const p of file.problems) assert.doesNotMatch(p.reason, /motp|MD5|not a seed|BAD-TYPE|NOSEED/);
+  });
+  it('a seed in the wrong column is never repeated, and a seed where the serial belongs is refused, not imported as a serial', () => {
+    const raw = Buffer.from(randomSeedHex(20), 'hex');
+    const hex = raw.toString('hex');
+    const b32 = base32Encode(raw);
+    const b64 = raw.toString('base64').replace(/=+$/, '');
+    const lines = [
+      `${hex},FOB-1,hotp,6,0`, // seed,serial swapped
+      `${b32},FOB-2,totp,6,30`, // the same, base32
+      `${b64},FOB-3,hotp,6,0`, // base64 (not a CSV encoding, still a seed)
+      `FOB-4,hotp,${hex},6,0`, // seed in the type column
+      `FOB-5,${hex},hotp,${hex},0`, // …the digits column
+      `FOB-6,${hex},hotp,6,${b32}`, // …the counter column
+      `FOB-7,${hex},hotp,6,0,${b32}`, // …the algorithm column
+      `FOB-8,hotp,6,0,${hex}`, // shifted one left
+      `hex:${hex},FOB-9,hotp,6,0`, // prefixed
+    ];
+    const file = read(lines.join('\n'));
+    assert.deepEqual(file.tokens, []);
+    assert.equal(file.problems.length, lines.length);
+    assert.deepEqual(
+      file.problems.slice(0, 3).map((p) => [p.code, p.reason.split(':')[0]]),
+      [
+        ['invalid_serial', 'line 1, column 1 (serial)'],
+        ['invalid_serial', 'line 2, column 1 (serial)'],
+        ['invalid_serial', 'line 3, column 1 (serial)'],
+      ],
+    );
+    const text = JSON.stringify(file.problems);
+    for (const encoding of [hex, hex.toUpperCase(), b32, b32.toLowerCase(), b64, raw.toString('base64')]) assert.equal(text.includes(encoding), false, encoding);
+    // Not even a recognisable piece of it.
+    for (const encoding of [hex, b32, b64]) assert.equal(text.toLowerCase().includes(encoding.slice(0, 12).toLowerCase()), false);
   });
 });
