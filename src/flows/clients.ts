@@ -9,6 +9,7 @@ import { insertOnce } from '../store/primitives.ts';
 import type { ClientsTable } from '../store/schema.ts';
 import type { AuditActor } from './users.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import { jwsDuplicateMember } from '../verifier/strict-json.ts';
 
 /**
  * Relying-service clients (DESIGN.md §1): who may ask for step-up, for which actions, where
@@ -500,6 +501,9 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
  */
 export async function verifyClientAssertion(gw: Gateway, assertion: string, claimedClientId?: string): Promise<ClientAuthResult> {
   if (assertion.length > MAX_ASSERTION_LENGTH || !COMPACT_JWS.test(assertion)) return { ok: false, reason: 'malformed assertion' };
+  // jose keeps the last of two "iss" (or "aud", "alg"…); we would check one value and a log or proxy might read the other.
+  const duplicate = jwsDuplicateMember(assertion);
+  if (duplicate !== undefined) return { ok: false, reason: `assertion ${duplicate.part} repeats a member (${duplicate.pointer})` };
   let clientId: unknown;
   let subject: unknown;
   try {

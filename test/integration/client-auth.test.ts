@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHmac, KeyObject, randomUUID, sign as cryptoSign } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { type CryptoKey, exportJWK, exportPKCS8, generateKeyPair, importPKCS8, type JWK, type JWTPayload, SignJWT } from 'jose';
 import type { Response } from 'supertest';
@@ -289,6 +289,30 @@ for (const dialect of testDialects()) {
       it('ignores embedded jwk and jku headers (only the registered JWKS counts)', async () => {
         assertInvalidClient(await presentAssertion(await sign(stranger, claims(), { jwk: stranger.publicJwk })));
         assertInvalidClient(await presentAssertion(await sign(stranger, claims(), { jku: 'https://attacker.example/jwks.json' })));
+      });
+
+      it('refuses a correctly signed assertion whose header or payload repeats a member (jose would keep the last)', async () => {
+        const signText = (header: string, payload: string) => {
+          const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+          const signature = cryptoSign('sha256', Buffer.from(input), { key: KeyObject.from(es.privateKey), dsaEncoding: 'ieee-p1363' });
+          return `${input}.${signature.toString('base64url')}`;
+        };
+        const header = JSON.stringify({ alg: 'ES256', kid: es.kid });
+        // The hand-signed assertion is accepted as it is: what is refused below is the repeat alone.
+        const fine = await presentAssertion(signText(header, JSON.stringify(claims())));
+        assert.equal(fine.status, 200, fine.text);
+        const reference = assertInvalidClient(await presentAssertion('not-a-jwt'));
+        const payload = (c: JWTPayload) => JSON.stringify(c);
+        const variants = [
+          // The same iss twice, and an iss naming another client first: either way one reading only.
+          signText(header, payload(claims()).replace(/}$/, `,"iss":${JSON.stringify(jwtClientId)}}`)),
+          signText(header, `{"iss":${JSON.stringify(otherJwtClientId)},${payload(claims()).slice(1)}`),
+          signText(header, payload(claims()).replace('"jti":', '"jti":"first","jti":')),
+          signText(header.replace(/}$/, `,"kid":${JSON.stringify(es.kid)}}`), payload(claims())),
+        ];
+        for (const assertion of variants) assertInvalidClient(await presentAssertion(assertion), reference);
+        assert.match(t.logs.text, /assertion payload repeats a member \(\/iss\)/);
+        assert.match(t.logs.text, /assertion header repeats a member \(\/kid\)/);
       });
 
       it('answers garbage assertions and wrong field combinations with the same 401', async () => {

@@ -370,6 +370,22 @@ for (const dialect of testDialects()) {
             assert.equal(malformed.status, 400, `${label}: malformed JSON`);
             assert.equal(assertProblem(malformed, `${label}: malformed JSON`).code, 'invalid_json');
 
+            // A member given twice is refused, not "last one wins" (a parser differential): at
+            // the top level, nested, and spelled differently with an escape; the pointer names it.
+            const member = Object.keys(properties).find((n) => !(n in clientAssertionFields)) ?? 'probe';
+            const duplicates: [string, string][] = [
+              [`{${JSON.stringify(member)}:"1.00",${JSON.stringify(member)}:"9999.00"}`, `/${member.replaceAll('~', '~0').replaceAll('/', '~1')}`],
+              ['{"context":{"amount":"1.00","currency":"CNY","\\u0061mount":"9999.00"}}', '/context/amount'],
+              ['{"items":[{"a":1},{"b":{"c":1,"c":2}}]}', '/items/1/b/c'],
+            ];
+            for (const [text, pointer] of duplicates) {
+              const duplicated = await send(tg, route, caller).type('json').send(text);
+              assert.equal(duplicated.status, 400, `${label}: duplicate ${pointer}: ${duplicated.text.slice(0, 300)}`);
+              const problem = assertProblem(duplicated, `${label}: duplicate ${pointer}`);
+              assert.equal(problem.code, 'duplicate_member', `${label}: duplicate ${pointer}`);
+              assert.deepEqual(pointersOf(problem), [pointer], `${label}: duplicate ${pointer}`);
+            }
+
             const huge = await send(tg, route, caller).type('json').send(JSON.stringify({ padding: 'x'.repeat(tg.config.http.bodyLimitBytes) }));
             assert.equal(huge.status, 413, `${label}: oversized body`);
             assert.equal(assertProblem(huge, `${label}: oversized body`).code, 'payload_too_large');
