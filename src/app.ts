@@ -73,6 +73,8 @@ function accessLog(gw: Gateway) {
 
 /** The express app. The middleware list reads as the request pipeline. */
 export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
+  // loadConfig refuses it in production (config/load-config.ts); a Config made another way must not slip past.
+  if (gw.config.http.echoRoute && gw.config.mode === 'production') throw new TypeError('http.echoRoute is refused in production mode');
   const app = express();
   const api = new ApiRegistry();
   const limit = gw.config.http.bodyLimitBytes;

@@ -376,6 +376,10 @@ export interface HardwareTokensTable {
   import_id: string;
   /** Failed self-service bind attempts against this serial (charged before comparing). */
   bind_failures: number;
+  /** Failed resynchronisations in a row (helpdesk or self-service; charged before comparing). */
+  resync_failures: number;
+  /** Resync refused until then, after hardwareTokens.resyncMaxFailures failures. */
+  resync_locked_until: number | null;
   created_at: number;
   updated_at: number;
   assigned_at: number | null;

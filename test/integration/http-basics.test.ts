@@ -290,6 +290,10 @@ for (const dialect of testDialects()) {
           const res = await prod.http().get('/healthz');
           assert.match(String(res.headers['strict-transport-security']), /max-age=\d+/);
           assert.match(String(res.headers['content-security-policy']), /upgrade-insecure-requests/);
+          // The benchmark's echo route: loadConfig refuses it in production (test/unit/config.test.ts),
+          // and a config that got past it some other way does not make an app either.
+          assert.equal((await prod.http().post('/v1/echo').send({ a: 1 })).status, 404);
+          assert.throws(() => createApp({ ...prod.gw, config: { ...prod.gw.config, http: { ...prod.gw.config.http, echoRoute: true } } } as typeof prod.gw), /http\.echoRoute/);
         } finally {
           await prod.close();
         }
