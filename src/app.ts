@@ -37,6 +37,7 @@ import { webauthnLoginRouter } from './http/webauthn-login-router.ts';
 import { stepUpWebAuthnRouter } from './http/stepup-webauthn-router.ts';
 import { passwordResetRouter } from './http/password-reset-router.ts';
 import { consoleRouter } from './http/console-router.ts';
+import { strictJsonBody } from './verifier/strict-json.ts';
 import { adminApiSecondFactorGate, secondFactorRouter } from './http/second-factor-router.ts';
 
 export const VERSION = '0.1.0';
@@ -72,6 +73,8 @@ function accessLog(gw: Gateway) {
 
 /** The express app. The middleware list reads as the request pipeline. */
 export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
+  // loadConfig refuses it in production (config/load-config.ts); a Config made another way must not slip past.
+  if (gw.config.http.echoRoute && gw.config.mode === 'production') throw new TypeError('http.echoRoute is refused in production mode');
   const app = express();
   const api = new ApiRegistry();
   const limit = gw.config.http.bodyLimitBytes;
@@ -104,7 +107,8 @@ export function createApp(gw: Gateway): { app: Express; api: ApiRegistry } {
   );
   app.use(noStoreByDefault);
   app.use(rateLimitByAddress(gw));
-  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'], verify: refuseMalformedUtf8 }));
+  // express.json, but a member name given twice is refused (400 duplicate_member) rather than the last one winning.
+  app.use(strictJsonBody({ limit, verify: refuseMalformedUtf8 }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 100, verify: refuseMalformedUtf8 }));
   app.use(cookieParser());
   // Before the session lookup and every router: nothing is read, charged or written for such input.

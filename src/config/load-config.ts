@@ -160,6 +160,9 @@ function checkMode(config: Config): void {
   if (config.notifications.webhook.url !== '' && !config.notifications.webhook.url.startsWith('https://')) {
     throw new ConfigError('notifications.webhook.url', 'production mode requires an https:// webhook URL');
   }
+  if (config.http.echoRoute) {
+    throw new ConfigError('http.echoRoute', 'production mode refuses the benchmark echo route (POST /v1/echo answers any JSON body to anyone): set it to false');
+  }
 }
 
 /** A notification webhook needs its secret, so an unsigned (or guessable) notification is never sent. */

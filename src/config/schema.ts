@@ -207,6 +207,8 @@ export const configSchema = z.strictObject({
     maxFailures: z.number().int().min(1).max(100),
     lockSeconds: z.number().int().min(0),
     bindMaxFailures: z.number().int().min(1).max(100),
+    resyncMaxFailures: z.number().int().min(1).max(100),
+    resyncLockSeconds: z.number().int().min(1).max(7 * 86_400),
     import: z.strictObject({
       maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
       maxTokens: z.number().int().min(1).max(10_000_000),

@@ -6,6 +6,7 @@
 export type ErrorCode =
   | 'invalid_request'
   | 'invalid_json'
+  | 'duplicate_member'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'validation_failed'
@@ -79,6 +80,7 @@ export interface AppErrorOptions {
 const STATUS: Record<ErrorCode, number> = {
   invalid_request: 400,
   invalid_json: 400,
+  duplicate_member: 400,
   payload_too_large: 413,
   unsupported_media_type: 415,
   validation_failed: 400,
@@ -138,6 +140,7 @@ const STATUS: Record<ErrorCode, number> = {
 const TITLE: Record<ErrorCode, string> = {
   invalid_request: 'Invalid request',
   invalid_json: 'Malformed JSON body',
+  duplicate_member: 'Duplicate member name in JSON',
   payload_too_large: 'Request body too large',
   unsupported_media_type: 'Unsupported media type',
   validation_failed: 'Request validation failed',

@@ -453,22 +453,81 @@ export interface ResyncInput {
 }
 
 /**
+ * Charges one resynchronisation attempt against the token BEFORE its codes are compared
+ * (helpdesk and self-service alike: without it a resync would be an unthrottled oracle for
+ * a user's codes). A count of its own, not the factor's `failures`: resync is what unlocks
+ * a token that verification locked (with `hardwareTokens.lockSeconds: 0` nothing else
+ * does), so it must stay usable then. After `resyncMaxFailures` failures in a row the
+ * token's resync is refused for `resyncLockSeconds` (429); a success clears the count.
+ * One conditional UPDATE, so parallel attempts — in any gateway process — never compare
+ * more than the limit.
+ */
+async function chargeResyncAttempt(gw: Gateway, tokenId: string, nowMs: number): Promise<{ failures: number } | { retryAfterSeconds: number }> {
+  const { resyncMaxFailures: limit, resyncLockSeconds } = gw.config.hardwareTokens;
+  // A lock that ran out starts the count again.
+  await gw.store.db.updateTable('hardware_tokens').set({ resync_failures: 0, resync_locked_until: null }).where('id', '=', tokenId).where('resync_locked_until', '<=', nowMs).execute();
+  const charged = await gw.store.db
+    .updateTable('hardware_tokens')
+    .set((eb) => ({ resync_failures: eb('resync_failures', '+', 1) }))
+    .where('id', '=', tokenId)
+    .where('resync_failures', '<', limit)
+    .returning('resync_failures')
+    .executeTakeFirst();
+  if (charged !== undefined) return { failures: Number(charged.resync_failures) };
+  // At the limit without a lock time (the attempt that reached it is still being compared,
+  // or its process stopped): the lock starts now, so it always runs out.
+  await gw.store.db.updateTable('hardware_tokens').set({ resync_locked_until: nowMs + resyncLockSeconds * 1000 }).where('id', '=', tokenId).where('resync_locked_until', 'is', null).execute();
+  const row = await gw.store.db.selectFrom('hardware_tokens').select('resync_locked_until').where('id', '=', tokenId).executeTakeFirst();
+  const until = row?.resync_locked_until === null || row?.resync_locked_until === undefined ? nowMs + resyncLockSeconds * 1000 : Number(row.resync_locked_until);
+  return { retryAfterSeconds: Math.max(1, Math.ceil((until - nowMs) / 1000)) };
+}
+
+/** The same refusal whichever of the two codes (or both) was wrong. */
+function resyncRefused(): AppError {
+  const reason = 'not two consecutive codes of this token';
+  return new AppError('token_resync_failed', { invalidParams: [{ pointer: '/code', reason }, { pointer: '/next_code', reason }] });
+}
+
+/**
  * Two consecutive codes found in the wide sync window re-align the counter (events) or the
  * drift (time) and clear the failure count, which unlocks a token locked by failures. One
- * guarded update: the counter only moves forward.
+ * guarded update: the counter only moves forward. The attempt is charged first
+ * (chargeResyncAttempt); every failure is audited, and the one that reaches the limit also
+ * as `hardware_token.resync_locked`.
  */
 async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable, input: ResyncInput, reason: string | undefined): Promise<void> {
   const now = gw.clock.now();
   const nowMs = now.getTime();
-  const w = windows(gw).sync;
+  const w = windows(gw);
   const [first, second] = [normaliseOtpInput(input.code), normaliseOtpInput(input.nextCode)];
+  if (row.state !== 'unassigned' && (row.state !== 'assigned' || row.factor_id === null)) throw stateConflict(row, 'only an assigned or unassigned token can be resynchronised');
+  const f = row.state === 'assigned' && row.factor_id !== null ? await gw.store.db.selectFrom('factors').selectAll().where('id', '=', row.factor_id).executeTakeFirst() : undefined;
+  const params = f === undefined ? undefined : parseHardwareOtpParams(JSON.parse(f.params) as Record<string, unknown>);
+  if (row.state === 'assigned' && (f === undefined || params === undefined)) throw stateConflict(row, 'its factor is missing');
+
+  const charge = await chargeResyncAttempt(gw, row.id, nowMs);
+  if ('retryAfterSeconds' in charge) {
+    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_refused', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by, reason: 'too_many_failures' } });
+    throw new AppError('too_many_requests', { detail: 'Too many failed resynchronisations of this token; try again later.', retryAfterSeconds: charge.retryAfterSeconds });
+  }
+  const { resyncMaxFailures: limit, resyncLockSeconds } = gw.config.hardwareTokens;
   const failed = async (): Promise<never> => {
-    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_failed', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by } });
-    throw new AppError('token_resync_failed', { invalidParams: [{ pointer: '/next_code', reason: 'not two consecutive codes of this token' }] });
+    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_failed', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by, failures: charge.failures, limit } });
+    // Exactly one attempt is charged the limit-th failure: it starts the lock (a refused
+    // attempt in between may have started it a moment earlier) and records it.
+    if (charge.failures === limit) {
+      const lockedUntil = nowMs + resyncLockSeconds * 1000;
+      await gw.store.db.updateTable('hardware_tokens').set({ resync_locked_until: lockedUntil }).where('id', '=', row.id).where('resync_failures', '=', limit).execute();
+      await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.resync_locked', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, by: who.by, failures: charge.failures, lockSeconds: resyncLockSeconds, lockedUntil } });
+    }
+    throw resyncRefused();
   };
-  if (row.state === 'unassigned') {
+  /** The count starts again after a success, in the transaction that applies it. */
+  const clearCount = (tx: Tx) => tx.updateTable('hardware_tokens').set({ resync_failures: 0, resync_locked_until: null }).where('id', '=', row.id).execute();
+
+  if (f === undefined || params === undefined) {
     const key = inventoryKey(gw, row);
-    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, first, second, now, w);
+    const match = matchConsecutiveCodes(key, codeParams(row), { counter: Number(row.counter), driftSteps: Number(row.drift_steps) }, first, second, now, w.sync);
     if (match === undefined) return failed();
     const moved = await gw.store.db.transaction().execute(async (tx) => {
       const r = await tx
@@ -480,19 +539,16 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
         .returning('id')
         .executeTakeFirst();
       if (r === undefined) return false;
+      await clearCount(tx);
       await gw.audit.append(tx, { ...auditOf(who), type: 'hardware_token.resynced', subject: null, data: { tokenId: row.id, serial: row.serial, by: who.by, counter: match.next.counter, driftSteps: match.next.driftSteps, unlocked: false, ...(reason === undefined ? {} : { reason }) } });
       return true;
     });
     if (!moved) return failed();
     return;
   }
-  if (row.state !== 'assigned' || row.factor_id === null) throw stateConflict(row, 'only an assigned or unassigned token can be resynchronised');
-  const f = await gw.store.db.selectFrom('factors').selectAll().where('id', '=', row.factor_id).executeTakeFirst();
-  const params = f === undefined ? undefined : parseHardwareOtpParams(JSON.parse(f.params) as Record<string, unknown>);
-  if (f === undefined || params === undefined) throw stateConflict(row, 'its factor is missing');
   const key = unsealFactorSeed(gw.sealer, { id: f.id, secretSealed: f.secret_sealed });
   if (key === undefined) throw stateConflict(row, 'its factor has no seed');
-  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, first, second, now, w);
+  const match = matchConsecutiveCodes(key, withBindingChallenge(params), { counter: Number(f.counter), driftSteps: params.driftSteps }, first, second, now, w.sync);
   if (match === undefined) return failed();
   const wasLocked = isLocked(gw, f.failures, f.locked_until, nowMs);
   const moved = await gw.store.db.transaction().execute(async (tx) => {
@@ -504,6 +560,7 @@ async function resyncRow(gw: Gateway, who: TokenActor, row: HardwareTokensTable,
       .returning('id')
       .executeTakeFirst();
     if (r === undefined) return false;
+    await clearCount(tx);
     await gw.audit.append(tx, { ...auditOf(who), type: 'hardware_token.resynced', subject: row.user_id, data: { tokenId: row.id, serial: row.serial, factorId: f.id, by: who.by, counter: match.next.counter, driftSteps: match.next.driftSteps, unlocked: wasLocked, ...(reason === undefined ? {} : { reason }) } });
     return true;
   });

@@ -68,6 +68,16 @@ export async function loadStepUp(gw: Gateway, id: string): Promise<StepUp | unde
   return row === undefined ? undefined : toStepUp(row);
 }
 
+// The owner is part of the lookup, so another client's step-up is not even read (and not
+// parsed): it takes the path, and about the time, of one that does not exist.
+const STEPUP_BY_ID_AND_CLIENT = new FixedSql<Row<'stepups'>>('select * from "stepups" where "id" = ? and "client_id" = ?');
+
+/** The step-up if it exists and `clientId` created it; undefined for an unknown id and for another client's alike. */
+export async function loadClientStepUp(gw: Gateway, id: string, clientId: string): Promise<StepUp | undefined> {
+  const row = await STEPUP_BY_ID_AND_CLIENT.first(gw.store.db, [id, clientId]);
+  return row === undefined ? undefined : toStepUp(row);
+}
+
 /** The ticket authorises the user-side calls. Unknown id and wrong ticket look the same. */
 export async function authorizeTicket(gw: Gateway, id: string, ticket: string | undefined): Promise<StepUp> {
   const stepUp = await loadStepUp(gw, id);

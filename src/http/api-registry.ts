@@ -143,7 +143,7 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
       responses[status] = content === undefined ? { description: resp.description } : { description: resp.description, content };
     }
     if (r.body !== undefined && responses['400'] === undefined) {
-      responses['400'] = { description: 'Malformed JSON, wrong types or unknown fields (invalid_params points at them).', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } };
+      responses['400'] = { description: 'Malformed JSON (invalid_json), a member name given twice (duplicate_member), wrong types or unknown fields (validation_failed); invalid_params points at them.', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } };
     }
     op.responses = responses;
     if (r.security !== undefined) op.security = r.security.filter((s) => s !== 'none').map((s) => ({ [s]: [] }));

@@ -1,5 +1,6 @@
 import { type Request, type Response, Router } from 'express';
 import { AppError } from '../errors/app-error.ts';
+import { findDuplicateMember } from '../verifier/strict-json.ts';
 import { type ClientAuthMethod, createClient, disableClient, getClient, listClients, rotateClientSecret, setClientJwks } from '../flows/clients.ts';
 import { rotateSigningKey } from '../flows/signing-keys.ts';
 import type { Gateway } from '../gateway.ts';
@@ -26,11 +27,18 @@ function lines(text: string): string[] {
 function jwksField(req: Request): unknown {
   const text = formField(req, 'jwks').trim();
   if (text === '') return undefined;
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch {
     throw new AppError('validation_failed', { invalidParams: [{ pointer: '/jwks', reason: 'console.invalid.jwksJson' }] });
   }
+  // As for a JSON body (the API's PUT …/jwks): a member given twice is refused, not "the last one wins".
+  const duplicate = findDuplicateMember(text);
+  if (duplicate !== undefined) {
+    throw new AppError('duplicate_member', { invalidParams: [{ pointer: `/jwks${duplicate}`, reason: 'console.invalid.duplicateMember' }] });
+  }
+  return value;
 }
 
 export function consoleClientsPages(gw: Gateway, views: Views): Router {

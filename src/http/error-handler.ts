@@ -3,16 +3,27 @@ import { AppError, isAppError } from '../errors/app-error.ts';
 import { internalProblem, PROBLEM_CONTENT_TYPE, toProblem } from '../errors/problem.ts';
 import type { Logger } from '../logger.ts';
 import { isDatabaseUnavailable } from '../store/database.ts';
+import { DUPLICATE_MEMBER } from '../verifier/strict-json.ts';
 import { MALFORMED_UTF8 } from './input-guard.ts';
 import { locals } from './request-context.ts';
+
+/** A JSON member name given twice in one object (verifier/strict-json.ts): `pointer` is the second one. */
+export function duplicateMember(pointer: string): AppError {
+  return new AppError('duplicate_member', {
+    detail: 'A member name appears more than once in one JSON object; send each member once.',
+    invalidParams: [{ pointer, reason: 'duplicate member name' }],
+  });
+}
 
 /** body-parser / express errors that are the client's fault. */
 function fromFrameworkError(err: unknown): AppError | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { type?: string; status?: number; statusCode?: number; form?: boolean };
+  const e = err as { type?: string; status?: number; statusCode?: number; form?: boolean; pointer?: string };
   switch (e.type) {
     case 'entity.parse.failed':
       return new AppError('invalid_json', { invalidParams: [{ pointer: '', reason: 'body is not valid JSON' }] });
+    case DUPLICATE_MEMBER:
+      return duplicateMember(e.pointer ?? '');
     case MALFORMED_UTF8:
       return new AppError(e.form === true ? 'invalid_request' : 'invalid_json', { detail: 'The request body is not valid UTF-8.', invalidParams: [{ pointer: '', reason: 'body is not valid UTF-8' }] });
     case 'entity.too.large':

@@ -8,6 +8,7 @@ import type { StepUpTokenErrorCode } from '../verifier/index.ts';
 export type PaymentCodeErrorCode =
   // request shape
   | 'invalid_json'
+  | 'duplicate_member'
   | 'invalid_request'
   | 'payload_too_large'
   | 'unsupported_media_type'
@@ -56,6 +57,7 @@ export interface InvalidParam {
 
 const SPEC: Record<PaymentCodeErrorCode, [status: number, title: string]> = {
   invalid_json: [400, 'Malformed JSON body'],
+  duplicate_member: [400, 'Duplicate member name in JSON'],
   invalid_request: [400, 'Invalid request'],
   payload_too_large: [413, 'Request body too large'],
   unsupported_media_type: [415, 'Unsupported media type'],

@@ -6,6 +6,7 @@ import { assertExpectedContext, firstContextDifference, type JsonObject, type Js
 import { StepUpTokenError, VerifierUnavailableError } from './errors.ts';
 import type { JwksCache, KeyLookupHeader } from './jwks-cache.ts';
 import type { ReplayStore } from './replay-store.ts';
+import { jwsDuplicateMember } from './strict-json.ts';
 
 /** The JWS `typ` of a step-up token, compared exactly (no case folding, no `application/` prefix). */
 export const STEPUP_TOKEN_TYP = 'stepup+jwt';
@@ -201,6 +202,9 @@ function checkHeader(token: unknown): KeyLookupHeader {
     throw malformed('protected header is not JSON');
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw malformed('protected header is not a JSON object');
+  // jose keeps the last of two equal names; the token is refused instead (one reading only).
+  const duplicate = jwsDuplicateMember(token);
+  if (duplicate !== undefined) throw malformed(`${duplicate.part} repeats a member (${duplicate.pointer})`, duplicate.pointer.split('/')[1]?.replaceAll('~1', '/').replaceAll('~0', '~'));
   const h = header as Record<string, unknown>;
 
   // Exact, case-sensitive: "none", "noNE", "HS256" (public key as HMAC secret), "RS256"… all stop here.

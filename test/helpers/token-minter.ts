@@ -52,7 +52,12 @@ export async function generateSigningKey(alg: MinterAlg = 'ES256', kid = `key-${
 
 /** Signs header.payload with node:crypto directly: for headers jose itself refuses to produce (crit…). */
 export function signRaw(header: Record<string, unknown>, payload: Record<string, unknown>, key: SigningKey): string {
-  const input = `${b64uJson(header)}.${b64uJson(payload)}`;
+  return signRawText(JSON.stringify(header), JSON.stringify(payload), key);
+}
+
+/** Signs header and payload given as JSON text: for JSON no serialiser writes (a member given twice). */
+export function signRawText(header: string, payload: string, key: SigningKey): string {
+  const input = `${Buffer.from(header, 'utf8').toString('base64url')}.${Buffer.from(payload, 'utf8').toString('base64url')}`;
   const privateKey = KeyObject.from(key.privateKey);
   const signature =
     key.alg === 'ES256' ? sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }) : sign(null, Buffer.from(input), privateKey);

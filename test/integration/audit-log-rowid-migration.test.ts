@@ -8,10 +8,10 @@ import type { Store } from '../../src/store/database.ts';
 import { migrations } from '../../src/store/migrations/index.ts';
 import { createTestDatabase, testDialects, type TestDatabase } from '../helpers/stores.ts';
 
-const MIGRATION = '044-audit-log-rowid';
+const MIGRATION = '045-audit-log-rowid';
 
-/** Migrates `store` to the state before 044, as a database created by an earlier release. */
-async function migrateBefore044(store: Store): Promise<void> {
+/** Migrates `store` to the state before 045, as a database created by an earlier release. */
+async function migrateBefore045(store: Store): Promise<void> {
   const earlier = Object.fromEntries(Object.entries(migrations).filter(([name]) => name !== MIGRATION));
   const migrator = new Migrator({
     db: store.db,
@@ -44,7 +44,7 @@ for (const dialect of testDialects()) {
     before(async () => {
       database = await createTestDatabase(dialect);
       store = await database.open();
-      await migrateBefore044(store);
+      await migrateBefore045(store);
     });
     after(async () => {
       await store.close();
@@ -95,7 +95,7 @@ describe(`migration ${MIGRATION} (sqlite): a row it cannot copy`, () => {
     const database = await createTestDatabase('sqlite');
     const store = await database.open();
     try {
-      await migrateBefore044(store);
+      await migrateBefore045(store);
       const audit = new AuditLog(store.dialect, new FixedClock(Date.UTC(2026, 2, 1)));
       for (let i = 0; i < 5; i += 1) await audit.append(store.db, { type: 'test.appended', data: { i } });
       // A sequence number that is not an integer (written around the gateway) cannot be a rowid.

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHmac, KeyObject, randomUUID, sign as cryptoSign } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { type CryptoKey, exportJWK, exportPKCS8, generateKeyPair, importPKCS8, type JWK, type JWTPayload, SignJWT } from 'jose';
 import type { Response } from 'supertest';
-import { createClient, disableClient, rotateClientSecret, setClientJwks } from '../../src/flows/clients.ts';
+import { ASSERTION_CLOCK_SKEW_SECONDS, ASSERTION_JTI_PRUNE_GRACE_SECONDS, createClient, disableClient, rotateClientSecret, setClientJwks } from '../../src/flows/clients.ts';
 import { parseBasicCredentials } from '../../src/http/client-auth.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -291,6 +291,30 @@ for (const dialect of testDialects()) {
         assertInvalidClient(await presentAssertion(await sign(stranger, claims(), { jku: 'https://attacker.example/jwks.json' })));
       });
 
+      it('refuses a correctly signed assertion whose header or payload repeats a member (jose would keep the last)', async () => {
+        const signText = (header: string, payload: string) => {
+          const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+          const signature = cryptoSign('sha256', Buffer.from(input), { key: KeyObject.from(es.privateKey), dsaEncoding: 'ieee-p1363' });
+          return `${input}.${signature.toString('base64url')}`;
+        };
+        const header = JSON.stringify({ alg: 'ES256', kid: es.kid });
+        // The hand-signed assertion is accepted as it is: what is refused below is the repeat alone.
+        const fine = await presentAssertion(signText(header, JSON.stringify(claims())));
+        assert.equal(fine.status, 200, fine.text);
+        const reference = assertInvalidClient(await presentAssertion('not-a-jwt'));
+        const payload = (c: JWTPayload) => JSON.stringify(c);
+        const variants = [
+          // The same iss twice, and an iss naming another client first: either way one reading only.
+          signText(header, payload(claims()).replace(/}$/, `,"iss":${JSON.stringify(jwtClientId)}}`)),
+          signText(header, `{"iss":${JSON.stringify(otherJwtClientId)},${payload(claims()).slice(1)}`),
+          signText(header, payload(claims()).replace('"jti":', '"jti":"first","jti":')),
+          signText(header.replace(/}$/, `,"kid":${JSON.stringify(es.kid)}}`), payload(claims())),
+        ];
+        for (const assertion of variants) assertInvalidClient(await presentAssertion(assertion), reference);
+        assert.match(t.logs.text, /assertion payload repeats a member \(\/iss\)/);
+        assert.match(t.logs.text, /assertion header repeats a member \(\/kid\)/);
+      });
+
       it('answers garbage assertions and wrong field combinations with the same 401', async () => {
         const reference = assertInvalidClient(await presentAssertion('not-a-jwt'));
         const good = await sign(es, claims());
@@ -342,9 +366,22 @@ for (const dialect of testDialects()) {
           Number((await t.gw.store.db.selectFrom('client_assertion_jtis').select((eb) => eb.fn.countAll().as('n')).where('client_id', '=', jwtClientId).executeTakeFirstOrThrow()).n);
         assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
         assert.ok((await count()) >= 1);
-        t.clock.advance(120);
+        t.clock.advance(120 + ASSERTION_JTI_PRUNE_GRACE_SECONDS);
         assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
         assert.equal(await count(), 1);
+      });
+
+      it('a gateway process whose clock runs ahead does not forget a jti that one with a slower clock still accepts the assertion for', async () => {
+        const replayed = await sign(es, claims());
+        const issuedAt = t.clock.now().getTime();
+        assert.equal((await presentAssertion(replayed)).status, 200);
+        // Process A, its clock 10 s ahead: the assertion (exp + 30 s) is past its exp + skew
+        // for A, which authenticates another request of the client and prunes.
+        t.clock.set(issuedAt + (30 + ASSERTION_CLOCK_SKEW_SECONDS + 1) * 1000);
+        assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
+        // Process B, on time: within exp + skew the assertion would pass every check but its jti.
+        t.clock.set(issuedAt + (30 + ASSERTION_CLOCK_SKEW_SECONDS - 9) * 1000);
+        assertInvalidClient(await presentAssertion(replayed));
       });
 
       it('never logs the assertion', async () => {

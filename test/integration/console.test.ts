@@ -460,6 +460,13 @@ for (const dialect of testDialects()) {
       assert.equal(registered.status, 303);
       const stored = JSON.parse((await t.gw.store.db.selectFrom('clients').select('jwks').where('client_id', '=', signerId).executeTakeFirstOrThrow()).jwks ?? '{}') as { keys: { kid: string }[] };
       assert.deepEqual(stored.keys.map((k) => k.kid), ['k2', 'k3']);
+      // A member given twice in the pasted JWK Set is refused, naming it, and changes nothing.
+      const twice = JSON.stringify({ keys: [jwk('k4')] }).replace('"kid":"k4"', '"kid":"k4","kid":"k2"');
+      const duplicated = await post(root, `/console/clients/${signerId}/jwks`, { jwks: twice, reason: 'quarterly key rotation' });
+      assert.equal(duplicated.status, 400, duplicated.text.slice(0, 300));
+      assert.match(duplicated.text, /<code>jwks\/keys\/0\/kid<\/code>/);
+      const unchanged = JSON.parse((await t.gw.store.db.selectFrom('clients').select('jwks').where('client_id', '=', signerId).executeTakeFirstOrThrow()).jwks ?? '{}') as { keys: { kid: string }[] };
+      assert.deepEqual(unchanged.keys.map((k) => k.kid), ['k2', 'k3']);
 
       const keysBefore = await t.gw.keys.publishedKeys();
       const badAlg = await post(root, '/console/keys/rotate', { alg: 'RS256', reason: 'yearly rotation' });

@@ -290,6 +290,10 @@ for (const dialect of testDialects()) {
           const res = await prod.http().get('/healthz');
           assert.match(String(res.headers['strict-transport-security']), /max-age=\d+/);
           assert.match(String(res.headers['content-security-policy']), /upgrade-insecure-requests/);
+          // The benchmark's echo route: loadConfig refuses it in production (test/unit/config.test.ts),
+          // and a config that got past it some other way does not make an app either.
+          assert.equal((await prod.http().post('/v1/echo').send({ a: 1 })).status, 404);
+          assert.throws(() => createApp({ ...prod.gw, config: { ...prod.gw.config, http: { ...prod.gw.config.http, echoRoute: true } } } as typeof prod.gw), /http\.echoRoute/);
         } finally {
           await prod.close();
         }
@@ -369,6 +373,22 @@ for (const dialect of testDialects()) {
             const malformed = await send(tg, route, caller).type('json').send('{"oops": ');
             assert.equal(malformed.status, 400, `${label}: malformed JSON`);
             assert.equal(assertProblem(malformed, `${label}: malformed JSON`).code, 'invalid_json');
+
+            // A member given twice is refused, not "last one wins" (a parser differential): at
+            // the top level, nested, and spelled differently with an escape; the pointer names it.
+            const member = Object.keys(properties).find((n) => !(n in clientAssertionFields)) ?? 'probe';
+            const duplicates: [string, string][] = [
+              [`{${JSON.stringify(member)}:"1.00",${JSON.stringify(member)}:"9999.00"}`, `/${member.replaceAll('~', '~0').replaceAll('/', '~1')}`],
+              ['{"context":{"amount":"1.00","currency":"CNY","\\u0061mount":"9999.00"}}', '/context/amount'],
+              ['{"items":[{"a":1},{"b":{"c":1,"c":2}}]}', '/items/1/b/c'],
+            ];
+            for (const [text, pointer] of duplicates) {
+              const duplicated = await send(tg, route, caller).type('json').send(text);
+              assert.equal(duplicated.status, 400, `${label}: duplicate ${pointer}: ${duplicated.text.slice(0, 300)}`);
+              const problem = assertProblem(duplicated, `${label}: duplicate ${pointer}`);
+              assert.equal(problem.code, 'duplicate_member', `${label}: duplicate ${pointer}`);
+              assert.deepEqual(pointersOf(problem), [pointer], `${label}: duplicate ${pointer}`);
+            }
 
             const huge = await send(tg, route, caller).type('json').send(JSON.stringify({ padding: 'x'.repeat(tg.config.http.bodyLimitBytes) }));
             assert.equal(huge.status, 413, `${label}: oversized body`);

@@ -279,6 +279,11 @@ for (const dialect of testDialects()) {
       const garbage = await call(p.url, 'POST', '/v1/payment-codes', '{"subject":', bearer(wallet));
       assert.equal(garbage.status, 400);
       assert.equal(garbage.body.code, 'invalid_json');
+      // The amount given twice: refused with a pointer, not "the last one wins" (the gateway reads it the same way).
+      const twice = await call(p.url, 'POST', '/v1/payment-codes', `{"subject":${JSON.stringify(g.alice.id)},"context":{"amount":"1.00","amount":"9999.00"}}`, bearer(wallet));
+      assert.equal(twice.status, 400, twice.text);
+      assert.equal(twice.body.code, 'duplicate_member');
+      assert.deepEqual((twice.body.invalid_params as { pointer: string }[]).map((x) => x.pointer), ['/context/amount']);
       const form = await fetch(`${p.url}/v1/payment-codes/redeem`, { method: 'POST', headers: { ...bearer(acquirer), 'content-type': 'text/plain' }, body: 'code=1' });
       assert.equal(form.status, 415);
       const redeemBad = await call(p.url, 'POST', '/v1/payment-codes/redeem', { code: '1', amount: '-1', merchant: 'shop' }, bearer(acquirer));

@@ -174,13 +174,35 @@ for (const dialect of testDialects()) {
       assert.ok(!issued.some((e) => e.data.includes(id)));
     });
 
-    it('token retrieval by a different client is forbidden, and cancel is the creator’s alone', async () => {
+    it('another client’s step-up answers exactly as one that does not exist, for the token and for cancel, and changes nothing', async () => {
       const { stepup_id: id, ticket } = (await create()).body;
       await verify(id, ticket, { factor: 'password', password: PASSWORD }).expect(200);
-      const res = await token(id, other.basic);
-      assert.equal(res.status, 403);
-      assert.equal(res.body.code, 'forbidden');
-      await tg.http().delete(`/v1/stepup/${id}`).set('Authorization', other.basic).expect(403);
+      const pendingId = (await create()).body.stepup_id as string;
+      const rowsBefore = await tg.gw.store.db.selectFrom('stepups').selectAll().where('id', 'in', [id, pendingId]).orderBy('id').execute();
+      const auditBefore = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      // What a client sees, minus the request id: status, the headers that matter, the body.
+      const seen = async (req: Promise<{ status: number; headers: Record<string, string>; body: Record<string, unknown> }>) => {
+        const res = await req;
+        const { request_id: _ignored, ...body } = res.body;
+        return { status: res.status, type: res.headers['content-type'], cache: res.headers['cache-control'], retry: res.headers['retry-after'], body };
+      };
+      const unknownId = `stp_${'x'.repeat(24)}`;
+      for (const [label, send] of [
+        ['token', (stepUpId: string) => token(stepUpId, other.basic)],
+        ['cancel', (stepUpId: string) => tg.http().delete(`/v1/stepup/${stepUpId}`).set('Authorization', other.basic)],
+      ] as const) {
+        const missing = await seen(send(unknownId));
+        assert.equal(missing.status, 404, label);
+        assert.equal(missing.body.code, 'stepup_not_found', label);
+        assert.deepEqual(await seen(send(id)), missing, `${label}: a completed step-up of another client`);
+        assert.deepEqual(await seen(send(pendingId)), missing, `${label}: a pending step-up of another client`);
+      }
+      // Nothing moved: no poll time, no slow_down, no cancellation, no audit record.
+      assert.deepEqual(await tg.gw.store.db.selectFrom('stepups').selectAll().where('id', 'in', [id, pendingId]).orderBy('id').execute(), rowsBefore);
+      const auditAfter = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      assert.equal(Number(auditAfter.n), Number(auditBefore.n));
+      // The operator sees the attempt (the id and the client that asked) in the log.
+      assert.match(tg.logs.text, new RegExp(`"stepupId":"${pendingId}","clientId":"${other.clientId}"[^\n]*step-up not found for this client`));
       assert.equal((await token(id)).status, 200);
     });
 

@@ -86,6 +86,17 @@ describe('configuration', () => {
     assert.equal(errorKey(() => loadConfig({ env: { STEPGATE_MODE: 'production', STEPGATE_MASTER_KEY: KEY } })), 'http.publicUrl');
   });
 
+  it('production refuses the benchmark echo route, naming the setting (development keeps it for the bench)', () => {
+    const production = { STEPGATE_MODE: 'production', STEPGATE_MASTER_KEY: KEY, STEPGATE_PUBLIC_URL: 'https://a.example' };
+    assert.equal(loadConfig({ env: production }).http.echoRoute, false);
+    assert.equal(errorKey(() => loadConfig({ env: production, overrides: { http: { echoRoute: true } } })), 'http.echoRoute');
+    assert.equal(loadConfig({ env: {}, overrides: { http: { echoRoute: true } } }).http.echoRoute, true);
+    const file = configFile('http:\n  echoRoute: true\n');
+    const r = spawnSync(process.execPath, ['bin/stepgate.js', 'config', 'check', '--config', file], { encoding: 'utf8', env: { ...process.env, ...production } });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.trim(), /^config: http\.echoRoute: production mode refuses the benchmark echo route/);
+  });
+
   it('the CLI prints one line naming the key and exits 2', () => {
     const file = configFile('http:\n  portt: 1\n');
     const r = spawnSync(process.execPath, ['bin/stepgate.js', 'config', 'check', '--config', file], { encoding: 'utf8' });

@@ -21,6 +21,7 @@ import {
   publicKeySecrets,
   serveJwks,
   signRaw,
+  signRawText,
   TEST_ACTION,
   TEST_AUDIENCE,
   TEST_CONTEXT,
@@ -192,6 +193,30 @@ describe('verifyStepUpToken: algorithm attacks', () => {
     await rejects(h.verify(wrongAlg), 'signature_invalid');
     const reverse = signRaw({ alg: 'EdDSA', kid: minter.key.kid, typ: 'stepup+jwt' }, minter.defaultClaims(), edKey);
     await rejects(h.verify(reverse), 'signature_invalid');
+  });
+});
+
+describe('verifyStepUpToken: duplicate members', () => {
+  // jose keeps the last of two equal names; a relying service's own JSON tooling may keep the first.
+  it('refuses a correctly signed token whose payload or header repeats a member, at any depth', async () => {
+    const { header, claims } = minter.parts();
+    const headerText = JSON.stringify(header);
+    const claimsText = JSON.stringify(claims);
+    // Without the repeat the same hand-signed token verifies: the refusals below are for the repeat alone.
+    await h.verify(signRawText(headerText, claimsText, minter.key));
+    const amount = `"amount":"${TEST_CONTEXT.amount}"`;
+    assert.ok(claimsText.includes(amount));
+    const variants: [string, string, string][] = [
+      [headerText, claimsText.replace(amount, `"amount":"99999.00",${amount}`), 'authorization_details'],
+      [headerText, claimsText.replace(/}$/, `,"sub":${JSON.stringify(claims.sub)}}`), 'sub'],
+      [headerText.replace(/}$/, `,"alg":${JSON.stringify(header.alg)}}`), claimsText, 'alg'],
+    ];
+    for (const [headerVariant, claimsVariant, field] of variants) {
+      const fresh = minter.parts();
+      const text = claimsVariant.replace(String(claims.jti), String(fresh.claims.jti));
+      const err = await rejects(h.verify(signRawText(headerVariant, text, minter.key)), 'token_malformed', field);
+      assert.match(err.message, /repeats a member/);
+    }
   });
 });
 

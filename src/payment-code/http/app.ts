@@ -7,6 +7,7 @@ import { ApiRoutes, buildOpenApi } from './api.ts';
 import { apiRouter } from './api-router.ts';
 import { demoRouter } from './demo-router.ts';
 import { errorHandler, requestId, requestIdOf } from './problem.ts';
+import { strictJsonBody } from '../../verifier/index.ts';
 
 function accessLog(svc: PaymentCodeService) {
   return (req: Request, res: Response, next: NextFunction): void => {
@@ -53,7 +54,8 @@ export function createPaymentCodeApp(svc: PaymentCodeService): Express {
       strictTransportSecurity: svc.config.mode === 'production',
     }),
   );
-  app.use(express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] }));
+  // express.json, but a member name given twice is refused (400 duplicate_member): the gateway reads bodies the same way.
+  app.use(strictJsonBody({ limit }));
   app.use(express.urlencoded({ limit, extended: false, parameterLimit: 20 }));
   app.use(cookieParser());
 

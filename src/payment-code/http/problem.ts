@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { type InvalidParam, isPaymentCodeError, PaymentCodeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { isPaymentCodeDatabaseUnavailable } from '../store/database.ts';
+import { DUPLICATE_MEMBER } from '../../verifier/index.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -74,8 +75,9 @@ export function sendProblem(res: Response, err: PaymentCodeError): void {
 /** body-parser errors are the client's fault. */
 function fromFrameworkError(err: unknown): PaymentCodeError | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { type?: string; status?: number; statusCode?: number };
+  const e = err as { type?: string; status?: number; statusCode?: number; pointer?: string };
   if (e.type === 'entity.parse.failed') return new PaymentCodeError('invalid_json', { invalidParams: [{ pointer: '', reason: 'body is not valid JSON' }] });
+  if (e.type === DUPLICATE_MEMBER) return new PaymentCodeError('duplicate_member', { invalidParams: [{ pointer: e.pointer ?? '', reason: 'duplicate member name' }] });
   if (e.type === 'entity.too.large') return new PaymentCodeError('payload_too_large');
   if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return new PaymentCodeError('unsupported_media_type');
   const status = e.status ?? e.statusCode;

@@ -35,7 +35,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   const counts = await sql<{ old: number; copy: number }>`select (select count(*) from "audit_log") as "old", (select count(*) from "audit_log_rowid") as "copy"`.execute(db);
   const row = counts.rows[0];
   if (row === undefined || Number(row.old) !== Number(row.copy)) {
-    throw new Error(`044-audit-log-rowid: copied ${row?.copy} audit rows of ${row?.old}; nothing was changed`);
+    throw new Error(`045-audit-log-rowid: copied ${row?.copy} audit rows of ${row?.old}; nothing was changed`);
   }
   await sql`drop table "audit_log"`.execute(db);
   await sql`alter table "audit_log_rowid" rename to "audit_log"`.execute(db);
