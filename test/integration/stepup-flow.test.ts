@@ -206,6 +206,35 @@ for (const dialect of testDialects()) {
       assert.equal((await token(id)).status, 200);
     });
 
+    it('a wrong ticket, or another client, does not even get the step-up read: its row is loaded only for its owner', async () => {
+      // Proven with a row that cannot be parsed: reading it would be a 500, not the refusal an
+      // unknown id gets (and it was measurably slower than an unknown id: bench/notes/fix2.md).
+      const { stepup_id: id, ticket } = (await create()).body;
+      const { context } = await tg.gw.store.db.selectFrom('stepups').select('context').where('id', '=', id).executeTakeFirstOrThrow();
+      await tg.gw.store.db.updateTable('stepups').set({ context: '{not json' }).where('id', '=', id).execute();
+      try {
+        const unknownId = `stp_${'y'.repeat(24)}`;
+        const wrongTicket = 'w'.repeat(43);
+        for (const path of ['', '/verify', '/challenge']) {
+          const send = (stepUpId: string) => (path === '' ? tg.http().get(`/v1/stepup/${stepUpId}`) : tg.http().post(`/v1/stepup/${stepUpId}${path}`).send(path === '/verify' ? { factor: 'password', password: PASSWORD } : { factor: 'sms_otp' }));
+          const unknown = await send(unknownId).set('Authorization', `Ticket ${wrongTicket}`);
+          const wrong = await send(id).set('Authorization', `Ticket ${wrongTicket}`);
+          assert.equal(unknown.status, 401, `${path}: ${unknown.text}`);
+          assert.equal(wrong.status, 401, `${path}: ${wrong.text}`);
+          assert.equal(wrong.body.code, 'invalid_ticket');
+          assert.equal(wrong.body.code, unknown.body.code);
+        }
+        for (const res of [await token(id, other.basic), await tg.http().delete(`/v1/stepup/${id}`).set('Authorization', other.basic)]) {
+          assert.equal(res.status, 404, res.text);
+          assert.equal(res.body.code, 'stepup_not_found');
+        }
+      } finally {
+        await tg.gw.store.db.updateTable('stepups').set({ context }).where('id', '=', id).execute();
+      }
+      // Restored, the owner's ticket works: the refusals above were for the wrong caller alone.
+      assert.equal((await tg.http().get(`/v1/stepup/${id}`).set('Authorization', `Ticket ${ticket}`)).status, 200);
+    });
+
     it('client authentication is required and bad credentials are refused', async () => {
       const res = await create({}, `Basic ${Buffer.from(`${pay.clientId}:wrong`).toString('base64')}`);
       assert.equal(res.status, 401);
