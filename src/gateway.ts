@@ -61,6 +61,7 @@ export async function openConfiguredStore(config: Config): Promise<Store> {
       sqliteFile: sqliteFileFor(config.dataDir),
       schema: config.database.schema,
       poolMax: config.database.poolMax,
+      preparedStatements: config.database.preparedStatements,
       sqliteBusyTimeoutMs: config.database.sqliteBusyTimeoutMs,
     });
     await store.ping();

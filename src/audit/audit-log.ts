@@ -94,11 +94,18 @@ const ROW_PLACEHOLDERS = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 // One INSERT for the events a transaction appends together (a step-up completion writes two
 // or three): texts for 1..MAX_ROWS_PER_INSERT rows, constants of this module.
 const MAX_ROWS_PER_INSERT = 4;
-const INSERT_ROWS: FixedSql[] = Array.from(
+const INSERT_TEXTS = Array.from(
   { length: MAX_ROWS_PER_INSERT },
-  (_, i) => new FixedSql(`insert into "audit_log" ${AUDIT_COLUMNS} values ${Array.from({ length: i + 1 }, () => ROW_PLACEHOLDERS).join(', ')}`),
+  (_, i) => `insert into "audit_log" ${AUDIT_COLUMNS} values ${Array.from({ length: i + 1 }, () => ROW_PLACEHOLDERS).join(', ')}`,
 );
+const INSERT_ROWS = INSERT_TEXTS.map((text) => new FixedSql(text));
 const WRITE_HEAD = new FixedSql(`update "meta" set "value" = ? where "key" = 'audit_head'`);
+// PostgreSQL: the rows and the new head in one statement (a data-modifying WITH), one round
+// trip instead of two; the head row is already locked by READ_HEAD_FOR_UPDATE. SQLite has no
+// data-modifying WITH and no round trip to save: it runs INSERT_ROWS then WRITE_HEAD.
+const INSERT_ROWS_AND_HEAD_PG = INSERT_TEXTS.map(
+  (insert) => new FixedSql(`with "appended" as (${insert}) update "meta" set "value" = ? where "key" = 'audit_head'`),
+);
 
 export interface AuditLogOptions {
   /**
@@ -158,14 +165,17 @@ export class AuditLog {
       rows.push(row);
       head = { seq: row.seq, hash: row.hash };
     }
+    const headValue = JSON.stringify(head);
     for (let i = 0; i < rows.length; i += MAX_ROWS_PER_INSERT) {
       const chunk = rows.slice(i, i + MAX_ROWS_PER_INSERT);
-      await INSERT_ROWS[chunk.length - 1]!.run(
-        tx,
-        chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor, r.subject, r.ip, r.request_id, r.data, r.prev_hash, r.hash]),
-      );
+      const values = chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor, r.subject, r.ip, r.request_id, r.data, r.prev_hash, r.hash]);
+      if (this.#dialect === 'postgres' && i + MAX_ROWS_PER_INSERT >= rows.length) {
+        await INSERT_ROWS_AND_HEAD_PG[chunk.length - 1]!.run(tx, [...values, headValue]);
+      } else {
+        await INSERT_ROWS[chunk.length - 1]!.run(tx, values);
+      }
     }
-    await WRITE_HEAD.run(tx, [JSON.stringify(head)]);
+    if (this.#dialect !== 'postgres') await WRITE_HEAD.run(tx, [headValue]);
     if (this.#notify.size > 0) await this.#queueNotifications(tx, rows);
     return rows;
   }

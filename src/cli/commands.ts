@@ -8,7 +8,7 @@ import { usersCreateCommand } from './users-command.ts';
 import { adminCreateCommand } from './admin-command.ts';
 import { clientsCommands } from './clients-command.ts';
 import { policiesCommands } from './policies-command.ts';
-import { keysListCommand, keysRotateCommand } from './signing-keys-command.ts';
+import { keysListCommand, keysRevokeCommand, keysRotateCommand } from './signing-keys-command.ts';
 import { usersResetFactorsCommand, usersResetPasswordCommand } from './helpdesk-command.ts';
 import { paymentCodeCommands } from './payment-code-command.ts';
 import { demoCommand } from './demo-command.ts';
@@ -16,4 +16,4 @@ import { tokensImportCommand } from './tokens-command.ts';
 import { notificationsListCommand, notificationsRetryCommand } from './notifications-command.ts';
 
 /** Every CLI command. Add new ones here. */
-export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand, tokensImportCommand, notificationsListCommand, notificationsRetryCommand];
+export const commands: Command[] = [serveCommand, migrateCommand, configCheckCommand, keysRotateMasterCommand, keysRotateCommand, keysRevokeCommand, keysListCommand, auditVerifyCommand, usersCreateCommand, usersResetPasswordCommand, usersResetFactorsCommand, adminCreateCommand, ...clientsCommands, ...policiesCommands, ...paymentCodeCommands, demoCommand, tokensImportCommand, notificationsListCommand, notificationsRetryCommand];

@@ -1,5 +1,6 @@
 import { openCliGateway, cliActor } from './cli-support.ts';
-import { type Command, stringOption, UsageError } from './command.ts';
+import { type Command, requireStringOption, stringOption, UsageError } from './command.ts';
+import { revokeSigningKey } from '../flows/signing-keys.ts';
 import type { SigningAlg } from '../stepup/signing-keys.ts';
 
 export const keysRotateCommand: Command = {
@@ -46,6 +47,38 @@ export const keysListCommand: Command = {
         args.out(JSON.stringify(keys.map((k) => ({ kid: k.kid, alg: k.alg, status: k.status, created_at: k.createdAt.toISOString(), publish_until: k.publishUntil?.toISOString() ?? null }))));
       } else {
         for (const k of keys) args.out(`${k.kid}  ${k.alg}  ${k.status}  created ${k.createdAt.toISOString()}${k.publishUntil === null ? '' : `  published until ${k.publishUntil.toISOString()}`}`);
+      }
+      return 0;
+    } finally {
+      await gw.close();
+    }
+  },
+};
+
+export const keysRevokeCommand: Command = {
+  name: ['keys', 'revoke'],
+  summary: 'Withdraw a compromised step-up signing key at once: out of the JWKS now, never used again; if it was the active key, a new one signs from now on.',
+  usage: 'stepgate keys revoke KID --reason TEXT [--json] [--config FILE]',
+  options: { reason: { type: 'string' }, json: { type: 'boolean' } },
+  positionals: 1,
+  async run(args) {
+    if (args.positionals.length !== 1) throw new UsageError('give exactly one kid (stepgate keys list shows them)');
+    const kid = args.positionals[0] as string;
+    const reason = requireStringOption(args, 'reason').trim();
+    if (reason.length < 3 || reason.length > 500) throw new UsageError('--reason must say why (3 to 500 characters)');
+    const gw = await openCliGateway(args.config());
+    try {
+      const result = await revokeSigningKey(gw, kid, { actor: cliActor(), reason });
+      if (result === undefined) {
+        args.err(`stepgate keys revoke: no published signing key ${kid} (stepgate keys list shows them); nothing was changed`);
+        return 1;
+      }
+      if (args.values.json === true) {
+        args.out(JSON.stringify({ revoked_kid: result.kid, was_active: result.wasActive, new_kid: result.newKid ?? null }));
+      } else {
+        args.out(`revoked ${result.kid}: removed from the JWKS, signs nothing`);
+        if (result.newKid !== undefined) args.out(`new active key ${result.newKid}: signs from now on`);
+        args.out(`gateways stop using it within ${gw.keys.activationDelaySeconds} s; relying services at their next JWKS refresh`);
       }
       return 0;
     } finally {

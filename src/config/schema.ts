@@ -58,6 +58,7 @@ export const configSchema = z.strictObject({
     url: z.union([z.literal(''), z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')]),
     schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
     poolMax: z.number().int().min(1).max(200),
+    preparedStatements: z.boolean(),
     sqliteBusyTimeoutMs: z.number().int().min(0),
   }),
   secrets: z.strictObject({

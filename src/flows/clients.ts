@@ -34,6 +34,8 @@ export const CLIENT_ASSERTION_ALGS = ['ES256', 'EdDSA', 'PS256'] as const;
 export const MAX_ASSERTION_LIFETIME_SECONDS = 60;
 /** Clock skew tolerated between the client and the gateway. */
 export const ASSERTION_CLOCK_SKEW_SECONDS = 5;
+/** How long past its expiry an assertion's jti is still remembered: more than any clock difference between gateway processes. */
+export const ASSERTION_JTI_PRUNE_GRACE_SECONDS = 300;
 export const MAX_ASSERTION_LENGTH = 8192;
 
 export const MAX_CLIENT_NAME_LENGTH = 100;
@@ -562,8 +564,14 @@ export async function verifyClientAssertion(gw: Gateway, assertion: string, clai
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) return { ok: false, reason: 'assertion jti unusable', clientId };
 
   // Rows past their expiry can go: an assertion that old fails the exp check above, so its
-  // jti needs no remembering. Pruning per client keeps the table at about one minute of traffic.
-  await gw.store.db.deleteFrom('client_assertion_jtis').where('client_id', '=', clientId).where('expires_at', '<', now.getTime()).execute();
+  // jti needs no remembering — by every process's clock, hence the grace: a process whose
+  // clock runs ahead must not delete a jti that one with a slower clock still accepts the
+  // assertion for. Pruning per client keeps the table at a few minutes of traffic.
+  await gw.store.db
+    .deleteFrom('client_assertion_jtis')
+    .where('client_id', '=', clientId)
+    .where('expires_at', '<', now.getTime() - ASSERTION_JTI_PRUNE_GRACE_SECONDS * 1000)
+    .execute();
   const first = await insertOnce(gw.store.db, {
     table: 'client_assertion_jtis',
     values: { client_id: clientId, jti, expires_at: (exp + ASSERTION_CLOCK_SKEW_SECONDS) * 1000 },

@@ -1,3 +1,4 @@
+import { ASSERTION_JTI_PRUNE_GRACE_SECONDS } from './clients.ts';
 import { forgetStaleDevices } from './known-devices.ts';
 import type { Gateway } from '../gateway.ts';
 
@@ -42,7 +43,8 @@ export async function expireStaleStepUps(gw: Gateway): Promise<number> {
 export async function purgeExpiredRecords(gw: Gateway): Promise<void> {
   const nowMs = gw.clock.now().getTime();
   const db = gw.store.db;
-  await db.deleteFrom('client_assertion_jtis').where('expires_at', '<', nowMs).execute();
+  // Kept past their expiry by the grace: another process's clock may run behind this one's.
+  await db.deleteFrom('client_assertion_jtis').where('expires_at', '<', nowMs - ASSERTION_JTI_PRUNE_GRACE_SECONDS * 1000).execute();
   await db.deleteFrom('one_time_tokens').where('expires_at', '<', nowMs - 86_400_000).execute();
   await db.deleteFrom('sessions').where('expires_at', '<', nowMs).execute();
   await db.deleteFrom('rate_limits').where('expires_at', '<', nowMs).execute();

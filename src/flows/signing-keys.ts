@@ -20,3 +20,25 @@ export async function rotateSigningKey(gw: Gateway, alg: SigningAlg, who: AuditA
   });
   return { kid: result.kid, retiredKid: result.retiredKid };
 }
+
+/**
+ * Revoking a step-up signing key (compromised, or suspected to be), with its audit record in
+ * the same transaction: it leaves the JWKS at once and never signs again; when it was the
+ * active key a new one replaces it and signs at once. Undefined when no published key has
+ * this kid (unknown, already revoked, or retired past its publication window).
+ */
+export async function revokeSigningKey(
+  gw: Gateway,
+  kid: string,
+  who: AuditActor & { reason: string },
+): Promise<{ kid: string; wasActive: boolean; newKid: string | undefined } | undefined> {
+  return gw.keys.revoke(kid, async (tx, revoked) => {
+    await gw.audit.append(tx, {
+      type: 'signing_key.revoked',
+      actor: who.actor,
+      ip: who.ip ?? null,
+      requestId: who.requestId ?? null,
+      data: { kid: revoked.kid, wasActive: revoked.wasActive, newKid: revoked.newKid ?? null, reason: who.reason },
+    });
+  });
+}

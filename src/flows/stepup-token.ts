@@ -4,7 +4,7 @@ import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { issueStepUpToken } from '../stepup/issue-token.ts';
 import { achievedAcr, effectiveStatus, type StepUp } from '../stepup/stepup-record.ts';
-import { loadStepUp, type Who } from './verify-stepup-factor.ts';
+import { loadClientStepUp, type Who } from './verify-stepup-factor.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
 
 /** What one `slow_down` adds to the step-up's polling interval (RFC 8628 §3.5), and the ceiling. */
@@ -37,10 +37,19 @@ export interface IssuedToken {
   stepUp: StepUp;
 }
 
+/**
+ * The step-up, when it is this client's. Unknown and someone else's answer the same 404
+ * `stepup_not_found` — the same body, the same single read (the owner is part of it, so the
+ * other client's row is not even loaded), the same log line: whether a step-up id exists,
+ * and so that another service's user is being asked to approve something right now, is not
+ * another client's business.
+ */
 export async function loadStepUpForClient(gw: Gateway, id: string, clientId: string): Promise<StepUp> {
-  const stepUp = await loadStepUp(gw, id);
-  if (stepUp === undefined) throw new AppError('stepup_not_found');
-  if (stepUp.clientId !== clientId) throw new AppError('forbidden', { detail: 'This step-up belongs to another client.' });
+  const stepUp = await loadClientStepUp(gw, id, clientId);
+  if (stepUp === undefined) {
+    gw.logger.info({ stepupId: id, clientId }, 'step-up not found for this client');
+    throw new AppError('stepup_not_found');
+  }
   return stepUp;
 }
 

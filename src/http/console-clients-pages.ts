@@ -2,7 +2,7 @@ import { type Request, type Response, Router } from 'express';
 import { AppError } from '../errors/app-error.ts';
 import { findDuplicateMember } from '../verifier/strict-json.ts';
 import { type ClientAuthMethod, createClient, disableClient, getClient, listClients, rotateClientSecret, setClientJwks } from '../flows/clients.ts';
-import { rotateSigningKey } from '../flows/signing-keys.ts';
+import { revokeSigningKey, rotateSigningKey } from '../flows/signing-keys.ts';
 import type { Gateway } from '../gateway.ts';
 import { requireRole } from './authorize.ts';
 import { actorOf, CONSOLE_PATH, consoleForm, type FormError, formField, noticeOf, reasonOf, renderConsole } from './console-support.ts';
@@ -105,7 +105,7 @@ export function consoleClientsPages(gw: Gateway, views: Views): Router {
       keys,
       activeKid: active.kid,
       activationSeconds: gw.keys.activationDelaySeconds,
-      notice: noticeOf(req, ['rotated']),
+      notice: noticeOf(req, ['rotated', 'revoked']),
       ...extra,
     });
   }
@@ -119,6 +119,15 @@ export function consoleClientsPages(gw: Gateway, views: Views): Router {
     if (alg !== 'ES256' && alg !== 'EdDSA') throw new AppError('validation_failed', { invalidParams: [{ pointer: '/alg', reason: 'console.invalid.alg' }] });
     await rotateSigningKey(gw, alg, { ...actorOf(req, res), reason: reasonOf(req) });
     res.redirect(303, `${keysPath}?notice=rotated`);
+  }, (req, res, formError) => renderKeys(req, res, formError.status, { formError })));
+
+  // A compromised key: out of the JWKS at once, never signing again (src/stepup/signing-keys.ts).
+  router.post(`${keysPath}/revoke`, admin, consoleForm('revokeKey', async (req, res) => {
+    const kid = formField(req, 'kid');
+    const reason = reasonOf(req);
+    const revoked = await revokeSigningKey(gw, kid, { ...actorOf(req, res), reason });
+    if (revoked === undefined) throw new AppError('validation_failed', { invalidParams: [{ pointer: '/kid', reason: 'console.invalid.kid' }] });
+    res.redirect(303, `${keysPath}?notice=revoked`);
   }, (req, res, formError) => renderKeys(req, res, formError.status, { formError })));
 
   return router;

@@ -184,7 +184,8 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
     responses: {
       200: { description: 'the token', schema: z.object({ step_up_token: z.string(), token_type: z.literal('stepup+jwt'), expires_in: z.number().int() }) },
       400: { description: 'authorization_pending, slow_down (each one adds 5 s to the interval, up to 60; Retry-After), expired_token, invalid_grant (already issued)' },
-      403: { description: 'access_denied (the user refused, the client cancelled, or the user\'s account was disabled), or forbidden: the step-up belongs to another client' },
+      403: { description: 'access_denied (the user refused, the client cancelled, or the user\'s account was disabled)' },
+      404: { description: 'stepup_not_found: no step-up with this id for this client (one created by another client answers the same)' },
     },
   }, [client], async (req, res) => {
     const issued = await pollStepUpToken(gw, stepUpId(req), clientOf(res).clientId, who(req, res));
@@ -195,7 +196,12 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
   api.route(router, {
     method: 'delete', path: '/v1/stepup/:id', tag: 'step-up', security: ['clientBasic'],
     summary: 'Relying service: cancel a step-up it created.',
-    responses: { 204: { description: 'cancelled' }, 409: { description: 'stepup_not_pending' } },
+    responses: {
+      204: { description: 'cancelled' },
+      404: { description: 'stepup_not_found: no step-up with this id for this client (one created by another client answers the same)' },
+      409: { description: 'stepup_not_pending' },
+      410: { description: 'stepup_expired' },
+    },
   }, [client], async (req, res) => {
     await cancelStepUp(gw, stepUpId(req), clientOf(res).clientId, who(req, res));
     res.status(204).end();

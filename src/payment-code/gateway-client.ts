@@ -234,7 +234,7 @@ export class GatewayClient {
       throw new PaymentCodeError('validation_failed', { detail: 'The gateway refused the request.', invalidParams });
     }
     // invalid_client, forbidden (action not registered for us), 5xx: our set-up is wrong or the gateway is down.
-    this.#options.logger.error({ status, code }, 'gateway refused the step-up request');
+    this.#options.logger.error({ status, reason: code }, 'gateway refused the step-up request');
     throw new PaymentCodeError('gateway_unavailable', { retryAfterSeconds: 5, detail: 'The authentication gateway refused this service.' });
   }
 
@@ -250,7 +250,7 @@ export class GatewayClient {
       return { status: 'pending', code, retryAfterSeconds: Number.isFinite(seconds) && seconds > 0 ? seconds : 2 };
     }
     if (['expired_token', 'access_denied', 'invalid_grant', 'stepup_not_found', 'forbidden'].includes(code)) return { status: 'failed', code };
-    this.#options.logger.error({ status, code }, 'gateway token endpoint failed');
+    this.#options.logger.error({ status, reason: code }, 'gateway token endpoint failed');
     throw new PaymentCodeError('gateway_unavailable', { retryAfterSeconds: 5 });
   }
 }

@@ -256,13 +256,14 @@ export class StepUpGate {
       }));
     } catch (err) {
       if (err instanceof StepUpTokenError) {
-        this.#d.logger.warn({ stepupId: record.id, code: err.code, field: err.field }, 'step-up token refused');
+        // `reason`, not `code`: the logger redacts every field named code (payment codes).
+        this.#d.logger.warn({ stepupId: record.id, reason: err.code, field: err.field }, 'step-up token refused');
         // An expired token can never pass again; a refused context can, with the right request.
         if (err.code === 'token_expired' || err.code === 'auth_too_old') await this.#fail(record, err.code);
         throw this.#refuse(err.code, input.action, err.field === undefined ? {} : { field: err.field });
       }
       if (err instanceof VerifierUnavailableError) {
-        this.#d.logger.error({ stepupId: record.id, code: err.code }, 'step-up verification unavailable');
+        this.#d.logger.error({ stepupId: record.id, reason: err.code }, 'step-up verification unavailable');
         throw new PaymentCodeError('service_unavailable', { retryAfterSeconds: 5, detail: 'Step-up verification is temporarily unavailable.' });
       }
       throw err;

@@ -107,7 +107,6 @@ export class SigningKeyRing {
     this.#snapshot = undefined;
   }
 
-  /** Makes a new active key; the previous one is retired and stays published for a while. */
   /**
    * `within` runs in the rotation's transaction (its audit record): if it fails, no key is
    * rotated, so a rotation never happens without its record.
@@ -134,18 +133,57 @@ export class SigningKeyRing {
     return { kid: row.kid, retiredKid: retired, publishUntil: retired === undefined ? undefined : new Date(publishUntil) };
   }
 
+  /**
+   * Withdraws a key at once — it is compromised, or suspected to be. Unlike a retired key it
+   * leaves the JWKS now (not when its tokens have expired) and never signs again. When it is
+   * the active key, a new key replaces it in the same transaction and signs at once: there is
+   * no key to hand over to (relying services fetch the new one on its unknown kid). Other
+   * processes follow within `refreshSeconds`; relying services when they next refresh their
+   * JWKS. `within` runs in the transaction (its audit record). Undefined when no published
+   * key has this kid.
+   */
+  async revoke(
+    kid: string,
+    within?: (tx: Tx, revoked: { kid: string; wasActive: boolean; newKid: string | undefined }) => Promise<void>,
+  ): Promise<{ kid: string; wasActive: boolean; newKid: string | undefined } | undefined> {
+    const nowMs = this.#o.clock.now().getTime();
+    const replacement = await this.#newKeyRow(this.#o.alg);
+    const result = await this.#o.db.transaction().execute(async (tx) => {
+      const row = await tx.selectFrom('signing_keys').select(['status', 'publish_until']).where('kid', '=', kid).executeTakeFirst();
+      if (row === undefined) return undefined;
+      const wasActive = row.status === 'active';
+      if (!wasActive && !(row.status === 'retired' && row.publish_until !== null && row.publish_until > nowMs)) return undefined;
+      const moved = await tx
+        .updateTable('signing_keys')
+        .set(wasActive ? { status: 'revoked', retired_at: nowMs, publish_until: nowMs } : { status: 'revoked', publish_until: nowMs })
+        .where('kid', '=', kid)
+        .where('status', '=', row.status)
+        .executeTakeFirst();
+      // A rotation or another revocation changed the key meanwhile: nothing done, look again.
+      if (Number(moved.numUpdatedRows) !== 1) return undefined;
+      if (wasActive) await tx.insertInto('signing_keys').values(replacement).execute();
+      const outcome = { kid, wasActive, newKid: wasActive ? replacement.kid : undefined };
+      await within?.(tx, outcome);
+      return outcome;
+    });
+    this.#privateKeys.delete(kid);
+    this.#snapshot = undefined;
+    return result;
+  }
+
   async #load(): Promise<Snapshot> {
     const nowMs = this.#o.clock.now().getTime();
     const rows = await this.#o.db
       .selectFrom('signing_keys')
       .selectAll()
-      .where((eb) => eb.or([eb('status', '=', 'active'), eb('publish_until', '>', nowMs)]))
+      // A revoked key never, whatever the clock of this process says about its publish_until.
+      .where((eb) => eb.or([eb('status', '=', 'active'), eb.and([eb('status', '=', 'retired'), eb('publish_until', '>', nowMs)])]))
       .orderBy('created_at', 'desc')
       .execute();
     const published: PublishedKey[] = rows.map((row) => ({
       kid: row.kid,
       alg: row.alg,
-      status: row.status,
+      status: row.status === 'active' ? 'active' : 'retired',
       createdAt: new Date(row.created_at),
       publishUntil: row.publish_until === null ? null : new Date(row.publish_until),
       jwk: JSON.parse(row.public_jwk) as JWK,

@@ -4,6 +4,7 @@ import { type DatabaseIntrospector, Kysely, PostgresDialect, type PostgresDialec
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { migrations } from './migrations/index.ts';
+import { useNamedStatements } from './pg-named-statements.ts';
 import { type FdatasyncFn, type GroupCommitStats, openNodeSqlite, WAL_SYNC_FAILED } from './node-sqlite-dialect.ts';
 import type { Database } from './schema.ts';
 
@@ -31,6 +32,8 @@ export interface OpenStoreOptions {
   sqliteFile: string;
   schema?: string;
   poolMax?: number;
+  /** PostgreSQL: run FixedSql's texts as named prepared statements (default true; pg-named-statements.ts). */
+  preparedStatements?: boolean;
   sqliteBusyTimeoutMs?: number;
   /** Tests: replaces fs.fdatasync of the SQLite WAL (a failing disk). */
   sqliteFdatasync?: FdatasyncFn;
@@ -105,8 +108,10 @@ async function openPostgres(options: OpenStoreOptions): Promise<Store> {
   // 'error' event with nobody listening, which would kill the gateway (found by the chaos
   // test that restarts PostgreSQL mid-load).
   pool.on('error', () => {});
+  const named = options.preparedStatements ?? true;
   pool.on('connect', (client) => {
     client.on('error', () => {});
+    if (named) useNamedStatements(client);
   });
   if (schema !== 'public') {
     const client = await pool.connect();

@@ -1,6 +1,7 @@
 import { CompiledQuery, type QueryResult, SqliteAdapter } from 'kysely';
 import type { Executor } from './database.ts';
 import { isReadSql, runFixedSqlDirect } from './node-sqlite-dialect.ts';
+import { registerNamedStatement } from './pg-named-statements.ts';
 
 /**
  * A fixed statement for the hottest paths (every request's rate-limit counter, every audit
@@ -28,6 +29,7 @@ export class FixedSql<R = unknown> {
       .split('?')
       .map((part, i) => (i === 0 ? part : `$${i}${part}`))
       .join('');
+    registerNamedStatement(this.#postgres);
   }
 
   /**
@@ -36,7 +38,8 @@ export class FixedSql<R = unknown> {
    * (runFixedSqlDirect: the same lock, transaction, statement cache, WAL-sync wait and errors);
    * elsewhere — PostgreSQL, an executor with plugins, a connection, an ended transaction —
    * through Kysely's executor. On PostgreSQL the executor is a few µs of a statement's ~55 µs
-   * of client-side CPU, below what a benchmark here resolves (bench/notes/fixed-sql-direct.md).
+   * of client-side CPU, below what a benchmark here resolves (bench/notes/fixed-sql-direct.md);
+   * there the text runs as a named prepared statement (pg-named-statements.ts).
    */
   run(executor: Executor, parameters: readonly unknown[]): Promise<QueryResult<R>> {
     try {

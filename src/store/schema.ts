@@ -130,8 +130,11 @@ export interface SigningKeysTable {
   public_jwk: string;
   /** PKCS#8 DER private key, sealed with the master key (aad `signing_keys.private_sealed:<kid>`). */
   private_sealed: string;
-  /** active (signs) | retired (published until publish_until, never signs). */
-  status: 'active' | 'retired';
+  /**
+   * active (signs) | retired (published until publish_until, never signs) | revoked
+   * (withdrawn at once: `stepgate keys revoke`, never published or used again).
+   */
+  status: 'active' | 'retired' | 'revoked';
   created_at: number;
   retired_at: number | null;
   publish_until: number | null;

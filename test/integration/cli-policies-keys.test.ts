@@ -94,5 +94,29 @@ for (const dialect of testDialects()) {
       assert.ok(audit.some((a) => a.data.includes(r.kid)));
       assert.equal((await runCli(['keys', 'rotate', '--alg', 'RS256'], env)).status, 2, 'RS256 is never used');
     });
+
+    it('keys revoke withdraws a compromised key at once and is audited; an unknown kid is exit 1, no reason exit 2', async () => {
+      const listed = JSON.parse((await runCli(['keys', 'list', '--json'], env)).stdout) as { kid: string; status: string }[];
+      const active = listed.find((k) => k.status === 'active')!.kid;
+      assert.equal((await runCli(['keys', 'revoke', active], env)).status, 2, 'a revocation says why');
+      assert.equal((await runCli(['keys', 'revoke', '--reason', 'key leaked'], env)).status, 2, 'which key');
+      const revoked = await runCli(['keys', 'revoke', active, '--reason', 'key leaked', '--json'], env);
+      assert.equal(revoked.status, 0, revoked.stderr);
+      const r = JSON.parse(revoked.stdout) as { revoked_kid: string; was_active: boolean; new_kid: string };
+      assert.equal(r.revoked_kid, active);
+      assert.equal(r.was_active, true);
+      tg.gw.keys.invalidate();
+      const kids = (await tg.http().get('/.well-known/jwks.json')).body.keys.map((k: { kid: string }) => k.kid);
+      assert.ok(!kids.includes(active));
+      assert.ok(kids.includes(r.new_kid));
+      assert.notEqual((await tg.gw.keys.activeKey()).kid, active);
+      const list = JSON.parse((await runCli(['keys', 'list', '--json'], env)).stdout) as { kid: string }[];
+      assert.ok(!list.some((k) => k.kid === active));
+      const audit = await tg.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'signing_key.revoked').execute();
+      assert.ok(audit.some((a) => a.data.includes(active) && a.data.includes('key leaked')));
+      const again = await runCli(['keys', 'revoke', active, '--reason', 'key leaked'], env);
+      assert.equal(again.status, 1);
+      assert.match(again.stderr, /no published signing key/);
+    });
   });
 }

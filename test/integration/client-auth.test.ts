@@ -3,7 +3,7 @@ import { createHmac, KeyObject, randomUUID, sign as cryptoSign } from 'node:cryp
 import { after, before, describe, it } from 'node:test';
 import { type CryptoKey, exportJWK, exportPKCS8, generateKeyPair, importPKCS8, type JWK, type JWTPayload, SignJWT } from 'jose';
 import type { Response } from 'supertest';
-import { createClient, disableClient, rotateClientSecret, setClientJwks } from '../../src/flows/clients.ts';
+import { ASSERTION_CLOCK_SKEW_SECONDS, ASSERTION_JTI_PRUNE_GRACE_SECONDS, createClient, disableClient, rotateClientSecret, setClientJwks } from '../../src/flows/clients.ts';
 import { parseBasicCredentials } from '../../src/http/client-auth.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -366,9 +366,22 @@ for (const dialect of testDialects()) {
           Number((await t.gw.store.db.selectFrom('client_assertion_jtis').select((eb) => eb.fn.countAll().as('n')).where('client_id', '=', jwtClientId).executeTakeFirstOrThrow()).n);
         assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
         assert.ok((await count()) >= 1);
-        t.clock.advance(120);
+        t.clock.advance(120 + ASSERTION_JTI_PRUNE_GRACE_SECONDS);
         assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
         assert.equal(await count(), 1);
+      });
+
+      it('a gateway process whose clock runs ahead does not forget a jti that one with a slower clock still accepts the assertion for', async () => {
+        const replayed = await sign(es, claims());
+        const issuedAt = t.clock.now().getTime();
+        assert.equal((await presentAssertion(replayed)).status, 200);
+        // Process A, its clock 10 s ahead: the assertion (exp + 30 s) is past its exp + skew
+        // for A, which authenticates another request of the client and prunes.
+        t.clock.set(issuedAt + (30 + ASSERTION_CLOCK_SKEW_SECONDS + 1) * 1000);
+        assert.equal((await presentAssertion(await sign(es, claims()))).status, 200);
+        // Process B, on time: within exp + skew the assertion would pass every check but its jti.
+        t.clock.set(issuedAt + (30 + ASSERTION_CLOCK_SKEW_SECONDS - 9) * 1000);
+        assertInvalidClient(await presentAssertion(replayed));
       });
 
       it('never logs the assertion', async () => {

@@ -266,6 +266,7 @@ for (const dialect of testDialects()) {
         [desk, '/console/policies', { policies: POLICY_YAML, comment: 'helpdesk edits', baseVersion: String(v) }],
         [desk, '/console/clients', { name: 'x', actions: 'payment_code.issue', authMethod: 'client_secret_basic', reason: 'helpdesk adds' }],
         [desk, '/console/keys/rotate', { alg: 'ES256', reason: 'helpdesk rotates' }],
+        [desk, '/console/keys/revoke', { kid: 'any', reason: 'helpdesk revokes' }],
         [audit, '/console/policies', { policies: POLICY_YAML, comment: 'auditor edits', baseVersion: String(v) }],
         [audit, `/console/users/${ids.lena}/unlock`, { reason: 'auditor unlocks' }],
         [audit, `/console/users/${ids.lena}/disable`, { reason: 'auditor disables' }],
@@ -275,6 +276,7 @@ for (const dialect of testDialects()) {
         [audit, '/console/tokens/SN1/revoke', { reason: 'auditor revokes' }],
         [audit, '/console/clients', { name: 'x', actions: 'payment_code.issue', authMethod: 'client_secret_basic', reason: 'auditor adds' }],
         [audit, '/console/keys/rotate', { alg: 'ES256', reason: 'auditor rotates' }],
+        [audit, '/console/keys/revoke', { kid: 'any', reason: 'auditor revokes' }],
       ];
       const keysBefore = (await t.gw.keys.publishedKeys()).length;
       for (const [s, path, form] of attempts) {
@@ -479,6 +481,21 @@ for (const dialect of testDialects()) {
       const keysPage = await get(staff('audit'), '/console/keys');
       for (const k of keysAfter) assert.match(keysPage.text, new RegExp(`data-kid="${k.kid}"`));
       assert.match((await t.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'signing_key.rotated').executeTakeFirstOrThrow()).data, /yearly rotation/);
+
+      // A compromised key is revoked from the same page: out of the JWKS at once, audited.
+      const retired = keysAfter.find((k) => k.status === 'retired');
+      assert.ok(retired !== undefined);
+      const unknownKid = await post(root, '/console/keys/revoke', { kid: 'no-such-kid', reason: 'key leaked in incident' });
+      assert.equal(unknownKid.status, 400);
+      assert.match(unknownKid.text, /<code>kid<\/code>/);
+      const revokedKey = await post(root, '/console/keys/revoke', { kid: retired.kid, reason: 'key leaked in incident' });
+      assert.equal(revokedKey.status, 303);
+      assert.ok(!(await t.gw.keys.publishedKeys()).some((k) => k.kid === retired.kid));
+      assert.ok(!(await t.http().get('/.well-known/jwks.json')).body.keys.some((k: { kid: string }) => k.kid === retired.kid));
+      const revokedPage = await get(root, '/console/keys?notice=revoked');
+      assert.doesNotMatch(revokedPage.text, new RegExp(`data-kid="${retired.kid}"`));
+      assert.match(revokedPage.text, /role="status"/);
+      assert.match((await t.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', 'signing_key.revoked').executeTakeFirstOrThrow()).data, /key leaked in incident/);
     });
 
     it('audit log: filter, verify with a visible result, export NDJSON; a bad filter names the field', async (tc) => {

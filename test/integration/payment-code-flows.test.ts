@@ -324,6 +324,15 @@ for (const dialect of testDialects()) {
       assert.equal(late.body.code, 'token_expired');
       const after = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: first.body.stepup_id }, bearer(wallet));
       assert.equal(after.body.code, 'step_up_failed');
+      // The log says why each token was refused — what an operator alerts on — and never the token.
+      const refusals = p.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'step-up token refused' && l.stepupId === first.body.stepup_id);
+      assert.deepEqual(
+        refusals.map((l) => [l.reason, l.field]),
+        [
+          ['context_mismatch', 'payee'],
+          ['token_expired', 'exp'],
+        ],
+      );
     });
 
     it('the gateway’s refusals reach the wallet: enrollment_required, access_denied; an unreachable gateway is a 503', async () => {

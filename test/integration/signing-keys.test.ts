@@ -6,10 +6,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
-import { rotateSigningKey } from '../../src/flows/signing-keys.ts';
+import { revokeSigningKey, rotateSigningKey } from '../../src/flows/signing-keys.ts';
 import { issueStepUpToken, type StepUpClaims } from '../../src/stepup/issue-token.ts';
 import { SigningKeyRing, type SigningAlg } from '../../src/stepup/signing-keys.ts';
+import { createJwksCache, MemoryReplayStore, StepUpTokenError, verifyStepUpToken } from '../../src/verifier/index.ts';
 import { needTool } from '../helpers/env.ts';
+import { listen } from '../helpers/stepup-fixtures.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { createTestStore, testDialects } from '../helpers/stores.ts';
 
@@ -187,6 +189,111 @@ for (const dialect of testDialects()) {
         } finally {
           await other.close();
         }
+      });
+
+      it('revoking the active key (compromised): out of the JWKS at once, never signs again, a new key signs at once; audited', async () => {
+        const now = Math.floor(tg.clock.now().getTime() / 1000);
+        const compromised = (await tg.gw.keys.activeKey()).kid;
+        const forged = await issueStepUpToken(await tg.gw.keys.activeKey(), claimsAt(now, 300));
+        await verifyWithJose(tg, forged);
+        const other = await tg.database.open();
+        try {
+          // Another gateway process that loaded its keys before the revocation.
+          const sealer = new Sealer(masterKeyFromBytes(Buffer.from(tg.config.secrets.masterKey, 'base64')));
+          const ring = new SigningKeyRing({ db: other.db, sealer, clock: tg.clock, alg, refreshSeconds: 30 });
+          assert.equal((await ring.activeKey()).kid, compromised);
+
+          const revoked = await revokeSigningKey(tg.gw, compromised, { actor: 'usr_probe', reason: 'key leaked' });
+          assert.ok(revoked?.wasActive && revoked.newKid !== undefined);
+          const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
+          assert.ok(!kids.includes(compromised), 'withdrawn from the JWKS at once, not after its tokens expire');
+          assert.ok(kids.includes(revoked.newKid));
+          // No hand-over period: the replacement signs at once.
+          assert.equal((await tg.gw.keys.activeKey()).kid, revoked.newKid);
+          // What the compromised key signed (or an attacker signs with it) no longer verifies.
+          await assert.rejects(verifyWithJose(tg, forged), (err: { code?: string }) => err.code === 'ERR_JWKS_NO_MATCHING_KEY');
+          const record = await tg.gw.store.db.selectFrom('audit_log').select(['actor', 'data']).where('type', '=', 'signing_key.revoked').orderBy('seq', 'desc').executeTakeFirstOrThrow();
+          assert.equal(record.actor, 'usr_probe');
+          assert.deepEqual(JSON.parse(record.data), { kid: compromised, wasActive: true, newKid: revoked.newKid, reason: 'key leaked' });
+
+          // The other process follows within its refresh interval…
+          tg.clock.advance(31);
+          assert.equal((await ring.activeKey()).kid, revoked.newKid);
+          assert.ok(!(await ring.jwks()).keys.some((k) => k.kid === compromised));
+          // …and one whose clock runs behind the revocation's never publishes the key again.
+          const behind = new SigningKeyRing({ db: other.db, sealer, clock: { now: () => new Date(tg.clock.now().getTime() - 3_600_000) }, alg, refreshSeconds: 30 });
+          assert.ok(!(await behind.jwks()).keys.some((k) => k.kid === compromised));
+          assert.notEqual((await behind.activeKey()).kid, compromised);
+        } finally {
+          await other.close();
+        }
+        // Once revoked, always revoked; an unknown kid changes nothing.
+        assert.equal(await revokeSigningKey(tg.gw, compromised, { actor: 'usr_probe', reason: 'again' }), undefined);
+        assert.equal(await revokeSigningKey(tg.gw, 'no-such-kid', { actor: 'usr_probe', reason: 'typo' }), undefined);
+      });
+
+      it('revoking a retired key withdraws it before its publication window ends, and it does not sign in the hand-over', async () => {
+        const old = (await tg.gw.keys.activeKey()).kid;
+        const rotated = await tg.gw.keys.rotate();
+        // During the hand-over the retired key still signs (the new one is not yet everywhere)…
+        assert.equal((await tg.gw.keys.activeKey()).kid, old);
+        const revoked = await revokeSigningKey(tg.gw, old, { actor: 'usr_probe', reason: 'key leaked' });
+        assert.deepEqual(revoked, { kid: old, wasActive: false, newKid: undefined });
+        // …not once it is revoked: the new key signs at once, and it alone is published.
+        assert.equal((await tg.gw.keys.activeKey()).kid, rotated.kid);
+        const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
+        assert.ok(!kids.includes(old));
+        assert.ok(kids.includes(rotated.kid));
+      });
+
+      it('a relying service stops accepting a revoked key at the first token of its replacement (the unknown kid refreshes its JWKS)', async () => {
+        const server = await listen(tg.app);
+        try {
+          // The verifier as a relying service runs it, against this gateway's JWKS over HTTP.
+          const jwks = createJwksCache({ jwksUri: `${server.url}/.well-known/jwks.json`, clock: tg.clock });
+          const verify = (token: string) =>
+            verifyStepUpToken(token, {
+              issuer: ISSUER,
+              audience: 'cli_pay',
+              jwks,
+              expectedSubject: 'usr_1',
+              expectedAction: 'payment_code.issue',
+              expectedContext: { amount: '120.00', currency: 'CNY' },
+              replayStore: new MemoryReplayStore({ clock: tg.clock }),
+              clock: tg.clock,
+            });
+          tg.clock.advance(60); // past the JWKS cache's refresh interval since any earlier test
+          const now = () => Math.floor(tg.clock.now().getTime() / 1000);
+          const compromised = await tg.gw.keys.activeKey();
+          const stolen = await issueStepUpToken(compromised, claimsAt(now()));
+          await verify(await issueStepUpToken(compromised, claimsAt(now()))); // cached: the key set holds it
+          const revoked = await revokeSigningKey(tg.gw, compromised.kid, { actor: 'usr_probe', reason: 'key leaked' });
+          assert.ok(revoked !== undefined);
+          tg.clock.advance(31); // the cache's minRefreshIntervalSeconds
+          const replacement = await tg.gw.keys.activeKey();
+          assert.notEqual(replacement.kid, compromised.kid);
+          await verify(await issueStepUpToken(replacement, claimsAt(now())));
+          // The refresh that found the new kid dropped the revoked one, well before cacheMaxAgeSeconds.
+          await assert.rejects(verify(stolen), (err: unknown) => err instanceof StepUpTokenError && err.code === 'kid_unknown');
+        } finally {
+          await server.close();
+        }
+      });
+
+      it('a revocation whose audit record cannot be written revokes nothing', async () => {
+        const kid = (await tg.gw.keys.activeKey()).kid;
+        const keysBefore = await tg.gw.store.db.selectFrom('signing_keys').select(['kid', 'status', 'publish_until']).orderBy('kid').execute();
+        const append = tg.gw.audit.append;
+        tg.gw.audit.append = async () => {
+          throw new Error('audit store refused');
+        };
+        try {
+          await assert.rejects(revokeSigningKey(tg.gw, kid, { actor: 'usr_probe', reason: 'key leaked' }), /audit store refused/);
+        } finally {
+          tg.gw.audit.append = append;
+        }
+        assert.deepEqual(await tg.gw.store.db.selectFrom('signing_keys').select(['kid', 'status', 'publish_until']).orderBy('kid').execute(), keysBefore);
+        assert.equal((await tg.gw.keys.activeKey()).kid, kid);
       });
 
       it('the discovery document names the issuer, JWKS and algorithms', async () => {

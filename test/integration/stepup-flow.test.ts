@@ -174,14 +174,65 @@ for (const dialect of testDialects()) {
       assert.ok(!issued.some((e) => e.data.includes(id)));
     });
 
-    it('token retrieval by a different client is forbidden, and cancel is the creator’s alone', async () => {
+    it('another client’s step-up answers exactly as one that does not exist, for the token and for cancel, and changes nothing', async () => {
       const { stepup_id: id, ticket } = (await create()).body;
       await verify(id, ticket, { factor: 'password', password: PASSWORD }).expect(200);
-      const res = await token(id, other.basic);
-      assert.equal(res.status, 403);
-      assert.equal(res.body.code, 'forbidden');
-      await tg.http().delete(`/v1/stepup/${id}`).set('Authorization', other.basic).expect(403);
+      const pendingId = (await create()).body.stepup_id as string;
+      const rowsBefore = await tg.gw.store.db.selectFrom('stepups').selectAll().where('id', 'in', [id, pendingId]).orderBy('id').execute();
+      const auditBefore = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      // What a client sees, minus the request id: status, the headers that matter, the body.
+      const seen = async (req: Promise<{ status: number; headers: Record<string, string>; body: Record<string, unknown> }>) => {
+        const res = await req;
+        const { request_id: _ignored, ...body } = res.body;
+        return { status: res.status, type: res.headers['content-type'], cache: res.headers['cache-control'], retry: res.headers['retry-after'], body };
+      };
+      const unknownId = `stp_${'x'.repeat(24)}`;
+      for (const [label, send] of [
+        ['token', (stepUpId: string) => token(stepUpId, other.basic)],
+        ['cancel', (stepUpId: string) => tg.http().delete(`/v1/stepup/${stepUpId}`).set('Authorization', other.basic)],
+      ] as const) {
+        const missing = await seen(send(unknownId));
+        assert.equal(missing.status, 404, label);
+        assert.equal(missing.body.code, 'stepup_not_found', label);
+        assert.deepEqual(await seen(send(id)), missing, `${label}: a completed step-up of another client`);
+        assert.deepEqual(await seen(send(pendingId)), missing, `${label}: a pending step-up of another client`);
+      }
+      // Nothing moved: no poll time, no slow_down, no cancellation, no audit record.
+      assert.deepEqual(await tg.gw.store.db.selectFrom('stepups').selectAll().where('id', 'in', [id, pendingId]).orderBy('id').execute(), rowsBefore);
+      const auditAfter = await tg.gw.store.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      assert.equal(Number(auditAfter.n), Number(auditBefore.n));
+      // The operator sees the attempt (the id and the client that asked) in the log.
+      assert.match(tg.logs.text, new RegExp(`"stepupId":"${pendingId}","clientId":"${other.clientId}"[^\n]*step-up not found for this client`));
       assert.equal((await token(id)).status, 200);
+    });
+
+    it('a wrong ticket, or another client, does not even get the step-up read: its row is loaded only for its owner', async () => {
+      // Proven with a row that cannot be parsed: reading it would be a 500, not the refusal an
+      // unknown id gets (and it was measurably slower than an unknown id: bench/notes/fix2.md).
+      const { stepup_id: id, ticket } = (await create()).body;
+      const { context } = await tg.gw.store.db.selectFrom('stepups').select('context').where('id', '=', id).executeTakeFirstOrThrow();
+      await tg.gw.store.db.updateTable('stepups').set({ context: '{not json' }).where('id', '=', id).execute();
+      try {
+        const unknownId = `stp_${'y'.repeat(24)}`;
+        const wrongTicket = 'w'.repeat(43);
+        for (const path of ['', '/verify', '/challenge']) {
+          const send = (stepUpId: string) => (path === '' ? tg.http().get(`/v1/stepup/${stepUpId}`) : tg.http().post(`/v1/stepup/${stepUpId}${path}`).send(path === '/verify' ? { factor: 'password', password: PASSWORD } : { factor: 'sms_otp' }));
+          const unknown = await send(unknownId).set('Authorization', `Ticket ${wrongTicket}`);
+          const wrong = await send(id).set('Authorization', `Ticket ${wrongTicket}`);
+          assert.equal(unknown.status, 401, `${path}: ${unknown.text}`);
+          assert.equal(wrong.status, 401, `${path}: ${wrong.text}`);
+          assert.equal(wrong.body.code, 'invalid_ticket');
+          assert.equal(wrong.body.code, unknown.body.code);
+        }
+        for (const res of [await token(id, other.basic), await tg.http().delete(`/v1/stepup/${id}`).set('Authorization', other.basic)]) {
+          assert.equal(res.status, 404, res.text);
+          assert.equal(res.body.code, 'stepup_not_found');
+        }
+      } finally {
+        await tg.gw.store.db.updateTable('stepups').set({ context }).where('id', '=', id).execute();
+      }
+      // Restored, the owner's ticket works: the refusals above were for the wrong caller alone.
+      assert.equal((await tg.http().get(`/v1/stepup/${id}`).set('Authorization', `Ticket ${ticket}`)).status, 200);
     });
 
     it('client authentication is required and bad credentials are refused', async () => {
