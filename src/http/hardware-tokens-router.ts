@@ -376,7 +376,12 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
       roles: ['admin', 'helpdesk'],
       summary: 'Resynchronise with two consecutive codes (wide window): re-aligns the counter or clock drift and unlocks a token locked by failures.',
       body: resyncBody,
-      responses: { 200: { description: 'resynchronised', schema: z.object({ token: tokenJsonSchema }) }, 400: { description: 'token_resync_failed' }, ...lifecycle },
+      responses: {
+        200: { description: 'resynchronised', schema: z.object({ token: tokenJsonSchema }) },
+        400: { description: 'token_resync_failed (the same whichever code was wrong)' },
+        429: { description: 'too_many_requests: hardwareTokens.resyncMaxFailures wrong pairs in a row for this token; Retry-After' },
+        ...lifecycle,
+      },
     },
     async (req, res, { body }) => {
       const op = operatorOf(req, res);
