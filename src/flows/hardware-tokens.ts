@@ -46,6 +46,10 @@ export interface TokenView {
   importId: string;
   driftSteps: number;
   failures: number;
+  /** Failed resynchronisations in a row (reset by a success or when a resync lock runs out). */
+  resyncFailures: number;
+  /** Until when resynchronisation is refused after too many failures; null when it is not. */
+  resyncLockedUntil: Date | null;
   validFrom: Date | null;
   validUntil: Date | null;
   createdAt: Date;
@@ -129,6 +133,13 @@ function baseQuery(ex: Executor) {
 
 type JoinedRow = HardwareTokensTable & { f_failures: number | null; f_locked_until: number | null; f_last_used_at: number | null; f_params: string | null; username: string | null };
 
+/** A lock that has run out is shown as none, with no failures: the next attempt starts the count again. */
+function resyncView(r: Pick<HardwareTokensTable, 'resync_failures' | 'resync_locked_until'>, nowMs: number): Pick<TokenView, 'resyncFailures' | 'resyncLockedUntil'> {
+  const until = r.resync_locked_until === null ? null : Number(r.resync_locked_until);
+  if (until !== null && until <= nowMs) return { resyncFailures: 0, resyncLockedUntil: null };
+  return { resyncFailures: Number(r.resync_failures ?? 0), resyncLockedUntil: until === null ? null : new Date(until) };
+}
+
 function toView(gw: Gateway, r: JoinedRow, nowMs: number): TokenView {
   const fp = r.f_params === null ? undefined : parseHardwareOtpParams(JSON.parse(r.f_params) as Record<string, unknown>);
   const state: TokenStateView = r.state === 'assigned' && isLocked(gw, r.f_failures, r.f_locked_until, nowMs) ? 'locked' : r.state;
@@ -148,6 +159,7 @@ function toView(gw: Gateway, r: JoinedRow, nowMs: number): TokenView {
     importId: r.import_id,
     driftSteps: fp?.driftSteps ?? Number(r.drift_steps),
     failures: Number(r.f_failures ?? 0),
+    ...resyncView(r, nowMs),
     validFrom: date(r.valid_from),
     validUntil: date(r.valid_until),
     createdAt: new Date(Number(r.created_at)),

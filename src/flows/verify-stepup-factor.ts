@@ -345,8 +345,10 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     let done = satisfiedAlternative(s.anyOf, proven, s.acr);
     let status: StepUpStatus = 'pending';
     let raised: Partial<StepUpsTable> = {};
+    let recheckReason = 'velocity';
     if (done !== undefined) {
       const recheck = await recheckAtCompletion(gw, tx, s, proven);
+      if (recheck.kind !== 'ok') recheckReason = recheck.reason;
       if (recheck.kind === 'ok') {
         status = 'completed';
         if (recheck.decision !== undefined && acrAtLeast(recheck.decision.acr, s.acr) && recheck.decision.acr !== s.acr) raised = { acr: recheck.decision.acr };
@@ -354,7 +356,8 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
         status = 'denied';
         done = undefined;
       } else {
-        // Velocity moved on since creation: the user must now prove more (say, the fingerprint).
+        // Velocity moved on since creation, or the policy set changed: the user must now prove
+        // more (say, the fingerprint).
         done = undefined;
         raised = {
           requirement: JSON.stringify({ anyOf: recheck.decision.satisfiable }),
@@ -381,9 +384,9 @@ async function verifyAdmitted(gw: Gateway, stepUp: StepUp, request: VerifyFactor
     if (status === 'completed') {
       events.push({ type: 'stepup.completed', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, clientId: s.clientId, action: s.action, factors: done, acr: achievedAcr({ anyOf: s.anyOf, proven, acr: raised.acr ?? s.acr }) } });
     } else if (status === 'denied') {
-      events.push({ type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck' } });
+      events.push({ type: 'stepup.denied', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, reason: 'policy_recheck', cause: recheckReason } });
     } else if (raised.requirement !== undefined) {
-      events.push({ type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: 'velocity' } });
+      events.push({ type: 'stepup.requirement_raised', subject: s.userId, ip: who.ip ?? null, requestId: who.requestId ?? null, data: { stepupId: s.id, policyId: raised.policy_id, acr: raised.acr, reason: recheckReason } });
     }
     await gw.audit.appendAll(tx, events);
     return toStepUp({ ...current, ...changes });

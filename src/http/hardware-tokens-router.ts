@@ -39,6 +39,8 @@ export const tokenJsonSchema = z.object({
   import_id: z.string(),
   drift_steps: z.number().int().describe('Learned clock drift of a time token, in steps.'),
   failures: z.number().int(),
+  resync_failures: z.number().int().describe('Failed resynchronisations in a row; at hardwareTokens.resyncMaxFailures resync is refused (429) until resync_locked_until.'),
+  resync_locked_until: z.iso.datetime().nullable().describe('Until when a resync is refused after too many failed ones; null when it is not.'),
   valid_from: z.iso.datetime().nullable(),
   valid_until: z.iso.datetime().nullable(),
   created_at: z.iso.datetime(),
@@ -66,6 +68,8 @@ export function tokenToJson(t: TokenView): z.output<typeof tokenJsonSchema> {
     import_id: t.importId,
     drift_steps: t.driftSteps,
     failures: t.failures,
+    resync_failures: t.resyncFailures,
+    resync_locked_until: iso(t.resyncLockedUntil),
     valid_from: iso(t.validFrom),
     valid_until: iso(t.validUntil),
     created_at: t.createdAt.toISOString(),
@@ -376,7 +380,12 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
       roles: ['admin', 'helpdesk'],
       summary: 'Resynchronise with two consecutive codes (wide window): re-aligns the counter or clock drift and unlocks a token locked by failures.',
       body: resyncBody,
-      responses: { 200: { description: 'resynchronised', schema: z.object({ token: tokenJsonSchema }) }, 400: { description: 'token_resync_failed' }, ...lifecycle },
+      responses: {
+        200: { description: 'resynchronised', schema: z.object({ token: tokenJsonSchema }) },
+        400: { description: 'token_resync_failed (the same whichever code was wrong)' },
+        429: { description: 'too_many_requests: hardwareTokens.resyncMaxFailures wrong pairs in a row for this token; Retry-After' },
+        ...lifecycle,
+      },
     },
     async (req, res, { body }) => {
       const op = operatorOf(req, res);

@@ -1,4 +1,4 @@
-import { addDecimals, compareDecimals, formatDecimal, parseDecimal } from './decimal.ts';
+import { absDecimal, addDecimals, compareDecimals, formatDecimal, parseDecimal } from './decimal.ts';
 import type {
   AmountCondition,
   ContextScalar,
@@ -228,9 +228,13 @@ function checkVelocityAmount(
   if (rawTotal === undefined) return { holds: false, reason: `velocity: no ${currency} total for the ${w} s window` };
   const total = parseDecimal(rawTotal, { total: true });
   if (total === null) return { holds: false, reason: `velocity: ${currency} total for the ${w} s window is not a decimal string` };
-  const sum = addDecimals(total, amount);
+  // Totals are sums of magnitudes: a negative one is not a total (it would widen the limit).
+  if (total.units < 0n) return { holds: false, reason: `velocity: ${currency} total for the ${w} s window is negative` };
+  // A negative amount is charged with its magnitude: it must not pass as "room left".
+  const charged = absDecimal(amount);
+  const sum = addDecimals(total, charged);
   const ok = compareDecimals(sum, maxAmount) <= 0;
-  const shown = `${formatDecimal(total)} + ${rawAmount as string} = ${formatDecimal(sum)} ${currency} in ${w} s`;
+  const shown = `${formatDecimal(total)} + ${formatDecimal(charged)} = ${formatDecimal(sum)} ${currency} in ${w} s`;
   return { holds: ok, reason: ok ? `velocity: ${shown} ≤ maxAmount ${maxAmountText}` : `velocity: ${shown} > maxAmount ${maxAmountText}` };
 }
 

@@ -45,6 +45,11 @@ export function compareDecimals(a: Decimal, b: Decimal): -1 | 0 | 1 {
   return a.units < b.units ? -1 : a.units > b.units ? 1 : 0;
 }
 
+/** The amount without its sign: what a velocity limit charges for a negative amount (a refund, say). */
+export function absDecimal(d: Decimal): Decimal {
+  return d.units < 0n ? { units: -d.units, fractionDigits: d.fractionDigits } : d;
+}
+
 export function addDecimals(a: Decimal, b: Decimal): Decimal {
   return { units: a.units + b.units, fractionDigits: Math.max(a.fractionDigits, b.fractionDigits) };
 }
@@ -63,15 +68,17 @@ export function formatDecimal(d: Decimal): string {
 }
 
 /**
- * Sums decimal strings (e.g. the amounts of a user's recent step-ups the caller read from the
- * database, for the velocity condition). `null` when any of them is not a decimal string.
+ * Sums decimal strings. `null` when any of them is not a decimal string. `magnitudes: true`
+ * adds each amount without its sign — how the velocity condition totals a user's recent
+ * step-ups: a negative amount (a refund, or an attacker's "-5000.00") moved money too and
+ * must never lower the total and so buy room for more payments under the weaker factor.
  */
-export function sumDecimalStrings(texts: readonly unknown[]): string | null {
+export function sumDecimalStrings(texts: readonly unknown[], options: { magnitudes?: boolean } = {}): string | null {
   let total: Decimal = { units: 0n, fractionDigits: 0 };
   for (const t of texts) {
     const d = parseDecimal(t, { total: true });
     if (d === null) return null;
-    total = addDecimals(total, d);
+    total = addDecimals(total, options.magnitudes === true ? absDecimal(d) : d);
   }
   return formatDecimal(total);
 }

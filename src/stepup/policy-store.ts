@@ -155,7 +155,8 @@ export async function velocityFacts(
     const inWindow = rows.filter((r) => r.completed_at !== null && Number(r.completed_at) > nowMs - w.windowSeconds * 1000);
     const amountsByCurrency: Record<string, string> = {};
     for (const currency of w.currencies) {
-      const total = sumDecimalStrings(inWindow.filter((r) => r.currency === currency && r.amount !== null).map((r) => r.amount));
+      // Magnitudes: a completed step-up for "-5000.00" must not give back 5000 of the limit.
+      const total = sumDecimalStrings(inWindow.filter((r) => r.currency === currency && r.amount !== null).map((r) => r.amount), { magnitudes: true });
       if (total !== null) amountsByCurrency[currency] = total;
     }
     return { windowSeconds: w.windowSeconds, count: inWindow.length, amountsByCurrency };

@@ -22,8 +22,9 @@ export interface PostgresReplayStoreOptions {
    */
   pruneGraceSeconds?: number;
   /**
-   * The longest a consume (and the table set-up) may take, waiting for a pooled connection
-   * included, before it fails (closed: the token is refused as `replay_store_unavailable`).
+   * The longest each statement of a consume may take — the insert, and on first use the table
+   * set-up — waiting for a pooled connection included, before the consume fails (closed: the
+   * token is refused as `replay_store_unavailable`).
    * Without it a PostgreSQL that stops answering — a network partition, a lock — would hold
    * every request that presents a token for as long as TCP takes to give up. Default 5000.
    */
@@ -33,7 +34,7 @@ export interface PostgresReplayStoreOptions {
 /** How long past its expiry a row is kept by default (see `pruneGraceSeconds`). */
 export const DEFAULT_PRUNE_GRACE_SECONDS = 300;
 
-/** Default bound on one consume (see `queryTimeoutMs`). */
+/** Default bound on each statement of a consume (see `queryTimeoutMs`). */
 export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 /**
@@ -104,11 +105,8 @@ export class PostgresReplayStore implements ReplayStore {
     const now = this.#clock.now().getTime();
     if (now >= this.#nextPruneAt) {
       this.#nextPruneAt = now + this.#pruneIntervalMs;
-      try {
-        await this.#prune(now);
-      } catch {
-        // Pruning is housekeeping: it must not turn into a refused token.
-      }
+      // Housekeeping, not awaited: a slow or failing delete must neither delay nor refuse a token.
+      this.#prune(now).catch(() => undefined);
     }
     const result = await this.#query(`INSERT INTO ${this.#qualifiedTable} (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING RETURNING jti`, [
       jti,

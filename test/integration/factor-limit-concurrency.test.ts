@@ -9,6 +9,8 @@ import { createLogger } from '../../src/logger.ts';
 import type { Store } from '../../src/store/database.ts';
 import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
+import { signIn } from '../helpers/session.ts';
+import { addPhone, captureSms, codeInText, type SmsCapture } from '../helpers/sms.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 /**
@@ -30,9 +32,12 @@ for (const dialect of testDialects()) {
     let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
     let cookie: string[];
     let csrf: string;
+    let sms: SmsCapture;
 
     before(async () => {
-      t = await createTestGateway({ dialect, config: { factors: { maxPerType: MAX_PER_TYPE } } });
+      const big = { hour: 10_000, day: 10_000 };
+      t = await createTestGateway({ dialect, config: { factors: { maxPerType: MAX_PER_TYPE }, sms: { caps: { perNumber: big, perUser: big, perCountryCode: big, global: big } } } });
+      sms = captureSms(t.gw);
       await createUser(t.gw, { username: 'desk', password: PASSWORD, roles: ['helpdesk'] }, { actor: 'test' });
       const res = await t.http().post('/v1/login').send({ username: 'desk', password: PASSWORD }).expect(200);
       cookie = res.headers['set-cookie'] as unknown as string[];
@@ -80,6 +85,50 @@ for (const dialect of testDialects()) {
       assert.equal(assigned.length, MAX_PER_TYPE);
       const enrolled = await t.gw.store.db.selectFrom('audit_log').select('seq').where('type', '=', 'factor.enrolled').where('subject', '=', user.id).execute();
       assert.equal(enrolled.length, MAX_PER_TYPE);
+    });
+
+    /**
+     * A user holding `holding` phones starts enrolments of `numbers` in parallel (PostgreSQL:
+     * alternating between two gateway processes). Returns the pending enrolments left.
+     */
+    async function parallelPhoneStarts(username: string, holding: string[], numbers: string[]) {
+      const user = await createUser(t.gw, { username, password: PASSWORD }, { actor: 'test' });
+      // Signed in before the phones it holds are added: enrolling needs no second-factor proof then.
+      const s = await signIn(t, username, PASSWORD);
+      for (const phone of holding) await addPhone(t.gw, user.id, phone);
+      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const started = await Promise.all(
+        numbers.map((phone, i) => supertest(apps[i % apps.length] as (typeof apps)[number]).post('/v1/me/factors/sms_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ phone })),
+      );
+      for (const r of started) assert.equal(r.status, 201, r.text);
+      const pending = await t.gw.store.db.selectFrom('factors').select(['id', 'params']).where('user_id', '=', user.id).where('type', '=', 'sms_otp').where('status', '=', 'pending').execute();
+      const active = async () => (await t.gw.store.db.selectFrom('factors').select('id').where('user_id', '=', user.id).where('type', '=', 'sms_otp').where('status', '=', 'active').execute()).length;
+      return { s, pending: pending.map((f) => ({ id: f.id, phone: (JSON.parse(f.params) as { phone: string }).phone })), active };
+    }
+
+    it(`${PARALLEL} parallel phone enrolment starts, one phone under the limit: one enrolment is left to confirm, then the next start is the 409`, async () => {
+      const holding = Array.from({ length: MAX_PER_TYPE - 1 }, (_, i) => `+86138001${38000 + i}`);
+      const numbers = Array.from({ length: PARALLEL }, (_, i) => `+86138001${38100 + i}`);
+      const { s, pending, active } = await parallelPhoneStarts('many-phones', holding, numbers);
+      // Each start replaces the one before it (one at a time per user): one is left, so at most
+      // one phone can be added — two left would both confirm and pass the limit.
+      assert.equal(pending.length, 1, JSON.stringify(pending));
+      const [left] = pending;
+      assert.ok(left);
+      const message = sms.sent.filter((m) => m.to === left.phone).at(-1);
+      assert.ok(message);
+      const ok = await t.http().post(`/v1/me/factors/sms_otp/${left.id}/confirm`).set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ code: codeInText(message.text) });
+      assert.equal(ok.status, 200, ok.text);
+      assert.equal(await active(), MAX_PER_TYPE);
+      const more = await t.http().post('/v1/me/factors/sms_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ phone: '+8613900139000' });
+      assert.equal(more.status, 409, more.text);
+      assert.equal(more.body.code, 'conflict');
+      assert.deepEqual(more.body.invalid_params, [{ pointer: '/type', reason: 'limit reached' }]);
+    });
+
+    it(`${PARALLEL} parallel enrolment starts of one number: one enrolment is left, so the number is enrolled at most once`, async () => {
+      const { pending } = await parallelPhoneStarts('one-number', [], Array(PARALLEL).fill('+8613800138555'));
+      assert.equal(pending.length, 1, JSON.stringify(pending));
     });
   });
 }

@@ -11,6 +11,7 @@ import { createLogger } from '../../src/logger.ts';
 import type { Store } from '../../src/store/database.ts';
 import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
+import { confirmForTest, type SignedIn, signIn } from '../helpers/session.ts';
 import { testDialects } from '../helpers/stores.ts';
 
 /**
@@ -58,6 +59,13 @@ for (const dialect of testDialects()) {
     async function events(type: string, serial: string): Promise<Record<string, unknown>[]> {
       const rows = await t.gw.store.db.selectFrom('audit_log').select('data').where('type', '=', type).orderBy('seq').execute();
       return rows.map((r) => JSON.parse(r.data) as Record<string, unknown>).filter((d) => d.serial === serial);
+    }
+
+    /** The console needs a session that proved a second factor (the API does not, for staff with none enrolled). */
+    let consoleSession: SignedIn | undefined;
+    async function consoleDesk(): Promise<SignedIn> {
+      consoleSession ??= await confirmForTest(t, await signIn(t, 'desk', PASSWORD));
+      return consoleSession;
     }
 
     async function tokenRow(serial: string) {
@@ -114,6 +122,15 @@ for (const dialect of testDialects()) {
       const factor = await t.gw.store.db.selectFrom('factors').select('counter').where('id', '=', before.factor_id as string).executeTakeFirstOrThrow();
       assert.equal(Number(factor.counter), 1, 'the refused resync moved nothing');
 
+      // The helpdesk sees the lock: the API's token view and the console's token page.
+      const view = await supertest(t.app).get(`/v1/admin/hardware-tokens/${serial}`).set('Cookie', desk.cookie).expect(200);
+      assert.equal(view.body.token.resync_failures, LIMIT);
+      assert.equal(view.body.token.resync_locked_until, new Date(t.clock.now().getTime() + LOCK_SECONDS * 1000).toISOString());
+      const page = await supertest(t.app).get(`/console/tokens/${serial}`).set('Cookie', (await consoleDesk()).cookie).expect(200);
+      const shown = /<dd data-resync-locked>([^<]*)<\/dd>/.exec(page.text);
+      assert.ok(shown, 'the token page shows the resync lock');
+      assert.match(shown[1] as string, new RegExp(`${new Date(t.clock.now().getTime() + LOCK_SECONDS * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC.*${LIMIT}`));
+
       const failed = await events('hardware_token.resync_failed', serial);
       assert.deepEqual(failed.map((d) => d.failures), [1, 2, 3]);
       assert.equal((await events('hardware_token.resync_locked', serial)).length, 1);
@@ -122,6 +139,10 @@ for (const dialect of testDialects()) {
       t.clock.advance(LOCK_SECONDS - 1);
       assert.equal((await resync(serial, right[0], right[1])).status, 429);
       t.clock.advance(1);
+      // A lock that has run out is shown as none (the next attempt starts the count again).
+      const ran = await supertest(t.app).get(`/v1/admin/hardware-tokens/${serial}`).set('Cookie', desk.cookie).expect(200);
+      assert.deepEqual([ran.body.token.resync_failures, ran.body.token.resync_locked_until], [0, null]);
+      assert.doesNotMatch((await supertest(t.app).get(`/console/tokens/${serial}`).set('Cookie', (await consoleDesk()).cookie).expect(200)).text, /data-resync-locked/);
       const ok = await resync(serial, right[0], right[1]);
       assert.equal(ok.status, 200, ok.text);
       const after = await tokenRow(serial);

@@ -9,7 +9,9 @@ import { masterKeyFromBytes, Sealer } from '../../src/crypto/sealer.ts';
 import { revokeSigningKey, rotateSigningKey } from '../../src/flows/signing-keys.ts';
 import { issueStepUpToken, type StepUpClaims } from '../../src/stepup/issue-token.ts';
 import { SigningKeyRing, type SigningAlg } from '../../src/stepup/signing-keys.ts';
+import { createJwksCache, MemoryReplayStore, StepUpTokenError, verifyStepUpToken } from '../../src/verifier/index.ts';
 import { needTool } from '../helpers/env.ts';
+import { listen } from '../helpers/stepup-fixtures.ts';
 import { createTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { createTestStore, testDialects } from '../helpers/stores.ts';
 
@@ -242,6 +244,40 @@ for (const dialect of testDialects()) {
         const kids = (await tg.http().get('/.well-known/jwks.json').expect(200)).body.keys.map((k: { kid: string }) => k.kid);
         assert.ok(!kids.includes(old));
         assert.ok(kids.includes(rotated.kid));
+      });
+
+      it('a relying service stops accepting a revoked key at the first token of its replacement (the unknown kid refreshes its JWKS)', async () => {
+        const server = await listen(tg.app);
+        try {
+          // The verifier as a relying service runs it, against this gateway's JWKS over HTTP.
+          const jwks = createJwksCache({ jwksUri: `${server.url}/.well-known/jwks.json`, clock: tg.clock });
+          const verify = (token: string) =>
+            verifyStepUpToken(token, {
+              issuer: ISSUER,
+              audience: 'cli_pay',
+              jwks,
+              expectedSubject: 'usr_1',
+              expectedAction: 'payment_code.issue',
+              expectedContext: { amount: '120.00', currency: 'CNY' },
+              replayStore: new MemoryReplayStore({ clock: tg.clock }),
+              clock: tg.clock,
+            });
+          tg.clock.advance(60); // past the JWKS cache's refresh interval since any earlier test
+          const now = () => Math.floor(tg.clock.now().getTime() / 1000);
+          const compromised = await tg.gw.keys.activeKey();
+          const stolen = await issueStepUpToken(compromised, claimsAt(now()));
+          await verify(await issueStepUpToken(compromised, claimsAt(now()))); // cached: the key set holds it
+          const revoked = await revokeSigningKey(tg.gw, compromised.kid, { actor: 'usr_probe', reason: 'key leaked' });
+          assert.ok(revoked !== undefined);
+          tg.clock.advance(31); // the cache's minRefreshIntervalSeconds
+          const replacement = await tg.gw.keys.activeKey();
+          assert.notEqual(replacement.kid, compromised.kid);
+          await verify(await issueStepUpToken(replacement, claimsAt(now())));
+          // The refresh that found the new kid dropped the revoked one, well before cacheMaxAgeSeconds.
+          await assert.rejects(verify(stolen), (err: unknown) => err instanceof StepUpTokenError && err.code === 'kid_unknown');
+        } finally {
+          await server.close();
+        }
       });
 
       it('a revocation whose audit record cannot be written revokes nothing', async () => {

@@ -92,5 +92,31 @@ for (const dialect of testDialects()) {
       assert.equal(results.filter((r) => r.body.completed === true).length, 2);
       assert.equal(results.filter((r) => r.body.completed === false).length, 6);
     });
+
+    it('a completed step-up for a negative amount never gives back room under a daily amount limit', async () => {
+      const limited = 'payment_code.amount_limited';
+      await setPolicies(tg.gw, [
+        { id: 'daily-two', action: ACTION, priority: 10, when: { velocity: { windowSeconds: 86400, maxCount: 2 } }, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' },
+        { id: 'beyond', action: ACTION, priority: 20, require: { anyOf: [['hardware_otp']] }, acr: 'urn:stepgate:aal2' },
+        { id: 'daily-10k', action: limited, priority: 10, when: { velocity: { windowSeconds: 86400, maxAmount: '10000.00', currency: 'CNY' } }, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' },
+        { id: 'over-10k', action: limited, priority: 20, require: { anyOf: [['hardware_otp']] }, acr: 'urn:stepgate:aal2' },
+      ]);
+      const client = await makeClient(tg.gw, 'pay-limited', [limited]);
+      await userWithToken('nora');
+      const start = (amount: string) =>
+        tg.http().post('/v1/stepup').set('Authorization', client.basic).send({ subject: 'nora', action: limited, context: { amount, currency: 'CNY' } });
+      // 5000 of the 10000 with the password, written as a negative amount.
+      const credit = await start('-5000.00');
+      assert.equal(credit.status, 201, JSON.stringify(credit.body));
+      assert.deepEqual(credit.body.options, [['password']]);
+      assert.equal((await verify(credit.body, { factor: 'password', password: PASSWORD })).body.completed, true);
+      // 5000 + 9000 > 10000: the fob, not the password (a signed sum would say -5000 + 9000 = 4000).
+      const next = await start('9000.00');
+      assert.equal(next.status, 201, JSON.stringify(next.body));
+      assert.deepEqual(next.body.options, [['hardware_otp']]);
+      // Alone, a negative amount beyond the limit is beyond it too.
+      const big = await start('-20000.00');
+      assert.deepEqual(big.body.options, [['hardware_otp']]);
+    });
   });
 }

@@ -97,6 +97,13 @@ describe('decimal amounts (no floating point)', () => {
     assert.equal(parseDecimal('2999999999999997', { total: true })?.units, 2999999999999997000000n);
     assert.equal(parseDecimal('2999999999999997'), null);
   });
+
+  it('sums magnitudes for velocity totals: a negative amount never lowers the total', () => {
+    assert.equal(sumDecimalStrings(['-5000.00', '900.00']), '-4100.00');
+    assert.equal(sumDecimalStrings(['-5000.00', '900.00'], { magnitudes: true }), '5900.00');
+    assert.equal(sumDecimalStrings(['-0', '-0.000001'], { magnitudes: true }), '0.000001');
+    assert.equal(sumDecimalStrings(['-1e3'], { magnitudes: true }), null);
+  });
 });
 
 describe('acr', () => {
