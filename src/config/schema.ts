@@ -209,6 +209,9 @@ export const configSchema = z.strictObject({
     bindMaxFailures: z.number().int().min(1).max(100),
     resyncMaxFailures: z.number().int().min(1).max(100),
     resyncLockSeconds: z.number().int().min(1).max(7 * 86_400),
+    assignMaxFailures: z.number().int().min(1).max(100),
+    assignActorMaxFailures: z.number().int().min(1).max(1000),
+    assignLockSeconds: z.number().int().min(1).max(7 * 86_400),
     import: z.strictObject({
       maxBytes: z.number().int().min(1024).max(2 * 1024 * 1024 * 1024),
       maxTokens: z.number().int().min(1).max(10_000_000),

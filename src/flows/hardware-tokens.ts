@@ -262,7 +262,7 @@ async function assignInTx(gw: Gateway, tx: Tx, row: HardwareTokensTable, userId:
   }
   const moved = await tx
     .updateTable('hardware_tokens')
-    .set({ state: 'assigned', user_id: userId, factor_id: factorId, counter: match.next.counter, drift_steps: match.next.driftSteps, bind_failures: 0, assigned_at: nowMs, updated_at: nowMs })
+    .set({ state: 'assigned', user_id: userId, factor_id: factorId, counter: match.next.counter, drift_steps: match.next.driftSteps, bind_failures: 0, assign_failures: 0, assign_locked_until: null, assigned_at: nowMs, updated_at: nowMs })
     .where('id', '=', row.id)
     .where('state', '=', 'unassigned')
     // The code was checked against this counter: a concurrent bind or resync that moved it wins.
@@ -376,19 +376,122 @@ export async function assignToken(gw: Gateway, who: TokenActor, input: AssignInp
   await requireActiveUser(gw.store.db, input.userId);
   const row = await requireToken(gw, gw.store.db, serial);
   if (row.state !== 'unassigned') throw stateConflict(row, 'only an unassigned token can be assigned');
-  // Counted (not limited: the operator holds the token) before the comparison.
-  await chargeBindAttempt(gw, row.id, undefined);
-  const match = matchInventory(gw, row, input.code, input.nextCode);
-  if (match === undefined) {
-    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_failed', subject: input.userId, data: { tokenId: row.id, serial, by: who.by } });
-    throw new AppError('token_code_invalid', { invalidParams: [{ pointer: input.nextCode === undefined ? '/code' : '/next_code', reason: 'not a current code of this token' }] });
-  }
+  const match = await checkAssignCode(gw, who, row, input.userId, input.code, input.nextCode, 'not a current code of this token');
   await gw.store.db.transaction().execute(async (tx) => {
     const fresh = await requireToken(gw, tx, serial);
     if (fresh.state !== 'unassigned' || fresh.counter !== row.counter) throw stateConflict(fresh, 'it changed while being assigned');
     await assignInTx(gw, tx, fresh, input.userId, match, who, input.reason);
   });
+  await refundOperatorAttempt(gw, operatorKey(who));
   return getToken(gw, serial);
+}
+
+/** The operator's count is keyed by the audit actor (an account id; the CLI's actor names itself). */
+const operatorKey = (who: AuditActor): string => who.actor ?? 'anonymous';
+
+type AssignCharge = { failures: number; operatorFailures: number } | { scope: 'token' | 'operator'; retryAfterSeconds: number };
+
+/**
+ * Charges one helpdesk assign/replace attempt BEFORE the code is compared: against the acting
+ * operator first (hardwareTokens.assignActorMaxFailures), then against the token
+ * (assignMaxFailures), each one conditional UPDATE, so parallel attempts — in any gateway
+ * process — never compare more than either limit. An attempt refused by the token's limit
+ * still counts against the operator (a refused attempt counts against every budget it falls
+ * under); one refused by the operator's limit does not touch the token's. At a limit without
+ * a lock time (the attempt that reached it is still being compared, or its process stopped)
+ * the lock starts now, so it always runs out.
+ */
+async function chargeAssignAttempt(gw: Gateway, actor: string, tokenId: string, nowMs: number): Promise<AssignCharge> {
+  const { assignMaxFailures: limit, assignActorMaxFailures: operatorLimit, assignLockSeconds } = gw.config.hardwareTokens;
+  const lockMs = assignLockSeconds * 1000;
+  const db = gw.store.db;
+  const wait = (until: number | null | undefined) => Math.max(1, Math.ceil(((until === null || until === undefined ? nowMs + lockMs : Number(until)) - nowMs) / 1000));
+
+  await db.insertInto('hardware_token_assign_throttle').values({ actor, failures: 0, locked_until: null, last_charged_at: nowMs }).onConflict((oc) => oc.column('actor').doNothing()).execute();
+  // A lock that ran out, or a count not charged for a lock period, starts again.
+  await db
+    .updateTable('hardware_token_assign_throttle')
+    .set({ failures: 0, locked_until: null })
+    .where('actor', '=', actor)
+    .where((eb) => eb.or([eb('locked_until', '<=', nowMs), eb.and([eb('locked_until', 'is', null), eb('last_charged_at', '<=', nowMs - lockMs)])]))
+    .execute();
+  const op = await db
+    .updateTable('hardware_token_assign_throttle')
+    .set((eb) => ({ failures: eb('failures', '+', 1), last_charged_at: nowMs }))
+    .where('actor', '=', actor)
+    .where('failures', '<', operatorLimit)
+    .where('locked_until', 'is', null)
+    .returning('failures')
+    .executeTakeFirst();
+  if (op === undefined) {
+    await db.updateTable('hardware_token_assign_throttle').set({ locked_until: nowMs + lockMs }).where('actor', '=', actor).where('locked_until', 'is', null).execute();
+    const r = await db.selectFrom('hardware_token_assign_throttle').select('locked_until').where('actor', '=', actor).executeTakeFirst();
+    return { scope: 'operator', retryAfterSeconds: wait(r?.locked_until) };
+  }
+
+  await db.updateTable('hardware_tokens').set({ assign_failures: 0, assign_locked_until: null }).where('id', '=', tokenId).where('assign_locked_until', '<=', nowMs).execute();
+  const token = await db
+    .updateTable('hardware_tokens')
+    .set((eb) => ({ assign_failures: eb('assign_failures', '+', 1) }))
+    .where('id', '=', tokenId)
+    .where('assign_failures', '<', limit)
+    .where('assign_locked_until', 'is', null)
+    .returning('assign_failures')
+    .executeTakeFirst();
+  if (token === undefined) {
+    await db.updateTable('hardware_tokens').set({ assign_locked_until: nowMs + lockMs }).where('id', '=', tokenId).where('assign_locked_until', 'is', null).execute();
+    const r = await db.selectFrom('hardware_tokens').select('assign_locked_until').where('id', '=', tokenId).executeTakeFirst();
+    return { scope: 'token', retryAfterSeconds: wait(r?.assign_locked_until) };
+  }
+  return { failures: Number(token.assign_failures), operatorFailures: Number(op.failures) };
+}
+
+/**
+ * A right code gives back the operator's charge for it (and lifts a lock only the charges of
+ * right codes in flight had reached): the count is of wrong codes, and one right code does
+ * not wipe the wrong ones before it. The token's count is cleared by the assignment itself.
+ */
+async function refundOperatorAttempt(gw: Gateway, actor: string): Promise<void> {
+  await gw.store.db
+    .updateTable('hardware_token_assign_throttle')
+    .set((eb) => ({ failures: eb('failures', '-', 1), locked_until: null }))
+    .where('actor', '=', actor)
+    .where('failures', '>', 0)
+    .execute();
+}
+
+/**
+ * The helpdesk's code for an unassigned token (assign, and the new token of a replace): the
+ * attempt is charged first (chargeAssignAttempt), then compared. Every failure is audited
+ * with both counts; the failure that reaches a limit starts that lock (`.assign_locked`),
+ * and an attempt refused at a limit is audited `.assign_refused` and answered 429.
+ */
+async function checkAssignCode(gw: Gateway, who: TokenActor, row: HardwareTokensTable, userId: string, code: string, nextCode: string | undefined, reason: string): Promise<TokenMatch> {
+  const nowMs = gw.clock.now().getTime();
+  const { assignMaxFailures: limit, assignActorMaxFailures: operatorLimit, assignLockSeconds } = gw.config.hardwareTokens;
+  const base = { tokenId: row.id, serial: row.serial, by: who.by };
+  const charge = await chargeAssignAttempt(gw, operatorKey(who), row.id, nowMs);
+  if ('retryAfterSeconds' in charge) {
+    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_refused', subject: userId, data: { ...base, reason: 'too_many_failures', scope: charge.scope } });
+    const detail = charge.scope === 'token' ? 'Too many wrong codes for this token; try again later.' : 'Too many wrong token codes from this account; try again later.';
+    throw new AppError('too_many_requests', { detail, retryAfterSeconds: charge.retryAfterSeconds });
+  }
+  // Counted towards the self-service per-serial budget as well, as before (not limited here).
+  await chargeBindAttempt(gw, row.id, undefined);
+  const match = matchInventory(gw, row, code, nextCode);
+  if (match !== undefined) return match;
+  await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_failed', subject: userId, data: { ...base, failures: charge.failures, limit, operatorFailures: charge.operatorFailures, operatorLimit } });
+  const lockedUntil = nowMs + assignLockSeconds * 1000;
+  // Exactly one attempt is charged each limit-th failure: it starts that lock and records it.
+  if (charge.operatorFailures === operatorLimit) {
+    await gw.store.db.updateTable('hardware_token_assign_throttle').set({ locked_until: lockedUntil }).where('actor', '=', operatorKey(who)).where('failures', '=', operatorLimit).where('locked_until', 'is', null).execute();
+    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_locked', subject: userId, data: { ...base, scope: 'operator', failures: charge.operatorFailures, lockSeconds: assignLockSeconds, lockedUntil } });
+  }
+  if (charge.failures === limit) {
+    await gw.store.db.updateTable('hardware_tokens').set({ assign_locked_until: lockedUntil }).where('id', '=', row.id).where('assign_failures', '=', limit).where('assign_locked_until', 'is', null).execute();
+    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_locked', subject: userId, data: { ...base, scope: 'token', failures: charge.failures, lockSeconds: assignLockSeconds, lockedUntil } });
+  }
+  throw new AppError('token_code_invalid', { invalidParams: [{ pointer: nextCode === undefined ? '/code' : '/next_code', reason }] });
 }
 
 export async function unassignToken(gw: Gateway, who: TokenActor, serial: string, reason: string): Promise<TokenView> {
@@ -442,12 +545,7 @@ export async function replaceToken(gw: Gateway, who: TokenActor, input: ReplaceI
   const userId = old.user_id;
   const fresh = await requireToken(gw, gw.store.db, newSerial);
   if (fresh.state !== 'unassigned') throw stateConflict(fresh, 'the replacement must be unassigned');
-  await chargeBindAttempt(gw, fresh.id, undefined);
-  const match = matchInventory(gw, fresh, input.code, input.nextCode);
-  if (match === undefined) {
-    await gw.audit.append(gw.store.db, { ...auditOf(who), type: 'hardware_token.assign_failed', subject: userId, data: { tokenId: fresh.id, serial: newSerial, by: who.by } });
-    throw new AppError('token_code_invalid', { invalidParams: [{ pointer: input.nextCode === undefined ? '/code' : '/next_code', reason: 'not a current code of the new token' }] });
-  }
+  const match = await checkAssignCode(gw, who, fresh, userId, input.code, input.nextCode, 'not a current code of the new token');
   await gw.store.db.transaction().execute(async (tx) => {
     const o = await requireToken(gw, tx, oldSerial);
     const n = await requireToken(gw, tx, newSerial);
@@ -456,6 +554,7 @@ export async function replaceToken(gw: Gateway, who: TokenActor, input: ReplaceI
     await assignInTx(gw, tx, n, userId, match, who, input.reason);
     await gw.audit.append(tx, { ...auditOf(who), type: 'hardware_token.replaced', subject: userId, data: { oldSerial, newSerial, oldState: input.oldState, by: who.by, reason: input.reason } });
   });
+  await refundOperatorAttempt(gw, operatorKey(who));
   return getToken(gw, newSerial);
 }
 

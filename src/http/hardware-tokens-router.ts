@@ -340,7 +340,12 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
       roles: ['admin', 'helpdesk'],
       summary: 'Bind an unassigned token to a user; `code` (a current code from the token in hand) proves it is that token and that it works.',
       body: assignBody,
-      responses: { 200: { description: 'assigned', schema: z.object({ token: tokenJsonSchema }) }, 400: { description: 'token_code_invalid' }, ...lifecycle },
+      responses: {
+        200: { description: 'assigned', schema: z.object({ token: tokenJsonSchema }) },
+        400: { description: 'token_code_invalid' },
+        429: { description: 'too_many_requests: hardwareTokens.assignMaxFailures wrong codes in a row for this token, or assignActorMaxFailures from this operator; Retry-After' },
+        ...lifecycle,
+      },
     },
     async (req, res, { body }) => {
       const op = operatorOf(req, res);
@@ -402,7 +407,12 @@ export function hardwareTokensRouter(gw: Gateway, api: ApiRegistry): Router {
       roles: ['admin', 'helpdesk'],
       summary: "Replace a user's token: the old one becomes lost or revoked and the new one (proven by a current code) is assigned, in one step.",
       body: replaceBody,
-      responses: { 200: { description: 'the new token', schema: z.object({ token: tokenJsonSchema }) }, 400: { description: 'token_code_invalid' }, ...lifecycle },
+      responses: {
+        200: { description: 'the new token', schema: z.object({ token: tokenJsonSchema }) },
+        400: { description: 'token_code_invalid' },
+        429: { description: 'too_many_requests: hardwareTokens.assignMaxFailures wrong codes in a row for the new token, or assignActorMaxFailures from this operator; Retry-After' },
+        ...lifecycle,
+      },
     },
     async (req, res, { body }) => {
       const op = operatorOf(req, res);

@@ -285,6 +285,7 @@ export interface Database {
   hardware_tokens: HardwareTokensTable;
   hardware_token_imports: HardwareTokenImportsTable;
   hardware_token_bind_throttle: HardwareTokenBindThrottleTable;
+  hardware_token_assign_throttle: HardwareTokenAssignThrottleTable;
 }
 
 export interface StoreProbeTable {
@@ -380,6 +381,10 @@ export interface HardwareTokensTable {
   resync_failures: number;
   /** Resync refused until then, after hardwareTokens.resyncMaxFailures failures. */
   resync_locked_until: number | null;
+  /** Failed helpdesk assign/replace codes in a row for this token (migration 046). */
+  assign_failures: number;
+  /** Assignment refused until then, after hardwareTokens.assignMaxFailures failures. */
+  assign_locked_until: number | null;
   created_at: number;
   updated_at: number;
   assigned_at: number | null;
@@ -403,6 +408,14 @@ export interface HardwareTokenImportsTable {
   problem_count: number;
   /** Why a failed import failed (an AppError code). */
   error_code: string | null;
+}
+
+/** Helpdesk assign/replace failures per acting operator (the audit actor). */
+export interface HardwareTokenAssignThrottleTable {
+  actor: string;
+  failures: number;
+  locked_until: number | null;
+  last_charged_at: number;
 }
 
 export interface HardwareTokenBindThrottleTable {

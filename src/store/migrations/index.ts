@@ -17,6 +17,7 @@ import * as m042 from './042-notification-outbox.ts';
 import * as m043 from './043-known-devices.ts';
 import * as m044 from './044-token-resync-throttle.ts';
 import * as m045 from './045-audit-log-rowid.ts';
+import * as m046 from './046-token-assign-throttle.ts';
 
 /** Ordered, append-only. Never edit a migration that has shipped; add a new one. */
 export const migrations: Record<string, Migration> = {
@@ -38,4 +39,5 @@ export const migrations: Record<string, Migration> = {
   '043-known-devices': m043,
   '044-token-resync-throttle': m044,
   '045-audit-log-rowid': m045,
+  '046-token-assign-throttle': m046,
 };
