@@ -110,6 +110,9 @@ function securitySchemes(sessionCookie: string): Record<Exclude<SecurityScheme, 
   };
 }
 
+/** What every JSON request body must be (RFC 8259 §8.1); see http/input-guard.ts. */
+const UTF8_BODY = 'UTF-8 JSON without a byte order mark (RFC 8259 §8.1). A declared charset other than utf-8, a byte order mark (UTF-8\'s included) or a body in UTF-16, UTF-32 or UTF-7 is refused with 415 unsupported_media_type.';
+
 export function buildOpenApi(registry: ApiRegistry, info: { version: string; serverUrl: string; sessionCookie: string }): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of registry.routes) {
@@ -128,7 +131,7 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
     }
     if (params.length > 0) op.parameters = params;
     if (r.body !== undefined) {
-      op.requestBody = { required: true, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } };
+      op.requestBody = { required: true, description: UTF8_BODY, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } };
     } else if (r.rawBody !== undefined) {
       const raw = r.rawBody;
       op.requestBody = { required: true, description: raw.description, content: Object.fromEntries(raw.contentTypes.map((t) => [t, { schema: { type: 'string', format: 'binary' } }])) };
@@ -145,6 +148,12 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
     if (r.body !== undefined && responses['400'] === undefined) {
       responses['400'] = { description: 'Malformed JSON (invalid_json), a member name given twice (duplicate_member), wrong types or unknown fields (validation_failed); invalid_params points at them.', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } };
     }
+    if (r.body !== undefined && responses['415'] === undefined) {
+      responses['415'] = {
+        description: 'unsupported_media_type: the body is not application/json, or not UTF-8 (a charset other than utf-8, a byte order mark — UTF-8\'s included — or UTF-16/32/7 bytes).',
+        content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+      };
+    }
     op.responses = responses;
     if (r.security !== undefined) op.security = r.security.filter((s) => s !== 'none').map((s) => ({ [s]: [] }));
     paths[p] ??= {};
@@ -152,7 +161,7 @@ export function buildOpenApi(registry: ApiRegistry, info: { version: string; ser
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'Stepgate', version: info.version, description: 'Multi-factor step-up gateway for payment systems.' },
+    info: { title: 'Stepgate', version: info.version, description: 'Multi-factor step-up gateway for payment systems. Request bodies are UTF-8 (RFC 8259 §8.1): JSON and form bodies in another charset or starting with a byte order mark are refused with 415 unsupported_media_type.' },
     servers: [{ url: info.serverUrl }],
     paths,
     components: { schemas: { Problem: problemSchema }, securitySchemes: securitySchemes(info.sessionCookie) },

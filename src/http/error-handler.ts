@@ -3,7 +3,7 @@ import { AppError, isAppError } from '../errors/app-error.ts';
 import { internalProblem, PROBLEM_CONTENT_TYPE, toProblem } from '../errors/problem.ts';
 import type { Logger } from '../logger.ts';
 import { isDatabaseUnavailable } from '../store/database.ts';
-import { DUPLICATE_MEMBER } from '../verifier/strict-json.ts';
+import { DUPLICATE_MEMBER, NOT_UTF8 } from '../verifier/strict-json.ts';
 import { MALFORMED_UTF8 } from './input-guard.ts';
 import { locals } from './request-context.ts';
 
@@ -18,7 +18,7 @@ export function duplicateMember(pointer: string): AppError {
 /** body-parser / express errors that are the client's fault. */
 function fromFrameworkError(err: unknown): AppError | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { type?: string; status?: number; statusCode?: number; form?: boolean; pointer?: string };
+  const e = err as { type?: string; status?: number; statusCode?: number; form?: boolean; pointer?: string; reason?: unknown };
   switch (e.type) {
     case 'entity.parse.failed':
       return new AppError('invalid_json', { invalidParams: [{ pointer: '', reason: 'body is not valid JSON' }] });
@@ -28,8 +28,12 @@ function fromFrameworkError(err: unknown): AppError | undefined {
       return new AppError(e.form === true ? 'invalid_request' : 'invalid_json', { detail: 'The request body is not valid UTF-8.', invalidParams: [{ pointer: '', reason: 'body is not valid UTF-8' }] });
     case 'entity.too.large':
       return new AppError('payload_too_large');
+    case NOT_UTF8:
+      return new AppError('unsupported_media_type', {
+        detail: 'JSON and form bodies must be UTF-8 (RFC 8259 §8.1): no other charset, no byte order mark.',
+        invalidParams: [{ pointer: '', reason: typeof e.reason === 'string' ? e.reason : 'the body must be UTF-8' }],
+      });
     case 'encoding.unsupported':
-    case 'charset.unsupported':
       return new AppError('unsupported_media_type');
     case 'request.aborted':
     case 'request.size.invalid':

@@ -3,6 +3,7 @@ import { unescape as unescapeLeniently } from 'node:querystring';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { AppError, type InvalidParam } from '../errors/app-error.ts';
 import type { RouteSpec } from './api-registry.ts';
+import { assertUtf8Body } from '../verifier/strict-json.ts';
 
 /**
  * Control characters are refused in one place, before any router, session lookup or
@@ -27,6 +28,9 @@ import type { RouteSpec } from './api-registry.ts';
  *
  * Text must also be Unicode that survives storage unchanged:
  *
+ *   - A JSON or form body in another encoding — a declared charset other than utf-8, a byte
+ *     order mark (UTF-8's included), UTF-7's signature, or JSON that starts like UTF-16/32 —
+ *     is 415 `unsupported_media_type` (RFC 8259 §8.1), before it is decoded.
  *   - A JSON or form body that is not valid UTF-8 is 400 `invalid_json` / `invalid_request`
  *     (pointer ""), before it is parsed: the parser would silently turn the bad bytes into
  *     U+FFFD, so two different inputs would become one value (`refuseMalformedUtf8`).
@@ -175,15 +179,18 @@ function dropBadCookies(req: Request): void {
 }
 
 /**
- * The body parsers' `verify` hook: a JSON or urlencoded body in UTF-8 (the charset declared,
- * or none declared) must be valid UTF-8. A body in another declared charset is the
- * parser's to decode (or to refuse with 415).
+ * The body parsers' `verify` hook, on the raw bytes before they are decoded. JSON and
+ * urlencoded bodies must be UTF-8 (RFC 8259 §8.1; HTML forms are sent in the page's
+ * encoding, which is UTF-8): a declared charset other than utf-8, or a byte order mark, is
+ * 415 `unsupported_media_type` (verifier/strict-json.ts `assertUtf8Body`; the JSON reader
+ * checks it first); bytes that are not valid UTF-8 are 400 `invalid_json` / `invalid_request`.
  */
 export function refuseMalformedUtf8(req: Request, _res: Response, buf: Buffer): void {
-  if (isUtf8(buf)) return;
+  const form = req.is('application/x-www-form-urlencoded') !== false;
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.get('content-type') ?? '')?.[1]?.toLowerCase();
-  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') return;
-  throw Object.assign(new Error('body is not valid UTF-8'), { type: MALFORMED_UTF8, form: req.is('application/x-www-form-urlencoded') !== false });
+  assertUtf8Body(buf, charset, !form);
+  if (isUtf8(buf)) return;
+  throw Object.assign(new Error('body is not valid UTF-8'), { type: MALFORMED_UTF8, form });
 }
 
 /** The `type` of the body parsers' error for such a body (http/error-handler.ts answers it). */

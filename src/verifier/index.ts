@@ -16,7 +16,7 @@ export type { ReplayStore } from './replay-store.ts';
 export { MemoryReplayStore, type MemoryReplayStoreOptions } from './replay-store-memory.ts';
 export { PostgresReplayStore, type PostgresReplayStoreOptions } from './replay-store-postgres.ts';
 export { SqliteReplayStore, type SqliteReplayStoreOptions } from './replay-store-sqlite.ts';
-export { DUPLICATE_MEMBER, findDuplicateMember, JSON_PARSE_FAILED, jwsDuplicateMember, strictJsonBody, type StrictJsonBodyOptions } from './strict-json.ts';
+export { assertUtf8Body, DUPLICATE_MEMBER, findDuplicateMember, JSON_PARSE_FAILED, jwsDuplicateMember, NOT_UTF8, strictJsonBody, type StrictJsonBodyOptions } from './strict-json.ts';
 export { requireStepUp, STEP_UP_REQUIRED, stepUpAuthorization, stepUpClaims, type RequireStepUpOptions } from './require-step-up.ts';
 export {
   FORBIDDEN_HEADER_PARAMETERS,

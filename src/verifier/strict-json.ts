@@ -163,8 +163,44 @@ export interface StrictJsonBodyOptions {
 }
 
 const JSON_TYPES = ['application/json', 'application/*+json'];
-// RFC 8259 §8.1 (and body-parser's JSON parser): JSON is in a Unicode encoding.
-const UNICODE_CHARSET = /^utf-/;
+
+/** The `type` of the error for a body that is not in UTF-8 by its declared charset or its first bytes (415). */
+export const NOT_UTF8 = 'charset.unsupported';
+
+// Byte order marks (and UTF-7's signature), longest first: FF FE 00 00 is UTF-32LE, not UTF-16LE.
+const BOMS: readonly [string, readonly number[]][] = [
+  ['UTF-32BE', [0x00, 0x00, 0xfe, 0xff]],
+  ['UTF-32LE', [0xff, 0xfe, 0x00, 0x00]],
+  ['UTF-8', [0xef, 0xbb, 0xbf]],
+  ['UTF-16BE', [0xfe, 0xff]],
+  ['UTF-16LE', [0xff, 0xfe]],
+];
+// UTF-7's signature: "+/v" and one of 8 9 + / (RFC 2152).
+const UTF7_SIGNATURE = /^\+\/v[89+/]/;
+
+function notUtf8(reason: string): Error {
+  return Object.assign(new Error(reason), { type: NOT_UTF8, status: 415, reason });
+}
+
+/**
+ * RFC 8259 §8.1: JSON exchanged between systems is UTF-8, and a sender must not add a byte
+ * order mark. Refused with 415 (type NOT_UTF8), before the body is decoded: a declared
+ * charset other than utf-8 (`utf8` is taken as its common spelling), and a body that starts
+ * with a byte order mark — UTF-8's too: a parser may ignore it, but then two byte strings
+ * would be one JSON text, and a conforming sender never adds one — or with UTF-7's
+ * signature. A JSON text starts with an ASCII character, so a NUL among its first two bytes
+ * is UTF-16 or UTF-32 without a mark (the detection of RFC 4627 §3): refused the same way.
+ * `json: false` (urlencoded forms) skips that last check; their NUL is refused as a control
+ * character.
+ */
+export function assertUtf8Body(buf: Buffer, charset: string | undefined, json: boolean): void {
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') throw notUtf8(`the body must be UTF-8 (declared charset "${charset}")`);
+  for (const [name, bom] of BOMS) {
+    if (buf.length >= bom.length && bom.every((b, i) => buf[i] === b)) throw notUtf8(`the body must be UTF-8 without a byte order mark (found the ${name} byte order mark)`);
+  }
+  if (UTF7_SIGNATURE.test(buf.subarray(0, 4).toString('latin1'))) throw notUtf8('the body must be UTF-8 (found the UTF-7 signature)');
+  if (json && buf.length >= 2 && (buf[0] === 0 || buf[1] === 0)) throw notUtf8('the body must be UTF-8 (it looks like UTF-16 or UTF-32)');
+}
 // JSON whitespace only (RFC 8259 §2), as body-parser's strict mode.
 const FIRST_NON_WHITESPACE = /[^ \t\n\r]/;
 
@@ -187,9 +223,7 @@ export function strictJsonBody(options: StrictJsonBodyOptions): RequestHandler {
     limit: options.limit,
     type: JSON_TYPES,
     verify: (req, res, buf, encoding) => {
-      if (!UNICODE_CHARSET.test(encoding)) {
-        throw Object.assign(new Error(`unsupported charset "${encoding.toUpperCase()}"`), { type: 'charset.unsupported', status: 415, charset: encoding });
-      }
+      assertUtf8Body(buf, encoding, true);
       verify?.(req as Request, res as Response, buf, encoding);
     },
   });
