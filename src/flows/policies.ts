@@ -26,6 +26,8 @@ import { type AuditActor, normaliseUsername } from './users.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
 import { webauthnAcrFacts } from './webauthn.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../audit/audit-log.ts';
 
 /**
  * Factor policies as stored, versioned, audited data: every change (admin API, `stepgate
@@ -74,6 +76,20 @@ function canonicalSet(policies: readonly Policy[]): Policy[] {
 }
 
 // ---- reading --------------------------------------------------------------------------
+
+/**
+ * The SHA-256 (hex) of a policy set, as `policy.changed` records it (`previousSetSha256`,
+ * `setSha256`; docs/operations.md "Policy changes"): over the UTF-8 bytes of the canonical
+ * JSON of the set's `policies` array — each policy in its stored form (keys in any order, as
+ * `GET /v1/admin/policies` or `stepgate policies export` give them), the policies in their
+ * stored order (action, priority, id), object keys sorted by UTF-16 code units, no
+ * whitespace, strings and numbers as JSON.stringify writes them (RFC 8785 JCS for this
+ * data: only strings, integers, booleans, lists and objects). Version 0 (nothing stored) is
+ * the empty list `[]`.
+ */
+export function policySetSha256(policies: readonly Policy[]): string {
+  return createHash('sha256').update(canonicalJson(sortPolicies(policies).map(canonicalPolicy)), 'utf8').digest('hex');
+}
 
 /** The set in force; version 0 with no policies (deny everything) before anything was stored. */
 export interface CurrentPolicySet {
@@ -175,6 +191,9 @@ async function commitChange(gw: Gateway, build: BuildNextSet, options: SavePolic
           data: {
             version,
             previousVersion,
+            // Which exact sets the change went from and to (recomputable from the exports).
+            previousSetSha256: policySetSha256(before),
+            setSha256: policySetSha256(policies),
             comment,
             added: diff.added.map((e) => e.id),
             removed: diff.removed.map((e) => e.id),
@@ -309,7 +328,7 @@ export async function seedPolicySet(gw: Gateway): Promise<number | undefined> {
     await gw.audit.append(tx, {
       type: 'policy.changed',
       actor: 'config',
-      data: { version: 1, previousVersion: 0, comment, added: policies.map((p) => p.id), removed: [], changed: [] },
+      data: { version: 1, previousVersion: 0, previousSetSha256: policySetSha256([]), setSha256: policySetSha256(policies), comment, added: policies.map((p) => p.id), removed: [], changed: [] },
     });
     return true;
   });

@@ -115,9 +115,14 @@ for (const dialect of testDialects()) {
 
       const event = await lastPolicyEvent();
       assert.equal(event.actor, as.root!.userId);
+      // The set hashes are checked in test/integration/policy-change-hashes.test.ts.
+      assert.match(String(event.data.previousSetSha256), /^[0-9a-f]{64}$/);
+      assert.match(String(event.data.setSha256), /^[0-9a-f]{64}$/);
       assert.deepEqual(event.data, {
         version: base + 1,
         previousVersion: base,
+        previousSetSha256: event.data.previousSetSha256,
+        setSha256: event.data.setSha256,
         comment: 'password for small amounts',
         added: ['pwd-small', 'strict'],
         removed: ['small-payments', 'large-payments', 'offline-seed'],
