@@ -3,7 +3,7 @@ import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { hashToken, newId, newSecretToken } from '../crypto/ids.ts';
 import type { AllowDecision } from '../policy/evaluate-policies.ts';
-import { isDecimalString } from '../policy/decimal.ts';
+import { assertBoundMoney } from './bound-money.ts';
 import { currentPolicySet } from '../stepup/policy-store.ts';
 import { decideForUser } from './policies.ts';
 import type { Who } from './verify-stepup-factor.ts';
@@ -50,6 +50,8 @@ const approvalText = (max: number) =>
  */
 const contextValue = z.union([approvalText(256), z.int({ error: 'must be an integer within ±(2^53 − 1): send fractions and larger numbers as strings' }), z.boolean()]);
 const CONTEXT_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+// The shape of an amount; how many decimals it may have is its currency's (assertBoundMoney).
+const AMOUNT_SYNTAX = /^-?\d{1,15}(\.\d{1,32})?$/;
 export const createStepUpBody = z.strictObject({
   subject: z.string().min(1).max(128).describe('The user id or username.'),
   action: z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_]+)*$/, 'must be dot-separated snake_case words').max(128),
@@ -57,7 +59,7 @@ export const createStepUpBody = z.strictObject({
     .record(z.string().regex(CONTEXT_FIELD, 'must be a context field name'), contextValue)
     .refine((c) => Object.keys(c).length <= 32, 'at most 32 fields')
     .refine((c) => !('type' in c), '"type" is reserved (it carries the action in authorization_details)')
-    .refine((c) => c.amount === undefined || isDecimalString(c.amount), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
+    .refine((c) => c.amount === undefined || (typeof c.amount === 'string' && AMOUNT_SYNTAX.test(c.amount)), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
     .refine((c) => c.amount === undefined || (typeof c.currency === 'string' && /^[A-Z]{3}$/.test(c.currency)), {
       message: 'an amount needs an ISO 4217 currency',
       path: ['currency'],
@@ -119,6 +121,7 @@ export async function decideStepUp(gw: Gateway, userId: string, groups: string[]
 }
 
 export async function createStepUp(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, who: Who): Promise<CreatedStepUp> {
+  assertBoundMoney(body.context);
   if (!client.allowedActions.includes(body.action)) {
     throw new AppError('forbidden', { detail: 'This client may not request step-up for this action.', invalidParams: [{ pointer: '/action', reason: 'not allowed for this client' }] });
   }

@@ -1,7 +1,7 @@
 import { type NextFunction, type Request, type Response, Router } from 'express';
 import { z } from 'zod';
 import { type ApiKeyCaller, authenticateApiKey } from '../api-keys.ts';
-import { AMOUNT_PATTERN, amountUnits } from '../decimal.ts';
+import { AMOUNT_PATTERN, amountUnits, assertBindableMoney } from '../decimal.ts';
 import { PaymentCodeError } from '../errors.ts';
 import { type CodeImage, CODE_IMAGES, codeImage, codeImagePath, isCodeImage } from '../code-images.ts';
 import { ISSUE_ACTION, issueBindingMessage, issueCode, issueStepUpContext, renderCode } from '../issue-code.ts';
@@ -135,6 +135,8 @@ function caller(res: Response): ApiKeyCaller {
   return c;
 }
 
+const MONEY_POINTERS = { amount: '/context/amountLimit', currency: '/context/currency' };
+
 /** Maps the gateway's field pointers (its step-up body) back to ours. */
 function pointerMap(pointer: string): string {
   if (pointer === '/subject' || pointer === '/redirect_uri' || pointer === '/state') return pointer;
@@ -198,6 +200,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
     responses: { 201: { description: 'the code (valid paymentCode.codes.ttlSeconds)', schema: issuedSchema }, ...STEP_UP_RESPONSES },
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
+    assertBindableMoney(body.context.amountLimit, body.context.currency, MONEY_POINTERS);
     if (body.stepup_id === undefined) {
       await counted('issue', ISSUE_ACTION, () => svc.gate.begin({
         owner,
@@ -299,6 +302,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
     responses: { 201: { description: 'the seed', schema: provisionedSchema }, ...STEP_UP_RESPONSES },
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
+    assertBindableMoney(body.context.amountLimit, body.context.currency, MONEY_POINTERS);
     if (body.stepup_id === undefined) {
       await counted('offline_seed', OFFLINE_SEED_ACTION, () => svc.gate.begin({
         owner,
