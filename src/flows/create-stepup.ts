@@ -4,6 +4,7 @@ import { AppError } from '../errors/app-error.ts';
 import { hashToken, newId, newSecretToken } from '../crypto/ids.ts';
 import type { AllowDecision } from '../policy/evaluate-policies.ts';
 import { assertBoundMoney } from './bound-money.ts';
+import { displayTextProblem } from '../verifier/display-text.ts';
 import { currentPolicySet } from '../stepup/policy-store.ts';
 import { decideForUser } from './policies.ts';
 import type { Who } from './verify-stepup-factor.ts';
@@ -16,21 +17,12 @@ import { factorMeetsPolicy, policyAt } from './factor-constraints.ts';
 import type { Policy } from '../policy/policy-schema.ts';
 
 /**
- * Text the user approves (context strings, the binding message) must read as what it is:
- * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee) nor
- * the line and paragraph separators U+2028/U+2029 (a fake second line), no
- * bidirectional formatting characters (U+202E turns "shop\u202Egnp.exe" into "shopexe.png"
- * on the approval page) and no lone surrogates (each JSON library decodes them its own way,
- * so the relying service could compare another string than the one the user saw).
+ * Text the user approves (context strings, the binding message) must read as what it is and
+ * have one spelling: nothing invisible or reordering (Cc, Cf, Co, U+2028/U+2029, lone
+ * surrogates) and Unicode NFC, required rather than applied (src/verifier/display-text.ts,
+ * the rule the verifier applies to the token too).
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
-const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
-export function approvalTextProblem(text: string): string | undefined {
-  if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
-  const bad = UNDISPLAYABLE.exec(text)?.[0];
-  if (bad !== undefined) return `must not contain control or bidirectional formatting characters (found U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')})`;
-  return undefined;
-}
+export const approvalTextProblem = displayTextProblem;
 const approvalText = (max: number) =>
   z
     .string()

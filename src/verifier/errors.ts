@@ -33,8 +33,8 @@ export type StepUpTokenErrorCode =
   | 'context_mismatch'
   /**
    * The approved context breaks a binding rule the gateway enforces on creation (an amount with
-   * more decimals than its currency, a non-canonical amount, an unknown currency); `field`
-   * names it. Only a token the gateway should never have signed gets here.
+   * more decimals than its currency, a non-canonical amount, an unknown currency; a string with
+   * an invisible or bidirectional character, or not in NFC); `field` names it. Only a token the gateway should never have signed gets here.
    */
   | 'context_invalid'
   /** The `jti` was already consumed: this token was presented before. */

@@ -16,6 +16,7 @@ export type { ReplayStore } from './replay-store.ts';
 export { MemoryReplayStore, type MemoryReplayStoreOptions } from './replay-store-memory.ts';
 export { PostgresReplayStore, type PostgresReplayStoreOptions } from './replay-store-postgres.ts';
 export { SqliteReplayStore, type SqliteReplayStoreOptions } from './replay-store-sqlite.ts';
+export { type ConfusableScript, type DisplaySegment, displayTextProblem, mixedScripts, type MixedScriptReport } from './display-text.ts';
 export {
   boundAmountProblem,
   canonicalAmount,

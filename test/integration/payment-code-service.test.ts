@@ -300,6 +300,10 @@ for (const dialect of testDialects()) {
         [{ subject: g.alice.id, context: { ...CONTEXT, currency: 'cny' } }, '/context/currency'],
         [{ subject: g.alice.id, context: { ...CONTEXT, deviceId: 'a b' } }, '/context/deviceId'],
         [{ subject: g.alice.id, context: { ...CONTEXT, surprise: 1 } }, '/context/surprise'],
+        // Letters only, but not NFC (conjoining jamo for 가, the Angstrom sign for Å): one spelling per payee.
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: '\u1100\u1161 Mart' } }, '/context/payee'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: '\u212b Shop' } }, '/context/payee'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: 'shop\u200b42' } }, '/context/payee'],
         [{ subject: g.alice.id, context: CONTEXT, stepup_id: 'nope' }, '/stepup_id'],
         [{ context: CONTEXT }, '/subject'],
         [{ subject: 'alice', context: CONTEXT }, '/subject'],

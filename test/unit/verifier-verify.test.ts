@@ -390,6 +390,16 @@ describe('verifyStepUpToken: assurance, action and exact context', () => {
     await h.verify(await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...yen }] } }), { expectedContext: yen });
   });
 
+  it('refuses a token whose approved payee is not NFC or hides an invisible or bidi character, even when the request carries the same bytes (context_invalid)', async () => {
+    for (const payee of ['cafe\u0301-42', 'shop\u200b42', 'shop\ufeff42', 'shop\u2066-42\u2069', 'shop\u00ad42']) {
+      const context = { ...TEST_CONTEXT, payee };
+      const token = await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...context }] } });
+      await rejects(h.verify(token, { expectedContext: context }), 'context_invalid', 'payee');
+    }
+    const nfc = { ...TEST_CONTEXT, payee: 'caf\u00e9-42' };
+    await h.verify(await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...nfc }] } }), { expectedContext: nfc });
+  });
+
   it('compares payees code unit by code unit: no case folding, no Unicode normalisation, no trimming', async () => {
     const approved = (payee: string) => minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...TEST_CONTEXT, payee }] } });
     for (const [signed, presented] of [

@@ -18,7 +18,12 @@ const amount = z
   .refine((v) => (amountUnits(v) ?? 0n) > 0n, 'must be greater than 0');
 const currency = z.string({ error: 'must be an ISO 4217 currency code' }).regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "CNY"');
 const deviceId = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1–64 letters, digits or . _ : -');
-const label = z.string({ error: 'must be a string' }).regex(/^[\p{L}\p{N} ._:@&'-]{1,64}$/u, 'must be 1–64 letters, digits, blanks or . _ : @ & \' -');
+// A payee or merchant is compared byte for byte (the binding, the redemption): letters in NFC
+// only, so "café" has one spelling (src/verifier/display-text.ts, the gateway's rule).
+const label = z
+  .string({ error: 'must be a string' })
+  .regex(/^[\p{L}\p{N} ._:@&'-]{1,64}$/u, 'must be 1–64 letters, digits, blanks or . _ : @ & \' -')
+  .refine((v) => v.normalize('NFC') === v, 'must be in Unicode Normalization Form C (NFC)');
 // The gateway's user id, not a username: the token's `sub` must equal it (the verifier insists).
 export const SUBJECT_PATTERN = /^usr_[A-Za-z0-9_-]{1,96}$/;
 const subject = z.string({ error: 'must be the user id at the gateway (usr_…)' }).regex(SUBJECT_PATTERN, 'must be the user id at the gateway (usr_…), not a username');
