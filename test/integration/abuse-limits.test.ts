@@ -241,7 +241,9 @@ for (const dialect of testDialects()) {
       }
       const total = [...floodStatuses.values()].reduce((x, y) => x + y, 0);
       assert.ok(total > 0);
-      assert.ok([...floodStatuses.keys()].every((s) => s === 401 || s === 503), `flood answered only 401/503: ${[...floodStatuses].join(' ')}`);
+      // 408: this gateway's http.requestTimeoutSeconds is 4 (for the slowloris tests above); on
+      // a machine loaded far past its cores a flood request can take longer than that to arrive.
+      assert.ok([...floodStatuses.keys()].every((s) => s === 401 || s === 503 || s === 408), `flood answered only 401/503 (or 408): ${[...floodStatuses].join(' ')}`);
       assert.ok((floodStatuses.get(503) ?? 0) > 0, `the flood went beyond the argon2 capacity (some 503 overloaded): ${[...floodStatuses].join(' ')}`);
       t.diagnostic(`sign-in flood meanwhile: ${[...floodStatuses].map(([s, n]) => `${s}×${n}`).join(' ')}`);
     });
