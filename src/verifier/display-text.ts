@@ -26,7 +26,11 @@ function codePoint(ch: string): string {
 }
 
 /** Why `text` cannot be approved as it is, or undefined when it can. */
+// Printable ASCII has nothing to refuse and is NFC: the common case, decided without Unicode tables.
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
 export function displayTextProblem(text: string): string | undefined {
+  if (PRINTABLE_ASCII.test(text)) return undefined;
   if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
   const bad = UNDISPLAYABLE.exec(text)?.[0];
   if (bad !== undefined) return `must not contain invisible, control or bidirectional formatting characters (found ${codePoint(bad)})`;
@@ -76,6 +80,7 @@ export interface MixedScriptReport {
  * judged whole.
  */
 export function mixedScripts(text: string, options: { by?: 'text' | 'word' } = {}): MixedScriptReport | undefined {
+  if (PRINTABLE_ASCII.test(text)) return undefined;
   const parts = options.by === 'word' ? text.split(/([\p{L}\p{M}\p{N}]+)/u) : [text];
   const mixed = new Set<ConfusableScript>();
   const segments: DisplaySegment[] = [];
