@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { CLIENT_ASSERTION_ALGS } from '../flows/clients.ts';
 import type { Gateway } from '../gateway.ts';
-import { SIGNING_ALGS } from '../stepup/signing-keys.ts';
+import { JWKS_MAX_AGE_SECONDS, SIGNING_ALGS } from '../stepup/signing-keys.ts';
 import type { ApiRegistry } from './api-registry.ts';
 
 export const ACR_VALUES = ['urn:stepgate:aal1', 'urn:stepgate:aal2', 'urn:stepgate:aal3'] as const;
@@ -18,9 +18,11 @@ export function wellKnownRouter(gw: Gateway, api: ApiRegistry): Router {
     summary: 'Public keys that verify step-up tokens (active key and recently retired keys).',
     responses: { 200: { description: 'JWKS', schema: jwksSchema } },
   }, [], async (_req, res) => {
-    // Short enough that a rotation reaches verifiers quickly; verifiers also refetch on an unknown kid.
-    res.setHeader('Cache-Control', 'public, max-age=60');
-    res.json(await gw.keys.jwks());
+    const jwks = await gw.keys.jwks();
+    // Set only once the keys are read: a failed read stays an uncacheable (no-store) error,
+    // which a proxy must not hand out for a minute in place of the key set.
+    res.setHeader('Cache-Control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
+    res.json(jwks);
   });
   api.route(router, {
     method: 'get', path: '/.well-known/stepgate-configuration', tag: 'discovery',

@@ -16,6 +16,14 @@ export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA'];
 /** Longest token lifetime a policy may set; bounds how long a retired key stays published. */
 export const MAX_TOKEN_TTL_SECONDS = 300;
 
+/**
+ * `Cache-Control: max-age` of /.well-known/jwks.json: how long a relying party (or a proxy)
+ * may keep using a copy, so how long a revoked key can outlive its revocation there while
+ * the gateway is reachable (docs/keys.md). Short, because that is the point; a JWKS fetch is
+ * cheap, and a rotation does not wait for it (verifiers refetch on an unknown kid).
+ */
+export const JWKS_MAX_AGE_SECONDS = 60;
+
 export interface ActiveKey {
   kid: string;
   alg: SigningAlg;
@@ -72,7 +80,7 @@ export class SigningKeyRing {
    * cache that may still hold the old JWKS.
    */
   get retiredPublishSeconds(): number {
-    return MAX_TOKEN_TTL_SECONDS + 2 * this.#o.refreshSeconds + 60;
+    return MAX_TOKEN_TTL_SECONDS + 2 * this.#o.refreshSeconds + JWKS_MAX_AGE_SECONDS;
   }
 
   /** When a key made now starts signing (it is published at once). */

@@ -1,4 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { responseLifetimeSeconds } from './cache-lifetime.ts';
 import { systemClock, type VerifierClock } from './clock.ts';
 import { StepUpTokenError, VerifierUnavailableError } from './errors.ts';
 
@@ -14,11 +15,18 @@ export interface JwksCacheOptions {
    * Default 30.
    */
   minRefreshIntervalSeconds?: number;
-  /** A fetched key set is used this long before it is fetched again. Default 300. */
+  /**
+   * The longest a fetched key set is used before it is fetched again. Within that bound the
+   * gateway's answer decides: `Cache-Control: max-age` (less its `Age`), and `no-store`,
+   * `no-cache` or `max-age=0` mean "refetch as soon as `minRefreshIntervalSeconds` allows".
+   * The header's lifetime is clamped to [`minRefreshIntervalSeconds`, this]; an answer without
+   * a usable `max-age` (none, or malformed) is used for exactly this long. Default 300.
+   */
   cacheMaxAgeSeconds?: number;
   /**
    * When a refresh fails (gateway unreachable), keep using the last good key set for this long
-   * past its max age instead of refusing every token. 0 fails closed at once. Default 900.
+   * past the end of its lifetime (above) instead of refusing every token. 0 fails closed at
+   * once. Default 900.
    */
   staleIfErrorSeconds?: number;
   /** Per-fetch timeout. Default 5. */
@@ -129,7 +137,8 @@ class RemoteJwksCache implements JwksCache {
   readonly #staleIfErrorMs: number;
   readonly #timeoutMs: number;
   #keys: Map<string, CachedKey> | undefined;
-  #fetchedAt = Number.NEGATIVE_INFINITY;
+  /** When the cached set stops being fresh: fetch time + the lifetime its answer was given. */
+  #freshUntil = Number.NEGATIVE_INFINITY;
   #lastAttemptAt = Number.NEGATIVE_INFINITY;
   #inflight: Promise<void> | undefined;
   #fetchCount = 0;
@@ -182,10 +191,10 @@ class RemoteJwksCache implements JwksCache {
     await this.#fetchIfAllowed();
   }
 
-  /** The key set to use now: fetched when missing or older than max age; stale on failure within the grace window. */
+  /** The key set to use now: fetched when missing or no longer fresh; stale on failure within the grace window. */
   async #currentKeys(): Promise<Map<string, CachedKey>> {
     let failure: unknown;
-    if (this.#keys === undefined || this.#clock.now().getTime() - this.#fetchedAt >= this.#maxAgeMs) {
+    if (this.#keys === undefined || this.#clock.now().getTime() >= this.#freshUntil) {
       try {
         await this.#fetchIfAllowed();
       } catch (err) {
@@ -196,7 +205,7 @@ class RemoteJwksCache implements JwksCache {
     if (keys === undefined) {
       throw new VerifierUnavailableError('jwks_unavailable', 'the gateway JWKS could not be fetched', { cause: failure });
     }
-    if (this.#clock.now().getTime() - this.#fetchedAt >= this.#maxAgeMs + this.#staleIfErrorMs) {
+    if (this.#clock.now().getTime() >= this.#freshUntil + this.#staleIfErrorMs) {
       throw new VerifierUnavailableError('jwks_unavailable', 'the cached gateway JWKS is too old and could not be refreshed', { cause: failure });
     }
     return keys;
@@ -254,13 +263,26 @@ class RemoteJwksCache implements JwksCache {
         }),
     );
     this.#keys = next;
-    this.#fetchedAt = startedAt;
+    this.#freshUntil = startedAt + this.#lifetimeMs(response.headers);
+  }
+
+  /**
+   * The gateway's max-age (less Age) within [minRefreshInterval, cacheMaxAge]: never trusted
+   * longer than configured, never refetched faster than the rate limit allows anyway. Counted
+   * from when the request was sent, so the time the answer took is not added to its lifetime.
+   */
+  #lifetimeMs(headers: Headers): number {
+    const advertised = responseLifetimeSeconds(headers.get('cache-control'), headers.get('age'));
+    if (advertised === undefined) return this.#maxAgeMs;
+    const floor = Math.min(this.#minRefreshMs, this.#maxAgeMs);
+    return Math.min(this.#maxAgeMs, Math.max(floor, advertised * 1000));
   }
 }
 
 /**
  * A cache of the gateway's public signing keys. Keys are imported once and reused across
- * refreshes; refreshes happen on max age and on an unknown `kid`, never more often than
+ * refreshes; refreshes happen when the set's lifetime (the gateway's `Cache-Control: max-age`,
+ * clamped to the configured bounds) ends and on an unknown `kid`, never more often than
  * `minRefreshIntervalSeconds`, and concurrent callers share one fetch in flight.
  */
 export function createJwksCache(options: JwksCacheOptions): JwksCache {

@@ -221,3 +221,124 @@ describe('createJwksCache', () => {
     assert.throws(() => createJwksCache({ jwksUri: server.url, cacheMaxAgeSeconds: Number.NaN }), TypeError);
   });
 });
+
+describe('createJwksCache: the gateway\'s caching headers', () => {
+  /** The number of fetches after `seconds` more, with a lookup of a known key at that moment. */
+  async function fetchesAfter(jwks: ReturnType<typeof cache>, seconds: number): Promise<number> {
+    clock.advance(seconds);
+    await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    return jwks.fetchCount;
+  }
+
+  function answerWith(headers: Record<string, string>) {
+    server.respond(() => ({ body: { keys: published }, headers }));
+  }
+
+  it('refetches when the answer\'s max-age runs out, not at cacheMaxAgeSeconds', async () => {
+    answerWith({ 'cache-control': 'public, max-age=60' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+    assert.equal(await fetchesAfter(jwks, 0), 1);
+    assert.equal(await fetchesAfter(jwks, 59), 1);
+    assert.equal(await fetchesAfter(jwks, 1), 2);
+    // Every answer sets the lifetime anew: this one says nothing, so the configured 300 s apply.
+    answerWith({});
+    clock.advance(60);
+    await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    assert.equal(jwks.fetchCount, 3);
+    assert.equal(await fetchesAfter(jwks, 299), 3);
+    assert.equal(await fetchesAfter(jwks, 1), 4);
+  });
+
+  it('drops a key the gateway stopped publishing once max-age has passed', async () => {
+    answerWith({ 'cache-control': 'max-age=45' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+    const key = await jwks.getKey({ alg: 'EdDSA', kid: 'ed-1' });
+    published = [es.publicJwk];
+    clock.advance(44);
+    assert.equal(await jwks.getKey({ alg: 'EdDSA', kid: 'ed-1' }), key, 'fresh: the cached set still holds it');
+    clock.advance(1);
+    await expectCode(jwks.getKey({ alg: 'EdDSA', kid: 'ed-1' }), 'kid_unknown');
+  });
+
+  it('never keeps a set longer than cacheMaxAgeSeconds, whatever max-age says', async () => {
+    answerWith({ 'cache-control': 'max-age=86400' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+    assert.equal(await fetchesAfter(jwks, 0), 1);
+    assert.equal(await fetchesAfter(jwks, 299), 1);
+    assert.equal(await fetchesAfter(jwks, 1), 2);
+  });
+
+  for (const cacheControl of ['no-store', 'no-cache', 'max-age=0', 'private, max-age=5', 'max-age=60, max-age=120']) {
+    it(`refetches after minRefreshIntervalSeconds, not sooner, on "${cacheControl}"`, async () => {
+      answerWith({ 'cache-control': cacheControl });
+      const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+      assert.equal(await fetchesAfter(jwks, 0), 1);
+      // The key set in hand is used meanwhile: the token being verified is verified with it.
+      for (let i = 0; i < 10; i += 1) await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+      assert.equal(await fetchesAfter(jwks, 29), 1);
+      assert.equal(await fetchesAfter(jwks, 1), 2);
+    });
+  }
+
+  it('subtracts the Age a proxy added', async () => {
+    answerWith({ 'cache-control': 'public, max-age=120', age: '40' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+    assert.equal(await fetchesAfter(jwks, 0), 1);
+    assert.equal(await fetchesAfter(jwks, 79), 1);
+    assert.equal(await fetchesAfter(jwks, 1), 2);
+    // Older than its max-age already: as max-age=0.
+    answerWith({ 'cache-control': 'public, max-age=120', age: '500' });
+    clock.advance(80);
+    await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    assert.equal(jwks.fetchCount, 3);
+    assert.equal(await fetchesAfter(jwks, 29), 3);
+    assert.equal(await fetchesAfter(jwks, 1), 4);
+  });
+
+  it('ignores a malformed Age, and falls back to cacheMaxAgeSeconds on a malformed Cache-Control', async () => {
+    answerWith({ 'cache-control': 'max-age=60', age: 'yesterday' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+    assert.equal(await fetchesAfter(jwks, 0), 1);
+    assert.equal(await fetchesAfter(jwks, 59), 1);
+    assert.equal(await fetchesAfter(jwks, 1), 2);
+    for (const malformed of ['max-age=sixty', 'max-age=-1', 'max-age=60;', 'max-age="60', 'public']) {
+      answerWith({ 'cache-control': malformed });
+      const other = cache({ cacheMaxAgeSeconds: 300, minRefreshIntervalSeconds: 30 });
+      assert.equal(await fetchesAfter(other, 0), 1, malformed);
+      assert.equal(await fetchesAfter(other, 299), 1, malformed);
+      assert.equal(await fetchesAfter(other, 1), 2, malformed);
+    }
+  });
+
+  it('keeps a cacheMaxAgeSeconds below minRefreshIntervalSeconds as the upper bound', async () => {
+    answerWith({ 'cache-control': 'max-age=600' });
+    const jwks = cache({ cacheMaxAgeSeconds: 10, minRefreshIntervalSeconds: 30, staleIfErrorSeconds: 0 });
+    await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    server.respond(() => ({ status: 503, body: {} }));
+    clock.advance(9);
+    await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    clock.advance(1);
+    // Expired at 10 s; the refetch it may make fails and there is no stale grace: closed.
+    await expectCode(jwks.getKey({ alg: 'ES256', kid: 'es-1' }), 'jwks_unavailable');
+  });
+
+  it('counts staleIfErrorSeconds from the end of the advertised lifetime, then fails closed', async () => {
+    answerWith({ 'cache-control': 'max-age=60' });
+    const jwks = cache({ cacheMaxAgeSeconds: 300, staleIfErrorSeconds: 600, minRefreshIntervalSeconds: 30 });
+    const key = await jwks.getKey({ alg: 'ES256', kid: 'es-1' });
+    server.respond(() => ({ status: 503, body: {}, headers: { 'cache-control': 'max-age=86400' } }));
+    clock.advance(60);
+    assert.equal(await jwks.getKey({ alg: 'ES256', kid: 'es-1' }), key, 'stale, within the grace');
+    assert.equal(jwks.fetchCount, 2);
+    clock.advance(599);
+    assert.equal(await jwks.getKey({ alg: 'ES256', kid: 'es-1' }), key);
+    clock.advance(1);
+    // 60 s + 600 s after the fetch: closed (with the configured 300 s it would still be 240 s away).
+    await expectCode(jwks.getKey({ alg: 'ES256', kid: 'es-1' }), 'jwks_unavailable');
+    await expectCode(jwks.getKey({ alg: 'ES256', kid: 'es-1' }), 'jwks_unavailable');
+    // The gateway is back: the next allowed fetch restores service.
+    answerWith({ 'cache-control': 'max-age=60' });
+    clock.advance(30);
+    assert.equal(await jwks.getKey({ alg: 'ES256', kid: 'es-1' }), key);
+  });
+});
