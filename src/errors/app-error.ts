@@ -10,6 +10,10 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'validation_failed'
+  // money in a step-up binding (src/verifier/money.ts)
+  | 'currency_unsupported'
+  | 'amount_precision_exceeded'
+  | 'amount_not_canonical'
   | 'unauthorized'
   | 'invalid_credentials'
   | 'invalid_client'
@@ -84,6 +88,9 @@ const STATUS: Record<ErrorCode, number> = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   validation_failed: 400,
+  currency_unsupported: 400,
+  amount_precision_exceeded: 400,
+  amount_not_canonical: 400,
   unauthorized: 401,
   invalid_credentials: 401,
   invalid_client: 401,
@@ -144,6 +151,9 @@ const TITLE: Record<ErrorCode, string> = {
   payload_too_large: 'Request body too large',
   unsupported_media_type: 'Unsupported media type',
   validation_failed: 'Request validation failed',
+  currency_unsupported: 'Not an ISO 4217 currency that amounts can be given in',
+  amount_precision_exceeded: 'The amount has more decimals than its currency allows',
+  amount_not_canonical: 'Write the amount with exactly its currency\'s number of decimals',
   unauthorized: 'Authentication required',
   invalid_credentials: 'Invalid credentials',
   invalid_client: 'Client authentication failed',

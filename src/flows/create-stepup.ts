@@ -3,7 +3,8 @@ import type { Gateway } from '../gateway.ts';
 import { AppError } from '../errors/app-error.ts';
 import { hashToken, newId, newSecretToken } from '../crypto/ids.ts';
 import type { AllowDecision } from '../policy/evaluate-policies.ts';
-import { isDecimalString } from '../policy/decimal.ts';
+import { assertBoundMoney } from './bound-money.ts';
+import { displayTextProblem } from '../verifier/display-text.ts';
 import { currentPolicySet } from '../stepup/policy-store.ts';
 import { decideForUser } from './policies.ts';
 import type { Who } from './verify-stepup-factor.ts';
@@ -16,21 +17,12 @@ import { factorMeetsPolicy, policyAt } from './factor-constraints.ts';
 import type { Policy } from '../policy/policy-schema.ts';
 
 /**
- * Text the user approves (context strings, the binding message) must read as what it is:
- * no control characters (C0, DEL, C1: a line break or a terminal escape in a payee) nor
- * the line and paragraph separators U+2028/U+2029 (a fake second line), no
- * bidirectional formatting characters (U+202E turns "shop\u202Egnp.exe" into "shopexe.png"
- * on the approval page) and no lone surrogates (each JSON library decodes them its own way,
- * so the relying service could compare another string than the one the user saw).
+ * Text the user approves (context strings, the binding message) must read as what it is and
+ * have one spelling: nothing invisible or reordering (Cc, Cf, Co, U+2028/U+2029, lone
+ * surrogates) and Unicode NFC, required rather than applied (src/verifier/display-text.ts,
+ * the rule the verifier applies to the token too).
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
-const UNDISPLAYABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
-export function approvalTextProblem(text: string): string | undefined {
-  if (!text.isWellFormed()) return 'must be well-formed Unicode (no lone surrogates)';
-  const bad = UNDISPLAYABLE.exec(text)?.[0];
-  if (bad !== undefined) return `must not contain control or bidirectional formatting characters (found U+${(bad.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')})`;
-  return undefined;
-}
+export const approvalTextProblem = displayTextProblem;
 const approvalText = (max: number) =>
   z
     .string()
@@ -50,6 +42,8 @@ const approvalText = (max: number) =>
  */
 const contextValue = z.union([approvalText(256), z.int({ error: 'must be an integer within ±(2^53 − 1): send fractions and larger numbers as strings' }), z.boolean()]);
 const CONTEXT_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+// The shape of an amount; how many decimals it may have is its currency's (assertBoundMoney).
+const AMOUNT_SYNTAX = /^-?\d{1,15}(\.\d{1,32})?$/;
 export const createStepUpBody = z.strictObject({
   subject: z.string().min(1).max(128).describe('The user id or username.'),
   action: z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_]+)*$/, 'must be dot-separated snake_case words').max(128),
@@ -57,7 +51,7 @@ export const createStepUpBody = z.strictObject({
     .record(z.string().regex(CONTEXT_FIELD, 'must be a context field name'), contextValue)
     .refine((c) => Object.keys(c).length <= 32, 'at most 32 fields')
     .refine((c) => !('type' in c), '"type" is reserved (it carries the action in authorization_details)')
-    .refine((c) => c.amount === undefined || isDecimalString(c.amount), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
+    .refine((c) => c.amount === undefined || (typeof c.amount === 'string' && AMOUNT_SYNTAX.test(c.amount)), { message: 'amount must be a decimal string such as "120.00"', path: ['amount'] })
     .refine((c) => c.amount === undefined || (typeof c.currency === 'string' && /^[A-Z]{3}$/.test(c.currency)), {
       message: 'an amount needs an ISO 4217 currency',
       path: ['currency'],
@@ -119,6 +113,7 @@ export async function decideStepUp(gw: Gateway, userId: string, groups: string[]
 }
 
 export async function createStepUp(gw: Gateway, client: RelyingClient, body: CreateStepUpBody, who: Who): Promise<CreatedStepUp> {
+  assertBoundMoney(body.context);
   if (!client.allowedActions.includes(body.action)) {
     throw new AppError('forbidden', { detail: 'This client may not request step-up for this action.', invalidParams: [{ pointer: '/action', reason: 'not allowed for this client' }] });
   }

@@ -26,6 +26,7 @@ import { type AuditActor, normaliseUsername } from './users.ts';
 import { userFactorQualifier } from './factor-constraints.ts';
 import { webauthnAcrFacts } from './webauthn.ts';
 import { FixedSql } from '../store/fixed-sql.ts';
+import { assertBoundMoney } from './bound-money.ts';
 
 /**
  * Factor policies as stored, versioned, audited data: every change (admin API, `stepgate
@@ -389,6 +390,8 @@ export async function evaluatePolicyDryRun(gw: Gateway, input: DryRunInput): Pro
   if (input.subject !== undefined && input.user !== undefined) {
     throw new AppError('validation_failed', { invalidParams: [{ pointer: '/user', reason: 'give subject (a real user) or user (a hypothetical one), not both' }] });
   }
+  // The dry run answers what POST /v1/stepup would: an amount it refuses is refused here too.
+  assertBoundMoney(input.context);
   let set: { policies: readonly Policy[]; version?: number };
   if (input.policies !== undefined) set = { policies: validatePoliciesOrThrow(gw, input.policies) };
   else {

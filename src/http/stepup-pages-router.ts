@@ -12,6 +12,7 @@ import { createViews, localeOf } from './pages-router.ts';
 import { smsErrorText } from './sms-pages-router.ts';
 import { smsStepUpView } from './sms-stepup-view.ts';
 import { locals } from './request-context.ts';
+import { mixedScripts } from '../verifier/display-text.ts';
 
 /**
  * The page at `user_url`. The ticket arrives once in the query string and is moved at once
@@ -83,6 +84,10 @@ export function stepUpPagesRouter(gw: Gateway): Router {
         amount: typeof stepUp.context.amount === 'string' ? stepUp.context.amount : undefined,
         currency: typeof stepUp.context.currency === 'string' ? stepUp.context.currency : undefined,
         payee: typeof stepUp.context.payee === 'string' ? stepUp.context.payee : undefined,
+        // A payee mixing Latin, Cyrillic or Greek letters ("pаypal") is shown with a warning and
+        // its odd-one-out letters marked: it may imitate another name.
+        payeeMixed: typeof stepUp.context.payee === 'string' ? mixedScripts(stepUp.context.payee) : undefined,
+        bindingMixed: stepUp.bindingMessage === null ? undefined : mixedScripts(stepUp.bindingMessage, { by: 'word' }),
         expiresAt: stepUp.expiresAt.toISOString(),
         attemptsLeft: Math.max(0, stepUp.maxAttempts - stepUp.attempts),
         proven: stepUp.proven.map((p) => p.type),

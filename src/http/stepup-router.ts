@@ -91,6 +91,7 @@ export function stepUpRouter(gw: Gateway, api: ApiRegistry): Router {
     body: createStepUpBody.extend(clientAssertionFields),
     responses: {
       201: { description: 'created', schema: createdSchema },
+      400: { description: 'validation_failed; amount_precision_exceeded (more decimals than the currency has), amount_not_canonical (not exactly the currency\'s decimals: "10.10" CNY, "100" JPY), currency_unsupported (no ISO 4217 code with minor units): each with the pointer of the field' },
       401: { description: 'client authentication failed (invalid_client)' },
       403: { description: 'action not allowed for the client, or no policy allows it (access_denied)' },
       409: { description: 'enrollment_required: the user has no factor that satisfies the policy' },

@@ -13,6 +13,10 @@ export type PaymentCodeErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'validation_failed'
+  // money (src/verifier/money.ts, the rule the gateway applies)
+  | 'currency_unsupported'
+  | 'amount_precision_exceeded'
+  | 'amount_not_canonical'
   | 'not_found'
   | 'csrf_failed'
   // callers
@@ -62,6 +66,9 @@ const SPEC: Record<PaymentCodeErrorCode, [status: number, title: string]> = {
   payload_too_large: [413, 'Request body too large'],
   unsupported_media_type: [415, 'Unsupported media type'],
   validation_failed: [400, 'Request validation failed'],
+  currency_unsupported: [400, 'Not an ISO 4217 currency that amounts can be given in'],
+  amount_precision_exceeded: [400, 'The amount has more decimals than its currency allows'],
+  amount_not_canonical: [400, "Write the amount with exactly its currency's number of decimals"],
   not_found: [404, 'Not found'],
   csrf_failed: [403, 'The form expired; reload the page'],
   unauthorized: [401, 'A valid API key is required'],
@@ -87,6 +94,7 @@ const SPEC: Record<PaymentCodeErrorCode, [status: number, title: string]> = {
   subject_mismatch: [401, 'The step-up token was issued for another user'],
   action_mismatch: [401, 'The step-up token approves another action'],
   context_mismatch: [401, 'The step-up token approves a different request'],
+  context_invalid: [401, 'The step-up token approves a request the gateway must refuse'],
   replayed: [401, 'The step-up token was already used'],
   enrollment_required: [409, 'The user has no factor that satisfies the policy'],
   access_denied: [403, 'The gateway refused this request'],

@@ -229,9 +229,9 @@ export class GatewayClient {
     const detail = typeof body.detail === 'string' ? body.detail : undefined;
     if (code === 'enrollment_required') throw new PaymentCodeError('enrollment_required', detail === undefined ? {} : { detail });
     if (code === 'access_denied') throw new PaymentCodeError('access_denied', { detail: 'No gateway policy allows this request.' });
-    if (status === 400 && code === 'validation_failed') {
+    if (status === 400 && (code === 'validation_failed' || code === 'currency_unsupported' || code === 'amount_precision_exceeded' || code === 'amount_not_canonical')) {
       const invalidParams = translatePointers(body.invalid_params, pointerMap);
-      throw new PaymentCodeError('validation_failed', { detail: 'The gateway refused the request.', invalidParams });
+      throw new PaymentCodeError(code, { detail: 'The gateway refused the request.', invalidParams });
     }
     // invalid_client, forbidden (action not registered for us), 5xx: our set-up is wrong or the gateway is down.
     this.#options.logger.error({ status, reason: code }, 'gateway refused the step-up request');

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { VerifierClock } from '../verifier/index.ts';
 import type { ApiKeyCaller } from './api-keys.ts';
 import { parseCode } from './code-format.ts';
-import { amountAtMost } from './decimal.ts';
+import { amountAtMost, assertComparableAmount, assertCurrency } from './decimal.ts';
 import { PaymentCodeError } from './errors.ts';
 import type { EventLog } from './events.ts';
 import { codeHmac } from './issue-code.ts';
@@ -65,12 +65,15 @@ function checkTerms(request: RedeemRequest, terms: { amountLimit: string; curren
   if (terms.payee !== null && request.merchant !== terms.payee) {
     throw new PaymentCodeError('merchant_mismatch', { invalidParams: [{ pointer: '/merchant', reason: 'the payer authorised another payee' }] });
   }
+  // "99.999" CNY is no amount that can be charged: refused, never rounded to fit the limit.
+  assertComparableAmount(request.amount, terms.currency, '/amount');
   if (!amountAtMost(request.amount, terms.amountLimit)) {
     throw new PaymentCodeError('amount_exceeds_limit', { invalidParams: [{ pointer: '/amount', reason: 'above the authorised limit' }] });
   }
 }
 
 export async function redeem(d: RedeemDeps, acquirer: ApiKeyCaller, request: RedeemRequest, requestId?: string): Promise<Redemption> {
+  if (request.currency !== undefined) assertCurrency(request.currency, '/currency');
   return timed(d.observe, 'redeem', () => redeemAny(d, acquirer, request, requestId));
 }
 

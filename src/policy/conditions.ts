@@ -1,3 +1,4 @@
+import { comparedAmountProblem } from '../verifier/money.ts';
 import { absDecimal, addDecimals, compareDecimals, formatDecimal, parseDecimal } from './decimal.ts';
 import type {
   AmountCondition,
@@ -111,6 +112,12 @@ export function checkAmount(cond: AmountCondition, context: Readonly<Record<stri
   }
   // Bounds in one currency say nothing about an amount in another.
   if (!holds) return { holds, because };
+  // Finer than the currency's minor unit ("100.001" CNY) is no amount of it: fail closed.
+  const precision = comparedAmountProblem(rawAmount as string, cond.currency);
+  if (precision !== undefined) {
+    because.push(`amount: ${precision.reason}`);
+    return { holds: false, because };
+  }
   for (const op of BOUND_OPS) {
     const text = cond[op];
     if (text === undefined) continue;
@@ -223,6 +230,8 @@ function checkVelocityAmount(
       reason: rawAmount === undefined ? 'velocity: context has no amount' : `velocity: context amount ${show(rawAmount)} is not a decimal string`,
     };
   }
+  const precision = comparedAmountProblem(rawAmount as string, currency);
+  if (precision !== undefined) return { holds: false, reason: `velocity: ${precision.reason}` };
   const totals = facts.amountsByCurrency;
   const rawTotal = totals !== undefined && Object.hasOwn(totals, currency) ? totals[currency] : undefined;
   if (rawTotal === undefined) return { holds: false, reason: `velocity: no ${currency} total for the ${w} s window` };

@@ -3,6 +3,7 @@ import { acrAtLeast, acrForFactorSet, BEST_CASE_ACR_FACTS, POSSESSION_FACTOR_TYP
 import { amountRangeOf, isEmptyRange, rangeContains } from './amount-range.ts';
 import { velocityCurrencyOf } from './conditions.ts';
 import { compareDecimals, parseDecimal } from './decimal.ts';
+import { comparedAmountProblem, currencyProblem } from '../verifier/money.ts';
 import { type FieldCondition, MAX_POLICIES, type Policy, type PolicyConditions, policySchema } from './policy-schema.ts';
 
 /**
@@ -29,7 +30,11 @@ export type PolicyValidationCode =
   /** A field condition no value can satisfy (eq outside in, in ⊆ notIn…). */
   | 'empty_field_condition'
   | 'velocity_without_limit'
-  | 'velocity_currency';
+  | 'velocity_currency'
+  /** Not an ISO 4217 code, or one without minor units (XAU, XXX): no amount is ever in it. */
+  | 'currency_unsupported'
+  /** A bound or limit with more decimals than its currency has ("100.001" CNY). */
+  | 'amount_precision_exceeded';
 
 export interface PolicyValidationError {
   /** The policy's id when it has a string one. */
@@ -153,6 +158,7 @@ function checkPolicy(policy: Policy, at: string, options: PolicyValidationOption
   });
 
   const when = policy.when;
+  checkMoney(when, fail);
   if (when?.amount !== undefined) {
     const range = amountRangeOf(when.amount);
     if (range !== null && isEmptyRange(range)) {
@@ -179,6 +185,36 @@ function checkPolicy(policy: Policy, at: string, options: PolicyValidationOption
     }
   }
   return errors;
+}
+
+/**
+ * Currencies must be ISO 4217 codes with minor units, and bounds and limits no finer than the
+ * currency's minor unit (src/verifier/money.ts, the rule step-up creation applies to amounts).
+ * Checked on save only: a stored set keeps loading as it is.
+ */
+function checkMoney(when: PolicyConditions | undefined, fail: (path: readonly PropertyKey[], code: PolicyValidationCode, reason: string) => void): void {
+  const amount = when?.amount;
+  if (amount !== undefined) {
+    const bad = currencyProblem(amount.currency);
+    if (bad !== undefined) fail(['when', 'amount', 'currency'], 'currency_unsupported', bad.reason);
+    else {
+      for (const op of ['gt', 'gte', 'lt', 'lte', 'eq'] as const) {
+        const text = amount[op];
+        const problem = text === undefined ? undefined : comparedAmountProblem(text, amount.currency);
+        if (problem !== undefined) fail(['when', 'amount', op], 'amount_precision_exceeded', problem.reason);
+      }
+    }
+  }
+  const velocity = when?.velocity;
+  if (velocity?.currency !== undefined) {
+    const bad = currencyProblem(velocity.currency);
+    if (bad !== undefined) fail(['when', 'velocity', 'currency'], 'currency_unsupported', bad.reason);
+  }
+  const currency = when === undefined ? undefined : velocityCurrencyOf(when);
+  if (velocity?.maxAmount !== undefined && currency !== undefined && currencyProblem(currency) === undefined) {
+    const problem = comparedAmountProblem(velocity.maxAmount, currency);
+    if (problem !== undefined) fail(['when', 'velocity', 'maxAmount'], 'amount_precision_exceeded', problem.reason);
+  }
 }
 
 function checkDuplicateIds(input: readonly unknown[], prefix: string): PolicyValidationError[] {

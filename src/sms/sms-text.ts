@@ -1,3 +1,4 @@
+import { mixedScripts } from '../verifier/display-text.ts';
 import type { SmsLocale, SmsPurpose } from './sms-sender.ts';
 
 /**
@@ -28,6 +29,12 @@ export function sanitiseForSms(value: string, max: number): string {
   return chars.length <= max ? clean : `${chars.slice(0, max - 1).join('')}…`;
 }
 
+const SCRIPT_NAMES = {
+  Latin: { en: 'Latin', 'zh-CN': '拉丁' },
+  Cyrillic: { en: 'Cyrillic', 'zh-CN': '西里尔' },
+  Greek: { en: 'Greek', 'zh-CN': '希腊' },
+} as const;
+
 const ACTIONS: Record<string, Record<SmsLocale, string>> = {
   'payment_code.issue': { en: 'issuing a payment code', 'zh-CN': '生成付款码' },
   'payment_code.offline_seed': { en: 'enabling offline payment codes', 'zh-CN': '开通离线付款码' },
@@ -45,8 +52,12 @@ export function approvalSummary(locale: SmsLocale, approval: Approval): string {
   if (amount !== undefined && /^-?\d+(\.\d+)?$/.test(amount)) {
     const money = sanitiseForSms(currency === undefined ? amount : `${amount} ${currency}`, 32);
     const to = payee === undefined ? undefined : sanitiseForSms(payee, PAYEE_MAX);
-    if (locale === 'zh-CN') return to === undefined ? `支付 ${money}` : `向 ${to} 支付 ${money}`;
-    return to === undefined ? `a payment of ${money}` : `a payment of ${money} to ${to}`;
+    // A text message cannot highlight a letter: a payee mixing Latin, Cyrillic or Greek
+    // letters ("pаypal") is said to, in words, right after the name.
+    const mixed = payee === undefined ? undefined : mixedScripts(payee);
+    const warning = mixed === undefined ? '' : locale === 'zh-CN' ? `（注意：名称混用${mixed.scripts.map((s) => SCRIPT_NAMES[s]['zh-CN']).join('和')}字母）` : ` (careful: the name mixes ${mixed.scripts.map((s) => SCRIPT_NAMES[s].en).join(' and ')} letters)`;
+    if (locale === 'zh-CN') return to === undefined ? `支付 ${money}` : `向 ${to}${warning} 支付 ${money}`;
+    return to === undefined ? `a payment of ${money}` : `a payment of ${money} to ${to}${warning}`;
   }
   const binding = text(approval.bindingMessage);
   if (binding !== undefined) return sanitiseForSms(binding, SUMMARY_MAX);

@@ -31,6 +31,12 @@ export type StepUpTokenErrorCode =
   | 'action_mismatch'
   /** `authorization_details[0]` (minus `type`) differs from the expected context; `field` names the first differing field. */
   | 'context_mismatch'
+  /**
+   * The approved context breaks a binding rule the gateway enforces on creation (an amount with
+   * more decimals than its currency, a non-canonical amount, an unknown currency; a string with
+   * an invisible or bidirectional character, or not in NFC); `field` names it. Only a token the gateway should never have signed gets here.
+   */
+  | 'context_invalid'
   /** The `jti` was already consumed: this token was presented before. */
   | 'replayed';
 

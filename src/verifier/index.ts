@@ -16,6 +16,17 @@ export type { ReplayStore } from './replay-store.ts';
 export { MemoryReplayStore, type MemoryReplayStoreOptions } from './replay-store-memory.ts';
 export { PostgresReplayStore, type PostgresReplayStoreOptions } from './replay-store-postgres.ts';
 export { SqliteReplayStore, type SqliteReplayStoreOptions } from './replay-store-sqlite.ts';
+export { type ConfusableScript, type DisplaySegment, displayTextProblem, mixedScripts, type MixedScriptReport } from './display-text.ts';
+export {
+  boundAmountProblem,
+  canonicalAmount,
+  comparedAmountProblem,
+  currencyProblem,
+  ISO_4217_MINOR_UNITS,
+  minorUnitsOf,
+  type MoneyProblem,
+  type MoneyProblemCode,
+} from './money.ts';
 export { DUPLICATE_MEMBER, findDuplicateMember, JSON_PARSE_FAILED, jwsDuplicateMember, strictJsonBody, type StrictJsonBodyOptions } from './strict-json.ts';
 export { requireStepUp, STEP_UP_REQUIRED, stepUpAuthorization, stepUpClaims, type RequireStepUpOptions } from './require-step-up.ts';
 export {

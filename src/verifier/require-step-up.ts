@@ -59,6 +59,7 @@ const DESCRIPTIONS: Record<StepUpTokenErrorCode | typeof STEP_UP_REQUIRED, strin
   subject_mismatch: 'The step-up token was issued for another user',
   action_mismatch: 'The step-up token approves another action',
   context_mismatch: 'The step-up token approves a different request',
+  context_invalid: 'The step-up token approves a request the gateway must refuse',
   replayed: 'The step-up token was already used',
 };
 
@@ -105,7 +106,7 @@ export function requireStepUp(options: RequireStepUpOptions): RequestHandler {
       acr_values: options.requiredAcr,
       max_age: maxAgeSeconds,
     };
-    if (code === 'context_mismatch' && field !== undefined) problem.field = field;
+    if ((code === 'context_mismatch' || code === 'context_invalid') && field !== undefined) problem.field = field;
     res.setHeader('WWW-Authenticate', challenge(description));
     res.setHeader('Cache-Control', 'no-store');
     res.status(401).type('application/problem+json').send(JSON.stringify(problem));

@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { errors, jwtVerify, type FlattenedJWSInput, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
 import { acrSatisfies, isStepUpAcr, STEPUP_ACR_VALUES, type StepUpAcr } from './acr.ts';
 import { systemClock, type VerifierClock } from './clock.ts';
+import { contextRuleProblem } from './context-rules.ts';
 import { assertExpectedContext, firstContextDifference, type JsonObject, type JsonValue } from './compare-context.ts';
 import { StepUpTokenError, VerifierUnavailableError } from './errors.ts';
 import type { JwksCache, KeyLookupHeader } from './jwks-cache.ts';
@@ -327,6 +328,10 @@ function checkClaims(claims: Record<string, unknown>, s: Settings): asserts clai
   const field = firstContextDifference(s.expectedContext, approved);
   if (field !== undefined) {
     throw new StepUpTokenError('context_mismatch', `context field "${field}" differs from what the user approved`, { field });
+  }
+  const broken = contextRuleProblem(approved);
+  if (broken !== undefined) {
+    throw new StepUpTokenError('context_invalid', `context field "${broken.field}" breaks a binding rule: ${broken.reason}`, { field: broken.field });
   }
 }
 

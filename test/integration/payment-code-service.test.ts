@@ -19,6 +19,7 @@ import {
   type GatewayForP,
   issueWithStepUp,
   makeApiKeys,
+  PASSWORD_POLICIES,
   type PDatabase,
   pConfig,
   spawnP,
@@ -27,6 +28,7 @@ import {
   zbar,
 } from '../helpers/payment-code.ts';
 import { testDialects } from '../helpers/stores.ts';
+import { setPolicies } from '../helpers/stepup-fixtures.ts';
 
 /**
  * The payment-code service as a real second process (`stepgate payment-code-service`, own
@@ -187,8 +189,11 @@ for (const dialect of testDialects()) {
       assert.equal(device.body.field, 'deviceId');
       const noPayee = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { amountLimit: '120.00', currency: 'CNY', deviceId: 'phone-1' }, stepup_id: id }, bearer(wallet));
       assert.equal(noPayee.body.code, 'context_mismatch');
+      // "120.0" is the same money in another spelling: never a second binding of it (refused as
+      // it stands, before the token is even looked at), and the step-up stays usable.
       const sameRepresentation = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: { ...CONTEXT, amountLimit: '120.0' }, stepup_id: id }, bearer(wallet));
-      assert.equal(sameRepresentation.body.code, 'context_mismatch', '"120.0" is not what the user approved ("120.00")');
+      assert.equal(sameRepresentation.status, 400, sameRepresentation.text);
+      assert.equal(sameRepresentation.body.code, 'amount_not_canonical', '"120.0" is not what the user approved ("120.00")');
       const right = await call(p.url, 'POST', '/v1/payment-codes', { subject: g.alice.id, context: CONTEXT, stepup_id: id }, bearer(wallet));
       assert.equal(right.status, 201, right.text);
     });
@@ -237,7 +242,40 @@ for (const dialect of testDialects()) {
       assert.equal(unknown.status, 404);
       assert.equal(unknown.body.code, 'code_unknown');
       assert.equal((await redeem({ code: `991${code.slice(3)}` })).body.code, 'code_unknown', 'another prefix is not ours');
-      assert.equal((await redeem({ amount: '120.00' })).status, 200, 'the limit itself is allowed');
+      // Finer than the fen: no amount that can be charged; refused, not rounded into the limit.
+      const fine = await redeem({ amount: '99.999' });
+      assert.equal(fine.status, 400, fine.text);
+      assert.equal(fine.body.code, 'amount_precision_exceeded');
+      assert.deepEqual((fine.body.invalid_params as { pointer: string }[]).map((x) => x.pointer), ['/amount']);
+      const unknownCurrency = await redeem({ currency: 'ZZZ' });
+      assert.equal(unknownCurrency.body.code, 'currency_unsupported');
+      assert.equal((await redeem({ amount: '120' })).status, 200, 'the limit itself is allowed, in fewer decimals too');
+    });
+
+    it('money that cannot be bound is refused at P with the gateway\'s codes, before the gateway is asked', async () => {
+      const stepupsBefore = await g.tg.gw.store.db.selectFrom('stepups').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      const cases: [string, Record<string, unknown>, string, string][] = [
+        ['/v1/payment-codes', { ...CONTEXT, amountLimit: '120.001' }, 'amount_precision_exceeded', '/context/amountLimit'],
+        ['/v1/payment-codes', { ...CONTEXT, amountLimit: '120.5', currency: 'JPY' }, 'amount_precision_exceeded', '/context/amountLimit'],
+        ['/v1/payment-codes', { ...CONTEXT, amountLimit: '120' }, 'amount_not_canonical', '/context/amountLimit'],
+        ['/v1/payment-codes', { ...CONTEXT, amountLimit: '0120.00' }, 'amount_not_canonical', '/context/amountLimit'],
+        ['/v1/payment-codes', { ...CONTEXT, currency: 'ZZZ' }, 'currency_unsupported', '/context/currency'],
+        ['/v1/payment-codes', { ...CONTEXT, amountLimit: '1', currency: 'XAU' }, 'currency_unsupported', '/context/currency'],
+        ['/v1/offline-seeds', { deviceId: 'phone-1', amountLimit: '50.005', currency: 'CNY' }, 'amount_precision_exceeded', '/context/amountLimit'],
+      ];
+      for (const [path, context, code, pointer] of cases) {
+        const res = await call(p.url, 'POST', path, { subject: g.alice.id, context }, bearer(wallet));
+        assert.equal(res.status, 400, `${JSON.stringify(context)}: ${res.text}`);
+        assert.equal(res.body.code, code, JSON.stringify(context));
+        assert.deepEqual((res.body.invalid_params as { pointer: string }[]).map((x) => x.pointer), [pointer], res.text);
+      }
+      const stepupsAfter = await g.tg.gw.store.db.selectFrom('stepups').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      assert.equal(Number(stepupsAfter.n), Number(stepupsBefore.n));
+      // Yen, spelt as yen are: the whole flow works and the code carries the binding's bytes.
+      await setPolicies(g.tg.gw, [...PASSWORD_POLICIES, { id: 'codes-yen', action: 'payment_code.issue', priority: 15, when: { amount: { lte: '100000', currency: 'JPY' } }, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }]);
+      const yen = await issueWithStepUp(p.url, g.url, wallet, g.alice.id, { ...CONTEXT, amountLimit: '500', currency: 'JPY' });
+      assert.equal(yen.status, 201, yen.text);
+      assert.equal(yen.body.amount_limit, '500');
     });
 
     it('API keys: none, unknown, or of the wrong role are refused before anything happens', async () => {
@@ -262,6 +300,10 @@ for (const dialect of testDialects()) {
         [{ subject: g.alice.id, context: { ...CONTEXT, currency: 'cny' } }, '/context/currency'],
         [{ subject: g.alice.id, context: { ...CONTEXT, deviceId: 'a b' } }, '/context/deviceId'],
         [{ subject: g.alice.id, context: { ...CONTEXT, surprise: 1 } }, '/context/surprise'],
+        // Letters only, but not NFC (conjoining jamo for 가, the Angstrom sign for Å): one spelling per payee.
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: '\u1100\u1161 Mart' } }, '/context/payee'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: '\u212b Shop' } }, '/context/payee'],
+        [{ subject: g.alice.id, context: { ...CONTEXT, payee: 'shop\u200b42' } }, '/context/payee'],
         [{ subject: g.alice.id, context: CONTEXT, stepup_id: 'nope' }, '/stepup_id'],
         [{ context: CONTEXT }, '/subject'],
         [{ subject: 'alice', context: CONTEXT }, '/subject'],

@@ -159,6 +159,13 @@ for (const dialect of testDialects()) {
         ['schema: unknown acr', [{ ...small, acr: 'urn:stepgate:aal9' }], '/policies/0/acr', 'invalid:'],
         ['schema: unknown field', [{ ...small, priorty: 1 }], '/policies/0/priorty', 'invalid:'],
         ['schema: amount as a number', [{ ...small, when: { amount: { lte: 1000, currency: 'CNY' } } }, strict], '/policies/0/when/amount/lte', 'invalid:'],
+        // Money (src/verifier/money.ts): a real ISO 4217 currency, bounds no finer than its minor unit.
+        ['unknown currency', [{ ...small, when: { amount: { lte: '1000.00', currency: 'ZZZ' } } }, strict], '/policies/0/when/amount/currency', 'currency_unsupported:'],
+        ['currency without minor units', [{ ...small, when: { amount: { lte: '1', currency: 'XAU' } } }, strict], '/policies/0/when/amount/currency', 'currency_unsupported:'],
+        ['bound finer than the currency', [{ ...small, when: { amount: { lte: '1000.005', currency: 'CNY' } } }, strict], '/policies/0/when/amount/lte', 'amount_precision_exceeded:'],
+        ['yen bound with decimals', [{ ...small, when: { amount: { gt: '0.5', lte: '10000', currency: 'JPY' } } }, strict], '/policies/0/when/amount/gt', 'amount_precision_exceeded:'],
+        ['velocity limit finer than the currency', [{ ...small, when: { velocity: { windowSeconds: 60, maxAmount: '500.5', currency: 'JPY' } } }, strict], '/policies/0/when/velocity/maxAmount', 'amount_precision_exceeded:'],
+        ['velocity in an unknown currency', [{ ...small, when: { velocity: { windowSeconds: 60, maxAmount: '500', currency: 'ABC' } } }, strict], '/policies/0/when/velocity/currency', 'currency_unsupported:'],
       ];
       for (const [name, policies, pointer, code] of cases) {
         const res = await put(as.root!, '/v1/admin/policies', { policies });
@@ -341,6 +348,18 @@ for (const dialect of testDialects()) {
       assert.equal(proposed.body.version, undefined);
       assert.equal(proposed.body.reasons.length, 3);
       assert.match(proposed.body.reasons[1].because[0], /^shadowed: pwd-small/);
+
+      // The dry run refuses the amounts POST /v1/stepup refuses, with the same code and pointer.
+      for (const [context, code, pointer] of [
+        [{ amount: '10.001', currency: 'CNY' }, 'amount_precision_exceeded', '/context/amount'],
+        [{ amount: '10', currency: 'CNY' }, 'amount_not_canonical', '/context/amount'],
+        [{ amount: '10.00', currency: 'ZZZ' }, 'currency_unsupported', '/context/currency'],
+      ] as const) {
+        const refused = await evaluate({ action: ACTION, context, user: { enrolledFactorTypes: ['password'] } });
+        assert.equal(refused.status, 400, refused.text);
+        assert.equal(refused.body.code, code);
+        assert.ok(param(refused.body, pointer) !== undefined, refused.text);
+      }
 
       const deny = await evaluate({ action: 'account.close', context: {} });
       assert.equal(deny.body.decision, 'deny');

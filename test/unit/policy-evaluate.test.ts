@@ -48,8 +48,11 @@ const conditionCases: ConditionCase[] = [
   { name: 'amount above lte', when: { amount: { lte: '1000.00', currency: 'CNY' } }, context: CNY('1500.00'), holds: false, because: ['currency CNY = CNY', 'amount 1500.00 CNY > lte 1000.00'] },
   { name: 'amount equal to lt', when: { amount: { lt: '1000', currency: 'CNY' } }, context: CNY('1000.00'), holds: false, because: ['currency CNY = CNY', 'amount 1000.00 CNY ≥ lt 1000'] },
   { name: 'amount equal to gt', when: { amount: { gt: '100', lt: '200', currency: 'CNY' } }, context: CNY('100'), holds: false, because: ['currency CNY = CNY', 'amount 100 CNY ≤ gt 100', 'amount 100 CNY < 200'] },
-  { name: 'amount just below gte', when: { amount: { gte: '100', currency: 'CNY' } }, context: CNY('99.999999'), holds: false, because: ['currency CNY = CNY', 'amount 99.999999 CNY < gte 100'] },
-  { name: 'amount eq with other scale', when: { amount: { eq: '5', currency: 'CNY' } }, context: CNY('5.000'), holds: true, because: ['currency CNY = CNY', 'amount 5.000 CNY = 5'] },
+  { name: 'amount just below gte', when: { amount: { gte: '100', currency: 'CNY' } }, context: CNY('99.99'), holds: false, because: ['currency CNY = CNY', 'amount 99.99 CNY < gte 100'] },
+  { name: 'amount eq with other scale', when: { amount: { eq: '5', currency: 'CNY' } }, context: CNY('5.00'), holds: true, because: ['currency CNY = CNY', 'amount 5.00 CNY = 5'] },
+  // Finer than the currency's minor unit: no amount of it, so no bound holds (fail closed).
+  { name: 'amount finer than its currency', when: { amount: { gte: '100', currency: 'CNY' } }, context: CNY('100.001'), holds: false, because: ['currency CNY = CNY', 'amount: CNY amounts have 2 decimals (ISO 4217 minor units): "100.001" has 3'] },
+  { name: 'yen with decimals', when: { amount: { lte: '10000', currency: 'JPY' } }, context: { amount: '100.5', currency: 'JPY' }, holds: false, because: ['currency JPY = JPY', 'amount: JPY amounts have no decimals (ISO 4217 minor units): "100.5" has 1'] },
   { name: 'amount not eq', when: { amount: { eq: '5', currency: 'CNY' } }, context: CNY('5.01'), holds: false, because: ['currency CNY = CNY', 'amount 5.01 CNY ≠ eq 5'] },
   { name: 'negative amount', when: { amount: { gte: '-10', currency: 'CNY' } }, context: CNY('-10.5'), holds: false, because: ['currency CNY = CNY', 'amount -10.5 CNY < gte -10'] },
   { name: 'another currency', when: { amount: { lte: '1000.00', currency: 'CNY' } }, context: { amount: '10.00', currency: 'USD' }, holds: false, because: ['currency USD ≠ CNY'] },

@@ -367,6 +367,39 @@ describe('verifyStepUpToken: assurance, action and exact context', () => {
     await rejects(h.verify(numeric, { expectedContext: { ...TEST_CONTEXT, amount: '120' } }), 'context_mismatch', 'amount');
   });
 
+  it('"10.1" and "10.10" are never one binding: refused both ways (context_mismatch)', async () => {
+    const approved = (amount: string) => minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...TEST_CONTEXT, amount }] } });
+    await rejects(h.verify(await approved('10.10'), { expectedContext: { ...TEST_CONTEXT, amount: '10.1' } }), 'context_mismatch', 'amount');
+    await rejects(h.verify(await approved('10.1'), { expectedContext: { ...TEST_CONTEXT, amount: '10.10' } }), 'context_mismatch', 'amount');
+    await h.verify(await approved('10.10'), { expectedContext: { ...TEST_CONTEXT, amount: '10.10' } });
+  });
+
+  it('refuses a token whose approved amount breaks the money rule even when the request carries the same bytes (context_invalid)', async () => {
+    for (const [amount, currency, field] of [
+      ['10.001', 'CNY', 'amount'], // finer than the fen
+      ['100.5', 'JPY', 'amount'], // yen have no decimals
+      ['10.1', 'CNY', 'amount'], // not the one spelling
+      ['10.00', 'ZZZ', 'currency'], // no ISO 4217 code
+      ['1', 'XAU', 'currency'], // no minor unit
+    ] as const) {
+      const context = { ...TEST_CONTEXT, amount, currency };
+      const token = await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...context }] } });
+      await rejects(h.verify(token, { expectedContext: context }), 'context_invalid', field);
+    }
+    const yen = { ...TEST_CONTEXT, amount: '100', currency: 'JPY' };
+    await h.verify(await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...yen }] } }), { expectedContext: yen });
+  });
+
+  it('refuses a token whose approved payee is not NFC or hides an invisible or bidi character, even when the request carries the same bytes (context_invalid)', async () => {
+    for (const payee of ['cafe\u0301-42', 'shop\u200b42', 'shop\ufeff42', 'shop\u2066-42\u2069', 'shop\u00ad42']) {
+      const context = { ...TEST_CONTEXT, payee };
+      const token = await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...context }] } });
+      await rejects(h.verify(token, { expectedContext: context }), 'context_invalid', 'payee');
+    }
+    const nfc = { ...TEST_CONTEXT, payee: 'caf\u00e9-42' };
+    await h.verify(await minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...nfc }] } }), { expectedContext: nfc });
+  });
+
   it('compares payees code unit by code unit: no case folding, no Unicode normalisation, no trimming', async () => {
     const approved = (payee: string) => minter.mint({ claims: { authorization_details: [{ type: TEST_ACTION, ...TEST_CONTEXT, payee }] } });
     for (const [signed, presented] of [

@@ -1,7 +1,7 @@
 import { type NextFunction, type Request, type Response, Router } from 'express';
 import { z } from 'zod';
 import { type ApiKeyCaller, authenticateApiKey } from '../api-keys.ts';
-import { AMOUNT_PATTERN, amountUnits } from '../decimal.ts';
+import { AMOUNT_PATTERN, amountUnits, assertBindableMoney } from '../decimal.ts';
 import { PaymentCodeError } from '../errors.ts';
 import { type CodeImage, CODE_IMAGES, codeImage, codeImagePath, isCodeImage } from '../code-images.ts';
 import { ISSUE_ACTION, issueBindingMessage, issueCode, issueStepUpContext, renderCode } from '../issue-code.ts';
@@ -18,7 +18,12 @@ const amount = z
   .refine((v) => (amountUnits(v) ?? 0n) > 0n, 'must be greater than 0');
 const currency = z.string({ error: 'must be an ISO 4217 currency code' }).regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "CNY"');
 const deviceId = z.string({ error: 'must be a string' }).regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1–64 letters, digits or . _ : -');
-const label = z.string({ error: 'must be a string' }).regex(/^[\p{L}\p{N} ._:@&'-]{1,64}$/u, 'must be 1–64 letters, digits, blanks or . _ : @ & \' -');
+// A payee or merchant is compared byte for byte (the binding, the redemption): letters in NFC
+// only, so "café" has one spelling (src/verifier/display-text.ts, the gateway's rule).
+const label = z
+  .string({ error: 'must be a string' })
+  .regex(/^[\p{L}\p{N} ._:@&'-]{1,64}$/u, 'must be 1–64 letters, digits, blanks or . _ : @ & \' -')
+  .refine((v) => v.normalize('NFC') === v, 'must be in Unicode Normalization Form C (NFC)');
 // The gateway's user id, not a username: the token's `sub` must equal it (the verifier insists).
 export const SUBJECT_PATTERN = /^usr_[A-Za-z0-9_-]{1,96}$/;
 const subject = z.string({ error: 'must be the user id at the gateway (usr_…)' }).regex(SUBJECT_PATTERN, 'must be the user id at the gateway (usr_…), not a username');
@@ -135,6 +140,8 @@ function caller(res: Response): ApiKeyCaller {
   return c;
 }
 
+const MONEY_POINTERS = { amount: '/context/amountLimit', currency: '/context/currency' };
+
 /** Maps the gateway's field pointers (its step-up body) back to ours. */
 function pointerMap(pointer: string): string {
   if (pointer === '/subject' || pointer === '/redirect_uri' || pointer === '/state') return pointer;
@@ -198,6 +205,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
     responses: { 201: { description: 'the code (valid paymentCode.codes.ttlSeconds)', schema: issuedSchema }, ...STEP_UP_RESPONSES },
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
+    assertBindableMoney(body.context.amountLimit, body.context.currency, MONEY_POINTERS);
     if (body.stepup_id === undefined) {
       await counted('issue', ISSUE_ACTION, () => svc.gate.begin({
         owner,
@@ -299,6 +307,7 @@ export function apiRouter(svc: PaymentCodeService, api: ApiRoutes): Router {
     responses: { 201: { description: 'the seed', schema: provisionedSchema }, ...STEP_UP_RESPONSES },
   }, [requireKey('wallet')], async (_req, res, { body }) => {
     const owner = caller(res).id;
+    assertBindableMoney(body.context.amountLimit, body.context.currency, MONEY_POINTERS);
     if (body.stepup_id === undefined) {
       await counted('offline_seed', OFFLINE_SEED_ACTION, () => svc.gate.begin({
         owner,

@@ -4,6 +4,7 @@ import { Eta } from 'eta';
 import express, { type Request, type Response, Router } from 'express';
 import type { ApiKeyCaller } from '../api-keys.ts';
 import { AMOUNT_PATTERN, amountUnits } from '../decimal.ts';
+import { canonicalAmount } from '../../verifier/index.ts';
 import { isPaymentCodeError, type PaymentCodeError } from '../errors.ts';
 import { ISSUE_ACTION, issueBindingMessage, issueCode, issueStepUpContext, renderCode } from '../issue-code.ts';
 import { OFFLINE_SEED_ACTION, provisionSeed, seedBindingMessage, seedStepUpContext } from '../offline-seeds.ts';
@@ -99,12 +100,15 @@ export function demoRouter(svc: PaymentCodeService): Router {
     const amountLimit = field(req, 'amountLimit');
     const subject = users.length > 0 ? demoUsers.get(username) : SUBJECT_PATTERN.test(username) ? username : undefined;
     const badUser = subject === undefined;
-    const badAmount = !AMOUNT_PATTERN.test(amountLimit) || (amountUnits(amountLimit) ?? 0n) <= 0n;
+    // A person types "120" or "99.5": the form writes it as the binding spells CNY ("120.00").
+    // More decimals than CNY has are refused, not rounded.
+    const canonical = AMOUNT_PATTERN.test(amountLimit) ? canonicalAmount(amountLimit, DEMO_CURRENCY) : undefined;
+    const badAmount = canonical === undefined || (amountUnits(canonical) ?? 0n) <= 0n;
     if (badUser || badAmount) {
       render(req, res, 400, 'demo', { users, error: { code: 'validation_failed', message: tr(req, res)(badUser ? 'message.pick_user' : 'message.bad_amount') } });
       return undefined;
     }
-    return { subject, amountLimit };
+    return { subject, amountLimit: canonical };
   }
 
   /** Starts a flow: a fresh nonce in the cookie, the step-up at the gateway, the browser sent there. */
