@@ -32,6 +32,7 @@ export const paymentCodeSectionSchema = z.strictObject({
     url: z.union([z.literal(''), z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')]),
     schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
     poolMax: z.number().int().min(1).max(200),
+    queryTimeoutMs: z.number().int().min(100).max(600_000),
     sqliteBusyTimeoutMs: z.number().int().min(0),
   }),
   secrets: z.strictObject({
@@ -101,6 +102,7 @@ const ENV_KEYS: Record<string, { path: string[]; type: 'string' | 'int' | 'list'
   STEPGATE_PAYMENT_CODE_DATA_DIR: { path: ['dataDir'], type: 'string' },
   STEPGATE_PAYMENT_CODE_DATABASE_URL: { path: ['database', 'url'], type: 'string' },
   STEPGATE_PAYMENT_CODE_DATABASE_SCHEMA: { path: ['database', 'schema'], type: 'string' },
+  STEPGATE_PAYMENT_CODE_DATABASE_QUERY_TIMEOUT_MS: { path: ['database', 'queryTimeoutMs'], type: 'int' },
   STEPGATE_PAYMENT_CODE_MASTER_KEY: { path: ['secrets', 'masterKey'], type: 'string' },
   STEPGATE_PAYMENT_CODE_LOG_LEVEL: { path: ['log', 'level'], type: 'string' },
   STEPGATE_PAYMENT_CODE_GATEWAY_URL: { path: ['gateway', 'url'], type: 'string' },

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { Express } from 'express';
-import { createJwksCache, type JwksCache, type ReplayStore, systemClock, type VerifierClock } from '../verifier/index.ts';
+import { createJwksCache, type JwksCache, systemClock, type VerifierClock } from '../verifier/index.ts';
 import { assertRunnable, type PaymentCodeConfig } from './config.ts';
 import { EventLog } from './events.ts';
 import { type ClientAuth, GatewayClient, loadClientKey } from './gateway-client.ts';
@@ -31,7 +31,6 @@ export interface PaymentCodeService {
   readonly qrKeys: QrKeyRing;
   readonly gateway: GatewayClient;
   readonly jwks: JwksCache;
-  readonly replayStore: ReplayStore;
   readonly gate: StepUpGate;
   readonly issueDeps: IssueDeps;
   readonly seedDeps: OfflineSeedDeps;
@@ -59,6 +58,7 @@ export async function openConfiguredPaymentCodeStore(config: PaymentCodeConfig):
     sqliteFile: sqliteFileFor(config),
     schema: config.database.schema,
     poolMax: config.database.poolMax,
+    queryTimeoutMs: config.database.queryTimeoutMs,
     sqliteBusyTimeoutMs: config.database.sqliteBusyTimeoutMs,
   });
 }
@@ -101,7 +101,6 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     timeoutSeconds: config.gateway.timeoutSeconds,
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
-  const replayStore = store.replayStore(clock);
   const metrics = createPaymentCodeMetrics();
   if (store.commitStats !== undefined) metrics.watchGroupCommit(store.commitStats);
   const extra = options.observe;
@@ -119,7 +118,6 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     clock,
     gateway,
     jwks,
-    replayStore,
     logger,
     issuer: config.gateway.issuer,
     requiredAcr: { 'payment_code.issue': config.stepUp.issueAcr, 'payment_code.offline_seed': config.stepUp.offlineSeedAcr },
@@ -177,7 +175,6 @@ export async function createPaymentCodeService(config: PaymentCodeConfig, option
     qrKeys,
     gateway,
     jwks,
-    replayStore,
     gate,
     issueDeps,
     seedDeps,

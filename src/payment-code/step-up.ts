@@ -15,6 +15,7 @@ import type { GatewayClient } from './gateway-client.ts';
 import type { Logger } from './logger.ts';
 import type { PaymentCodeSealer } from './sealer.ts';
 import type { PcDb, PcTx } from './store/database.ts';
+import { jtiRecorded, recordJti } from './store/replay-store.ts';
 import type { StepUpAction, StepUpsTable } from './store/schema.ts';
 
 /**
@@ -27,9 +28,11 @@ import type { StepUpAction, StepUpsTable } from './store/schema.ts';
  * 2. `complete`: the wallet asks again with `stepup_id`. We fetch the token from the gateway
  *    (once; it is kept sealed until used, so a retry after a refused context still works),
  *    verify it with src/verifier against the context of THIS request — signature, iss, aud =
- *    our client id, exp, acr, action, exact context, jti consumed in our replay store — and
- *    hand the claims to the caller, which marks the step-up used in the same transaction
- *    that creates the code or seed.
+ *    our client id, exp, acr, action, exact context, jti not used before — and hand the
+ *    claims to the caller, which marks the step-up used and records the jti (table
+ *    `pc_stepup_replay`) in the same transaction that creates the code or seed: a write that
+ *    fails or times out (queryTimeoutMs) rolls all of it back, so the token is never used up
+ *    without its code, and the same request can be sent again.
  */
 export interface StepUpGateDeps {
   db: PcDb;
@@ -38,7 +41,6 @@ export interface StepUpGateDeps {
   clock: VerifierClock;
   gateway: GatewayClient;
   jwks: JwksCache;
-  replayStore: ReplayStore;
   logger: Logger;
   issuer: string;
   requiredAcr: Record<StepUpAction, StepUpAcr>;
@@ -88,7 +90,11 @@ export interface CompleteStepUp {
 export interface VerifiedStepUp {
   claims: StepUpClaims;
   record: StepUpsTable;
-  /** Marks the step-up used; run it in the transaction that creates the code. False: someone else did. */
+  /**
+   * Marks the step-up used and records the token's jti; run it in the transaction that
+   * creates the code. False: someone else did (nothing written). Throws `replayed` when the
+   * jti was used by another step-up (roll back).
+   */
   finish(tx: PcTx): Promise<boolean>;
 }
 
@@ -239,13 +245,22 @@ export class StepUpGate {
     if (record.subject !== input.subject) throw this.#refuse('subject_mismatch', input.action, { field: 'subject' });
 
     const token = await this.#token(record);
+    // The verifier consumes the jti as its very last step; P records it later, in the
+    // transaction that issues (see finish), and checks here that it is not recorded yet.
+    let accepted: { jti: string; expiresAt: Date } | undefined;
+    const replayStore: ReplayStore = {
+      consume: async (jti, expiresAt) => {
+        accepted = { jti, expiresAt };
+        return true;
+      },
+    };
     let claims: StepUpClaims;
     try {
       claims = await timed(this.#d.observe, 'token_verification', () => verifyStepUpToken(token, {
         issuer: this.#d.issuer,
         audience: this.#d.gateway.clientId,
         jwks: this.#d.jwks,
-        replayStore: this.#d.replayStore,
+        replayStore,
         requiredAcr: this.#d.requiredAcr[input.action],
         expectedSubject: record.subject,
         expectedAction: input.action,
@@ -268,6 +283,12 @@ export class StepUpGate {
       }
       throw err;
     }
+    if (accepted === undefined) throw new Error('the verifier accepted a token without consuming its jti');
+    const jti = accepted;
+    if (await jtiRecorded(this.#d.db, jti.jti)) {
+      this.#d.logger.warn({ stepupId: record.id, reason: 'replayed' }, 'step-up token refused');
+      throw this.#refuse('replayed', input.action);
+    }
     // The gateway handed us the token for this step-up id; a different txn means the channel is broken.
     if (claims.txn !== record.id) throw this.#refuse('step_up_mismatch', input.action, { field: 'txn' });
 
@@ -282,7 +303,10 @@ export class StepUpGate {
           .where('id', '=', record.id)
           .where('status', '=', 'token_received')
           .executeTakeFirst();
-        return Number(done.numUpdatedRows) === 1;
+        if (Number(done.numUpdatedRows) !== 1) return false;
+        // Used by another step-up meanwhile (a token handed to two step-ups): undo the above.
+        if (!(await recordJti(tx, jti.jti, jti.expiresAt))) throw this.#refuse('replayed', input.action);
+        return true;
       },
     };
   }

@@ -627,12 +627,12 @@ for (const dialect of testDialects()) {
       const issued = await issueWithStepUp(p.url, g.url, wallet, g.alice.id);
       clock.advance(2 * 86_400);
       const purged = await purgeExpired(p.svc.store.db, clock);
-      assert.ok(purged.stepUps > 0 && purged.liveCodes > 0 && purged.offlineUses > 0, JSON.stringify(purged));
+      assert.ok(purged.stepUps > 0 && purged.liveCodes > 0 && purged.offlineUses > 0 && purged.jtis > 0, JSON.stringify(purged));
       assert.equal((await redeem({ code: issued.body.code })).body.code, 'code_unknown');
       const codes = await p.svc.store.db.selectFrom('pc_codes').select('id').where('id', '=', issued.body.code_id as string).execute();
       assert.equal(codes.length, 1, 'the code record stays');
       assert.equal((await verifyEventChain(p.svc.store.db)).ok, true);
-      assert.deepEqual(await purgeExpired(p.svc.store.db, clock), { stepUps: 0, liveCodes: 0, offlineUses: 0 });
+      assert.deepEqual(await purgeExpired(p.svc.store.db, clock), { stepUps: 0, liveCodes: 0, offlineUses: 0, jtis: 0 });
     });
   });
 }

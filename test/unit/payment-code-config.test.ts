@@ -37,6 +37,7 @@ describe('payment-code service configuration', () => {
     assert.equal(c.gateway.jwksUri, 'http://localhost:8080/.well-known/jwks.json');
     assert.equal(c.stepUp.issueAcr, 'urn:stepgate:aal2');
     assert.equal(c.stepUp.offlineSeedAcr, 'urn:stepgate:aal3');
+    assert.equal(c.database.queryTimeoutMs, 5000);
   });
 
   it('STEPGATE_PAYMENT_CODE_* and the shared STEPGATE_MODE / STEPGATE_DATA_DIR override it', () => {
@@ -60,6 +61,7 @@ describe('payment-code service configuration', () => {
     assert.equal(c.codes.prefix, '19');
     assert.deepEqual(c.demo.users, ['alice=usr_a1', 'bob=usr_b2']);
     assert.equal(c.stepUp.issueAcr, 'urn:stepgate:aal1');
+    assert.equal(loadPaymentCodeConfig({ env: { STEPGATE_PAYMENT_CODE_DATABASE_QUERY_TIMEOUT_MS: '1500' } }).database.queryTimeoutMs, 1500);
   });
 
   it('a wrong key or value stops it with one line naming the key', () => {
@@ -68,6 +70,8 @@ describe('payment-code service configuration', () => {
     refused(() => loadPaymentCodeConfig({ env: { STEPGATE_PAYMENT_CODE_CODE_PREFIX: '08' } }), 'paymentCode.codes.prefix');
     refused(() => loadPaymentCodeConfig({ env: { STEPGATE_PAYMENT_CODE_MASTER_KEY: 'c2hvcnQ=' } }), 'paymentCode.secrets.masterKey');
     refused(() => loadPaymentCodeConfig({ env: { STEPGATE_PAYMENT_CODE_ISSUE_ACR: 'urn:stepgate:aal9' } }), 'paymentCode.stepUp.issueAcr');
+    // No timeout at all (0), or one too short for any statement, is not a setting.
+    for (const ms of ['0', '99', '600001', '5s']) refused(() => loadPaymentCodeConfig({ env: { STEPGATE_PAYMENT_CODE_DATABASE_QUERY_TIMEOUT_MS: ms } }), 'paymentCode.database.queryTimeoutMs');
     // The gateway validates the section's shape too, so `stepgate config check` catches it.
     assert.throws(() => loadConfig({ env: {}, file: file('typo2.yaml', 'paymentCode:\n  codes:\n    ttl: 5\n') }), (err: unknown) => err instanceof ConfigError && err.key === 'paymentCode.codes.ttl');
   });

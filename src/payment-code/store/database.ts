@@ -5,7 +5,7 @@ import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { PostgresReplayStore, type ReplayStore, systemClock, type VerifierClock } from '../../verifier/index.ts';
 import { migrations } from './migrations/index.ts';
-import { PcSqliteReplayStore } from './replay-store.ts';
+import { PcSqliteReplayStore, REPLAY_TABLE } from './replay-store.ts';
 import type { PaymentCodeDatabase } from './schema.ts';
 import { type GroupCommitStats, openNodeSqlite, WAL_SYNC_FAILED } from './sqlite-dialect.ts';
 
@@ -35,11 +35,28 @@ export interface OpenPaymentCodeStoreOptions {
   sqliteFile: string;
   schema?: string;
   poolMax?: number;
+  /**
+   * PostgreSQL: the longest one statement may run (the session's `statement_timeout`, lock
+   * waits included); the client abandons a statement `QUERY_TIMEOUT_GRACE_MS` later, for a
+   * server that stops answering altogether. Either way the statement fails (a 503 through
+   * isPaymentCodeDatabaseUnavailable) and its transaction is rolled back. Migrations are not
+   * bounded by it. Default 5000.
+   */
+  queryTimeoutMs?: number;
   sqliteBusyTimeoutMs?: number;
 }
 
+/** Default of `queryTimeoutMs`. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 5000;
+
+/**
+ * How much longer than the server's statement_timeout the client waits. The server's cancel
+ * is the clean end (the connection stays usable, the error is SQLSTATE 57014); the client's
+ * own timeout is the backstop for a server that does not answer at all.
+ */
+export const QUERY_TIMEOUT_GRACE_MS = 1000;
+
 const INT8_OID = 20;
-const REPLAY_TABLE = 'pc_stepup_replay';
 
 function redactUrl(url: string): string {
   try {
@@ -74,15 +91,16 @@ function openSqlite(options: OpenPaymentCodeStoreOptions): PaymentCodeStore {
   });
 }
 
-async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<PaymentCodeStore> {
-  const schema = options.schema ?? 'public';
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name ${schema}`);
+function newPool(options: OpenPaymentCodeStoreOptions, schema: string, max: number, statementTimeoutMs: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString: options.url,
-    max: options.poolMax ?? 10,
+    max,
     // Our integers (epoch ms, counters) fit in a double.
     types: { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) },
-    options: `-c search_path=${schema}`,
+    // Set at connection start-up, so every statement of every session has it, in or out of a
+    // transaction, whatever issues it (Kysely, the replay store, a migration's lock wait).
+    options: `-c search_path=${schema} -c statement_timeout=${statementTimeoutMs}`,
+    ...(statementTimeoutMs === 0 ? {} : { query_timeout: statementTimeoutMs + QUERY_TIMEOUT_GRACE_MS }),
     connectionTimeoutMillis: 5000,
   });
   // Idle clients are covered by the pool's listener; a checked-out client that PostgreSQL
@@ -91,6 +109,15 @@ async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<Payme
   pool.on('connect', (client) => {
     client.on('error', () => {});
   });
+  return pool;
+}
+
+async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<PaymentCodeStore> {
+  const schema = options.schema ?? 'public';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name ${schema}`);
+  const queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+  if (!Number.isSafeInteger(queryTimeoutMs) || queryTimeoutMs < 1) throw new TypeError('queryTimeoutMs must be a positive integer');
+  const pool = newPool(options, schema, options.poolMax ?? 10, queryTimeoutMs);
   if (schema !== 'public') {
     const client = await pool.connect();
     try {
@@ -111,7 +138,11 @@ async function openPostgres(options: OpenPaymentCodeStoreOptions): Promise<Payme
     ping: async () => {
       await sql`select 1`.execute(db);
     },
-    replayStore: (clock) => new PostgresReplayStore({ pool, schema, tableName: REPLAY_TABLE, clock }),
+    replayStore: (clock) => new PostgresReplayStore({ pool, schema, tableName: REPLAY_TABLE, clock, queryTimeoutMs }),
+    // A migration may rightly take longer than a request's statement (an index on a large
+    // table; another process's migration holding the lock at start-up): its own connection,
+    // without the timeout, for the time it runs.
+    migrationDb: () => new Kysely<PaymentCodeDatabase>({ dialect: new SchemaScopedPostgresDialect({ pool: newPool(options, schema, 1, 0) }, schema) }),
   });
 }
 
@@ -153,6 +184,8 @@ interface StoreParts {
   ping(): Promise<void>;
   replayStore(clock: VerifierClock): ReplayStore;
   commitStats?: GroupCommitStats;
+  /** The database migrations run on, when not `db` (closed after them). */
+  migrationDb?: () => PcDb;
 }
 
 function makeStore(parts: StoreParts): PaymentCodeStore {
@@ -165,14 +198,21 @@ function makeStore(parts: StoreParts): PaymentCodeStore {
     replayStore: parts.replayStore,
     ...(parts.commitStats === undefined ? {} : { commitStats: parts.commitStats }),
     async migrate() {
-      const migrator = new Migrator({
-        db,
-        provider: { getMigrations: async () => migrations },
-        migrationTableName: 'pc_migrations',
-        migrationLockTableName: 'pc_migrations_lock',
-        ...(schema === undefined ? {} : { migrationTableSchema: schema }),
-      });
-      const { error, results } = await migrator.migrateToLatest();
+      const migrationDb = parts.migrationDb?.() ?? db;
+      let outcome: Awaited<ReturnType<Migrator['migrateToLatest']>>;
+      try {
+        const migrator = new Migrator({
+          db: migrationDb,
+          provider: { getMigrations: async () => migrations },
+          migrationTableName: 'pc_migrations',
+          migrationLockTableName: 'pc_migrations_lock',
+          ...(schema === undefined ? {} : { migrationTableSchema: schema }),
+        });
+        outcome = await migrator.migrateToLatest();
+      } finally {
+        if (migrationDb !== db) await migrationDb.destroy();
+      }
+      const { error, results } = outcome;
       if (error !== undefined) throw error;
       const replay = parts.replayStore(systemClock);
       // Create the replay table now: fail at start-up rather than on the first payment.
@@ -186,10 +226,13 @@ function makeStore(parts: StoreParts): PaymentCodeStore {
 }
 
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', '25006',
+  // PostgreSQL: query_canceled, i.e. statement_timeout (queryTimeoutMs) ended the statement
+  '57014',
   // SQLite: a commit could not be made durable (a failed WAL fdatasync: writes refused until restart, /readyz 503)
   WAL_SYNC_FAILED,
 ]);
-const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed/i;
+// `Query read timeout`: pg's client-side query_timeout, the backstop behind statement_timeout.
+const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|database is locked|Client was closed|Query read timeout/i;
 
 /** Whether an error means "P's database cannot be reached right now": 503 with Retry-After, not a 500. */
 export function isPaymentCodeDatabaseUnavailable(err: unknown): boolean {

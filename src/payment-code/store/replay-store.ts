@@ -1,7 +1,25 @@
 import type { DatabaseSync } from 'node:sqlite';
 import { sql } from 'kysely';
 import type { ReplayStore, VerifierClock } from '../../verifier/index.ts';
-import type { PcDb } from './database.ts';
+import type { PcDb, PcExecutor } from './database.ts';
+
+/** The table of the `jti`s P has accepted (the verifier stores' layout: jti, expires_at). */
+export const REPLAY_TABLE = 'pc_stepup_replay';
+
+/** Whether this `jti` was accepted already (a read: the insert below is what decides). */
+export async function jtiRecorded(db: PcExecutor, jti: string): Promise<boolean> {
+  const r = await sql<{ one: number }>`select 1 as one from ${sql.table(REPLAY_TABLE)} where jti = ${jti}`.execute(db);
+  return r.rows.length > 0;
+}
+
+/**
+ * Records `jti` as used, in the caller's transaction: false when it already was (another
+ * transaction that recorded it committed first; on PostgreSQL a concurrent one is waited for).
+ */
+export async function recordJti(tx: PcExecutor, jti: string, expiresAt: Date): Promise<boolean> {
+  const r = await sql`insert into ${sql.table(REPLAY_TABLE)} (jti, expires_at) values (${jti}, ${expiresAt.getTime()}) on conflict (jti) do nothing`.execute(tx);
+  return Number(r.numAffectedRows ?? 0n) === 1;
+}
 
 /**
  * P's replay store on SQLite: the verifier's table (`SqliteReplayStore`'s layout), written
