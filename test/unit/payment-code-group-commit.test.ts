@@ -383,11 +383,14 @@ describe('payment-code SQLite: closing', () => {
 });
 
 describe('payment-code SQLite: two processes on one file', () => {
+  const OTHER = 50;
   it('a second process writing the same file is not starved while this one floods it with transactions', async () => {
     const s = open();
     try {
       const moduleUrl = new URL(`file://${resolve('src/payment-code/store/sqlite-dialect.ts')}`).href;
-      // The other process: P's own driver on the same file, one transaction at a time, timing each.
+      // The other process: P's own driver on the same file, OTHER transactions one at a time. It
+      // is starved if one of them waits out the 5 s busy timeout (an error). Counted, not timed:
+      // on a loaded machine a time budget measures the machine, not the lock.
       const script = `
         const { openNodeSqlite } = await import(${JSON.stringify(moduleUrl)});
         const { Kysely } = await import('kysely');
@@ -395,18 +398,15 @@ describe('payment-code SQLite: two processes on one file', () => {
         const db = new Kysely({ dialect });
         process.stdout.write('ready\\n');
         await new Promise((go) => process.stdin.once('data', go));
-        let worst = 0, errors = 0, done = 0;
-        const until = Date.now() + 1500;
-        for (let i = 0; Date.now() < until; i += 1) {
-          const t0 = performance.now();
+        let errors = 0, done = 0;
+        for (let i = 0; i < ${OTHER}; i += 1) {
           try {
             await db.transaction().execute((tx) => tx.insertInto('t').values({ id: 'other-' + i, n: 0 }).execute());
             done += 1;
           } catch { errors += 1; }
-          worst = Math.max(worst, performance.now() - t0);
         }
         await db.destroy();
-        process.stdout.write('result ' + JSON.stringify({ worst, errors, done }) + '\\n');
+        process.stdout.write('result ' + JSON.stringify({ errors, done }) + '\\n');
         process.exit(0);
       `;
       const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -440,11 +440,15 @@ describe('payment-code SQLite: two processes on one file', () => {
       const m = /result (.*)/.exec(out);
       assert.equal(code, 0, err);
       assert.ok(m !== null, out + err);
-      const result = JSON.parse(m[1] as string) as { worst: number; errors: number; done: number };
+      const result = JSON.parse(m[1] as string) as { errors: number; done: number };
       assert.equal(result.errors, 0, 'the other process never timed out on the lock');
-      assert.ok(result.done >= 50, `the other process committed only ${result.done} transactions in 1.5 s`);
-      assert.ok(result.worst < 500, `the other process waited ${result.worst.toFixed(0)} ms for one transaction`);
-      assert.ok(mine > 0);
+      assert.equal(result.done, OTHER);
+      // The flood really ran meanwhile: rows of this process were committed between the other
+      // process's first and last (rowid order is commit order here: nothing is deleted).
+      const [span] = s.observer
+        .prepare(`select count(*) as n from t where id like 'mine-%' and rowid > (select min(rowid) from t where id like 'other-%') and rowid < (select max(rowid) from t where id like 'other-%')`)
+        .all() as { n: number }[];
+      assert.ok(mine > 0 && (span?.n ?? 0) > 0, `the other process's transactions interleaved with the flood (${span?.n} of ${mine} in between)`);
     } finally {
       await s.close();
     }
