@@ -115,3 +115,33 @@ export async function createTestGateway(options: TestGatewayOptions = {}): Promi
     },
   };
 }
+
+/** A second gateway process on a test gateway's database: same config, clock and store file or schema. */
+export interface SecondGateway {
+  gw: Gateway;
+  app: Express;
+  close(): Promise<void>;
+}
+
+/**
+ * On PostgreSQL, a second gateway process on `t`'s database (what two processes behind one
+ * load balancer are); undefined on SQLite, where the tests use one process.
+ */
+export async function secondGatewayOnPostgres(t: TestGateway): Promise<SecondGateway | undefined> {
+  if (t.database.dialect !== 'postgres') return undefined;
+  const store = await t.database.open();
+  const gw = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
+  return {
+    gw,
+    app: createApp(gw).app,
+    async close() {
+      await gw.close();
+      await store.close();
+    },
+  };
+}
+
+/** The apps to spread parallel requests over: the test gateway's, and the second process's where there is one. */
+export function appsOf(t: TestGateway, second: SecondGateway | undefined): Express[] {
+  return second === undefined ? [t.app] : [t.app, second.app];
+}

@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { createApp } from '../../src/app.ts';
 import { replaceSmsSender, smsSenderOf } from '../../src/flows/deliver-sms.ts';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
 import { createUser } from '../../src/flows/users.ts';
-import { createGateway, type Gateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/logger.ts';
-import type { Store } from '../../src/store/database.ts';
-import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
+import { appsOf, createTestGateway, type SecondGateway, secondGatewayOnPostgres, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { signIn } from '../helpers/session.ts';
 import { addPhone, captureSms, codeInText, type SmsCapture } from '../helpers/sms.ts';
@@ -30,7 +26,7 @@ for (const dialect of testDialects()) {
   describe(`factors.maxPerType under concurrency (${dialect})`, () => {
     let t: TestGateway;
     /** PostgreSQL: a second gateway process on the same database. */
-    let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let second: SecondGateway | undefined;
     let cookie: string[];
     let csrf: string;
     let sms: SmsCapture;
@@ -43,17 +39,12 @@ for (const dialect of testDialects()) {
       const res = await t.http().post('/v1/login').send({ username: 'desk', password: PASSWORD }).expect(200);
       cookie = res.headers['set-cookie'] as unknown as string[];
       csrf = res.body.csrf_token as string;
-      if (dialect === 'postgres') {
-        const store = await t.database.open();
-        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
-        // The second process delivers into the same capture: an enrolment started there sends its code there.
-        replaceSmsSender(gw2, smsSenderOf(t.gw));
-        second = { gw: gw2, store, app: createApp(gw2).app };
-      }
+      second = await secondGatewayOnPostgres(t);
+      // The second process delivers into the same capture: an enrolment started there sends its code there.
+      if (second !== undefined) replaceSmsSender(second.gw, smsSenderOf(t.gw));
     });
     after(async () => {
-      await second?.gw.close();
-      await second?.store.close();
+      await second?.close();
       await t.close();
     });
 
@@ -63,7 +54,7 @@ for (const dialect of testDialects()) {
       const seeds = Array.from({ length: PARALLEL }, () => randomSeedHex());
       const csv = seeds.map((seed, i) => `LIM-${i},${seed},hotp,6,0`).join('\n');
       await importTokenFile(t.gw, { data: Buffer.from(csv), fileName: 'limit.csv', source: 'cli' }, { actor: 'test' });
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(
         seeds.map((seed, i) =>
           supertest(apps[i % apps.length] as (typeof apps)[number])
@@ -99,7 +90,7 @@ for (const dialect of testDialects()) {
       // Signed in before the phones it holds are added: enrolling needs no second-factor proof then.
       const s = await signIn(t, username, PASSWORD);
       for (const phone of holding) await addPhone(t.gw, user.id, phone);
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const started = await Promise.all(
         numbers.map((phone, i) => supertest(apps[i % apps.length] as (typeof apps)[number]).post('/v1/me/factors/sms_otp').set('Cookie', s.cookie).set('X-CSRF-Token', s.csrf).send({ phone })),
       );

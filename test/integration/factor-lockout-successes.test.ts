@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { createApp } from '../../src/app.ts';
-import { createGateway, type Gateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/logger.ts';
-import type { Store } from '../../src/store/database.ts';
-import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
+import { appsOf, createTestGateway, type SecondGateway, secondGatewayOnPostgres, type TestGateway } from '../helpers/gateway.ts';
 import { makeClient, makeUser, PASSWORD, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
 
@@ -39,7 +35,7 @@ for (const dialect of testDialects()) {
   describe(`correct verifications never lock a factor; wrong ones lock it exactly (${dialect})`, () => {
     let t: TestGateway;
     /** PostgreSQL: a second gateway process on the same database. */
-    let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let second: SecondGateway | undefined;
     let pay: Awaited<ReturnType<typeof makeClient>>;
     let users = 0;
 
@@ -72,15 +68,10 @@ for (const dialect of testDialects()) {
       t = await createTestGateway({ dialect, config: { factors: { maxFailures: LIMIT, lockSeconds: 900 } } });
       await setPolicies(t.gw, [{ id: 'pwd', action: ACTION, priority: 10, require: { anyOf: [['password']] }, acr: 'urn:stepgate:aal1' }]);
       pay = await makeClient(t.gw, 'payment-code service', [ACTION]);
-      if (dialect === 'postgres') {
-        const store = await t.database.open();
-        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
-        second = { gw: gw2, store, app: createApp(gw2).app };
-      }
+      second = await secondGatewayOnPostgres(t);
     });
     after(async () => {
-      await second?.gw.close();
-      await second?.store.close();
+      await second?.close();
       await t.close();
     });
 
@@ -118,7 +109,7 @@ for (const dialect of testDialects()) {
 
     it(`${PARALLEL} wrong at once${dialect === 'postgres' ? ' in two gateway processes' : ''}: exactly ${LIMIT} are compared, the rest refused as locked`, async () => {
       const u = await user();
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => pay1(u.name, WRONG, apps[i % apps.length])));
       const codes = results.map((r) => r.body.code as string);
       assert.equal(codes.filter((c) => c === 'factor_invalid').length, LIMIT, codes.join());
@@ -129,7 +120,7 @@ for (const dialect of testDialects()) {
 
     it(`wrong and right at once${dialect === 'postgres' ? ' in two gateway processes' : ''}: never more than ${LIMIT} wrong ones compared while the right ones are in flight`, async () => {
       const u = await user();
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => pay1(u.name, i % 2 === 0 ? WRONG : PASSWORD, apps[i % apps.length])));
       const wrongCompared = (await failedEvents(u.factorId)).filter((r) => r === 'invalid').length;
       const completed = results.filter((r) => r.status === 200).length;
@@ -141,7 +132,7 @@ for (const dialect of testDialects()) {
 
     it(`${PARALLEL} correct at once${dialect === 'postgres' ? ' in two gateway processes' : ''}: none is compared as wrong, and the burst leaves the factor unlocked with no failures`, async (tc) => {
       const u = await user();
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => pay1(u.name, PASSWORD, apps[i % apps.length])));
       for (const r of results) assert.ok(r.status === 200 || r.body.code === 'factor_locked', r.text);
       const completed = results.filter((r) => r.status === 200).length;

@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { createApp } from '../../src/app.ts';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
 import { assignToken } from '../../src/flows/hardware-tokens.ts';
 import { createUser } from '../../src/flows/users.ts';
-import { createGateway, type Gateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/logger.ts';
-import type { Store } from '../../src/store/database.ts';
-import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
+import { appsOf, createTestGateway, type SecondGateway, secondGatewayOnPostgres, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { testDialects } from '../helpers/stores.ts';
 
@@ -34,7 +30,7 @@ for (const dialect of testDialects()) {
   describe(`helpdesk token assign/replace is throttled (${dialect})`, () => {
     let t: TestGateway;
     /** PostgreSQL: a second gateway process on the same database. */
-    let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let second: SecondGateway | undefined;
     let aliceId: string;
     const seeds: Record<string, string> = {};
     let n = 0;
@@ -86,15 +82,10 @@ for (const dialect of testDialects()) {
         config: { hardwareTokens: { assignMaxFailures: LIMIT, assignActorMaxFailures: OPERATOR_LIMIT, assignLockSeconds: LOCK_SECONDS } },
       });
       aliceId = (await createUser(t.gw, { username: 'alice', password: PASSWORD }, { actor: 'test' })).id;
-      if (dialect === 'postgres') {
-        const store = await t.database.open();
-        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
-        second = { gw: gw2, store, app: createApp(gw2).app };
-      }
+      second = await secondGatewayOnPostgres(t);
     });
     after(async () => {
-      await second?.gw.close();
-      await second?.store.close();
+      await second?.close();
       await t.close();
     });
 
@@ -199,7 +190,7 @@ for (const dialect of testDialects()) {
     it(`${PARALLEL} parallel wrong codes for one token${dialect === 'postgres' ? ' across two gateway processes' : ''}: exactly ${LIMIT} are compared, the rest refused`, async (tc) => {
       if (needOathtool(tc)) return;
       const serial = await stock();
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       // One operator per request pair, so only the token's budget binds.
       const ops = await Promise.all(Array.from({ length: PARALLEL / 2 }, () => desk()));
       const results = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => assign(ops[i % ops.length] as Desk, serial, wrong(serial, i), apps[i % apps.length])));
@@ -217,7 +208,7 @@ for (const dialect of testDialects()) {
       const d = await desk();
       const serials: string[] = [];
       for (let i = 0; i < PARALLEL; i += 1) serials.push(await stock());
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(serials.map((serial, i) => assign(d, serial, wrong(serial), apps[i % apps.length])));
       const statuses = results.map((r) => r.status);
       assert.equal(statuses.filter((s) => s === 400).length, OPERATOR_LIMIT, statuses.join());

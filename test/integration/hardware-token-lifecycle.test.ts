@@ -10,11 +10,8 @@ import { tokenCodeGenerator } from '../../src/otp/index.ts';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
 import { bindOwnToken, releaseOwnToken, resyncOwnToken } from '../../src/flows/hardware-tokens.ts';
 import { createUser, type Role } from '../../src/flows/users.ts';
-import { createApp } from '../../src/app.ts';
-import { createGateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/logger.ts';
 import { createJwksCache, MemoryReplayStore, verifyStepUpToken } from '../../src/verifier/index.ts';
-import { createTestGateway, LogCapture, TEST_MASTER_KEY, type TestGateway } from '../helpers/gateway.ts';
+import { appsOf, createTestGateway, type SecondGateway, secondGatewayOnPostgres, TEST_MASTER_KEY, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, oathTotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { listen, makeClient, setPolicies } from '../helpers/stepup-fixtures.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -51,7 +48,7 @@ for (const dialect of testDialects()) {
     const seeds: Record<string, string> = {};
     let serialNo = 0;
     /** PostgreSQL: a second gateway process on the same database. */
-    let second: { gw: Awaited<ReturnType<typeof createGateway>>; store: Awaited<ReturnType<TestGateway['database']['open']>>; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let second: SecondGateway | undefined;
 
     /** Imports one token (CSV through the import flow) and returns its serial and seed. */
     async function stock(kind: 'hotp' | 'totp', options: { algorithm?: string; digits?: number; fifth?: number } = {}): Promise<string> {
@@ -98,15 +95,10 @@ for (const dialect of testDialects()) {
         const res = await agent.post('/v1/login').send({ username: name, password: PASSWORD }).expect(200);
         set({ agent, csrf: res.body.csrf_token });
       }
-      if (dialect === 'postgres') {
-        const store = await t.database.open();
-        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
-        second = { gw: gw2, store, app: createApp(gw2).app };
-      }
+      second = await secondGatewayOnPostgres(t);
     });
     after(async () => {
-      await second?.gw.close();
-      await second?.store.close();
+      await second?.close();
       await t.close();
     });
 
@@ -203,7 +195,7 @@ for (const dialect of testDialects()) {
         const code = kind === 'hotp' ? oathHotp(seed, 4) : oathTotp(seed, unix());
         const stepUps = await Promise.all(Array.from({ length: 20 }, () => stepUp(user)));
         // On PostgreSQL, half of them go through a second gateway process on the same database.
-        const apps = second === undefined ? [t.app] : [t.app, second.app];
+        const apps = appsOf(t, second);
         const results = await Promise.all(stepUps.map((s, i) => verify(s, code, apps[i % apps.length])));
         const statuses = results.map((r) => r.status);
         assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(','));

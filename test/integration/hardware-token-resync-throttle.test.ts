@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { createApp } from '../../src/app.ts';
 import { isAppError } from '../../src/errors/app-error.ts';
 import { importTokenFile } from '../../src/flows/hardware-token-import.ts';
 import { assignToken, bindOwnToken, resyncOwnToken } from '../../src/flows/hardware-tokens.ts';
 import { createUser } from '../../src/flows/users.ts';
-import { createGateway, type Gateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/logger.ts';
-import type { Store } from '../../src/store/database.ts';
-import { createTestGateway, LogCapture, type TestGateway } from '../helpers/gateway.ts';
+import { appsOf, createTestGateway, type SecondGateway, secondGatewayOnPostgres, type TestGateway } from '../helpers/gateway.ts';
 import { needOathtool, oathHotp, randomSeedHex } from '../helpers/hardware-tokens.ts';
 import { confirmForTest, type SignedIn, signIn } from '../helpers/session.ts';
 import { testDialects } from '../helpers/stores.ts';
@@ -32,7 +28,7 @@ for (const dialect of testDialects()) {
   describe(`hardware-token resync is throttled (${dialect})`, () => {
     let t: TestGateway;
     /** PostgreSQL: a second gateway process on the same database. */
-    let second: { gw: Gateway; store: Store; app: ReturnType<typeof createApp>['app'] } | undefined;
+    let second: SecondGateway | undefined;
     let desk: { cookie: string[]; csrf: string };
     let aliceId: string;
     const seeds: Record<string, string> = {};
@@ -78,15 +74,10 @@ for (const dialect of testDialects()) {
       aliceId = (await createUser(t.gw, { username: 'alice', password: PASSWORD }, { actor: 'test' })).id;
       const res = await t.http().post('/v1/login').send({ username: 'desk', password: PASSWORD }).expect(200);
       desk = { cookie: res.headers['set-cookie'] as unknown as string[], csrf: res.body.csrf_token as string };
-      if (dialect === 'postgres') {
-        const store = await t.database.open();
-        const gw2 = await createGateway(t.config, { clock: t.clock, logger: createLogger('silent', new LogCapture()), store });
-        second = { gw: gw2, store, app: createApp(gw2).app };
-      }
+      second = await secondGatewayOnPostgres(t);
     });
     after(async () => {
-      await second?.gw.close();
-      await second?.store.close();
+      await second?.close();
       await t.close();
     });
 
@@ -156,7 +147,7 @@ for (const dialect of testDialects()) {
       if (needOathtool(tc)) return;
       const serial = await assigned();
       const seed = seeds[serial] as string;
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(Array.from({ length: PARALLEL }, (_, i) => resync(serial, oathHotp(seed, 50 + 2 * i), oathHotp(seed, 52 + 2 * i), apps[i % apps.length])));
       const statuses = results.map((r) => r.status);
       assert.equal(statuses.filter((s) => s === 400).length, LIMIT, statuses.join());
@@ -171,7 +162,7 @@ for (const dialect of testDialects()) {
       if (needOathtool(tc)) return;
       const serial = await assigned();
       const seed = seeds[serial] as string;
-      const apps = second === undefined ? [t.app] : [t.app, second.app];
+      const apps = appsOf(t, second);
       const results = await Promise.all(Array.from({ length: LIMIT }, (_, i) => resync(serial, oathHotp(seed, 20), oathHotp(seed, 21), apps[i % apps.length])));
       assert.equal(results.filter((r) => r.status === 200).length, 1, results.map((r) => r.status).join());
       assert.equal(Number((await tokenRow(serial)).counter), 1);
