@@ -11,6 +11,12 @@ export interface Command {
   options: ParseArgsOptionsConfig;
   /** How many positional arguments it takes at most (default none: a stray one is exit 2). */
   positionals?: number;
+  /**
+   * Positionals of this shape are positionals even when they start with "-" (a JWK
+   * thumbprint kid is base64url and starts with "-" one time in 64): without this,
+   * `stepgate keys revoke -pXz…` would be read as options. Must match the whole argument.
+   */
+  positionalPattern?: RegExp;
   run(args: CommandArgs): Promise<number>;
 }
 
@@ -37,9 +43,10 @@ export class UsageError extends Error {
 }
 
 export function parseCommandArgs(command: Command, argv: string[]): CommandArgs {
+  const options = { ...COMMON_OPTIONS, ...command.options };
   const { values, positionals } = parseArgs({
-    args: argv,
-    options: { ...COMMON_OPTIONS, ...command.options },
+    args: command.positionalPattern === undefined ? argv : dashPositionalsLast(argv, options, command.positionalPattern),
+    options,
     allowPositionals: true,
     strict: true,
   });
@@ -55,6 +62,43 @@ export function parseCommandArgs(command: Command, argv: string[]): CommandArgs 
       process.stderr.write(`${line}\n`);
     },
   };
+}
+
+/**
+ * When an argument that is not an option's value starts with "-" and has the command's
+ * positional shape, moves it and every other positional (in order) after a "--", where
+ * parseArgs takes them as positionals. Otherwise returns argv as it is.
+ */
+export function dashPositionalsLast(argv: string[], options: ParseArgsOptionsConfig, pattern: RegExp): string[] {
+  const takesValue = (arg: string): boolean => {
+    if (arg.startsWith('--')) {
+      if (arg.includes('=')) return false;
+      return options[arg.slice(2)]?.type === 'string';
+    }
+    // "-c" takes the next argument; "-cFILE" carries its value.
+    if (arg.length !== 2) return false;
+    return Object.values(options).some((o) => o.short === arg[1] && o.type === 'string');
+  };
+  const end = argv.indexOf('--');
+  const head = end === -1 ? argv : argv.slice(0, end);
+  const tail = end === -1 ? [] : argv.slice(end + 1);
+  const rest: string[] = [];
+  const moved: string[] = [];
+  let dashPositional = false;
+  const whole = new RegExp(`^(?:${pattern.source})$`, pattern.flags.replace(/[gy]/g, ''));
+  for (let i = 0; i < head.length; i++) {
+    const arg = head[i] as string;
+    if (arg.startsWith('-') && arg !== '-' && whole.test(arg)) {
+      moved.push(arg);
+      dashPositional = true;
+    } else if (!arg.startsWith('-') || arg === '-') {
+      moved.push(arg);
+    } else {
+      rest.push(arg);
+      if (takesValue(arg) && i + 1 < head.length) rest.push(head[++i] as string);
+    }
+  }
+  return dashPositional ? [...rest, '--', ...moved, ...tail] : argv;
 }
 
 /** A string option's value, or undefined. */

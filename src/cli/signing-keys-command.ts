@@ -3,6 +3,9 @@ import { type Command, requireStringOption, stringOption, UsageError } from './c
 import { revokeSigningKey } from '../flows/signing-keys.ts';
 import type { SigningAlg } from '../stepup/signing-keys.ts';
 
+/** A step-up signing kid: the RFC 7638 SHA-256 thumbprint, 43 base64url characters. */
+const SIGNING_KID_SHAPE = /[A-Za-z0-9_-]{43}/;
+
 export const keysRotateCommand: Command = {
   name: ['keys', 'rotate'],
   summary: 'Make a new step-up signing key: published at once, signing after one refresh interval; the old one stays published until its tokens expire.',
@@ -61,6 +64,7 @@ export const keysRevokeCommand: Command = {
   usage: 'stepgate keys revoke KID --reason TEXT [--json] [--config FILE]',
   options: { reason: { type: 'string' }, json: { type: 'boolean' } },
   positionals: 1,
+  positionalPattern: SIGNING_KID_SHAPE,
   async run(args) {
     if (args.positionals.length !== 1) throw new UsageError('give exactly one kid (stepgate keys list shows them)');
     const kid = args.positionals[0] as string;

@@ -117,6 +117,11 @@ for (const dialect of testDialects()) {
       const again = await runCli(['keys', 'revoke', active, '--reason', 'key leaked'], env);
       assert.equal(again.status, 1);
       assert.match(again.stderr, /no published signing key/);
+      // A thumbprint kid starts with "-" one time in 64, and "-c…" would read as --config.
+      const dashKid = `-c${'A'.repeat(41)}`;
+      const dashed = await runCli(['keys', 'revoke', dashKid, '--reason', 'key leaked'], env);
+      assert.equal(dashed.status, 1, dashed.stderr);
+      assert.ok(dashed.stderr.includes(`no published signing key ${dashKid}`), dashed.stderr);
     });
   });
 }
